@@ -1,0 +1,477 @@
+//! The shopping cart. Invariants: only an open cart changes; a line holds 1..=999 units;
+//! an empty cart cannot be checked out.
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use super::{require_text, Aggregate};
+use crate::envelope::AggregateType;
+use crate::error::DomainError;
+use crate::events::*;
+
+pub const MAX_LINE_QUANTITY: u32 = 999;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub enum CartStatus {
+    #[default]
+    New,
+    Open,
+    CheckedOut,
+    Expired,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cart {
+    pub cart_id: String,
+    pub customer_id: String,
+    pub status: CartStatus,
+    /// Lines in the order they were first added.
+    pub items: Vec<LineItem>,
+    pub total_amount: Decimal,
+    pub order_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CartCommand {
+    Create {
+        cart_id: String,
+        customer_id: String,
+    },
+    AddItem {
+        sku: String,
+        name: String,
+        unit_price: Decimal,
+        /// Signed so that a zero or negative request is refused here, not lost in parsing.
+        quantity: i64,
+    },
+    RemoveItem {
+        sku: String,
+    },
+    Checkout {
+        order_id: String,
+        payment_token: String,
+        shipping_address: ShippingAddress,
+        email: String,
+        phone: Option<String>,
+    },
+    /// Sent by the expiry timer; a cart that is no longer open is left alone.
+    Expire,
+}
+
+impl Cart {
+    fn require_open(&self) -> Result<(), DomainError> {
+        match self.status {
+            CartStatus::Open => Ok(()),
+            CartStatus::New => Err(DomainError::NotFound {
+                aggregate: AggregateType::Cart,
+                id: self.cart_id.clone(),
+            }),
+            CartStatus::CheckedOut => Err(DomainError::CartNotOpen {
+                cart_id: self.cart_id.clone(),
+                status: "checked out".into(),
+            }),
+            CartStatus::Expired => Err(DomainError::CartNotOpen {
+                cart_id: self.cart_id.clone(),
+                status: "expired".into(),
+            }),
+        }
+    }
+
+    fn line(&self, sku: &str) -> Option<&LineItem> {
+        self.items.iter().find(|l| l.sku == sku)
+    }
+}
+
+impl Aggregate for Cart {
+    const TYPE: AggregateType = AggregateType::Cart;
+    type Command = CartCommand;
+
+    fn decide(&self, command: &CartCommand) -> Result<Vec<DomainEvent>, DomainError> {
+        match command {
+            CartCommand::Create {
+                cart_id,
+                customer_id,
+            } => {
+                if self.status != CartStatus::New {
+                    return Err(DomainError::AlreadyExists {
+                        aggregate: AggregateType::Cart,
+                        id: cart_id.clone(),
+                    });
+                }
+                require_text("customerId", customer_id, 200)?;
+                Ok(vec![CartCreated {
+                    cart_id: cart_id.clone(),
+                    customer_id: customer_id.trim().to_string(),
+                }
+                .into()])
+            }
+            CartCommand::AddItem {
+                sku,
+                name,
+                unit_price,
+                quantity,
+            } => {
+                self.require_open()?;
+                if !(1..=MAX_LINE_QUANTITY as i64).contains(quantity) {
+                    return Err(DomainError::InvalidQuantity(*quantity));
+                }
+                let quantity = *quantity as u32;
+                let already = self.line(sku).map_or(0, |l| l.quantity);
+                if already + quantity > MAX_LINE_QUANTITY {
+                    return Err(DomainError::Invalid(format!(
+                        "a cart line holds at most {MAX_LINE_QUANTITY} units; '{sku}' has {already} and {quantity} more were requested"
+                    )));
+                }
+                Ok(vec![ItemAddedToCart {
+                    cart_id: self.cart_id.clone(),
+                    sku: sku.clone(),
+                    name: name.clone(),
+                    quantity,
+                    unit_price: *unit_price,
+                }
+                .into()])
+            }
+            CartCommand::RemoveItem { sku } => {
+                self.require_open()?;
+                let line = self.line(sku).ok_or_else(|| DomainError::ItemNotInCart {
+                    cart_id: self.cart_id.clone(),
+                    sku: sku.clone(),
+                })?;
+                Ok(vec![ItemRemovedFromCart {
+                    cart_id: self.cart_id.clone(),
+                    sku: sku.clone(),
+                    quantity: line.quantity,
+                }
+                .into()])
+            }
+            CartCommand::Checkout {
+                order_id,
+                payment_token,
+                shipping_address,
+                email,
+                phone,
+            } => {
+                self.require_open()?;
+                if self.items.is_empty() {
+                    return Err(DomainError::EmptyCart(self.cart_id.clone()));
+                }
+                require_text("paymentToken", payment_token, 200)?;
+                validate_email(email)?;
+                validate_address(shipping_address)?;
+                if let Some(phone) = phone {
+                    validate_phone(phone)?;
+                }
+                Ok(vec![CartCheckedOut {
+                    cart_id: self.cart_id.clone(),
+                    order_id: order_id.clone(),
+                    customer_id: self.customer_id.clone(),
+                    items: self.items.clone(),
+                    total_amount: self.total_amount,
+                    payment_token: payment_token.clone(),
+                    shipping_address: shipping_address.clone(),
+                    email: email.trim().to_string(),
+                    phone: phone.clone(),
+                }
+                .into()])
+            }
+            CartCommand::Expire => match self.status {
+                CartStatus::Open => Ok(vec![CartExpired {
+                    cart_id: self.cart_id.clone(),
+                    customer_id: self.customer_id.clone(),
+                }
+                .into()]),
+                CartStatus::New => Err(DomainError::NotFound {
+                    aggregate: AggregateType::Cart,
+                    id: self.cart_id.clone(),
+                }),
+                CartStatus::CheckedOut | CartStatus::Expired => Ok(vec![]),
+            },
+        }
+    }
+
+    fn evolve(mut self, event: &DomainEvent) -> Self {
+        match event {
+            DomainEvent::CartCreated(e) => {
+                self.cart_id = e.cart_id.clone();
+                self.customer_id = e.customer_id.clone();
+                self.status = CartStatus::Open;
+            }
+            DomainEvent::ItemAddedToCart(e) => {
+                match self.items.iter_mut().find(|l| l.sku == e.sku) {
+                    Some(line) => {
+                        line.quantity += e.quantity;
+                        // The latest price and name win: the line is priced as last added.
+                        line.unit_price = e.unit_price;
+                        line.name = e.name.clone();
+                    }
+                    None => self.items.push(LineItem {
+                        sku: e.sku.clone(),
+                        name: e.name.clone(),
+                        quantity: e.quantity,
+                        unit_price: e.unit_price,
+                    }),
+                }
+                self.total_amount = total_of(&self.items);
+            }
+            DomainEvent::ItemRemovedFromCart(e) => {
+                self.items.retain(|l| l.sku != e.sku);
+                self.total_amount = total_of(&self.items);
+            }
+            DomainEvent::CartCheckedOut(e) => {
+                self.status = CartStatus::CheckedOut;
+                self.order_id = Some(e.order_id.clone());
+            }
+            DomainEvent::CartExpired(_) => self.status = CartStatus::Expired,
+            _ => {}
+        }
+        self
+    }
+
+    fn exists(&self) -> bool {
+        self.status != CartStatus::New
+    }
+}
+
+fn validate_email(email: &str) -> Result<(), DomainError> {
+    let email = email.trim();
+    let valid = email.len() <= 254
+        && !email.contains(char::is_whitespace)
+        && match email.split_once('@') {
+            Some((local, domain)) => {
+                !local.is_empty()
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+                    && !domain.contains('@')
+            }
+            None => false,
+        };
+    if valid {
+        Ok(())
+    } else {
+        Err(DomainError::Invalid(format!(
+            "email '{email}' is not a valid e-mail address"
+        )))
+    }
+}
+
+fn validate_phone(phone: &str) -> Result<(), DomainError> {
+    let digits = phone.chars().filter(char::is_ascii_digit).count();
+    let allowed = phone
+        .chars()
+        .all(|c| c.is_ascii_digit() || " +-().".contains(c));
+    if allowed && (7..=15).contains(&digits) {
+        Ok(())
+    } else {
+        Err(DomainError::Invalid(format!(
+            "phone '{phone}' is not a phone number (7 to 15 digits, optionally with + - ( ) and spaces)"
+        )))
+    }
+}
+
+fn validate_address(a: &ShippingAddress) -> Result<(), DomainError> {
+    require_text("shippingAddress.name", &a.name, 200)?;
+    require_text("shippingAddress.line1", &a.line1, 200)?;
+    require_text("shippingAddress.city", &a.city, 100)?;
+    require_text("shippingAddress.postalCode", &a.postal_code, 20)?;
+    if a.country.len() != 2 || !a.country.chars().all(|c| c.is_ascii_alphabetic()) {
+        return Err(DomainError::Invalid(format!(
+            "shippingAddress.country must be a two-letter ISO country code, got '{}'",
+            a.country
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregates::run;
+    use rust_decimal_macros::dec;
+
+    fn created() -> Cart {
+        run(
+            Cart::default(),
+            [CartCommand::Create {
+                cart_id: "cart-1".into(),
+                customer_id: "cust-1".into(),
+            }],
+        )
+        .unwrap()
+        .0
+    }
+
+    fn add(sku: &str, quantity: i64) -> CartCommand {
+        CartCommand::AddItem {
+            sku: sku.into(),
+            name: format!("name of {sku}"),
+            unit_price: dec!(2.50),
+            quantity,
+        }
+    }
+
+    pub(crate) fn checkout() -> CartCommand {
+        CartCommand::Checkout {
+            order_id: "order-1".into(),
+            payment_token: "tok_visa".into(),
+            shipping_address: ShippingAddress {
+                name: "Ada Lovelace".into(),
+                line1: "1 Analytical Way".into(),
+                line2: None,
+                city: "London".into(),
+                postal_code: "N1 1AA".into(),
+                country: "GB".into(),
+            },
+            email: "ada@example.com".into(),
+            phone: Some("+44 20 7946 0000".into()),
+        }
+    }
+
+    #[test]
+    fn given_nothing_when_create_then_cart_created() {
+        let events = Cart::default()
+            .decide(&CartCommand::Create {
+                cart_id: "cart-1".into(),
+                customer_id: "cust-1".into(),
+            })
+            .unwrap();
+        assert_eq!(
+            events,
+            vec![DomainEvent::from(CartCreated {
+                cart_id: "cart-1".into(),
+                customer_id: "cust-1".into()
+            })]
+        );
+    }
+
+    #[test]
+    fn given_open_cart_when_add_then_item_added_and_total_is_exact() {
+        let (cart, events) = run(created(), [add("A", 3), add("A", 1)]).unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(cart.items.len(), 1);
+        assert_eq!(cart.items[0].quantity, 4);
+        assert_eq!(cart.total_amount, dec!(10.00));
+    }
+
+    #[test]
+    fn quantity_must_be_between_1_and_999() {
+        let cart = created();
+        for bad in [0, -1, 1000] {
+            assert_eq!(
+                cart.decide(&add("A", bad)),
+                Err(DomainError::InvalidQuantity(bad))
+            );
+        }
+        assert!(cart.decide(&add("A", 1)).is_ok());
+        assert!(cart.decide(&add("A", 999)).is_ok());
+    }
+
+    #[test]
+    fn a_line_never_exceeds_999_units() {
+        let (cart, _) = run(created(), [add("A", 998)]).unwrap();
+        assert!(matches!(
+            cart.decide(&add("A", 2)),
+            Err(DomainError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn nothing_can_be_added_to_a_checked_out_cart() {
+        let (cart, _) = run(created(), [add("A", 1), checkout()]).unwrap();
+        assert_eq!(cart.status, CartStatus::CheckedOut);
+        let err = cart.decide(&add("B", 1)).unwrap_err();
+        assert!(matches!(err, DomainError::CartNotOpen { .. }));
+        assert!(matches!(
+            cart.decide(&CartCommand::RemoveItem { sku: "A".into() }),
+            Err(DomainError::CartNotOpen { .. })
+        ));
+    }
+
+    #[test]
+    fn nothing_can_be_added_to_an_expired_cart() {
+        let (cart, events) = run(created(), [add("A", 1), CartCommand::Expire]).unwrap();
+        assert_eq!(events.last().unwrap().event_type(), "CartExpired");
+        assert!(matches!(
+            cart.decide(&add("B", 1)),
+            Err(DomainError::CartNotOpen { .. })
+        ));
+        assert!(matches!(
+            cart.decide(&checkout()),
+            Err(DomainError::CartNotOpen { .. })
+        ));
+    }
+
+    #[test]
+    fn expiring_a_closed_cart_changes_nothing() {
+        let (cart, _) = run(created(), [add("A", 1), checkout()]).unwrap();
+        assert_eq!(cart.decide(&CartCommand::Expire), Ok(vec![]));
+    }
+
+    #[test]
+    fn an_empty_cart_cannot_be_checked_out() {
+        assert_eq!(
+            created().decide(&checkout()),
+            Err(DomainError::EmptyCart("cart-1".into()))
+        );
+        // Emptied again by a removal: still refused.
+        let (cart, _) = run(
+            created(),
+            [add("A", 1), CartCommand::RemoveItem { sku: "A".into() }],
+        )
+        .unwrap();
+        assert!(matches!(
+            cart.decide(&checkout()),
+            Err(DomainError::EmptyCart(_))
+        ));
+    }
+
+    #[test]
+    fn checkout_carries_items_total_and_contact_details() {
+        let (_, events) = run(created(), [add("A", 2), add("B", 1), checkout()]).unwrap();
+        let DomainEvent::CartCheckedOut(e) = events.last().unwrap() else {
+            panic!("expected CartCheckedOut")
+        };
+        assert_eq!(e.items.len(), 2);
+        assert_eq!(e.total_amount, dec!(7.50));
+        assert_eq!(e.email, "ada@example.com");
+        assert_eq!(e.order_id, "order-1");
+    }
+
+    #[test]
+    fn checkout_refuses_a_bad_email() {
+        let (cart, _) = run(created(), [add("A", 1)]).unwrap();
+        let mut cmd = checkout();
+        if let CartCommand::Checkout { email, .. } = &mut cmd {
+            *email = "not-an-email".into();
+        }
+        assert!(matches!(cart.decide(&cmd), Err(DomainError::Invalid(_))));
+    }
+
+    #[test]
+    fn removing_an_absent_item_is_not_found() {
+        assert!(matches!(
+            created().decide(&CartCommand::RemoveItem { sku: "X".into() }),
+            Err(DomainError::ItemNotInCart { .. })
+        ));
+    }
+
+    #[test]
+    fn commands_on_a_cart_that_does_not_exist_are_not_found() {
+        assert!(matches!(
+            Cart::default().decide(&add("A", 1)),
+            Err(DomainError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn a_cart_cannot_be_created_twice() {
+        assert!(matches!(
+            created().decide(&CartCommand::Create {
+                cart_id: "cart-1".into(),
+                customer_id: "x".into()
+            }),
+            Err(DomainError::AlreadyExists { .. })
+        ));
+    }
+}

@@ -1,0 +1,346 @@
+//! Stock of one SKU. Available stock never goes below zero; each order holds at most
+//! one reservation per SKU (so a repeated reservation is a no-op); a LowStockAlert is
+//! raised once each time available falls to or below the threshold.
+
+use std::collections::BTreeMap;
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use super::{require_money, require_text, Aggregate};
+use crate::envelope::AggregateType;
+use crate::error::DomainError;
+use crate::events::*;
+
+/// The most units of one SKU the shop tracks; keeps sums far from overflow.
+pub const MAX_STOCK: u32 = 1_000_000_000;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Inventory {
+    pub sku: String,
+    pub name: String,
+    pub unit_price: Decimal,
+    pub available: u32,
+    pub reserved: u32,
+    pub low_stock_threshold: u32,
+    /// Whether the current dip to or below the threshold has been announced already.
+    pub low_stock_alerted: bool,
+    /// Units held per order that are not released yet.
+    pub reservations: BTreeMap<String, u32>,
+    pub exists: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum InventoryCommand {
+    /// Sets the product's details and the units available for sale (a restock or a
+    /// stock count). Setting what is already there changes nothing.
+    Set {
+        sku: String,
+        name: String,
+        unit_price: Decimal,
+        quantity: i64,
+        low_stock_threshold: i64,
+    },
+    Reserve { order_id: String, quantity: u32 },
+    Release { order_id: String, reason: String },
+}
+
+impl Inventory {
+    fn low_stock_alert(&self, available: u32, threshold: u32) -> Option<DomainEvent> {
+        (available <= threshold && !self.low_stock_alerted).then(|| {
+            LowStockAlert {
+                sku: self.sku.clone(),
+                available,
+                low_stock_threshold: threshold,
+            }
+            .into()
+        })
+    }
+
+    fn require_exists(&self) -> Result<(), DomainError> {
+        if self.exists {
+            Ok(())
+        } else {
+            Err(DomainError::NotFound {
+                aggregate: AggregateType::Inventory,
+                id: self.sku.clone(),
+            })
+        }
+    }
+}
+
+/// A stock-keeping unit: 1 to 64 letters, digits, '-', '_' or '.'.
+pub fn validate_sku(sku: &str) -> Result<(), DomainError> {
+    let ok = !sku.is_empty()
+        && sku.len() <= 64
+        && sku
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(DomainError::Invalid(format!(
+            "SKU '{sku}' is not valid: use 1 to 64 letters, digits, '-', '_' or '.'"
+        )))
+    }
+}
+
+impl Aggregate for Inventory {
+    const TYPE: AggregateType = AggregateType::Inventory;
+    type Command = InventoryCommand;
+
+    fn decide(&self, command: &InventoryCommand) -> Result<Vec<DomainEvent>, DomainError> {
+        match command {
+            InventoryCommand::Set {
+                sku,
+                name,
+                unit_price,
+                quantity,
+                low_stock_threshold,
+            } => {
+                validate_sku(sku)?;
+                require_text("name", name, 200)?;
+                require_money("unitPrice", *unit_price)?;
+                if !(0..=MAX_STOCK as i64).contains(quantity) {
+                    return Err(DomainError::Invalid(format!(
+                        "quantity must be between 0 and {MAX_STOCK}, got {quantity}"
+                    )));
+                }
+                if !(0..=MAX_STOCK as i64).contains(low_stock_threshold) {
+                    return Err(DomainError::Invalid(format!(
+                        "lowStockThreshold must be between 0 and {MAX_STOCK}, got {low_stock_threshold}"
+                    )));
+                }
+                let (quantity, threshold) = (*quantity as u32, *low_stock_threshold as u32);
+                let name = name.trim().to_string();
+                let unchanged = self.exists
+                    && self.name == name
+                    && self.unit_price == *unit_price
+                    && self.available == quantity
+                    && self.low_stock_threshold == threshold;
+                if unchanged {
+                    return Ok(vec![]);
+                }
+                let mut events = vec![StockUpdated {
+                    sku: sku.clone(),
+                    name,
+                    unit_price: *unit_price,
+                    quantity,
+                    low_stock_threshold: threshold,
+                }
+                .into()];
+                // The alert state after the update: a restock above the threshold re-arms it.
+                let after = Self {
+                    low_stock_alerted: self.low_stock_alerted && quantity <= threshold,
+                    sku: sku.clone(),
+                    ..Self::default()
+                };
+                events.extend(after.low_stock_alert(quantity, threshold));
+                Ok(events)
+            }
+            InventoryCommand::Reserve { order_id, quantity } => {
+                self.require_exists()?;
+                if self.reservations.contains_key(order_id) {
+                    return Ok(vec![]);
+                }
+                if *quantity == 0 {
+                    return Err(DomainError::InvalidQuantity(0));
+                }
+                if *quantity > self.available {
+                    return Err(DomainError::InsufficientStock {
+                        sku: self.sku.clone(),
+                        requested: *quantity,
+                        available: self.available,
+                    });
+                }
+                let mut events = vec![StockReserved {
+                    sku: self.sku.clone(),
+                    order_id: order_id.clone(),
+                    quantity: *quantity,
+                }
+                .into()];
+                events.extend(self.low_stock_alert(self.available - quantity, self.low_stock_threshold));
+                Ok(events)
+            }
+            InventoryCommand::Release { order_id, reason } => {
+                self.require_exists()?;
+                Ok(match self.reservations.get(order_id) {
+                    Some(&quantity) => vec![StockReleased {
+                        sku: self.sku.clone(),
+                        order_id: order_id.clone(),
+                        quantity,
+                        reason: reason.clone(),
+                    }
+                    .into()],
+                    None => vec![],
+                })
+            }
+        }
+    }
+
+    fn evolve(mut self, event: &DomainEvent) -> Self {
+        match event {
+            DomainEvent::StockUpdated(e) => {
+                self.exists = true;
+                self.sku = e.sku.clone();
+                self.name = e.name.clone();
+                self.unit_price = e.unit_price;
+                self.available = e.quantity;
+                self.low_stock_threshold = e.low_stock_threshold;
+                if self.available > self.low_stock_threshold {
+                    self.low_stock_alerted = false;
+                }
+            }
+            DomainEvent::StockReserved(e) => {
+                self.available -= e.quantity;
+                self.reserved += e.quantity;
+                self.reservations.insert(e.order_id.clone(), e.quantity);
+            }
+            DomainEvent::StockReleased(e) => {
+                self.available += e.quantity;
+                self.reserved -= e.quantity;
+                self.reservations.remove(&e.order_id);
+                if self.available > self.low_stock_threshold {
+                    self.low_stock_alerted = false;
+                }
+            }
+            DomainEvent::LowStockAlert(_) => self.low_stock_alerted = true,
+            _ => {}
+        }
+        self
+    }
+
+    fn exists(&self) -> bool {
+        self.exists
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregates::run;
+    use rust_decimal_macros::dec;
+
+    fn set(quantity: i64, threshold: i64) -> InventoryCommand {
+        InventoryCommand::Set {
+            sku: "MUG-1".into(),
+            name: "Mug".into(),
+            unit_price: dec!(9.99),
+            quantity,
+            low_stock_threshold: threshold,
+        }
+    }
+    fn reserve(order: &str, quantity: u32) -> InventoryCommand {
+        InventoryCommand::Reserve {
+            order_id: order.into(),
+            quantity,
+        }
+    }
+    fn release(order: &str) -> InventoryCommand {
+        InventoryCommand::Release {
+            order_id: order.into(),
+            reason: "cancelled".into(),
+        }
+    }
+    fn types(events: &[DomainEvent]) -> Vec<&'static str> {
+        events.iter().map(DomainEvent::event_type).collect()
+    }
+
+    #[test]
+    fn available_stock_never_goes_below_zero() {
+        let (inv, _) = run(Inventory::default(), [set(5, 0), reserve("o1", 3)]).unwrap();
+        assert_eq!((inv.available, inv.reserved), (2, 3));
+        assert_eq!(
+            inv.decide(&reserve("o2", 3)),
+            Err(DomainError::InsufficientStock {
+                sku: "MUG-1".into(),
+                requested: 3,
+                available: 2
+            })
+        );
+        let (inv, _) = run(inv, [reserve("o2", 2)]).unwrap();
+        assert_eq!(inv.available, 0);
+        assert!(inv.decide(&reserve("o3", 1)).is_err());
+    }
+
+    #[test]
+    fn a_negative_stock_level_is_refused() {
+        assert!(matches!(
+            Inventory::default().decide(&set(-1, 0)),
+            Err(DomainError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn reserving_twice_for_one_order_is_a_no_op_and_release_returns_the_units() {
+        let (inv, _) = run(Inventory::default(), [set(10, 0), reserve("o1", 4)]).unwrap();
+        assert_eq!(inv.decide(&reserve("o1", 4)), Ok(vec![]));
+        let (inv, events) = run(inv, [release("o1")]).unwrap();
+        assert_eq!(types(&events), ["StockReleased"]);
+        assert_eq!((inv.available, inv.reserved), (10, 0));
+        assert_eq!(inv.decide(&release("o1")), Ok(vec![]));
+    }
+
+    #[test]
+    fn low_stock_alert_fires_once_per_dip_and_rearms_after_restock() {
+        let (inv, events) = run(
+            Inventory::default(),
+            [set(10, 3), reserve("o1", 6), reserve("o2", 1), reserve("o3", 1)],
+        )
+        .unwrap();
+        assert_eq!(
+            types(&events),
+            [
+                "StockUpdated",
+                "StockReserved",
+                "StockReserved",
+                "LowStockAlert",
+                "StockReserved"
+            ]
+        );
+        assert!(inv.low_stock_alerted);
+        // Restock above the threshold re-arms the alert ...
+        let (inv, events) = run(inv, [set(20, 3)]).unwrap();
+        assert_eq!(types(&events), ["StockUpdated"]);
+        assert!(!inv.low_stock_alerted);
+        // ... so the next dip alerts again.
+        let (_, events) = run(inv, [reserve("o4", 17)]).unwrap();
+        assert_eq!(types(&events), ["StockReserved", "LowStockAlert"]);
+    }
+
+    #[test]
+    fn setting_stock_at_or_below_threshold_alerts() {
+        let (_, events) = run(Inventory::default(), [set(2, 5)]).unwrap();
+        assert_eq!(types(&events), ["StockUpdated", "LowStockAlert"]);
+    }
+
+    #[test]
+    fn setting_the_same_stock_again_changes_nothing() {
+        let (inv, _) = run(Inventory::default(), [set(10, 2)]).unwrap();
+        assert_eq!(inv.decide(&set(10, 2)), Ok(vec![]));
+    }
+
+    #[test]
+    fn reserving_an_unknown_sku_is_not_found() {
+        assert!(matches!(
+            Inventory::default().decide(&reserve("o", 1)),
+            Err(DomainError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_prices_and_skus_are_refused() {
+        let bad_price = InventoryCommand::Set {
+            sku: "A".into(),
+            name: "x".into(),
+            unit_price: dec!(-0.01),
+            quantity: 1,
+            low_stock_threshold: 0,
+        };
+        assert!(Inventory::default().decide(&bad_price).is_err());
+        assert!(validate_sku("has space").is_err());
+        assert!(validate_sku("").is_err());
+        assert!(validate_sku("SKU-1.a_b").is_ok());
+    }
+}

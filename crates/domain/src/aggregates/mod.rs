@@ -1,0 +1,82 @@
+//! The four aggregates as deciders: `decide(state, command) -> events | error` and
+//! `evolve(state, event) -> state`, starting from `Default::default()`.
+
+pub mod cart;
+pub mod inventory;
+pub mod order;
+pub mod payment;
+
+use serde::Serialize;
+
+use crate::envelope::AggregateType;
+use crate::error::DomainError;
+use crate::events::DomainEvent;
+
+/// An event-sourced aggregate. The initial state is `Default::default()`: an aggregate
+/// that has no events yet ("does not exist").
+pub trait Aggregate: Default + Clone + std::fmt::Debug + PartialEq + Serialize + Send + Sync {
+    const TYPE: AggregateType;
+    type Command;
+
+    /// Turns a command into the events it causes, or refuses it. Returning no events
+    /// means the command changes nothing (for example a repeat of one already applied).
+    fn decide(&self, command: &Self::Command) -> Result<Vec<DomainEvent>, DomainError>;
+
+    /// Applies one of this aggregate's events. Events of other aggregates leave the
+    /// state unchanged.
+    fn evolve(self, event: &DomainEvent) -> Self;
+
+    /// Whether any event has been applied yet.
+    fn exists(&self) -> bool;
+}
+
+/// Folds events into a state, from the initial one.
+pub fn fold<'a, A: Aggregate>(events: impl IntoIterator<Item = &'a DomainEvent>) -> A {
+    events.into_iter().fold(A::default(), A::evolve)
+}
+
+/// Runs a sequence of commands against an aggregate the way the write side does, and
+/// returns the events it produced. A test helper that keeps specifications short.
+pub fn run<A: Aggregate>(
+    state: A,
+    commands: impl IntoIterator<Item = A::Command>,
+) -> Result<(A, Vec<DomainEvent>), DomainError> {
+    let mut state = state;
+    let mut all = Vec::new();
+    for command in commands {
+        let events = state.decide(&command)?;
+        for event in &events {
+            state = state.evolve(event);
+        }
+        all.extend(events);
+    }
+    Ok((state, all))
+}
+
+fn require_text(field: &str, value: &str, max_len: usize) -> Result<(), DomainError> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(DomainError::Invalid(format!("{field} must not be empty")));
+    }
+    if trimmed.chars().count() > max_len {
+        return Err(DomainError::Invalid(format!(
+            "{field} must be at most {max_len} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Money in this shop has at most two decimal places and is never negative.
+fn require_money(field: &str, value: rust_decimal::Decimal) -> Result<(), DomainError> {
+    if value.is_sign_negative() && !value.is_zero() {
+        return Err(DomainError::Invalid(format!(
+            "{field} must not be negative, got {value}"
+        )));
+    }
+    if value.normalize().scale() > 2 {
+        return Err(DomainError::Invalid(format!(
+            "{field} must have at most two decimal places, got {value}"
+        )));
+    }
+    Ok(())
+}

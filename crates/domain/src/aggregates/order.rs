@@ -1,0 +1,345 @@
+//! The order. Its status only moves along the seed's flow:
+//! Created → Validated → Confirmed → Shipped → Delivered, and to Cancelled only before
+//! it ships.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use super::{require_text, Aggregate};
+use crate::envelope::AggregateType;
+use crate::error::DomainError;
+use crate::events::*;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub enum OrderStatus {
+    #[default]
+    New,
+    Created,
+    Validated,
+    Confirmed,
+    Shipped,
+    Delivered,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Order {
+    pub order_id: String,
+    pub cart_id: String,
+    pub customer_id: String,
+    pub status: OrderStatus,
+    pub items: Vec<LineItem>,
+    pub total_amount: Decimal,
+    pub payment_token: String,
+    pub shipping_address: Option<ShippingAddress>,
+    pub email: String,
+    pub phone: Option<String>,
+    pub payment_id: Option<String>,
+    pub carrier: Option<String>,
+    pub tracking_number: Option<String>,
+    pub cancel_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum OrderCommand {
+    /// Placed from a checked-out cart: the order takes the cart's lines and contact details.
+    Create(Box<CartCheckedOut>),
+    Validate,
+    Confirm { payment_id: String },
+    Ship { carrier: String, tracking_number: String },
+    Deliver,
+    Cancel { reason: String },
+}
+
+impl Order {
+    fn transition(&self, action: &str) -> DomainError {
+        if self.status == OrderStatus::New {
+            return DomainError::NotFound {
+                aggregate: AggregateType::Order,
+                id: self.order_id.clone(),
+            };
+        }
+        DomainError::transition(AggregateType::Order, &self.order_id, self.status, action)
+    }
+
+    fn expect(&self, from: OrderStatus, action: &str) -> Result<(), DomainError> {
+        if self.status == from {
+            Ok(())
+        } else {
+            Err(self.transition(action))
+        }
+    }
+}
+
+impl Aggregate for Order {
+    const TYPE: AggregateType = AggregateType::Order;
+    type Command = OrderCommand;
+
+    fn decide(&self, command: &OrderCommand) -> Result<Vec<DomainEvent>, DomainError> {
+        let id = self.order_id.clone();
+        Ok(match command {
+            OrderCommand::Create(c) => {
+                if self.status != OrderStatus::New {
+                    return Err(DomainError::AlreadyExists {
+                        aggregate: AggregateType::Order,
+                        id: c.order_id.clone(),
+                    });
+                }
+                if c.items.is_empty() {
+                    return Err(DomainError::Invalid("an order needs at least one line".into()));
+                }
+                vec![OrderCreated {
+                    order_id: c.order_id.clone(),
+                    cart_id: c.cart_id.clone(),
+                    customer_id: c.customer_id.clone(),
+                    total_amount: total_of(&c.items),
+                    items: c.items.clone(),
+                    payment_token: c.payment_token.clone(),
+                    shipping_address: c.shipping_address.clone(),
+                    email: c.email.clone(),
+                    phone: c.phone.clone(),
+                }
+                .into()]
+            }
+            OrderCommand::Validate => {
+                self.expect(OrderStatus::Created, "be validated")?;
+                vec![OrderValidated { order_id: id }.into()]
+            }
+            OrderCommand::Confirm { payment_id } => {
+                self.expect(OrderStatus::Validated, "be confirmed")?;
+                vec![OrderConfirmed {
+                    order_id: id,
+                    payment_id: payment_id.clone(),
+                }
+                .into()]
+            }
+            OrderCommand::Ship {
+                carrier,
+                tracking_number,
+            } => {
+                self.expect(OrderStatus::Confirmed, "be shipped (only a confirmed order ships)")?;
+                require_text("carrier", carrier, 100)?;
+                require_text("trackingNumber", tracking_number, 100)?;
+                vec![OrderShipped {
+                    order_id: id,
+                    carrier: carrier.trim().to_string(),
+                    tracking_number: tracking_number.trim().to_string(),
+                }
+                .into()]
+            }
+            OrderCommand::Deliver => {
+                self.expect(OrderStatus::Shipped, "be delivered (only a shipped order is)")?;
+                vec![OrderDelivered { order_id: id }.into()]
+            }
+            OrderCommand::Cancel { reason } => {
+                match self.status {
+                    OrderStatus::Created | OrderStatus::Validated | OrderStatus::Confirmed => {}
+                    _ => return Err(self.transition("be cancelled (only before it ships)")),
+                }
+                require_text("reason", reason, 500)?;
+                vec![OrderCancelled {
+                    order_id: id,
+                    reason: reason.trim().to_string(),
+                    previous_status: format!("{:?}", self.status),
+                }
+                .into()]
+            }
+        })
+    }
+
+    fn evolve(mut self, event: &DomainEvent) -> Self {
+        match event {
+            DomainEvent::OrderCreated(e) => {
+                self.order_id = e.order_id.clone();
+                self.cart_id = e.cart_id.clone();
+                self.customer_id = e.customer_id.clone();
+                self.items = e.items.clone();
+                self.total_amount = e.total_amount;
+                self.payment_token = e.payment_token.clone();
+                self.shipping_address = Some(e.shipping_address.clone());
+                self.email = e.email.clone();
+                self.phone = e.phone.clone();
+                self.status = OrderStatus::Created;
+            }
+            DomainEvent::OrderValidated(_) => self.status = OrderStatus::Validated,
+            DomainEvent::OrderConfirmed(e) => {
+                self.status = OrderStatus::Confirmed;
+                self.payment_id = Some(e.payment_id.clone());
+            }
+            DomainEvent::OrderShipped(e) => {
+                self.status = OrderStatus::Shipped;
+                self.carrier = Some(e.carrier.clone());
+                self.tracking_number = Some(e.tracking_number.clone());
+            }
+            DomainEvent::OrderDelivered(_) => self.status = OrderStatus::Delivered,
+            DomainEvent::OrderCancelled(e) => {
+                self.status = OrderStatus::Cancelled;
+                self.cancel_reason = Some(e.reason.clone());
+            }
+            _ => {}
+        }
+        self
+    }
+
+    fn exists(&self) -> bool {
+        self.status != OrderStatus::New
+    }
+}
+
+/// When an order passed each milestone, read from its events' envelopes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderMilestones {
+    pub created_at: Option<DateTime<Utc>>,
+    pub confirmed_at: Option<DateTime<Utc>>,
+    pub shipped_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregates::run;
+    use rust_decimal_macros::dec;
+
+    pub(crate) fn checked_out() -> CartCheckedOut {
+        CartCheckedOut {
+            cart_id: "cart-1".into(),
+            order_id: "order-1".into(),
+            customer_id: "cust-1".into(),
+            items: vec![LineItem {
+                sku: "A".into(),
+                name: "Mug".into(),
+                quantity: 2,
+                unit_price: dec!(4.25),
+            }],
+            total_amount: dec!(8.50),
+            payment_token: "tok_visa".into(),
+            shipping_address: ShippingAddress {
+                name: "Ada".into(),
+                line1: "1 Way".into(),
+                line2: None,
+                city: "London".into(),
+                postal_code: "N1".into(),
+                country: "GB".into(),
+            },
+            email: "ada@example.com".into(),
+            phone: None,
+        }
+    }
+
+    fn create() -> OrderCommand {
+        OrderCommand::Create(Box::new(checked_out()))
+    }
+    fn confirm() -> OrderCommand {
+        OrderCommand::Confirm {
+            payment_id: "pay-1".into(),
+        }
+    }
+    fn ship() -> OrderCommand {
+        OrderCommand::Ship {
+            carrier: "DHL".into(),
+            tracking_number: "TRK1".into(),
+        }
+    }
+    fn cancel() -> OrderCommand {
+        OrderCommand::Cancel {
+            reason: "customer asked".into(),
+        }
+    }
+
+    #[test]
+    fn the_happy_path_moves_through_every_status_in_order() {
+        let (order, events) = run(
+            Order::default(),
+            [
+                create(),
+                OrderCommand::Validate,
+                confirm(),
+                ship(),
+                OrderCommand::Deliver,
+            ],
+        )
+        .unwrap();
+        let types: Vec<_> = events.iter().map(DomainEvent::event_type).collect();
+        assert_eq!(
+            types,
+            [
+                "OrderCreated",
+                "OrderValidated",
+                "OrderConfirmed",
+                "OrderShipped",
+                "OrderDelivered"
+            ]
+        );
+        assert_eq!(order.status, OrderStatus::Delivered);
+        assert_eq!(order.total_amount, dec!(8.50));
+        assert_eq!(order.tracking_number.as_deref(), Some("TRK1"));
+    }
+
+    #[test]
+    fn steps_cannot_be_skipped() {
+        let (created, _) = run(Order::default(), [create()]).unwrap();
+        for cmd in [confirm(), ship(), OrderCommand::Deliver] {
+            assert!(matches!(
+                created.decide(&cmd),
+                Err(DomainError::InvalidTransition { .. })
+            ));
+        }
+        let (validated, _) = run(created, [OrderCommand::Validate]).unwrap();
+        assert!(validated.decide(&ship()).is_err());
+        assert!(validated.decide(&OrderCommand::Validate).is_err());
+    }
+
+    #[test]
+    fn cancelled_only_before_shipped() {
+        for prefix in [
+            vec![create()],
+            vec![create(), OrderCommand::Validate],
+            vec![create(), OrderCommand::Validate, confirm()],
+        ] {
+            let (order, _) = run(Order::default(), prefix).unwrap();
+            let events = order.decide(&cancel()).unwrap();
+            assert_eq!(events[0].event_type(), "OrderCancelled");
+        }
+        let (shipped, _) = run(
+            Order::default(),
+            [create(), OrderCommand::Validate, confirm(), ship()],
+        )
+        .unwrap();
+        assert!(matches!(
+            shipped.decide(&cancel()),
+            Err(DomainError::InvalidTransition { .. })
+        ));
+        let (delivered, _) = run(shipped, [OrderCommand::Deliver]).unwrap();
+        assert!(delivered.decide(&cancel()).is_err());
+    }
+
+    #[test]
+    fn a_cancelled_order_goes_nowhere() {
+        let (order, _) = run(Order::default(), [create(), cancel()]).unwrap();
+        for cmd in [OrderCommand::Validate, confirm(), ship(), OrderCommand::Deliver, cancel()] {
+            assert!(order.decide(&cmd).is_err());
+        }
+    }
+
+    #[test]
+    fn an_unknown_order_is_not_found() {
+        assert!(matches!(
+            Order::default().decide(&OrderCommand::Validate),
+            Err(DomainError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn an_order_is_created_once() {
+        let (order, _) = run(Order::default(), [create()]).unwrap();
+        assert!(matches!(
+            order.decide(&create()),
+            Err(DomainError::AlreadyExists { .. })
+        ));
+    }
+}

@@ -1,0 +1,285 @@
+//! A payment for one order: Initiated → Authorized → Completed, or Failed; a completed
+//! payment can be refunded. It can never complete before it is authorized.
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use super::{require_money, require_text, Aggregate};
+use crate::envelope::AggregateType;
+use crate::error::DomainError;
+use crate::events::*;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub enum PaymentStatus {
+    #[default]
+    New,
+    Initiated,
+    Authorized,
+    Completed,
+    Failed,
+    Refunded,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Payment {
+    pub payment_id: String,
+    pub order_id: String,
+    pub customer_id: String,
+    pub amount: Decimal,
+    pub status: PaymentStatus,
+    pub authorization_code: Option<String>,
+    pub transaction_id: Option<String>,
+    pub failure_code: Option<String>,
+    pub failure_reason: Option<String>,
+    pub refund_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PaymentCommand {
+    Initiate {
+        payment_id: String,
+        order_id: String,
+        customer_id: String,
+        amount: Decimal,
+        payment_token: String,
+    },
+    Authorize { authorization_code: String },
+    Complete { transaction_id: String },
+    Fail { code: String, reason: String },
+    Refund { reason: String },
+}
+
+impl Payment {
+    fn refuse(&self, action: &str) -> DomainError {
+        if self.status == PaymentStatus::New {
+            return DomainError::NotFound {
+                aggregate: AggregateType::Payment,
+                id: self.payment_id.clone(),
+            };
+        }
+        DomainError::transition(AggregateType::Payment, &self.payment_id, self.status, action)
+    }
+}
+
+impl Aggregate for Payment {
+    const TYPE: AggregateType = AggregateType::Payment;
+    type Command = PaymentCommand;
+
+    fn decide(&self, command: &PaymentCommand) -> Result<Vec<DomainEvent>, DomainError> {
+        let (payment_id, order_id) = (self.payment_id.clone(), self.order_id.clone());
+        Ok(match command {
+            PaymentCommand::Initiate {
+                payment_id,
+                order_id,
+                customer_id,
+                amount,
+                payment_token,
+            } => {
+                if self.status != PaymentStatus::New {
+                    return Err(DomainError::AlreadyExists {
+                        aggregate: AggregateType::Payment,
+                        id: payment_id.clone(),
+                    });
+                }
+                require_money("amount", *amount)?;
+                if amount.is_zero() {
+                    return Err(DomainError::Invalid("amount must be greater than zero".into()));
+                }
+                require_text("paymentToken", payment_token, 200)?;
+                vec![PaymentInitiated {
+                    payment_id: payment_id.clone(),
+                    order_id: order_id.clone(),
+                    customer_id: customer_id.clone(),
+                    amount: *amount,
+                    payment_token: payment_token.clone(),
+                }
+                .into()]
+            }
+            PaymentCommand::Authorize { authorization_code } => {
+                if self.status != PaymentStatus::Initiated {
+                    return Err(self.refuse("be authorized"));
+                }
+                vec![PaymentAuthorized {
+                    payment_id,
+                    order_id,
+                    amount: self.amount,
+                    authorization_code: authorization_code.clone(),
+                }
+                .into()]
+            }
+            PaymentCommand::Complete { transaction_id } => {
+                if self.status != PaymentStatus::Authorized {
+                    return Err(self.refuse("complete before it is authorized"));
+                }
+                vec![PaymentCompleted {
+                    payment_id,
+                    order_id,
+                    amount: self.amount,
+                    transaction_id: transaction_id.clone(),
+                }
+                .into()]
+            }
+            PaymentCommand::Fail { code, reason } => {
+                if !matches!(
+                    self.status,
+                    PaymentStatus::Initiated | PaymentStatus::Authorized
+                ) {
+                    return Err(self.refuse("fail"));
+                }
+                vec![PaymentFailed {
+                    payment_id,
+                    order_id,
+                    code: code.clone(),
+                    reason: reason.clone(),
+                }
+                .into()]
+            }
+            PaymentCommand::Refund { reason } => {
+                if self.status != PaymentStatus::Completed {
+                    return Err(self.refuse("be refunded (only a completed payment is)"));
+                }
+                vec![PaymentRefunded {
+                    payment_id,
+                    order_id,
+                    amount: self.amount,
+                    reason: reason.clone(),
+                }
+                .into()]
+            }
+        })
+    }
+
+    fn evolve(mut self, event: &DomainEvent) -> Self {
+        match event {
+            DomainEvent::PaymentInitiated(e) => {
+                self.payment_id = e.payment_id.clone();
+                self.order_id = e.order_id.clone();
+                self.customer_id = e.customer_id.clone();
+                self.amount = e.amount;
+                self.status = PaymentStatus::Initiated;
+            }
+            DomainEvent::PaymentAuthorized(e) => {
+                self.status = PaymentStatus::Authorized;
+                self.authorization_code = Some(e.authorization_code.clone());
+            }
+            DomainEvent::PaymentCompleted(e) => {
+                self.status = PaymentStatus::Completed;
+                self.transaction_id = Some(e.transaction_id.clone());
+            }
+            DomainEvent::PaymentFailed(e) => {
+                self.status = PaymentStatus::Failed;
+                self.failure_code = Some(e.code.clone());
+                self.failure_reason = Some(e.reason.clone());
+            }
+            DomainEvent::PaymentRefunded(e) => {
+                self.status = PaymentStatus::Refunded;
+                self.refund_reason = Some(e.reason.clone());
+            }
+            _ => {}
+        }
+        self
+    }
+
+    fn exists(&self) -> bool {
+        self.status != PaymentStatus::New
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregates::run;
+    use rust_decimal_macros::dec;
+
+    fn initiate() -> PaymentCommand {
+        PaymentCommand::Initiate {
+            payment_id: "pay-1".into(),
+            order_id: "order-1".into(),
+            customer_id: "cust-1".into(),
+            amount: dec!(12.34),
+            payment_token: "tok_visa".into(),
+        }
+    }
+    fn authorize() -> PaymentCommand {
+        PaymentCommand::Authorize {
+            authorization_code: "auth".into(),
+        }
+    }
+    fn complete() -> PaymentCommand {
+        PaymentCommand::Complete {
+            transaction_id: "txn".into(),
+        }
+    }
+
+    #[test]
+    fn a_payment_cannot_complete_before_it_is_authorized() {
+        let (initiated, _) = run(Payment::default(), [initiate()]).unwrap();
+        assert!(matches!(
+            initiated.decide(&complete()),
+            Err(DomainError::InvalidTransition { .. })
+        ));
+        let (authorized, _) = run(initiated, [authorize()]).unwrap();
+        let events = authorized.decide(&complete()).unwrap();
+        assert_eq!(events[0].event_type(), "PaymentCompleted");
+    }
+
+    #[test]
+    fn amounts_are_exact_and_positive() {
+        let (p, events) = run(Payment::default(), [initiate(), authorize(), complete()]).unwrap();
+        assert_eq!(p.amount, dec!(12.34));
+        let DomainEvent::PaymentCompleted(c) = &events[2] else {
+            panic!()
+        };
+        assert_eq!(c.amount, dec!(12.34));
+        for bad in [dec!(0), dec!(-1), dec!(1.001)] {
+            let cmd = PaymentCommand::Initiate {
+                payment_id: "p".into(),
+                order_id: "o".into(),
+                customer_id: "c".into(),
+                amount: bad,
+                payment_token: "tok_visa".into(),
+            };
+            assert!(matches!(
+                Payment::default().decide(&cmd),
+                Err(DomainError::Invalid(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn a_failed_payment_neither_completes_nor_refunds() {
+        let (failed, _) = run(
+            Payment::default(),
+            [
+                initiate(),
+                PaymentCommand::Fail {
+                    code: "card_declined".into(),
+                    reason: "declined".into(),
+                },
+            ],
+        )
+        .unwrap();
+        assert_eq!(failed.status, PaymentStatus::Failed);
+        assert!(failed.decide(&complete()).is_err());
+        assert!(failed.decide(&authorize()).is_err());
+        assert!(failed
+            .decide(&PaymentCommand::Refund { reason: "x".into() })
+            .is_err());
+    }
+
+    #[test]
+    fn only_a_completed_payment_is_refunded() {
+        let (authorized, _) = run(Payment::default(), [initiate(), authorize()]).unwrap();
+        assert!(authorized
+            .decide(&PaymentCommand::Refund { reason: "x".into() })
+            .is_err());
+        let (refunded, events) = run(
+            authorized,
+            [complete(), PaymentCommand::Refund { reason: "x".into() }],
+        )
+        .unwrap();
+        assert_eq!(refunded.status, PaymentStatus::Refunded);
+        assert_eq!(events.last().unwrap().event_type(), "PaymentRefunded");
+    }
+}

@@ -1,0 +1,88 @@
+use crate::envelope::AggregateType;
+
+/// How a domain error should be understood by a caller: the HTTP layer maps these to
+/// 400, 404 and 409 in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The command itself is malformed or out of range.
+    Invalid,
+    /// The command names something that does not exist.
+    NotFound,
+    /// The command is well-formed but the aggregate's state does not allow it.
+    Conflict,
+}
+
+/// Why an aggregate refused a command. Messages are written for a person.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{aggregate} '{id}' does not exist")]
+    NotFound { aggregate: AggregateType, id: String },
+    #[error("{aggregate} '{id}' already exists")]
+    AlreadyExists { aggregate: AggregateType, id: String },
+    #[error("quantity must be between 1 and 999, got {0}")]
+    InvalidQuantity(i64),
+    #[error("cart '{cart_id}' is {status}; its items can no longer change")]
+    CartNotOpen { cart_id: String, status: String },
+    #[error("cart '{0}' is empty; add at least one item before checking out")]
+    EmptyCart(String),
+    #[error("item '{sku}' is not in cart '{cart_id}'")]
+    ItemNotInCart { cart_id: String, sku: String },
+    #[error("{aggregate} '{id}' is {from}; it cannot {action}")]
+    InvalidTransition {
+        aggregate: AggregateType,
+        id: String,
+        from: String,
+        action: String,
+    },
+    #[error("not enough stock of '{sku}': {requested} requested, {available} available")]
+    InsufficientStock {
+        sku: String,
+        requested: u32,
+        available: u32,
+    },
+}
+
+impl DomainError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Invalid(_) | Self::InvalidQuantity(_) => ErrorKind::Invalid,
+            Self::NotFound { .. } | Self::ItemNotInCart { .. } => ErrorKind::NotFound,
+            Self::AlreadyExists { .. }
+            | Self::CartNotOpen { .. }
+            | Self::EmptyCart(_)
+            | Self::InvalidTransition { .. }
+            | Self::InsufficientStock { .. } => ErrorKind::Conflict,
+        }
+    }
+
+    pub(crate) fn transition(
+        aggregate: AggregateType,
+        id: &str,
+        from: impl std::fmt::Debug,
+        action: &str,
+    ) -> Self {
+        Self::InvalidTransition {
+            aggregate,
+            id: id.to_string(),
+            from: format!("{from:?}"),
+            action: action.to_string(),
+        }
+    }
+}
+
+/// A stored payload that this code cannot turn into a typed event.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown event type '{0}'")]
+    UnknownEventType(String),
+    #[error("event type '{event_type}' has schema version {schema_version}, which this build does not understand")]
+    UnsupportedSchemaVersion { event_type: String, schema_version: u32 },
+    #[error("payload of '{event_type}' does not match its schema: {source}")]
+    BadPayload {
+        event_type: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}

@@ -1,0 +1,373 @@
+//! The typed events: the seed's seventeen plus the ones a real flow needs
+//! (ItemRemovedFromCart, OrderCancelled, PaymentRefunded).
+//!
+//! Payloads carry everything their consumers need, so that no consumer has to call back
+//! into the write side: OrderCreated carries the items and the contact details the
+//! notification service will use, OrderShipped the carrier and tracking number, and so on.
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::envelope::AggregateType;
+use crate::error::DecodeError;
+
+/// One line of a cart or an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LineItem {
+    pub sku: String,
+    pub name: String,
+    pub quantity: u32,
+    #[schema(value_type = String, example = "19.99")]
+    pub unit_price: Decimal,
+}
+
+impl LineItem {
+    pub fn line_total(&self) -> Decimal {
+        self.unit_price * Decimal::from(self.quantity)
+    }
+}
+
+/// Sum of the line totals.
+pub fn total_of(items: &[LineItem]) -> Decimal {
+    items.iter().map(LineItem::line_total).sum()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ShippingAddress {
+    pub name: String,
+    pub line1: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line2: Option<String>,
+    pub city: String,
+    pub postal_code: String,
+    /// ISO 3166-1 alpha-2 country code.
+    pub country: String,
+}
+
+// ---- Cart ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CartCreated {
+    pub cart_id: String,
+    pub customer_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemAddedToCart {
+    pub cart_id: String,
+    pub sku: String,
+    pub name: String,
+    pub quantity: u32,
+    pub unit_price: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemRemovedFromCart {
+    pub cart_id: String,
+    pub sku: String,
+    /// The quantity the line had when it was removed.
+    pub quantity: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CartCheckedOut {
+    pub cart_id: String,
+    pub order_id: String,
+    pub customer_id: String,
+    pub items: Vec<LineItem>,
+    pub total_amount: Decimal,
+    pub payment_token: String,
+    pub shipping_address: ShippingAddress,
+    pub email: String,
+    pub phone: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CartExpired {
+    pub cart_id: String,
+    pub customer_id: String,
+}
+
+// ---- Order --------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderCreated {
+    pub order_id: String,
+    pub cart_id: String,
+    pub customer_id: String,
+    pub total_amount: Decimal,
+    pub items: Vec<LineItem>,
+    pub payment_token: String,
+    pub shipping_address: ShippingAddress,
+    pub email: String,
+    pub phone: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderValidated {
+    pub order_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderConfirmed {
+    pub order_id: String,
+    pub payment_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderShipped {
+    pub order_id: String,
+    pub carrier: String,
+    pub tracking_number: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderDelivered {
+    pub order_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderCancelled {
+    pub order_id: String,
+    pub reason: String,
+    /// The status the order had when it was cancelled; compensation depends on it.
+    pub previous_status: String,
+}
+
+// ---- Payment ------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentInitiated {
+    pub payment_id: String,
+    pub order_id: String,
+    pub customer_id: String,
+    pub amount: Decimal,
+    pub payment_token: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentAuthorized {
+    pub payment_id: String,
+    pub order_id: String,
+    pub amount: Decimal,
+    pub authorization_code: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentCompleted {
+    pub payment_id: String,
+    pub order_id: String,
+    pub amount: Decimal,
+    pub transaction_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentFailed {
+    pub payment_id: String,
+    pub order_id: String,
+    /// A machine-readable code such as `card_declined` or `insufficient_funds`.
+    pub code: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentRefunded {
+    pub payment_id: String,
+    pub order_id: String,
+    pub amount: Decimal,
+    pub reason: String,
+}
+
+// ---- Inventory ----------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StockUpdated {
+    pub sku: String,
+    pub name: String,
+    pub unit_price: Decimal,
+    /// Units available for sale after the update (reserved units are not included).
+    pub quantity: u32,
+    pub low_stock_threshold: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StockReserved {
+    pub sku: String,
+    pub order_id: String,
+    pub quantity: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StockReleased {
+    pub sku: String,
+    pub order_id: String,
+    pub quantity: u32,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LowStockAlert {
+    pub sku: String,
+    pub available: u32,
+    pub low_stock_threshold: u32,
+}
+
+/// Declares the event enum once and derives from that single list the names, the
+/// aggregate each event belongs to, and the encode/decode functions, so the list of
+/// event types cannot drift between them.
+macro_rules! domain_events {
+    ($( $variant:ident => $aggregate:ident, $id:ident; )*) => {
+        /// Every event of the shop.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum DomainEvent {
+            $( $variant($variant), )*
+        }
+
+        impl DomainEvent {
+            /// Every event type name, as it appears in `eventType`.
+            pub const TYPES: &'static [&'static str] = &[$( stringify!($variant), )*];
+
+            pub fn event_type(&self) -> &'static str {
+                match self { $( Self::$variant(_) => stringify!($variant), )* }
+            }
+
+            pub fn aggregate_type(&self) -> AggregateType {
+                match self { $( Self::$variant(_) => AggregateType::$aggregate, )* }
+            }
+
+            /// The id of the aggregate this event belongs to.
+            pub fn aggregate_id(&self) -> &str {
+                match self { $( Self::$variant(e) => &e.$id, )* }
+            }
+
+            /// The payload as it goes into the envelope's `data`.
+            pub fn data(&self) -> serde_json::Value {
+                match self {
+                    $( Self::$variant(e) => serde_json::to_value(e)
+                        .expect("event payloads are plain data and always serialize"), )*
+                }
+            }
+
+            /// Builds a typed event from an (upcast) payload.
+            pub fn decode(event_type: &str, data: serde_json::Value) -> Result<Self, DecodeError> {
+                match event_type {
+                    $( stringify!($variant) => serde_json::from_value(data)
+                        .map(Self::$variant)
+                        .map_err(|source| DecodeError::BadPayload {
+                            event_type: event_type.to_string(),
+                            source,
+                        }), )*
+                    other => Err(DecodeError::UnknownEventType(other.to_string())),
+                }
+            }
+        }
+
+        $(
+            impl From<$variant> for DomainEvent {
+                fn from(e: $variant) -> Self { Self::$variant(e) }
+            }
+        )*
+    };
+}
+
+domain_events! {
+    CartCreated => Cart, cart_id;
+    ItemAddedToCart => Cart, cart_id;
+    ItemRemovedFromCart => Cart, cart_id;
+    CartCheckedOut => Cart, cart_id;
+    CartExpired => Cart, cart_id;
+    OrderCreated => Order, order_id;
+    OrderValidated => Order, order_id;
+    OrderConfirmed => Order, order_id;
+    OrderShipped => Order, order_id;
+    OrderDelivered => Order, order_id;
+    OrderCancelled => Order, order_id;
+    PaymentInitiated => Payment, payment_id;
+    PaymentAuthorized => Payment, payment_id;
+    PaymentCompleted => Payment, payment_id;
+    PaymentFailed => Payment, payment_id;
+    PaymentRefunded => Payment, payment_id;
+    StockUpdated => Inventory, sku;
+    StockReserved => Inventory, sku;
+    StockReleased => Inventory, sku;
+    LowStockAlert => Inventory, sku;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_seventeen_seed_event_types_exist() {
+        let seed = [
+            "CartCreated",
+            "ItemAddedToCart",
+            "CartCheckedOut",
+            "CartExpired",
+            "OrderCreated",
+            "OrderValidated",
+            "OrderConfirmed",
+            "OrderShipped",
+            "OrderDelivered",
+            "PaymentInitiated",
+            "PaymentAuthorized",
+            "PaymentCompleted",
+            "PaymentFailed",
+            "StockReserved",
+            "StockReleased",
+            "StockUpdated",
+            "LowStockAlert",
+        ];
+        for name in seed {
+            assert!(DomainEvent::TYPES.contains(&name), "{name} missing");
+        }
+        for extra in ["ItemRemovedFromCart", "OrderCancelled", "PaymentRefunded"] {
+            assert!(DomainEvent::TYPES.contains(&extra), "{extra} missing");
+        }
+    }
+
+    #[test]
+    fn payload_round_trips_through_json_with_camel_case_and_exact_money() {
+        let event = DomainEvent::from(ItemAddedToCart {
+            cart_id: "c1".into(),
+            sku: "SKU-1".into(),
+            name: "Mug".into(),
+            quantity: 3,
+            unit_price: "0.10".parse().unwrap(),
+        });
+        let data = event.data();
+        assert_eq!(data["cartId"], "c1");
+        assert_eq!(data["unitPrice"], "0.10");
+        let back = DomainEvent::decode("ItemAddedToCart", data).unwrap();
+        assert_eq!(back, event);
+    }
+
+    #[test]
+    fn unknown_event_type_is_refused() {
+        let err = DomainEvent::decode("Teleported", serde_json::json!({})).unwrap_err();
+        assert!(matches!(err, DecodeError::UnknownEventType(t) if t == "Teleported"));
+    }
+}
