@@ -1,1 +1,310 @@
+//! Command handling: load an aggregate's events, fold them, let the pure `decide` answer,
+//! and append with the version that was read. On a concurrency conflict the whole cycle
+//! runs again (bounded), so callers see conflicts only when the state truly forbids the
+//! command.
+//!
+//! Also here: the clock (so tests can control time), the metadata that travels with every
+//! event, idempotency keys, and replay.
 
+pub mod clock;
+pub mod replay;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cornershop_domain::{Aggregate, AggregateType, DecodeError, DomainError, DomainEvent, Metadata, CURRENT_SCHEMA_VERSION};
+use cornershop_store::{AppendRequest, EventStore, IdempotentResponse, NewEvent, StoreError, StoredEvent, TimeRange};
+use rand::Rng;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+pub use clock::{Clock, SystemClock};
+
+/// Who asked, and in the context of what: becomes every new event's metadata.
+#[derive(Debug, Clone)]
+pub struct CommandContext {
+    pub correlation_id: String,
+    /// The id of the message that caused this command: an HTTP request's id, or the
+    /// eventId of the event a saga reacted to.
+    pub causation_id: String,
+    pub user_id: Option<String>,
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+impl CommandContext {
+    /// A context for a command with no outer cause (a CLI action, a test).
+    pub fn new_root() -> Self {
+        let id = Uuid::new_v4().to_string();
+        Self {
+            correlation_id: id.clone(),
+            causation_id: id,
+            user_id: None,
+            idempotency_key: None,
+        }
+    }
+}
+
+/// A client-supplied `Idempotency-Key` and what it was sent with.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    pub key: String,
+    pub fingerprint: String,
+}
+
+impl IdempotencyKey {
+    /// The fingerprint identifies a request by method, path and body, so that a key
+    /// reused for a different request is refused rather than silently answered.
+    pub fn new(key: String, method: &str, path: &str, body: &[u8]) -> Self {
+        let mut hash = Sha256::new();
+        hash.update(method.as_bytes());
+        hash.update(b" ");
+        hash.update(path.as_bytes());
+        hash.update(b"\n");
+        hash.update(body);
+        let fingerprint = hash
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Self { key, fingerprint }
+    }
+}
+
+/// A response as the API sends it; stored whole for idempotent replays.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub status: u16,
+    pub body: serde_json::Value,
+}
+
+/// What a command did.
+#[derive(Debug, Clone)]
+pub struct Executed<A> {
+    pub state: A,
+    /// The aggregate's version after the command.
+    pub version: u64,
+    /// The events appended (empty when the command changed nothing).
+    pub events: Vec<StoredEvent>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{aggregate_type} '{aggregate_id}' kept changing while the command was applied; gave up after {attempts} attempts")]
+    Contended {
+        aggregate_type: AggregateType,
+        aggregate_id: String,
+        attempts: u32,
+    },
+    #[error("Idempotency-Key '{0}' was already used for a different request")]
+    IdempotencyKeyReused(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("a stored event cannot be read: {0}")]
+    Decode(#[from] DecodeError),
+}
+
+/// The write side: command handlers over an event store.
+#[derive(Clone)]
+pub struct CommandBus {
+    store: Arc<dyn EventStore>,
+    clock: Arc<dyn Clock>,
+    max_attempts: u32,
+}
+
+/// The service name that goes into `metadata.source` for each aggregate.
+pub fn source_of(aggregate_type: AggregateType) -> &'static str {
+    match aggregate_type {
+        AggregateType::Cart => "CartService",
+        AggregateType::Order => "OrderService",
+        AggregateType::Payment => "PaymentService",
+        AggregateType::Inventory => "InventoryService",
+    }
+}
+
+impl CommandBus {
+    pub fn new(store: Arc<dyn EventStore>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            store,
+            clock,
+            max_attempts: 200,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Loads an aggregate's current state and version.
+    pub async fn load<A: Aggregate>(&self, id: &str) -> Result<(A, u64), AppError> {
+        let events = self
+            .store
+            .load_aggregate(A::TYPE, id, TimeRange::default())
+            .await?;
+        fold_stored(&events)
+    }
+
+    /// Runs a command: load → decide → append with the version read, retrying on a
+    /// concurrency conflict.
+    pub async fn execute<A: Aggregate>(
+        &self,
+        id: &str,
+        command: &A::Command,
+        ctx: &CommandContext,
+    ) -> Result<Executed<A>, AppError> {
+        self.execute_with_reply::<A>(id, command, ctx, |_| None)
+            .await
+            .map(|(executed, _)| executed.expect("no idempotency key, so never a replay"))
+    }
+
+    /// Like [`execute`](Self::execute), for an API request: `reply` turns the outcome into
+    /// the response. When the context carries an idempotency key, the response is stored
+    /// in the same transaction as the events, and a repeat of the request returns the
+    /// stored response (`None` for the outcome) without running the command again.
+    pub async fn execute_idempotent<A: Aggregate>(
+        &self,
+        id: &str,
+        command: &A::Command,
+        ctx: &CommandContext,
+        reply: impl Fn(&Executed<A>) -> Reply,
+    ) -> Result<Reply, AppError> {
+        let (_, reply) = self
+            .execute_with_reply::<A>(id, command, ctx, |e| Some(reply(e)))
+            .await?;
+        Ok(reply.expect("a reply is always built"))
+    }
+
+    async fn replay_of(&self, key: &IdempotencyKey) -> Result<Option<Reply>, AppError> {
+        let Some(stored) = self.store.find_idempotent_response(&key.key).await? else {
+            return Ok(None);
+        };
+        if stored.fingerprint != key.fingerprint {
+            return Err(AppError::IdempotencyKeyReused(key.key.clone()));
+        }
+        let body = serde_json::from_str(&stored.body)
+            .map_err(|e| StoreError::Corrupt(format!("stored response: {e}")))?;
+        Ok(Some(Reply {
+            status: stored.status,
+            body,
+        }))
+    }
+
+    async fn execute_with_reply<A: Aggregate>(
+        &self,
+        id: &str,
+        command: &A::Command,
+        ctx: &CommandContext,
+        reply: impl Fn(&Executed<A>) -> Option<Reply>,
+    ) -> Result<(Option<Executed<A>>, Option<Reply>), AppError> {
+        if let Some(key) = &ctx.idempotency_key {
+            if let Some(replayed) = self.replay_of(key).await? {
+                return Ok((None, Some(replayed)));
+            }
+        }
+        for attempt in 1..=self.max_attempts {
+            let (state, version) = self.load::<A>(id).await?;
+            let decided = state.decide(command)?;
+            let now = self.clock.now();
+            let mut next = state;
+            let new_events: Vec<NewEvent> = decided
+                .iter()
+                .map(|event| {
+                    next = next.clone().evolve(event);
+                    self.new_event(event, now, ctx)
+                })
+                .collect();
+            // The reply is built from the outcome as it will be once appended.
+            let mut executed = Executed {
+                state: next,
+                version: version + decided.len() as u64,
+                events: Vec::new(),
+            };
+            let built = reply(&executed);
+            let idempotency = match (&ctx.idempotency_key, &built) {
+                (Some(key), Some(r)) => Some(IdempotentResponse {
+                    key: key.key.clone(),
+                    fingerprint: key.fingerprint.clone(),
+                    status: r.status,
+                    body: r.body.to_string(),
+                }),
+                _ => None,
+            };
+            if new_events.is_empty() && idempotency.is_none() {
+                return Ok((Some(executed), built));
+            }
+            let request = AppendRequest {
+                aggregate_type: A::TYPE,
+                aggregate_id: id.to_string(),
+                expected_version: version,
+                events: new_events,
+                idempotency,
+            };
+            match self.store.append(request).await {
+                Ok(stored) => {
+                    executed.events = stored;
+                    return Ok((Some(executed), built));
+                }
+                Err(StoreError::Conflict { .. }) => {
+                    tracing::debug!(aggregate_id = id, attempt, "concurrency conflict; retrying");
+                    // A little jitter so that competing writers do not retry in lockstep.
+                    let pause = rand::rng().random_range(0..=attempt.min(20)) as u64;
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+                Err(StoreError::IdempotencyKeyTaken(_)) => {
+                    // The same request ran concurrently and won: answer as it did.
+                    let key = ctx.idempotency_key.as_ref().expect("a key was given");
+                    let replayed = self.replay_of(key).await?.ok_or_else(|| {
+                        StoreError::Corrupt("idempotency key vanished".into())
+                    })?;
+                    return Ok((None, Some(replayed)));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(AppError::Contended {
+            aggregate_type: A::TYPE,
+            aggregate_id: id.to_string(),
+            attempts: self.max_attempts,
+        })
+    }
+
+    fn new_event(
+        &self,
+        event: &DomainEvent,
+        now: chrono::DateTime<chrono::Utc>,
+        ctx: &CommandContext,
+    ) -> NewEvent {
+        NewEvent {
+            event_id: Uuid::new_v4(),
+            event_type: event.event_type().to_string(),
+            schema_version: CURRENT_SCHEMA_VERSION,
+            timestamp: now,
+            data: event.data(),
+            metadata: Metadata {
+                correlation_id: ctx.correlation_id.clone(),
+                causation_id: ctx.causation_id.clone(),
+                user_id: ctx.user_id.clone(),
+                source: source_of(event.aggregate_type()).to_string(),
+            },
+        }
+    }
+}
+
+/// Folds stored events into a state with the aggregate's own `evolve`: the one function
+/// the write side, replay and time travel all share.
+pub fn fold_stored<A: Aggregate>(events: &[StoredEvent]) -> Result<(A, u64), AppError> {
+    let mut state = A::default();
+    let mut version = 0;
+    for stored in events {
+        state = state.evolve(&stored.envelope.decode()?);
+        version = stored.envelope.version;
+    }
+    Ok((state, version))
+}

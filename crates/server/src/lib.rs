@@ -1,1 +1,9 @@
+//! The HTTP API and the `cornershop` binary's building blocks.
+//!
+//! `config` owns the settings, `telemetry` the logs, `startup` wiring and the server's
+//! life cycle, and `api` the routes: thin handlers over the command bus.
 
+pub mod api;
+pub mod config;
+pub mod startup;
+pub mod telemetry;

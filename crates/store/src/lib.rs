@@ -1,1 +1,161 @@
+//! The event store: the source of truth. A trait, so that the embedded SQLite backend and
+//! the production PostgreSQL backend are interchangeable, and nothing above this crate
+//! sees SQL.
 
+mod sqlite;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use cornershop_domain::{AggregateType, EventEnvelope, Metadata};
+use serde::Serialize;
+use uuid::Uuid;
+
+pub use sqlite::SqliteEventStore;
+
+/// An event about to be appended; the store gives it its version and position.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: u32,
+    pub timestamp: DateTime<Utc>,
+    pub data: serde_json::Value,
+    pub metadata: Metadata,
+}
+
+/// An event as the store holds it: the seed's envelope, its place in the global log, and
+/// where it was published (the seed's StoredEvent).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredEvent {
+    /// Position in the global log (commit order), starting at 1.
+    pub position: u64,
+    #[serde(flatten)]
+    pub envelope: EventEnvelope,
+    pub topic: Option<String>,
+    pub partition: Option<i32>,
+    pub offset: Option<i64>,
+}
+
+/// The answer to a request carrying an `Idempotency-Key`, kept so that a repeat of the
+/// request gets the same answer and changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotentResponse {
+    pub key: String,
+    /// Identifies the request (method, path, body) so that a key reused for a different
+    /// request can be refused.
+    pub fingerprint: String,
+    pub status: u16,
+    pub body: String,
+}
+
+/// Appends to one aggregate, atomically, only if its version is still `expected_version`.
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    pub aggregate_type: AggregateType,
+    pub aggregate_id: String,
+    pub expected_version: u64,
+    pub events: Vec<NewEvent>,
+    /// Stored in the same transaction as the events.
+    pub idempotency: Option<IdempotentResponse>,
+}
+
+/// An inclusive time window; either end may be open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeRange {
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+impl TimeRange {
+    pub fn contains(&self, t: DateTime<Utc>) -> bool {
+        self.from.is_none_or(|f| t >= f) && self.to.is_none_or(|to| t <= to)
+    }
+}
+
+/// A page of the global log, filtered.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub aggregate_type: Option<AggregateType>,
+    pub event_type: Option<String>,
+    pub range: TimeRange,
+    /// Only events after this position.
+    pub after: u64,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreStats {
+    pub total_events: u64,
+    pub total_aggregates: u64,
+    pub head_position: u64,
+    pub by_event_type: BTreeMap<String, u64>,
+    pub by_aggregate_type: BTreeMap<String, u64>,
+    pub first_event_at: Option<DateTime<Utc>>,
+    pub last_event_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{aggregate_type} '{aggregate_id}' is at version {actual}, not the expected {expected}")]
+    Conflict {
+        aggregate_type: AggregateType,
+        aggregate_id: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("idempotency key '{0}' has already been used")]
+    IdempotencyKeyTaken(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+}
+
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends atomically: either every event (and the idempotency record) is stored, or
+    /// nothing is. A stale `expected_version` stores nothing and returns
+    /// [`StoreError::Conflict`].
+    async fn append(&self, request: AppendRequest) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// One aggregate's events in version order, optionally within a time range.
+    async fn load_aggregate(
+        &self,
+        aggregate_type: AggregateType,
+        aggregate_id: &str,
+        range: TimeRange,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Events of the global log in commit order, filtered and paged by position.
+    async fn query(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// The position of the newest event (0 when the log is empty).
+    async fn head_position(&self) -> Result<u64, StoreError>;
+
+    async fn stats(&self) -> Result<StoreStats, StoreError>;
+
+    async fn find_idempotent_response(
+        &self,
+        key: &str,
+    ) -> Result<Option<IdempotentResponse>, StoreError>;
+
+    /// Watches the head of the log: changes after every committed append, so that
+    /// subscribers can wait instead of polling.
+    fn watch_head(&self) -> tokio::sync::watch::Receiver<u64>;
+
+    /// The log from a position, in commit order.
+    async fn read_log(&self, after: u64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        self.query(&EventQuery {
+            after,
+            limit,
+            ..EventQuery::default()
+        })
+        .await
+    }
+}

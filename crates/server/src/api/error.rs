@@ -1,0 +1,140 @@
+//! One error type for the whole API, mapped to `application/problem+json` (RFC 9457) in
+//! one place. Every detail is written for the person reading it.
+
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use cornershop_app::AppError;
+use cornershop_domain::ErrorKind;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// Short, stable identifier of the kind of problem; becomes `type` = /problems/{slug}.
+    pub slug: &'static str,
+    pub detail: String,
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI reference naming the kind of problem, e.g. `/problems/invalid-input`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, slug: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            slug,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn invalid(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid-input", detail)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", detail)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = Problem {
+            kind: format!("/problems/{}", self.slug),
+            title: self
+                .status
+                .canonical_reason()
+                .unwrap_or("Error")
+                .to_string(),
+            status: self.status.as_u16(),
+            detail: self.detail,
+        };
+        let body = serde_json::to_vec(&problem).expect("a problem serializes");
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            body,
+        )
+            .into_response()
+    }
+}
+
+impl From<AppError> for ApiError {
+    fn from(error: AppError) -> Self {
+        match &error {
+            AppError::Domain(e) => match e.kind() {
+                ErrorKind::Invalid => Self::invalid(e.to_string()),
+                ErrorKind::NotFound => Self::not_found(e.to_string()),
+                ErrorKind::Conflict => Self::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            },
+            AppError::Invalid(detail) => Self::invalid(detail.clone()),
+            AppError::Contended { .. } => {
+                Self::new(StatusCode::CONFLICT, "concurrency-conflict", error.to_string())
+            }
+            AppError::IdempotencyKeyReused(_) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                error.to_string(),
+            ),
+            AppError::Store(_) | AppError::Decode(_) => {
+                tracing::error!(error = %error, cause = ?std::error::Error::source(&error), "request failed inside the server");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the server could not complete the request; it has been logged",
+                )
+            }
+        }
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "the request body is larger than this server accepts",
+            )
+        } else {
+            Self::invalid(format!("the request body could not be read: {rejection}"))
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::invalid(format!("the URL path is not valid: {}", rejection.body_text()))
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::invalid(format!(
+            "the query string is not valid: {}",
+            rejection.body_text()
+        ))
+    }
+}
+
+/// Turns a JSON parse error into a sentence that says what was wrong and where.
+pub fn json_error(error: &serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    match error.classify() {
+        Category::Syntax | Category::Eof => {
+            ApiError::invalid(format!("the request body is not valid JSON: {error}"))
+        }
+        Category::Data | Category::Io => ApiError::invalid(format!(
+            "the request body does not have the expected fields: {error}"
+        )),
+    }
+}

@@ -1,0 +1,111 @@
+//! Extractors that turn a request into a command's input and its context, refusing bad
+//! input with a problem response rather than axum's plain-text rejections.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use cornershop_app::{CommandContext, IdempotencyKey};
+use serde::de::DeserializeOwned;
+
+use super::error::{json_error, ApiError};
+use super::middleware::RequestIds;
+
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+pub const USER_ID: &str = "x-user-id";
+
+/// `Path`, with rejections as problems.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct Path<T>(pub T);
+
+/// `Query`, with rejections as problems.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct Query<T>(pub T);
+
+fn header_text(headers: &HeaderMap, name: &str, max_len: usize) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(name) else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= max_len)
+        .ok_or_else(|| {
+            ApiError::invalid(format!(
+                "header {name} must be 1 to {max_len} visible ASCII characters"
+            ))
+        })?;
+    Ok(Some(text.to_string()))
+}
+
+fn context(parts: &Parts, body: &[u8]) -> Result<CommandContext, ApiError> {
+    let ids = parts
+        .extensions
+        .get::<RequestIds>()
+        .cloned()
+        .unwrap_or_default();
+    let idempotency_key = header_text(&parts.headers, IDEMPOTENCY_KEY, 255)?.map(|key| {
+        IdempotencyKey::new(key, parts.method.as_str(), parts.uri.path(), body)
+    });
+    Ok(CommandContext {
+        correlation_id: ids.correlation_id,
+        causation_id: ids.request_id,
+        user_id: header_text(&parts.headers, USER_ID, 200)?,
+        idempotency_key,
+    })
+}
+
+/// The context of a command that has no body (DELETE, or a POST that names an action).
+pub struct Ctx(pub CommandContext);
+
+impl<S: Send + Sync> FromRequestParts<S> for Ctx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        context(parts, b"").map(Ctx)
+    }
+}
+
+/// A command's JSON body and its context. Unknown fields are refused by the body types
+/// (`deny_unknown_fields`), so a typo never passes silently.
+pub struct Command<T> {
+    pub body: T,
+    pub ctx: CommandContext,
+}
+
+impl<S, T> FromRequest<S> for Command<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        if let Some(content_type) = parts.headers.get(header::CONTENT_TYPE) {
+            let is_json = content_type
+                .to_str()
+                .map(|ct| {
+                    let mime = ct.split(';').next().unwrap_or("").trim();
+                    mime == "application/json" || mime.ends_with("+json")
+                })
+                .unwrap_or(false);
+            if !is_json {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported-media-type",
+                    "the request body must be JSON (Content-Type: application/json)",
+                ));
+            }
+        }
+        let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state).await?;
+        let body = serde_json::from_slice(&bytes).map_err(|e| json_error(&e))?;
+        Ok(Self {
+            ctx: context(&parts, &bytes)?,
+            body,
+        })
+    }
+}

@@ -1,0 +1,83 @@
+//! Per-request correlation: every request gets a correlation id (the client's
+//! `X-Correlation-Id`, or a new one) and a request id, carried in a tracing span and
+//! echoed back in the response.
+
+use std::time::Instant;
+
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::error::ApiError;
+
+pub const CORRELATION_ID: &str = "x-correlation-id";
+
+#[derive(Debug, Clone)]
+pub struct RequestIds {
+    pub correlation_id: String,
+    /// Becomes the causationId of the events the request appends.
+    pub request_id: String,
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        let id = Uuid::new_v4().to_string();
+        Self {
+            correlation_id: id.clone(),
+            request_id: id,
+        }
+    }
+}
+
+fn valid_correlation_id(value: &HeaderValue) -> Option<String> {
+    let text = value.to_str().ok()?.trim();
+    (!text.is_empty() && text.len() <= 128 && text.chars().all(|c| c.is_ascii_graphic()))
+        .then(|| text.to_string())
+}
+
+pub async fn correlate(mut request: Request, next: Next) -> Response {
+    let correlation_id = match request.headers().get(CORRELATION_ID) {
+        None => Uuid::new_v4().to_string(),
+        Some(value) => match valid_correlation_id(value) {
+            Some(id) => id,
+            None => {
+                return ApiError::invalid(
+                    "header X-Correlation-Id must be 1 to 128 visible ASCII characters",
+                )
+                .into_response()
+            }
+        },
+    };
+    let ids = RequestIds {
+        correlation_id: correlation_id.clone(),
+        request_id: Uuid::new_v4().to_string(),
+    };
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        correlationId = %ids.correlation_id,
+        requestId = %ids.request_id,
+    );
+    request.extensions_mut().insert(ids);
+    let started = Instant::now();
+    async move {
+        let mut response = next.run(request).await;
+        let status = response.status().as_u16();
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        if status >= 500 {
+            tracing::error!(status, elapsed_ms, "request failed");
+        } else {
+            tracing::info!(status, elapsed_ms, "request handled");
+        }
+        if let Ok(value) = HeaderValue::from_str(&correlation_id) {
+            response.headers_mut().insert(CORRELATION_ID, value);
+        }
+        response
+    }
+    .instrument(span)
+    .await
+}

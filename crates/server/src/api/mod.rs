@@ -1,0 +1,87 @@
+//! The HTTP API: routes, shared state, and the OpenAPI document generated from the
+//! handlers' annotations.
+
+pub mod carts;
+pub mod error;
+pub mod eventstore;
+pub mod extract;
+pub mod health;
+pub mod inventory;
+pub mod middleware;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use cornershop_app::{CommandBus, Reply};
+use utoipa::OpenApi;
+
+use error::ApiError;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub bus: CommandBus,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "CornerShop", description = "An event-sourced shop: carts, orders, payments and inventory."),
+    paths(
+        inventory::put_stock, inventory::get_stock,
+        carts::create_cart, carts::get_cart, carts::add_item, carts::remove_item, carts::checkout,
+        eventstore::replay, eventstore::events, eventstore::stats,
+        health::live, health::ready,
+    ),
+    components(schemas(error::Problem))
+)]
+pub struct ApiDoc;
+
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route(
+            "/api/inventory/{sku}",
+            put(inventory::put_stock).get(inventory::get_stock),
+        )
+        .route("/api/carts", post(carts::create_cart))
+        .route("/api/carts/{cart_id}", get(carts::get_cart))
+        .route("/api/carts/{cart_id}/items", post(carts::add_item))
+        .route("/api/carts/{cart_id}/items/{sku}", delete(carts::remove_item))
+        .route("/api/carts/{cart_id}/checkout", post(carts::checkout))
+        .route(
+            "/api/eventstore/replay/{aggregate_type}/{aggregate_id}",
+            get(eventstore::replay),
+        )
+        .route("/api/eventstore/events", get(eventstore::events))
+        .route("/api/eventstore/stats", get(eventstore::stats))
+        .route("/api/openapi.json", get(openapi))
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn(middleware::correlate))
+        .with_state(state)
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route; see /api/openapi.json for the API")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "this route does not accept that method; see /api/openapi.json",
+    )
+}
+
+/// A command's reply, as stored for idempotent repeats.
+pub fn reply(reply: Reply) -> Response {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
+    (status, Json(reply.body)).into_response()
+}

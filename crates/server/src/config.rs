@@ -1,0 +1,82 @@
+//! Every setting in one place. Precedence: command-line flag, then the `CORNERSHOP_*`
+//! environment variable, then the default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cornershop",
+    version,
+    about = "An event-sourced shop: carts, orders, payments and inventory.",
+    long_about = "An event-sourced shop: carts, orders, payments and inventory.\n\n\
+        Every setting can be given as a flag or as the CORNERSHOP_* environment variable \
+        shown next to it; a flag wins over the variable."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the shop: the HTTP API and every service, on the embedded store by default.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address and port the HTTP API listens on. Port 0 picks a free port.
+    #[arg(long, env = "CORNERSHOP_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Directory of the embedded event store (a SQLite file, cornershop.db, in WAL mode).
+    /// Created when missing.
+    #[arg(long, env = "CORNERSHOP_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    #[arg(long, env = "CORNERSHOP_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log filter in RUST_LOG syntax, e.g. "info" or "info,cornershop_app=debug".
+    /// RUST_LOG is used when this is not given.
+    #[arg(long = "log", env = "CORNERSHOP_LOG")]
+    pub filter: Option<String>,
+
+    /// Log format: JSON lines, human-readable text, or auto (text on a terminal, JSON
+    /// otherwise).
+    #[arg(long, env = "CORNERSHOP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Auto,
+    Json,
+    Text,
+}
+
+impl ServeArgs {
+    /// Settings for a test or an embedded use: a free port on loopback and the given
+    /// data directory.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: "127.0.0.1:0".parse().expect("valid address"),
+            data_dir: data_dir.into(),
+            max_body_bytes: 64 * 1024,
+            log: LogArgs {
+                filter: None,
+                log_format: LogFormat::Auto,
+            },
+        }
+    }
+}

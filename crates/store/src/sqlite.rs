@@ -1,0 +1,326 @@
+//! The embedded backend: one SQLite file in WAL mode.
+//!
+//! All writes go through a pool of exactly one connection. SQLite admits one writer at a
+//! time anyway; queueing writers in our pool instead of in SQLite's busy handler keeps
+//! latency predictable, and it makes the global order trivially safe: positions are
+//! assigned and committed by one transaction after another. Reads use a separate pool and,
+//! thanks to WAL, never wait for the writer.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use cornershop_domain::{AggregateType, EventEnvelope};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use tokio::sync::watch;
+
+use crate::*;
+
+pub struct SqliteEventStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+    head: watch::Sender<u64>,
+}
+
+const COLUMNS: &str = "position, event_id, event_type, aggregate_type, aggregate_id, version, \
+    schema_version, timestamp_us, data, metadata, topic, kafka_partition, kafka_offset";
+
+impl SqliteEventStore {
+    /// Opens (creating if needed) `cornershop.db` under `data_dir` and migrates it.
+    pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "cannot create data directory {}: {e}",
+                data_dir.display()
+            ))
+        })?;
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(data_dir.join("cornershop.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a commit is on disk before it is acknowledged, so an acknowledged event
+            // survives a crash of the process and of the machine.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
+        let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events")
+            .fetch_one(&reader)
+            .await?;
+        Ok(Self {
+            writer,
+            reader,
+            head: watch::Sender::new(head as u64),
+        })
+    }
+
+    /// Closes both pools, waiting for running statements to finish.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+}
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn from_micros(us: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_micros(us)
+        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {us} is out of range")))
+}
+
+fn decode_row(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
+    let aggregate_type: String = row.try_get("aggregate_type")?;
+    let event_id: String = row.try_get("event_id")?;
+    let data: String = row.try_get("data")?;
+    let metadata: String = row.try_get("metadata")?;
+    Ok(StoredEvent {
+        position: row.try_get::<i64, _>("position")? as u64,
+        envelope: EventEnvelope {
+            event_id: Uuid::parse_str(&event_id).map_err(|e| corrupt("event_id", &e))?,
+            event_type: row.try_get("event_type")?,
+            aggregate_id: row.try_get("aggregate_id")?,
+            aggregate_type: AggregateType::parse(&aggregate_type)
+                .ok_or_else(|| corrupt("aggregate_type", &aggregate_type))?,
+            timestamp: from_micros(row.try_get("timestamp_us")?)?,
+            version: row.try_get::<i64, _>("version")? as u64,
+            schema_version: row.try_get::<i64, _>("schema_version")? as u32,
+            data: serde_json::from_str(&data).map_err(|e| corrupt("data", &e))?,
+            metadata: serde_json::from_str(&metadata).map_err(|e| corrupt("metadata", &e))?,
+        },
+        topic: row.try_get("topic")?,
+        partition: row.try_get("kafka_partition")?,
+        offset: row.try_get("kafka_offset")?,
+    })
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[async_trait]
+impl EventStore for SqliteEventStore {
+    async fn append(&self, request: AppendRequest) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let actual: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(version), 0) FROM events WHERE aggregate_type = ? AND aggregate_id = ?",
+        )
+        .bind(request.aggregate_type.as_str())
+        .bind(&request.aggregate_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if actual as u64 != request.expected_version {
+            return Err(StoreError::Conflict {
+                aggregate_type: request.aggregate_type,
+                aggregate_id: request.aggregate_id,
+                expected: request.expected_version,
+                actual: actual as u64,
+            });
+        }
+
+        let mut stored = Vec::with_capacity(request.events.len());
+        for (i, event) in request.events.into_iter().enumerate() {
+            let version = request.expected_version + 1 + i as u64;
+            let metadata = serde_json::to_string(&event.metadata)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let position: i64 = sqlx::query_scalar(
+                "INSERT INTO events (event_id, event_type, aggregate_type, aggregate_id, version, \
+                 schema_version, timestamp_us, data, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 RETURNING position",
+            )
+            .bind(event.event_id.to_string())
+            .bind(&event.event_type)
+            .bind(request.aggregate_type.as_str())
+            .bind(&request.aggregate_id)
+            .bind(version as i64)
+            .bind(event.schema_version as i64)
+            .bind(micros(event.timestamp))
+            .bind(event.data.to_string())
+            .bind(metadata)
+            .fetch_one(&mut *tx)
+            .await?;
+            stored.push(StoredEvent {
+                position: position as u64,
+                envelope: EventEnvelope {
+                    event_id: event.event_id,
+                    event_type: event.event_type,
+                    aggregate_id: request.aggregate_id.clone(),
+                    aggregate_type: request.aggregate_type,
+                    timestamp: event.timestamp,
+                    version,
+                    schema_version: event.schema_version,
+                    data: event.data,
+                    metadata: event.metadata,
+                },
+                topic: None,
+                partition: None,
+                offset: None,
+            });
+        }
+
+        if let Some(response) = &request.idempotency {
+            let inserted = sqlx::query(
+                "INSERT INTO idempotency_keys (key, fingerprint, status, body, created_us) \
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(&response.key)
+            .bind(&response.fingerprint)
+            .bind(response.status as i64)
+            .bind(&response.body)
+            .bind(micros(Utc::now()))
+            .execute(&mut *tx)
+            .await;
+            match inserted {
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(StoreError::IdempotencyKeyTaken(response.key.clone()))
+                }
+                other => {
+                    other?;
+                }
+            }
+        }
+
+        tx.commit().await?;
+        if let Some(last) = stored.last() {
+            let position = last.position;
+            self.head.send_if_modified(|head| {
+                let newer = position > *head;
+                if newer {
+                    *head = position;
+                }
+                newer
+            });
+        }
+        Ok(stored)
+    }
+
+    async fn load_aggregate(
+        &self,
+        aggregate_type: AggregateType,
+        aggregate_id: &str,
+        range: TimeRange,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut sql = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {COLUMNS} FROM events WHERE aggregate_type = "
+        ));
+        sql.push_bind(aggregate_type.as_str())
+            .push(" AND aggregate_id = ")
+            .push_bind(aggregate_id);
+        push_range(&mut sql, range);
+        sql.push(" ORDER BY version");
+        let rows = sql.build().fetch_all(&self.reader).await?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    async fn query(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut sql = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {COLUMNS} FROM events WHERE position > "
+        ));
+        sql.push_bind(query.after as i64);
+        if let Some(t) = query.aggregate_type {
+            sql.push(" AND aggregate_type = ").push_bind(t.as_str());
+        }
+        if let Some(t) = &query.event_type {
+            sql.push(" AND event_type = ").push_bind(t.clone());
+        }
+        push_range(&mut sql, query.range);
+        sql.push(" ORDER BY position LIMIT ")
+            .push_bind(query.limit as i64);
+        let rows = sql.build().fetch_all(&self.reader).await?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    async fn head_position(&self) -> Result<u64, StoreError> {
+        let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events")
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(head as u64)
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        let mut by_event_type = BTreeMap::new();
+        for row in sqlx::query("SELECT event_type, COUNT(*) AS n FROM events GROUP BY event_type")
+            .fetch_all(&self.reader)
+            .await?
+        {
+            by_event_type.insert(row.try_get("event_type")?, row.try_get::<i64, _>("n")? as u64);
+        }
+        let mut by_aggregate_type = BTreeMap::new();
+        for row in
+            sqlx::query("SELECT aggregate_type, COUNT(*) AS n FROM events GROUP BY aggregate_type")
+                .fetch_all(&self.reader)
+                .await?
+        {
+            by_aggregate_type.insert(
+                row.try_get("aggregate_type")?,
+                row.try_get::<i64, _>("n")? as u64,
+            );
+        }
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS total, COALESCE(MAX(position), 0) AS head, \
+             MIN(timestamp_us) AS first_us, MAX(timestamp_us) AS last_us, \
+             (SELECT COUNT(*) FROM events WHERE version = 1) AS aggregates FROM events",
+        )
+        .fetch_one(&self.reader)
+        .await?;
+        let first: Option<i64> = row.try_get("first_us")?;
+        let last: Option<i64> = row.try_get("last_us")?;
+        Ok(StoreStats {
+            total_events: row.try_get::<i64, _>("total")? as u64,
+            total_aggregates: row.try_get::<i64, _>("aggregates")? as u64,
+            head_position: row.try_get::<i64, _>("head")? as u64,
+            by_event_type,
+            by_aggregate_type,
+            first_event_at: first.map(from_micros).transpose()?,
+            last_event_at: last.map(from_micros).transpose()?,
+        })
+    }
+
+    async fn find_idempotent_response(
+        &self,
+        key: &str,
+    ) -> Result<Option<IdempotentResponse>, StoreError> {
+        let row = sqlx::query("SELECT key, fingerprint, status, body FROM idempotency_keys WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(|row| {
+            Ok(IdempotentResponse {
+                key: row.try_get("key")?,
+                fingerprint: row.try_get("fingerprint")?,
+                status: row.try_get::<i64, _>("status")? as u16,
+                body: row.try_get("body")?,
+            })
+        })
+        .transpose()
+    }
+
+    fn watch_head(&self) -> watch::Receiver<u64> {
+        self.head.subscribe()
+    }
+}
+
+fn push_range(sql: &mut QueryBuilder<'_, Sqlite>, range: TimeRange) {
+    if let Some(from) = range.from {
+        sql.push(" AND timestamp_us >= ").push_bind(micros(from));
+    }
+    if let Some(to) = range.to {
+        sql.push(" AND timestamp_us <= ").push_bind(micros(to));
+    }
+}
