@@ -13,7 +13,9 @@ use crate::events::DomainEvent;
 /// anything newer (a newer producer must not be half-understood).
 pub const CURRENT_SCHEMA_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 pub enum AggregateType {
     Cart,
     Order,
@@ -35,7 +37,9 @@ impl AggregateType {
 
     /// Accepts the canonical name in any letter case ("Order", "order").
     pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.as_str().eq_ignore_ascii_case(name))
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str().eq_ignore_ascii_case(name))
     }
 
     /// The Kafka topic that carries this aggregate's events.

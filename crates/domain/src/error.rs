@@ -18,9 +18,15 @@ pub enum DomainError {
     #[error("{0}")]
     Invalid(String),
     #[error("{aggregate} '{id}' does not exist")]
-    NotFound { aggregate: AggregateType, id: String },
+    NotFound {
+        aggregate: AggregateType,
+        id: String,
+    },
     #[error("{aggregate} '{id}' already exists")]
-    AlreadyExists { aggregate: AggregateType, id: String },
+    AlreadyExists {
+        aggregate: AggregateType,
+        id: String,
+    },
     #[error("quantity must be between 1 and 999, got {0}")]
     InvalidQuantity(i64),
     #[error("cart '{cart_id}' is {status}; its items can no longer change")]
@@ -78,7 +84,10 @@ pub enum DecodeError {
     #[error("unknown event type '{0}'")]
     UnknownEventType(String),
     #[error("event type '{event_type}' has schema version {schema_version}, which this build does not understand")]
-    UnsupportedSchemaVersion { event_type: String, schema_version: u32 },
+    UnsupportedSchemaVersion {
+        event_type: String,
+        schema_version: u32,
+    },
     #[error("payload of '{event_type}' does not match its schema: {source}")]
     BadPayload {
         event_type: String,

@@ -152,15 +152,16 @@ impl Aggregate for Cart {
                 email,
                 phone,
             } => {
-                self.require_open()?;
-                if self.items.is_empty() {
-                    return Err(DomainError::EmptyCart(self.cart_id.clone()));
-                }
+                // What the request says is checked before what the cart's state allows.
                 require_text("paymentToken", payment_token, 200)?;
                 validate_email(email)?;
                 validate_address(shipping_address)?;
                 if let Some(phone) = phone {
                     validate_phone(phone)?;
+                }
+                self.require_open()?;
+                if self.items.is_empty() {
+                    return Err(DomainError::EmptyCart(self.cart_id.clone()));
                 }
                 Ok(vec![CartCheckedOut {
                     cart_id: self.cart_id.clone(),

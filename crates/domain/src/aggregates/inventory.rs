@@ -42,8 +42,14 @@ pub enum InventoryCommand {
         quantity: i64,
         low_stock_threshold: i64,
     },
-    Reserve { order_id: String, quantity: u32 },
-    Release { order_id: String, reason: String },
+    Reserve {
+        order_id: String,
+        quantity: u32,
+    },
+    Release {
+        order_id: String,
+        reason: String,
+    },
 }
 
 impl Inventory {
@@ -160,7 +166,9 @@ impl Aggregate for Inventory {
                     quantity: *quantity,
                 }
                 .into()];
-                events.extend(self.low_stock_alert(self.available - quantity, self.low_stock_threshold));
+                events.extend(
+                    self.low_stock_alert(self.available - quantity, self.low_stock_threshold),
+                );
                 Ok(events)
             }
             InventoryCommand::Release { order_id, reason } => {
@@ -286,7 +294,12 @@ mod tests {
     fn low_stock_alert_fires_once_per_dip_and_rearms_after_restock() {
         let (inv, events) = run(
             Inventory::default(),
-            [set(10, 3), reserve("o1", 6), reserve("o2", 1), reserve("o3", 1)],
+            [
+                set(10, 3),
+                reserve("o1", 6),
+                reserve("o2", 1),
+                reserve("o3", 1),
+            ],
         )
         .unwrap();
         assert_eq!(

@@ -14,7 +14,9 @@ use crate::events::DomainEvent;
 
 /// An event-sourced aggregate. The initial state is `Default::default()`: an aggregate
 /// that has no events yet ("does not exist").
-pub trait Aggregate: Default + Clone + std::fmt::Debug + PartialEq + Serialize + Send + Sync {
+pub trait Aggregate:
+    Default + Clone + std::fmt::Debug + PartialEq + Serialize + Send + Sync
+{
     const TYPE: AggregateType;
     type Command;
 

@@ -47,10 +47,17 @@ pub enum OrderCommand {
     /// Placed from a checked-out cart: the order takes the cart's lines and contact details.
     Create(Box<CartCheckedOut>),
     Validate,
-    Confirm { payment_id: String },
-    Ship { carrier: String, tracking_number: String },
+    Confirm {
+        payment_id: String,
+    },
+    Ship {
+        carrier: String,
+        tracking_number: String,
+    },
     Deliver,
-    Cancel { reason: String },
+    Cancel {
+        reason: String,
+    },
 }
 
 impl Order {
@@ -88,7 +95,9 @@ impl Aggregate for Order {
                     });
                 }
                 if c.items.is_empty() {
-                    return Err(DomainError::Invalid("an order needs at least one line".into()));
+                    return Err(DomainError::Invalid(
+                        "an order needs at least one line".into(),
+                    ));
                 }
                 vec![OrderCreated {
                     order_id: c.order_id.clone(),
@@ -119,7 +128,10 @@ impl Aggregate for Order {
                 carrier,
                 tracking_number,
             } => {
-                self.expect(OrderStatus::Confirmed, "be shipped (only a confirmed order ships)")?;
+                self.expect(
+                    OrderStatus::Confirmed,
+                    "be shipped (only a confirmed order ships)",
+                )?;
                 require_text("carrier", carrier, 100)?;
                 require_text("trackingNumber", tracking_number, 100)?;
                 vec![OrderShipped {
@@ -130,7 +142,10 @@ impl Aggregate for Order {
                 .into()]
             }
             OrderCommand::Deliver => {
-                self.expect(OrderStatus::Shipped, "be delivered (only a shipped order is)")?;
+                self.expect(
+                    OrderStatus::Shipped,
+                    "be delivered (only a shipped order is)",
+                )?;
                 vec![OrderDelivered { order_id: id }.into()]
             }
             OrderCommand::Cancel { reason } => {
@@ -321,7 +336,13 @@ mod tests {
     #[test]
     fn a_cancelled_order_goes_nowhere() {
         let (order, _) = run(Order::default(), [create(), cancel()]).unwrap();
-        for cmd in [OrderCommand::Validate, confirm(), ship(), OrderCommand::Deliver, cancel()] {
+        for cmd in [
+            OrderCommand::Validate,
+            confirm(),
+            ship(),
+            OrderCommand::Deliver,
+            cancel(),
+        ] {
             assert!(order.decide(&cmd).is_err());
         }
     }

@@ -44,10 +44,19 @@ pub enum PaymentCommand {
         amount: Decimal,
         payment_token: String,
     },
-    Authorize { authorization_code: String },
-    Complete { transaction_id: String },
-    Fail { code: String, reason: String },
-    Refund { reason: String },
+    Authorize {
+        authorization_code: String,
+    },
+    Complete {
+        transaction_id: String,
+    },
+    Fail {
+        code: String,
+        reason: String,
+    },
+    Refund {
+        reason: String,
+    },
 }
 
 impl Payment {
@@ -58,7 +67,12 @@ impl Payment {
                 id: self.payment_id.clone(),
             };
         }
-        DomainError::transition(AggregateType::Payment, &self.payment_id, self.status, action)
+        DomainError::transition(
+            AggregateType::Payment,
+            &self.payment_id,
+            self.status,
+            action,
+        )
     }
 }
 
@@ -84,7 +98,9 @@ impl Aggregate for Payment {
                 }
                 require_money("amount", *amount)?;
                 if amount.is_zero() {
-                    return Err(DomainError::Invalid("amount must be greater than zero".into()));
+                    return Err(DomainError::Invalid(
+                        "amount must be greater than zero".into(),
+                    ));
                 }
                 require_text("paymentToken", payment_token, 200)?;
                 vec![PaymentInitiated {

@@ -143,7 +143,9 @@ pub async fn get_cart(
 ) -> Result<Json<CartView>, ApiError> {
     let (cart, version) = state.bus.load::<Cart>(&cart_id).await?;
     if cart.status == CartStatus::New {
-        return Err(ApiError::not_found(format!("cart '{cart_id}' does not exist")));
+        return Err(ApiError::not_found(format!(
+            "cart '{cart_id}' does not exist"
+        )));
     }
     Ok(Json(CartView::of(&cart, version)))
 }

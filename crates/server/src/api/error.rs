@@ -77,9 +77,11 @@ impl From<AppError> for ApiError {
                 ErrorKind::Conflict => Self::new(StatusCode::CONFLICT, "conflict", e.to_string()),
             },
             AppError::Invalid(detail) => Self::invalid(detail.clone()),
-            AppError::Contended { .. } => {
-                Self::new(StatusCode::CONFLICT, "concurrency-conflict", error.to_string())
-            }
+            AppError::Contended { .. } => Self::new(
+                StatusCode::CONFLICT,
+                "concurrency-conflict",
+                error.to_string(),
+            ),
             AppError::IdempotencyKeyReused(_) => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency-key-reused",
@@ -113,7 +115,10 @@ impl From<BytesRejection> for ApiError {
 
 impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> Self {
-        Self::invalid(format!("the URL path is not valid: {}", rejection.body_text()))
+        Self::invalid(format!(
+            "the URL path is not valid: {}",
+            rejection.body_text()
+        ))
     }
 }
 
@@ -127,14 +132,22 @@ impl From<QueryRejection> for ApiError {
 }
 
 /// Turns a JSON parse error into a sentence that says what was wrong and where.
-pub fn json_error(error: &serde_json::Error) -> ApiError {
+pub fn json_error(error: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     use serde_json::error::Category;
-    match error.classify() {
+    let inner = error.inner();
+    match inner.classify() {
         Category::Syntax | Category::Eof => {
-            ApiError::invalid(format!("the request body is not valid JSON: {error}"))
+            ApiError::invalid(format!("the request body is not valid JSON: {inner}"))
         }
-        Category::Data | Category::Io => ApiError::invalid(format!(
-            "the request body does not have the expected fields: {error}"
-        )),
+        Category::Data | Category::Io => {
+            let path = error.path().to_string();
+            if path == "." {
+                ApiError::invalid(format!(
+                    "the request body is not what this route expects: {inner}"
+                ))
+            } else {
+                ApiError::invalid(format!("field `{path}` is not valid: {inner}"))
+            }
+        }
     }
 }

@@ -127,7 +127,11 @@ pub async fn events(
         }
     }
     let query = EventQuery {
-        aggregate_type: params.aggregate_type.as_deref().map(aggregate_type).transpose()?,
+        aggregate_type: params
+            .aggregate_type
+            .as_deref()
+            .map(aggregate_type)
+            .transpose()?,
         event_type: params.event_type,
         range: TimeRange {
             from: params.from,
@@ -136,7 +140,12 @@ pub async fn events(
         after: params.after.unwrap_or(0),
         limit,
     };
-    let events = state.bus.store().query(&query).await.map_err(cornershop_app::AppError::from)?;
+    let events = state
+        .bus
+        .store()
+        .query(&query)
+        .await
+        .map_err(cornershop_app::AppError::from)?;
     let next_after = (events.len() == limit as usize)
         .then(|| events.last().map(|e| e.position))
         .flatten();
@@ -147,6 +156,11 @@ pub async fn events(
 #[utoipa::path(get, path = "/api/eventstore/stats", tag = "eventstore",
     responses((status = 200, body = StoreStats)))]
 pub async fn stats(State(state): State<AppState>) -> Result<Json<StoreStats>, ApiError> {
-    let stats = state.bus.store().stats().await.map_err(cornershop_app::AppError::from)?;
+    let stats = state
+        .bus
+        .store()
+        .stats()
+        .await
+        .map_err(cornershop_app::AppError::from)?;
     Ok(Json(stats))
 }

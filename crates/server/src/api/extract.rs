@@ -24,7 +24,11 @@ pub struct Path<T>(pub T);
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct Query<T>(pub T);
 
-fn header_text(headers: &HeaderMap, name: &str, max_len: usize) -> Result<Option<String>, ApiError> {
+fn header_text(
+    headers: &HeaderMap,
+    name: &str,
+    max_len: usize,
+) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get(name) else {
         return Ok(None);
     };
@@ -47,9 +51,8 @@ fn context(parts: &Parts, body: &[u8]) -> Result<CommandContext, ApiError> {
         .get::<RequestIds>()
         .cloned()
         .unwrap_or_default();
-    let idempotency_key = header_text(&parts.headers, IDEMPOTENCY_KEY, 255)?.map(|key| {
-        IdempotencyKey::new(key, parts.method.as_str(), parts.uri.path(), body)
-    });
+    let idempotency_key = header_text(&parts.headers, IDEMPOTENCY_KEY, 255)?
+        .map(|key| IdempotencyKey::new(key, parts.method.as_str(), parts.uri.path(), body));
     Ok(CommandContext {
         correlation_id: ids.correlation_id,
         causation_id: ids.request_id,
@@ -102,7 +105,11 @@ where
             }
         }
         let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state).await?;
-        let body = serde_json::from_slice(&bytes).map_err(|e| json_error(&e))?;
+        let mut parser = serde_json::Deserializer::from_slice(&bytes);
+        let body = serde_path_to_error::deserialize(&mut parser).map_err(|e| json_error(&e))?;
+        parser
+            .end()
+            .map_err(|e| ApiError::invalid(format!("the request body is not valid JSON: {e}")))?;
         Ok(Self {
             ctx: context(&parts, &bytes)?,
             body,

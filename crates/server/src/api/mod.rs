@@ -26,12 +26,23 @@ pub struct AppState {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "CornerShop", description = "An event-sourced shop: carts, orders, payments and inventory."),
+    info(
+        title = "CornerShop",
+        description = "An event-sourced shop: carts, orders, payments and inventory."
+    ),
     paths(
-        inventory::put_stock, inventory::get_stock,
-        carts::create_cart, carts::get_cart, carts::add_item, carts::remove_item, carts::checkout,
-        eventstore::replay, eventstore::events, eventstore::stats,
-        health::live, health::ready,
+        inventory::put_stock,
+        inventory::get_stock,
+        carts::create_cart,
+        carts::get_cart,
+        carts::add_item,
+        carts::remove_item,
+        carts::checkout,
+        eventstore::replay,
+        eventstore::events,
+        eventstore::stats,
+        health::live,
+        health::ready,
     ),
     components(schemas(error::Problem))
 )]
@@ -46,7 +57,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/carts", post(carts::create_cart))
         .route("/api/carts/{cart_id}", get(carts::get_cart))
         .route("/api/carts/{cart_id}/items", post(carts::add_item))
-        .route("/api/carts/{cart_id}/items/{sku}", delete(carts::remove_item))
+        .route(
+            "/api/carts/{cart_id}/items/{sku}",
+            delete(carts::remove_item),
+        )
         .route("/api/carts/{cart_id}/checkout", post(carts::checkout))
         .route(
             "/api/eventstore/replay/{aggregate_type}/{aggregate_id}",
