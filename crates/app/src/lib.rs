@@ -12,8 +12,13 @@ pub mod replay;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cornershop_domain::{Aggregate, AggregateType, DecodeError, DomainError, DomainEvent, Metadata, CURRENT_SCHEMA_VERSION};
-use cornershop_store::{AppendRequest, EventStore, IdempotentResponse, NewEvent, StoreError, StoredEvent, TimeRange};
+use cornershop_domain::{
+    Aggregate, AggregateType, DecodeError, DomainError, DomainEvent, Metadata,
+    CURRENT_SCHEMA_VERSION,
+};
+use cornershop_store::{
+    AppendRequest, EventStore, IdempotentResponse, NewEvent, StoreError, StoredEvent, TimeRange,
+};
 use rand::Rng;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -32,6 +37,18 @@ pub struct CommandContext {
 }
 
 impl CommandContext {
+    /// The context of a command sent in reaction to an event: same business transaction
+    /// (correlation id), caused by that event.
+    pub fn caused_by(event: &StoredEvent) -> Self {
+        let metadata = &event.envelope.metadata;
+        Self {
+            correlation_id: metadata.correlation_id.clone(),
+            causation_id: event.envelope.event_id.to_string(),
+            user_id: metadata.user_id.clone(),
+            idempotency_key: None,
+        }
+    }
+
     /// A context for a command with no outer cause (a CLI action, a test).
     pub fn new_root() -> Self {
         let id = Uuid::new_v4().to_string();
@@ -61,11 +78,7 @@ impl IdempotencyKey {
         hash.update(path.as_bytes());
         hash.update(b"\n");
         hash.update(body);
-        let fingerprint = hash
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let fingerprint = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
         Self { key, fingerprint }
     }
 }
@@ -159,7 +172,7 @@ impl CommandBus {
         command: &A::Command,
         ctx: &CommandContext,
     ) -> Result<Executed<A>, AppError> {
-        self.execute_with_reply::<A>(id, command, ctx, |_| None)
+        self.execute_with_reply::<A>(id, command, ctx, None, |_| None)
             .await
             .map(|(executed, _)| executed.expect("no idempotency key, so never a replay"))
     }
@@ -176,7 +189,7 @@ impl CommandBus {
         reply: impl Fn(&Executed<A>) -> Reply,
     ) -> Result<Reply, AppError> {
         let (_, reply) = self
-            .execute_with_reply::<A>(id, command, ctx, |e| Some(reply(e)))
+            .execute_with_reply::<A>(id, command, ctx, None, |e| Some(reply(e)))
             .await?;
         Ok(reply.expect("a reply is always built"))
     }
@@ -196,11 +209,36 @@ impl CommandBus {
         }))
     }
 
+    /// Runs a command sent by a consumer in reaction to an event, at most once per
+    /// `dedupe_key` (derived from the causing event and the step of the reaction). The key
+    /// is recorded in the same transaction as the command's events, so a redelivered event
+    /// finds it and the command is not applied again: `Ok(None)`.
+    pub async fn execute_once<A: Aggregate>(
+        &self,
+        id: &str,
+        command: &A::Command,
+        ctx: &CommandContext,
+        dedupe_key: &str,
+    ) -> Result<Option<Executed<A>>, AppError> {
+        if self.store.is_applied(dedupe_key).await? {
+            return Ok(None);
+        }
+        match self
+            .execute_with_reply::<A>(id, command, ctx, Some(dedupe_key), |_| None)
+            .await
+        {
+            Ok((executed, _)) => Ok(executed),
+            Err(AppError::Store(StoreError::AlreadyApplied(_))) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn execute_with_reply<A: Aggregate>(
         &self,
         id: &str,
         command: &A::Command,
         ctx: &CommandContext,
+        dedupe_key: Option<&str>,
         reply: impl Fn(&Executed<A>) -> Option<Reply>,
     ) -> Result<(Option<Executed<A>>, Option<Reply>), AppError> {
         if let Some(key) = &ctx.idempotency_key {
@@ -210,7 +248,20 @@ impl CommandBus {
         }
         for attempt in 1..=self.max_attempts {
             let (state, version) = self.load::<A>(id).await?;
-            let decided = state.decide(command)?;
+            let decided = match state.decide(command) {
+                Ok(decided) => decided,
+                Err(refusal) => {
+                    // The same request may have run concurrently and won, so that the state
+                    // read now refuses it (a repeated "create" finds the cart existing):
+                    // answer as that run did.
+                    if let Some(key) = &ctx.idempotency_key {
+                        if let Some(replayed) = self.replay_of(key).await? {
+                            return Ok((None, Some(replayed)));
+                        }
+                    }
+                    return Err(refusal.into());
+                }
+            };
             let now = self.clock.now();
             let mut next = state;
             let new_events: Vec<NewEvent> = decided
@@ -245,6 +296,7 @@ impl CommandBus {
                 expected_version: version,
                 events: new_events,
                 idempotency,
+                dedupe_key: dedupe_key.map(str::to_string),
             };
             match self.store.append(request).await {
                 Ok(stored) => {
@@ -260,9 +312,10 @@ impl CommandBus {
                 Err(StoreError::IdempotencyKeyTaken(_)) => {
                     // The same request ran concurrently and won: answer as it did.
                     let key = ctx.idempotency_key.as_ref().expect("a key was given");
-                    let replayed = self.replay_of(key).await?.ok_or_else(|| {
-                        StoreError::Corrupt("idempotency key vanished".into())
-                    })?;
+                    let replayed = self
+                        .replay_of(key)
+                        .await?
+                        .ok_or_else(|| StoreError::Corrupt("idempotency key vanished".into()))?;
                     return Ok((None, Some(replayed)));
                 }
                 Err(e) => return Err(e.into()),

@@ -42,7 +42,45 @@ pub struct ServeArgs {
     pub max_body_bytes: usize,
 
     #[command(flatten)]
+    pub workflow: WorkflowArgs,
+
+    #[command(flatten)]
     pub log: LogArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkflowArgs {
+    /// A cart idle this long gets CartExpired (e.g. "30m", "1s").
+    #[arg(long, env = "CORNERSHOP_CART_TTL", default_value = "30m")]
+    pub cart_ttl: humantime::Duration,
+
+    /// The simulated payment gateway declines amounts above this (amount_too_large).
+    #[arg(long, env = "CORNERSHOP_PAYMENT_MAX_AMOUNT", default_value = "10000")]
+    pub payment_max_amount: rust_decimal::Decimal,
+
+    /// How long each call to the simulated payment gateway takes (e.g. "50ms").
+    #[arg(long, env = "CORNERSHOP_PAYMENT_LATENCY", default_value = "0ms")]
+    pub payment_latency: humantime::Duration,
+
+    /// How often a consumer tries an event before it goes to the dead letters.
+    #[arg(long, env = "CORNERSHOP_CONSUMER_MAX_ATTEMPTS", default_value_t = 5)]
+    pub consumer_max_attempts: u32,
+
+    /// The first retry's delay; each next one doubles (with jitter), up to 10s.
+    #[arg(long, env = "CORNERSHOP_CONSUMER_RETRY_DELAY", default_value = "200ms")]
+    pub consumer_retry_delay: humantime::Duration,
+}
+
+impl Default for WorkflowArgs {
+    fn default() -> Self {
+        Self {
+            cart_ttl: std::time::Duration::from_secs(30 * 60).into(),
+            payment_max_amount: rust_decimal::Decimal::from(10_000),
+            payment_latency: std::time::Duration::ZERO.into(),
+            consumer_max_attempts: 5,
+            consumer_retry_delay: std::time::Duration::from_millis(200).into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -73,6 +111,7 @@ impl ServeArgs {
             listen: "127.0.0.1:0".parse().expect("valid address"),
             data_dir: data_dir.into(),
             max_body_bytes: 64 * 1024,
+            workflow: WorkflowArgs::default(),
             log: LogArgs {
                 filter: None,
                 log_format: LogFormat::Auto,

@@ -60,6 +60,65 @@ pub struct AppendRequest {
     pub events: Vec<NewEvent>,
     /// Stored in the same transaction as the events.
     pub idempotency: Option<IdempotentResponse>,
+    /// Marks the command as applied, in the same transaction: a second append with the
+    /// same key stores nothing and returns [`StoreError::AlreadyApplied`]. Consumers derive
+    /// it from the event that caused the command, which makes their effects exactly-once.
+    pub dedupe_key: Option<String>,
+}
+
+impl AppendRequest {
+    pub fn new(
+        aggregate_type: AggregateType,
+        aggregate_id: impl Into<String>,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+    ) -> Self {
+        Self {
+            aggregate_type,
+            aggregate_id: aggregate_id.into(),
+            expected_version,
+            events,
+            idempotency: None,
+            dedupe_key: None,
+        }
+    }
+}
+
+/// How far a consumer has processed the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Checkpoint {
+    pub consumer: String,
+    pub position: u64,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An event a consumer could not handle after its retries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    pub id: u64,
+    pub consumer: String,
+    pub event_id: Uuid,
+    pub position: u64,
+    pub event_type: String,
+    pub aggregate_id: String,
+    pub error: String,
+    pub attempts: u32,
+    pub first_failed_at: DateTime<Utc>,
+    pub last_failed_at: DateTime<Utc>,
+    /// `pending` until a retry succeeds, then `resolved`.
+    pub status: String,
+}
+
+/// A durable timer: fired once `due_at` has passed, surviving restarts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timer {
+    /// One timer per key; scheduling again moves it.
+    pub key: String,
+    pub kind: String,
+    pub due_at: DateTime<Utc>,
+    pub payload: serde_json::Value,
 }
 
 /// An inclusive time window; either end may be open.
@@ -100,7 +159,9 @@ pub struct StoreStats {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("{aggregate_type} '{aggregate_id}' is at version {actual}, not the expected {expected}")]
+    #[error(
+        "{aggregate_type} '{aggregate_id}' is at version {actual}, not the expected {expected}"
+    )]
     Conflict {
         aggregate_type: AggregateType,
         aggregate_id: String,
@@ -109,6 +170,8 @@ pub enum StoreError {
     },
     #[error("idempotency key '{0}' has already been used")]
     IdempotencyKeyTaken(String),
+    #[error("the command '{0}' has already been applied")]
+    AlreadyApplied(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]
@@ -148,6 +211,54 @@ pub trait EventStore: Send + Sync + 'static {
     /// Watches the head of the log: changes after every committed append, so that
     /// subscribers can wait instead of polling.
     fn watch_head(&self) -> tokio::sync::watch::Receiver<u64>;
+
+    /// Every event of one business transaction (one correlation id), in commit order,
+    /// which is also causal order: an event is appended only after its cause committed.
+    async fn events_by_correlation(
+        &self,
+        correlation_id: &str,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    async fn find_event(&self, event_id: Uuid) -> Result<Option<StoredEvent>, StoreError>;
+
+    /// Whether a command with this dedupe key has been applied.
+    async fn is_applied(&self, dedupe_key: &str) -> Result<bool, StoreError>;
+
+    /// The position a consumer has processed up to (0 when it never ran).
+    async fn checkpoint(&self, consumer: &str) -> Result<u64, StoreError>;
+
+    async fn save_checkpoint(&self, consumer: &str, position: u64) -> Result<(), StoreError>;
+
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError>;
+
+    /// Records that a consumer gave up on an event (or updates the record of an earlier
+    /// failure of the same consumer and event). Returns the dead letter's id.
+    async fn record_dead_letter(
+        &self,
+        consumer: &str,
+        event: &StoredEvent,
+        error: &str,
+        attempts: u32,
+        first_failed_at: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
+
+    async fn dead_letters(&self, status: Option<&str>) -> Result<Vec<DeadLetter>, StoreError>;
+
+    async fn dead_letter(&self, id: u64) -> Result<Option<DeadLetter>, StoreError>;
+
+    async fn resolve_dead_letter(&self, id: u64) -> Result<(), StoreError>;
+
+    /// Schedules a timer, or moves it later if it exists (never earlier).
+    async fn schedule_timer(&self, timer: &Timer) -> Result<(), StoreError>;
+
+    /// Timers due at or before `now`, earliest first.
+    async fn due_timers(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Timer>, StoreError>;
+
+    /// When the next timer is due, if any.
+    async fn next_timer_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// Deletes a fired timer, unless it was moved to a later time meanwhile.
+    async fn complete_timer(&self, timer: &Timer) -> Result<(), StoreError>;
 
     /// The log from a position, in commit order.
     async fn read_log(&self, after: u64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {

@@ -85,7 +85,8 @@ fn from_micros(us: i64) -> Result<DateTime<Utc>, StoreError> {
 }
 
 fn decode_row(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
-    let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
+    let corrupt =
+        |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
     let aggregate_type: String = row.try_get("aggregate_type")?;
     let event_id: String = row.try_get("event_id")?;
     let data: String = row.try_get("data")?;
@@ -137,12 +138,14 @@ impl EventStore for SqliteEventStore {
         let mut stored = Vec::with_capacity(request.events.len());
         for (i, event) in request.events.into_iter().enumerate() {
             let version = request.expected_version + 1 + i as u64;
+            // The store keeps microseconds: return the timestamp as it will be read back.
+            let timestamp = from_micros(micros(event.timestamp))?;
             let metadata = serde_json::to_string(&event.metadata)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let position: i64 = sqlx::query_scalar(
                 "INSERT INTO events (event_id, event_type, aggregate_type, aggregate_id, version, \
-                 schema_version, timestamp_us, data, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 RETURNING position",
+                 schema_version, timestamp_us, data, metadata, correlation_id, causation_id) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING position",
             )
             .bind(event.event_id.to_string())
             .bind(&event.event_type)
@@ -153,6 +156,8 @@ impl EventStore for SqliteEventStore {
             .bind(micros(event.timestamp))
             .bind(event.data.to_string())
             .bind(metadata)
+            .bind(&event.metadata.correlation_id)
+            .bind(&event.metadata.causation_id)
             .fetch_one(&mut *tx)
             .await?;
             stored.push(StoredEvent {
@@ -162,7 +167,7 @@ impl EventStore for SqliteEventStore {
                     event_type: event.event_type,
                     aggregate_id: request.aggregate_id.clone(),
                     aggregate_type: request.aggregate_type,
-                    timestamp: event.timestamp,
+                    timestamp,
                     version,
                     schema_version: event.schema_version,
                     data: event.data,
@@ -189,6 +194,23 @@ impl EventStore for SqliteEventStore {
             match inserted {
                 Err(e) if is_unique_violation(&e) => {
                     return Err(StoreError::IdempotencyKeyTaken(response.key.clone()))
+                }
+                other => {
+                    other?;
+                }
+            }
+        }
+
+        if let Some(key) = &request.dedupe_key {
+            let inserted =
+                sqlx::query("INSERT INTO applied_commands (dedupe_key, applied_us) VALUES (?, ?)")
+                    .bind(key)
+                    .bind(micros(Utc::now()))
+                    .execute(&mut *tx)
+                    .await;
+            match inserted {
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(StoreError::AlreadyApplied(key.clone()))
                 }
                 other => {
                     other?;
@@ -229,9 +251,8 @@ impl EventStore for SqliteEventStore {
     }
 
     async fn query(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
-        let mut sql = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {COLUMNS} FROM events WHERE position > "
-        ));
+        let mut sql =
+            QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM events WHERE position > "));
         sql.push_bind(query.after as i64);
         if let Some(t) = query.aggregate_type {
             sql.push(" AND aggregate_type = ").push_bind(t.as_str());
@@ -259,7 +280,10 @@ impl EventStore for SqliteEventStore {
             .fetch_all(&self.reader)
             .await?
         {
-            by_event_type.insert(row.try_get("event_type")?, row.try_get::<i64, _>("n")? as u64);
+            by_event_type.insert(
+                row.try_get("event_type")?,
+                row.try_get::<i64, _>("n")? as u64,
+            );
         }
         let mut by_aggregate_type = BTreeMap::new();
         for row in
@@ -296,10 +320,12 @@ impl EventStore for SqliteEventStore {
         &self,
         key: &str,
     ) -> Result<Option<IdempotentResponse>, StoreError> {
-        let row = sqlx::query("SELECT key, fingerprint, status, body FROM idempotency_keys WHERE key = ?")
-            .bind(key)
-            .fetch_optional(&self.reader)
-            .await?;
+        let row = sqlx::query(
+            "SELECT key, fingerprint, status, body FROM idempotency_keys WHERE key = ?",
+        )
+        .bind(key)
+        .fetch_optional(&self.reader)
+        .await?;
         row.map(|row| {
             Ok(IdempotentResponse {
                 key: row.try_get("key")?,
@@ -314,6 +340,209 @@ impl EventStore for SqliteEventStore {
     fn watch_head(&self) -> watch::Receiver<u64> {
         self.head.subscribe()
     }
+
+    async fn events_by_correlation(
+        &self,
+        correlation_id: &str,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM events WHERE correlation_id = ? ORDER BY position"
+        ))
+        .bind(correlation_id)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    async fn find_event(&self, event_id: Uuid) -> Result<Option<StoredEvent>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM events WHERE event_id = ?"))
+            .bind(event_id.to_string())
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(decode_row).transpose()
+    }
+
+    async fn is_applied(&self, dedupe_key: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM applied_commands WHERE dedupe_key = ?")
+                .bind(dedupe_key)
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    async fn checkpoint(&self, consumer: &str) -> Result<u64, StoreError> {
+        let position: Option<i64> =
+            sqlx::query_scalar("SELECT position FROM checkpoints WHERE consumer = ?")
+                .bind(consumer)
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(position.unwrap_or(0) as u64)
+    }
+
+    async fn save_checkpoint(&self, consumer: &str, position: u64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO checkpoints (consumer, position, updated_us) VALUES (?, ?, ?) \
+             ON CONFLICT (consumer) DO UPDATE SET position = MAX(position, excluded.position), \
+             updated_us = excluded.updated_us",
+        )
+        .bind(consumer)
+        .bind(position as i64)
+        .bind(micros(Utc::now()))
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        let rows =
+            sqlx::query("SELECT consumer, position, updated_us FROM checkpoints ORDER BY consumer")
+                .fetch_all(&self.reader)
+                .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Checkpoint {
+                    consumer: row.try_get("consumer")?,
+                    position: row.try_get::<i64, _>("position")? as u64,
+                    updated_at: from_micros(row.try_get("updated_us")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn record_dead_letter(
+        &self,
+        consumer: &str,
+        event: &StoredEvent,
+        error: &str,
+        attempts: u32,
+        first_failed_at: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO dead_letters (consumer, event_id, position, event_type, aggregate_id, \
+             error, attempts, first_failed_us, last_failed_us, status) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending') \
+             ON CONFLICT (consumer, event_id) DO UPDATE SET error = excluded.error, \
+             attempts = dead_letters.attempts + excluded.attempts, \
+             last_failed_us = excluded.last_failed_us, status = 'pending' \
+             RETURNING id",
+        )
+        .bind(consumer)
+        .bind(event.envelope.event_id.to_string())
+        .bind(event.position as i64)
+        .bind(&event.envelope.event_type)
+        .bind(&event.envelope.aggregate_id)
+        .bind(error)
+        .bind(attempts as i64)
+        .bind(micros(first_failed_at))
+        .bind(micros(Utc::now()))
+        .fetch_one(&self.writer)
+        .await?;
+        Ok(id as u64)
+    }
+
+    async fn dead_letters(&self, status: Option<&str>) -> Result<Vec<DeadLetter>, StoreError> {
+        let mut sql = QueryBuilder::<Sqlite>::new(
+            "SELECT id, consumer, event_id, position, event_type, aggregate_id, error, attempts, \
+             first_failed_us, last_failed_us, status FROM dead_letters",
+        );
+        if let Some(status) = status {
+            sql.push(" WHERE status = ").push_bind(status.to_string());
+        }
+        sql.push(" ORDER BY id");
+        let rows = sql.build().fetch_all(&self.reader).await?;
+        rows.iter().map(decode_dead_letter).collect()
+    }
+
+    async fn dead_letter(&self, id: u64) -> Result<Option<DeadLetter>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, consumer, event_id, position, event_type, aggregate_id, error, attempts, \
+             first_failed_us, last_failed_us, status FROM dead_letters WHERE id = ?",
+        )
+        .bind(id as i64)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.as_ref().map(decode_dead_letter).transpose()
+    }
+
+    async fn resolve_dead_letter(&self, id: u64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE dead_letters SET status = 'resolved' WHERE id = ?")
+            .bind(id as i64)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn schedule_timer(&self, timer: &Timer) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO timers (key, kind, due_us, payload) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (key) DO UPDATE SET due_us = MAX(due_us, excluded.due_us), \
+             kind = excluded.kind, payload = excluded.payload",
+        )
+        .bind(&timer.key)
+        .bind(&timer.kind)
+        .bind(micros(timer.due_at))
+        .bind(timer.payload.to_string())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn due_timers(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Timer>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT key, kind, due_us, payload FROM timers WHERE due_us <= ? ORDER BY due_us LIMIT ?",
+        )
+        .bind(micros(now))
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let payload: String = row.try_get("payload")?;
+                Ok(Timer {
+                    key: row.try_get("key")?,
+                    kind: row.try_get("kind")?,
+                    due_at: from_micros(row.try_get("due_us")?)?,
+                    payload: serde_json::from_str(&payload)
+                        .map_err(|e| StoreError::Corrupt(format!("timer payload: {e}")))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn next_timer_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let due: Option<i64> = sqlx::query_scalar("SELECT MIN(due_us) FROM timers")
+            .fetch_one(&self.reader)
+            .await?;
+        due.map(from_micros).transpose()
+    }
+
+    async fn complete_timer(&self, timer: &Timer) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM timers WHERE key = ? AND due_us = ?")
+            .bind(&timer.key)
+            .bind(micros(timer.due_at))
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+}
+
+fn decode_dead_letter(row: &SqliteRow) -> Result<DeadLetter, StoreError> {
+    let event_id: String = row.try_get("event_id")?;
+    Ok(DeadLetter {
+        id: row.try_get::<i64, _>("id")? as u64,
+        consumer: row.try_get("consumer")?,
+        event_id: Uuid::parse_str(&event_id)
+            .map_err(|e| StoreError::Corrupt(format!("dead letter event_id: {e}")))?,
+        position: row.try_get::<i64, _>("position")? as u64,
+        event_type: row.try_get("event_type")?,
+        aggregate_id: row.try_get("aggregate_id")?,
+        error: row.try_get("error")?,
+        attempts: row.try_get::<i64, _>("attempts")? as u32,
+        first_failed_at: from_micros(row.try_get("first_failed_us")?)?,
+        last_failed_at: from_micros(row.try_get("last_failed_us")?)?,
+        status: row.try_get("status")?,
+    })
 }
 
 fn push_range(sql: &mut QueryBuilder<'_, Sqlite>, range: TimeRange) {

@@ -2,12 +2,14 @@
 //! handlers' annotations.
 
 pub mod carts;
+pub mod deadletters;
 pub mod error;
 pub mod eventstore;
 pub mod extract;
 pub mod health;
 pub mod inventory;
 pub mod middleware;
+pub mod orders;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
@@ -15,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use cornershop_app::{CommandBus, Reply};
+use cornershop_messaging::ConsumerRegistry;
 use utoipa::OpenApi;
 
 use error::ApiError;
@@ -22,6 +25,8 @@ use error::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     pub bus: CommandBus,
+    /// The consumers running in this process, for re-driving dead letters.
+    pub registry: ConsumerRegistry,
 }
 
 #[derive(OpenApi)]
@@ -38,6 +43,14 @@ pub struct AppState {
         carts::add_item,
         carts::remove_item,
         carts::checkout,
+        orders::get_order,
+        orders::timeline,
+        orders::ship,
+        orders::deliver,
+        orders::cancel,
+        deadletters::list,
+        deadletters::retry,
+        deadletters::consumers,
         eventstore::replay,
         eventstore::events,
         eventstore::stats,
@@ -62,6 +75,14 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             delete(carts::remove_item),
         )
         .route("/api/carts/{cart_id}/checkout", post(carts::checkout))
+        .route("/api/orders/{order_id}", get(orders::get_order))
+        .route("/api/orders/{order_id}/timeline", get(orders::timeline))
+        .route("/api/orders/{order_id}/ship", post(orders::ship))
+        .route("/api/orders/{order_id}/deliver", post(orders::deliver))
+        .route("/api/orders/{order_id}/cancel", post(orders::cancel))
+        .route("/api/deadletters", get(deadletters::list))
+        .route("/api/deadletters/{id}/retry", post(deadletters::retry))
+        .route("/api/consumers", get(deadletters::consumers))
         .route(
             "/api/eventstore/replay/{aggregate_type}/{aggregate_id}",
             get(eventstore::replay),

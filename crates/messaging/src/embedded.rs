@@ -1,0 +1,82 @@
+//! The embedded transport: a consumer tails the store's own log from its checkpoint and
+//! sleeps until the next append wakes it (no polling).
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::{Consumer, Delivery};
+
+/// How many events are read per query, and how many are handled between checkpoints.
+const BATCH: u32 = 256;
+
+/// Runs a consumer until `shutdown` turns true.
+pub async fn run_embedded(consumer: Consumer, mut shutdown: watch::Receiver<bool>) {
+    let name = consumer.name();
+    let store = consumer.store.clone();
+    let mut head = store.watch_head();
+    let mut position = loop {
+        match store.checkpoint(name).await {
+            Ok(p) => break p,
+            Err(e) => {
+                tracing::error!(consumer = name, error = %e, "cannot read checkpoint; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.wait_for(|s| *s) => return,
+                }
+            }
+        }
+    };
+    tracing::info!(consumer = name, position, "consumer started");
+    while !*shutdown.borrow() {
+        // Mark the current head as seen before reading, so that an append committed
+        // after this read is sure to wake us.
+        head.borrow_and_update();
+        let batch = match store.read_log(position, BATCH).await {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::error!(consumer = name, error = %e, "cannot read the log; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.wait_for(|s| *s) => break,
+                }
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            tokio::select! {
+                changed = head.changed() => if changed.is_err() { break },
+                _ = shutdown.wait_for(|s| *s) => break,
+            }
+            continue;
+        }
+        let mut handled_to = position;
+        for event in &batch {
+            if consumer.handler.handles(&event.envelope.event_type) {
+                let span = tracing::info_span!(
+                    "consume",
+                    consumer = name,
+                    eventType = %event.envelope.event_type,
+                    aggregateId = %event.envelope.aggregate_id,
+                    correlationId = %event.envelope.metadata.correlation_id,
+                );
+                let delivery =
+                    tracing::Instrument::instrument(consumer.deliver(event, &mut shutdown), span)
+                        .await;
+                if delivery == Delivery::Interrupted {
+                    break;
+                }
+            }
+            handled_to = event.position;
+        }
+        if handled_to > position {
+            position = handled_to;
+            if let Err(e) = store.save_checkpoint(name, position).await {
+                // Not fatal: the events after the stored checkpoint are delivered again
+                // after a restart, and handlers are idempotent.
+                tracing::warn!(consumer = name, error = %e, "cannot save checkpoint");
+            }
+        }
+    }
+    tracing::info!(consumer = name, position, "consumer stopped");
+}

@@ -1,0 +1,261 @@
+//! Consumers of the event log.
+//!
+//! A consumer is a named group with a [`Handler`]. It processes the global log in order
+//! from a durable checkpoint: delivery is at-least-once, so handlers are idempotent by
+//! eventId (the ones that change the store record that they did, in the same
+//! transaction). A failing event is retried with backoff and, after the last attempt,
+//! parked in the dead letters so that the consumer can move on.
+//!
+//! The transport is kept apart from the handlers: [`embedded`] tails the store's own log
+//! and is woken by appends; a Kafka transport drives the same handlers the same way.
+
+pub mod embedded;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use cornershop_store::{DeadLetter, EventStore, StoreError, StoredEvent};
+use rand::Rng;
+use tokio::sync::watch;
+
+pub use embedded::run_embedded;
+
+/// Why a handler could not handle an event.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HandlerError {
+    /// Might pass on a later attempt (a store hiccup, a provider timeout): retried.
+    #[error("{0}")]
+    Transient(String),
+    /// Will fail however often it is tried (an event the handler cannot make sense of):
+    /// dead-lettered at once.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl From<StoreError> for HandlerError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Corrupt(_) => Self::Permanent(e.to_string()),
+            _ => Self::Transient(e.to_string()),
+        }
+    }
+}
+
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// The consumer group: names the checkpoint and the dead letters.
+    fn name(&self) -> &'static str;
+
+    /// Whether the handler wants events of this type at all; others are skipped cheaply.
+    fn handles(&self, event_type: &str) -> bool;
+
+    async fn handle(&self, event: &StoredEvent) -> Result<(), HandlerError>;
+}
+
+/// How often and how patiently a failing event is retried before it is dead-lettered.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Exponential backoff with jitter: attempt n waits about base·2ⁿ⁻¹, capped, times a
+    /// random factor in [0.5, 1) so that retries of many events do not synchronise.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exp = self
+            .base_delay
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+        let capped = exp.min(self.max_delay);
+        capped.mul_f64(rand::rng().random_range(0.5..1.0))
+    }
+}
+
+/// What became of one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    Handled,
+    /// Parked in the dead letters under this id; the consumer moves on.
+    DeadLettered(u64),
+    /// Shutdown came first: the event is not done and will be delivered again.
+    Interrupted,
+}
+
+/// A handler with its retry policy and the store that keeps its dead letters.
+#[derive(Clone)]
+pub struct Consumer {
+    pub handler: Arc<dyn Handler>,
+    pub store: Arc<dyn EventStore>,
+    pub policy: RetryPolicy,
+}
+
+impl Consumer {
+    pub fn name(&self) -> &'static str {
+        self.handler.name()
+    }
+
+    /// Delivers one event, retrying with backoff; dead-letters it after the last attempt.
+    pub async fn deliver(
+        &self,
+        event: &StoredEvent,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Delivery {
+        let first_failed_at = Utc::now();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let error = match self.handler.handle(event).await {
+                Ok(()) => return Delivery::Handled,
+                Err(e) => e,
+            };
+            let give_up =
+                matches!(error, HandlerError::Permanent(_)) || attempt >= self.policy.max_attempts;
+            tracing::warn!(
+                consumer = self.name(),
+                eventType = %event.envelope.event_type,
+                aggregateId = %event.envelope.aggregate_id,
+                correlationId = %event.envelope.metadata.correlation_id,
+                attempt,
+                error = %error,
+                "handler failed{}",
+                if give_up { "; dead-lettering the event" } else { "; will retry" }
+            );
+            if give_up {
+                return self
+                    .dead_letter(event, &error, attempt, first_failed_at, shutdown)
+                    .await;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.policy.delay(attempt)) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return Delivery::Interrupted,
+            }
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        event: &StoredEvent,
+        error: &HandlerError,
+        attempts: u32,
+        first_failed_at: chrono::DateTime<Utc>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Delivery {
+        // The dead letter must be stored before the consumer moves past the event;
+        // if the store itself is failing, keep trying until it answers or we stop.
+        loop {
+            match self
+                .store
+                .record_dead_letter(
+                    self.name(),
+                    event,
+                    &error.to_string(),
+                    attempts,
+                    first_failed_at,
+                )
+                .await
+            {
+                Ok(id) => return Delivery::DeadLettered(id),
+                Err(e) => {
+                    tracing::error!(consumer = self.name(), error = %e, "cannot store a dead letter; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.policy.max_delay) => {}
+                        _ = shutdown.wait_for(|stop| *stop) => return Delivery::Interrupted,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every consumer by name, so that a dead letter can be re-driven through the consumer
+/// that parked it.
+#[derive(Clone, Default)]
+pub struct ConsumerRegistry {
+    consumers: BTreeMap<&'static str, Consumer>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedriveError {
+    #[error("dead letter {0} does not exist")]
+    NotFound(u64),
+    #[error(
+        "dead letter {id} belongs to consumer '{consumer}', which does not run in this process"
+    )]
+    NoSuchConsumer { id: u64, consumer: String },
+    #[error("event {0} of the dead letter is no longer in the store")]
+    EventMissing(uuid::Uuid),
+    #[error("the retry failed again: {0}")]
+    FailedAgain(HandlerError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ConsumerRegistry {
+    pub fn add(&mut self, consumer: Consumer) {
+        self.consumers.insert(consumer.name(), consumer);
+    }
+
+    pub fn consumers(&self) -> impl Iterator<Item = &Consumer> {
+        self.consumers.values()
+    }
+
+    /// Runs a dead letter's event through its consumer's handler once more. On success
+    /// the dead letter is resolved; on failure it stays pending with the new error.
+    pub async fn redrive(
+        &self,
+        store: &dyn EventStore,
+        id: u64,
+    ) -> Result<DeadLetter, RedriveError> {
+        let letter = store
+            .dead_letter(id)
+            .await?
+            .ok_or(RedriveError::NotFound(id))?;
+        let consumer = self
+            .consumers
+            .get(letter.consumer.as_str())
+            .ok_or_else(|| RedriveError::NoSuchConsumer {
+                id,
+                consumer: letter.consumer.clone(),
+            })?;
+        let event = store
+            .find_event(letter.event_id)
+            .await?
+            .ok_or(RedriveError::EventMissing(letter.event_id))?;
+        match consumer.handler.handle(&event).await {
+            Ok(()) => {
+                store.resolve_dead_letter(id).await?;
+                tracing::info!(consumer = consumer.name(), id, "dead letter re-driven");
+            }
+            Err(error) => {
+                store
+                    .record_dead_letter(
+                        consumer.name(),
+                        &event,
+                        &error.to_string(),
+                        1,
+                        letter.first_failed_at,
+                    )
+                    .await?;
+                return Err(RedriveError::FailedAgain(error));
+            }
+        }
+        Ok(store
+            .dead_letter(id)
+            .await?
+            .ok_or(RedriveError::NotFound(id))?)
+    }
+}

@@ -1,0 +1,88 @@
+//! Dead letters: events a consumer gave up on, and re-driving them once the cause is fixed.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use cornershop_messaging::RedriveError;
+use cornershop_store::{Checkpoint, DeadLetter};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::error::{ApiError, Problem};
+use super::extract::{Path, Query};
+use super::AppState;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeadLetterParams {
+    /// `pending` or `resolved`; all when absent.
+    pub status: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/deadletters", tag = "deadletters",
+    params(DeadLetterParams),
+    responses((status = 200, body = [DeadLetter])))]
+pub async fn list(
+    State(state): State<AppState>,
+    Query(params): Query<DeadLetterParams>,
+) -> Result<Json<Vec<DeadLetter>>, ApiError> {
+    if let Some(status) = &params.status {
+        if status != "pending" && status != "resolved" {
+            return Err(ApiError::invalid(format!(
+                "status must be 'pending' or 'resolved', got '{status}'"
+            )));
+        }
+    }
+    let letters = state
+        .bus
+        .store()
+        .dead_letters(params.status.as_deref())
+        .await
+        .map_err(cornershop_app::AppError::from)?;
+    Ok(Json(letters))
+}
+
+/// Run the event through its consumer once more. 200 with the resolved dead letter when
+/// it succeeds; 409 with the new error when it fails again (the dead letter stays pending).
+#[utoipa::path(post, path = "/api/deadletters/{id}/retry", tag = "deadletters",
+    params(("id" = u64, Path)),
+    responses(
+        (status = 200, body = DeadLetter),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn retry(
+    State(state): State<AppState>,
+    Path(id): Path<u64>,
+) -> Result<Json<DeadLetter>, ApiError> {
+    match state.registry.redrive(state.bus.store().as_ref(), id).await {
+        Ok(letter) => Ok(Json(letter)),
+        Err(e @ (RedriveError::NotFound(_) | RedriveError::EventMissing(_))) => {
+            Err(ApiError::not_found(e.to_string()))
+        }
+        Err(e @ RedriveError::FailedAgain(_)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "retry-failed",
+            e.to_string(),
+        )),
+        Err(e @ RedriveError::NoSuchConsumer { .. }) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "consumer-not-here",
+            e.to_string(),
+        )),
+        Err(RedriveError::Store(e)) => Err(cornershop_app::AppError::from(e).into()),
+    }
+}
+
+/// Each consumer's checkpoint: how far it has processed the log.
+#[utoipa::path(get, path = "/api/consumers", tag = "deadletters",
+    responses((status = 200, body = [Checkpoint])))]
+pub async fn consumers(State(state): State<AppState>) -> Result<Json<Vec<Checkpoint>>, ApiError> {
+    let checkpoints = state
+        .bus
+        .store()
+        .checkpoints()
+        .await
+        .map_err(cornershop_app::AppError::from)?;
+    Ok(Json(checkpoints))
+}

@@ -1,0 +1,138 @@
+//! The inventory service: holds stock for orders.
+//!
+//! OrderCreated → StockReserved for every line, then OrderValidated. When a line cannot
+//! be reserved, the lines already reserved are released (StockReleased) and the order is
+//! cancelled with the reason. OrderCancelled → every line's reservation released.
+//!
+//! Both reactions run in this one consumer, which sees an order's events in order, so a
+//! reservation can never land after the release of a cancelled order.
+
+use async_trait::async_trait;
+use cornershop_app::{AppError, CommandBus};
+use cornershop_domain::{
+    DomainError, DomainEvent, Inventory, InventoryCommand, Order, OrderCommand, OrderStatus,
+};
+use cornershop_messaging::{Handler, HandlerError};
+use cornershop_store::StoredEvent;
+
+use crate::{handler_error, Reactor};
+
+pub const NAME: &str = "inventory-service";
+
+pub struct InventoryService {
+    bus: CommandBus,
+}
+
+impl InventoryService {
+    pub fn new(bus: CommandBus) -> Self {
+        Self { bus }
+    }
+}
+
+#[async_trait]
+impl Handler for InventoryService {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        matches!(event_type, "OrderCreated" | "OrderCancelled")
+    }
+
+    async fn handle(&self, event: &StoredEvent) -> Result<(), HandlerError> {
+        let decoded = event
+            .envelope
+            .decode()
+            .map_err(|e| HandlerError::Permanent(e.to_string()))?;
+        let react = Reactor::new(&self.bus, NAME, event);
+        match decoded {
+            DomainEvent::OrderCreated(created) => {
+                let order = react.order(&created.order_id).await?;
+                reserve_order(&react, &order).await
+            }
+            DomainEvent::OrderCancelled(cancelled) => {
+                let order = react.order(&cancelled.order_id).await?;
+                release_all(
+                    &react,
+                    &order,
+                    &format!("order cancelled: {}", cancelled.reason),
+                )
+                .await
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+async fn reserve_order(react: &Reactor<'_>, order: &Order) -> Result<(), HandlerError> {
+    // Once compensation has begun (a release of this reaction is on record), the outcome
+    // is decided: finish cancelling, even if stock has come back meanwhile.
+    let mut compensating = false;
+    for line in &order.items {
+        let released = react
+            .bus
+            .store()
+            .is_applied(&react.key(&format!("release:{}", line.sku)))
+            .await?;
+        compensating |= released;
+    }
+    let mut shortfall = None;
+    if !compensating && order.status == OrderStatus::Created {
+        for line in &order.items {
+            let reserve = InventoryCommand::Reserve {
+                order_id: order.order_id.clone(),
+                quantity: line.quantity,
+            };
+            match react
+                .once::<Inventory>(&line.sku, &reserve, &format!("reserve:{}", line.sku))
+                .await
+            {
+                Ok(_) => {}
+                Err(AppError::Domain(
+                    e @ (DomainError::InsufficientStock { .. } | DomainError::NotFound { .. }),
+                )) => {
+                    shortfall = Some(match e {
+                        DomainError::NotFound { .. } => {
+                            format!("out of stock: '{}' is no longer sold", line.sku)
+                        }
+                        other => format!("out of stock: {other}"),
+                    });
+                    break;
+                }
+                Err(e) => return Err(handler_error(e)),
+            }
+        }
+    }
+    match (compensating, shortfall) {
+        (false, None) => {
+            if order.status != OrderStatus::Created {
+                return Ok(());
+            }
+            react
+                .once_unless_moved_on::<Order>(&order.order_id, &OrderCommand::Validate, "validate")
+                .await
+        }
+        (_, reason) => {
+            let reason = reason.unwrap_or_else(|| "out of stock".to_string());
+            release_all(react, order, &reason).await?;
+            let cancel = OrderCommand::Cancel { reason };
+            react
+                .once_unless_moved_on::<Order>(&order.order_id, &cancel, "cancel")
+                .await
+        }
+    }
+}
+
+async fn release_all(react: &Reactor<'_>, order: &Order, reason: &str) -> Result<(), HandlerError> {
+    for line in &order.items {
+        let release = InventoryCommand::Release {
+            order_id: order.order_id.clone(),
+            reason: reason.to_string(),
+        };
+        react
+            .once::<Inventory>(&line.sku, &release, &format!("release:{}", line.sku))
+            .await
+            .map_err(handler_error)?;
+    }
+    Ok(())
+}

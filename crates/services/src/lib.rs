@@ -1,0 +1,200 @@
+//! The workflow's consumers. Each reacts to events by sending commands through the
+//! command bus; every command is keyed by the event that caused it and the step of the
+//! reaction, so a redelivered event never acts twice (see [`Reactor::once`]).
+//!
+//! - [`saga::OrderSaga`] (`order-saga`): checkout → order; validated → payment; payment
+//!   completed → confirmed; payment failed → stock released, order cancelled.
+//! - [`inventory::InventoryService`] (`inventory-service`): reserves every line of a new
+//!   order (or releases what it took and cancels when a line is short), and releases the
+//!   stock of a cancelled order.
+//! - [`payments::PaymentService`] (`payment-service`): authorizes and captures through the
+//!   payment gateway, refunds a completed payment of a cancelled order.
+//! - [`expiry`] (`cart-expiry`): durable timers that expire idle carts.
+
+pub mod expiry;
+pub mod inventory;
+pub mod payments;
+pub mod saga;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cornershop_app::{AppError, CommandBus, CommandContext, Executed};
+use cornershop_domain::{Aggregate, DomainError, Order};
+use cornershop_messaging::{Consumer, ConsumerRegistry, HandlerError, RetryPolicy};
+use cornershop_store::StoredEvent;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+pub use payments::{GatewayError, PaymentGateway, SimulatedGateway, SimulatedGatewayConfig};
+
+/// Settings of the workflow's consumers.
+#[derive(Debug, Clone)]
+pub struct ServicesConfig {
+    /// A cart idle this long expires.
+    pub cart_ttl: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl Default for ServicesConfig {
+    fn default() -> Self {
+        Self {
+            cart_ttl: Duration::from_secs(30 * 60),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// The payment of an order has an id derived from the order's, so that initiating it
+/// twice names the same payment.
+pub fn payment_id_for(order_id: &str) -> String {
+    const NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2d0e_8b3a_4c55_9a61_2f7e_0c4b_d913);
+    Uuid::new_v5(&NAMESPACE, format!("payment:{order_id}").as_bytes()).to_string()
+}
+
+pub(crate) fn handler_error(e: AppError) -> HandlerError {
+    match e {
+        AppError::Store(_) | AppError::Contended { .. } => HandlerError::Transient(e.to_string()),
+        AppError::Domain(_)
+        | AppError::Invalid(_)
+        | AppError::Decode(_)
+        | AppError::IdempotencyKeyReused(_) => HandlerError::Permanent(e.to_string()),
+    }
+}
+
+/// What a consumer uses to react to one event: the bus, and the event as the cause of
+/// the commands it sends.
+pub(crate) struct Reactor<'a> {
+    pub bus: &'a CommandBus,
+    pub consumer: &'static str,
+    pub cause: &'a StoredEvent,
+    pub ctx: CommandContext,
+}
+
+/// How a step of a reaction ended.
+pub(crate) enum Step<A> {
+    Applied(Executed<A>),
+    /// This step ran already for this cause (a redelivery).
+    AlreadyApplied,
+}
+
+impl<'a> Reactor<'a> {
+    pub fn new(bus: &'a CommandBus, consumer: &'static str, cause: &'a StoredEvent) -> Self {
+        Self {
+            bus,
+            consumer,
+            cause,
+            ctx: CommandContext::caused_by(cause),
+        }
+    }
+
+    /// The key that makes step `step` of this reaction happen at most once.
+    pub fn key(&self, step: &str) -> String {
+        format!(
+            "{}:{}:{}",
+            self.consumer, self.cause.envelope.event_id, step
+        )
+    }
+
+    /// Sends a command at most once for (this consumer, this event, this step).
+    pub async fn once<A: Aggregate>(
+        &self,
+        id: &str,
+        command: &A::Command,
+        step: &str,
+    ) -> Result<Step<A>, AppError> {
+        Ok(
+            match self
+                .bus
+                .execute_once::<A>(id, command, &self.ctx, &self.key(step))
+                .await?
+            {
+                Some(done) => Step::Applied(done),
+                None => Step::AlreadyApplied,
+            },
+        )
+    }
+
+    /// Like [`once`](Self::once) for a command whose refusal means that the aggregate has
+    /// already moved on by another path (an order cancelled by the customer while the
+    /// workflow was running): the refusal is logged and the reaction goes on.
+    pub async fn once_unless_moved_on<A: Aggregate>(
+        &self,
+        id: &str,
+        command: &A::Command,
+        step: &str,
+    ) -> Result<(), HandlerError> {
+        match self.once::<A>(id, command, step).await {
+            Ok(_) => Ok(()),
+            Err(AppError::Domain(
+                e @ (DomainError::InvalidTransition { .. } | DomainError::AlreadyExists { .. }),
+            )) => {
+                tracing::info!(consumer = self.consumer, step, reason = %e, "step skipped: the aggregate has moved on");
+                Ok(())
+            }
+            Err(e) => Err(handler_error(e)),
+        }
+    }
+
+    pub async fn order(&self, order_id: &str) -> Result<Order, HandlerError> {
+        let (order, _) = self
+            .bus
+            .load::<Order>(order_id)
+            .await
+            .map_err(handler_error)?;
+        Ok(order)
+    }
+}
+
+/// Builds every consumer of the workflow.
+pub fn consumers(
+    bus: &CommandBus,
+    gateway: Arc<dyn PaymentGateway>,
+    config: &ServicesConfig,
+) -> ConsumerRegistry {
+    let store = bus.store().clone();
+    let consumer = |handler: Arc<dyn cornershop_messaging::Handler>| Consumer {
+        handler,
+        store: store.clone(),
+        policy: config.retry,
+    };
+    let mut registry = ConsumerRegistry::default();
+    registry.add(consumer(Arc::new(saga::OrderSaga::new(bus.clone()))));
+    registry.add(consumer(Arc::new(inventory::InventoryService::new(
+        bus.clone(),
+    ))));
+    registry.add(consumer(Arc::new(payments::PaymentService::new(
+        bus.clone(),
+        gateway,
+    ))));
+    registry.add(consumer(Arc::new(expiry::CartExpiryScheduler::new(
+        store.clone(),
+        config.cart_ttl,
+    ))));
+    registry
+}
+
+/// Starts every consumer of the registry on the embedded log, and the timer runner.
+pub fn start_embedded(
+    bus: &CommandBus,
+    registry: &ConsumerRegistry,
+    config: &ServicesConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    let mut tasks: Vec<JoinHandle<()>> = registry
+        .consumers()
+        .map(|c| {
+            tokio::spawn(cornershop_messaging::run_embedded(
+                c.clone(),
+                shutdown.clone(),
+            ))
+        })
+        .collect();
+    tasks.push(tokio::spawn(expiry::run_timers(
+        bus.clone(),
+        config.cart_ttl,
+        shutdown,
+    )));
+    tasks
+}
