@@ -22,8 +22,18 @@ impl Drop for TestApp {
 }
 
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}, Vec::new()).await
+}
+
+/// The application with adjusted settings and extra consumers.
+pub async fn spawn_app_with(
+    configure: impl FnOnce(&mut ServeArgs),
+    handlers: Vec<std::sync::Arc<dyn cornershop_messaging::Handler>>,
+) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let app = Application::build(ServeArgs::for_data_dir(data_dir.path()))
+    let mut args = ServeArgs::for_data_dir(data_dir.path());
+    configure(&mut args);
+    let app = Application::build_with(args, handlers)
         .await
         .expect("the application builds");
     let base = format!("http://{}", app.local_addr());
@@ -139,4 +149,108 @@ pub async fn assert_problem(response: Response, status: StatusCode) -> String {
         .as_str()
         .is_some_and(|t| t.starts_with("/problems/")));
     detail
+}
+
+impl TestApp {
+    /// A cart with these (sku, quantity) lines, checked out with the given payment token;
+    /// returns the order id.
+    pub async fn order(&self, lines: &[(&str, i64)], token: &str) -> String {
+        let cart = self.new_cart("cust-1").await;
+        for (sku, quantity) in lines {
+            let r = self.add(&cart, sku, *quantity).await;
+            assert_eq!(r.status(), StatusCode::OK, "adding {sku}");
+        }
+        self.checkout(&cart, token).await
+    }
+
+    pub async fn checkout(&self, cart: &str, token: &str) -> String {
+        let response = self
+            .post(
+                &format!("/api/carts/{cart}/checkout"),
+                &json!({"paymentToken": token, "shippingAddress": address(),
+                        "email": "ada@example.com", "phone": "+44 20 7946 0000"}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        let body: Value = response.json().await.unwrap();
+        body["orderId"].as_str().unwrap().to_string()
+    }
+
+    /// Waits (at most 30 s) until the order's status is one of `statuses`.
+    pub async fn wait_for_order(&self, order_id: &str, statuses: &[&str]) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let response = self.get(&format!("/api/orders/{order_id}")).await;
+            if response.status() == StatusCode::OK {
+                let order: Value = response.json().await.unwrap();
+                if statuses.contains(&order["status"].as_str().unwrap_or("")) {
+                    return order;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "order {order_id} stuck at {}",
+                    order["status"]
+                );
+            } else {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "order {order_id} never appeared"
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until every consumer has processed the whole log.
+    pub async fn settle(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let head = self.json("/api/eventstore/stats").await["headPosition"]
+                .as_u64()
+                .unwrap();
+            let consumers = self.json("/api/consumers").await;
+            let behind = consumers
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["position"].as_u64().unwrap() < head);
+            if !behind && !consumers.as_array().unwrap().is_empty() {
+                // Quiet for a moment: nothing new was appended while we looked.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                let again = self.json("/api/eventstore/stats").await["headPosition"]
+                    .as_u64()
+                    .unwrap();
+                if again == head {
+                    return;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "consumers never caught up"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn timeline(&self, order_id: &str) -> Vec<Value> {
+        self.json(&format!("/api/orders/{order_id}/timeline")).await["events"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    pub async fn inventory(&self, sku: &str) -> (u64, u64) {
+        let v = self.json(&format!("/api/inventory/{sku}")).await;
+        (
+            v["available"].as_u64().unwrap(),
+            v["reserved"].as_u64().unwrap(),
+        )
+    }
+}
+
+pub fn types(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["eventType"].as_str().unwrap().to_string())
+        .collect()
 }
