@@ -8,7 +8,7 @@ use std::time::Duration;
 use cornershop_app::{CommandBus, SystemClock};
 use cornershop_messaging::{Consumer, Handler, RetryPolicy};
 use cornershop_services::{ServicesConfig, SimulatedGateway, SimulatedGatewayConfig};
-use cornershop_store::SqliteEventStore;
+use cornershop_store::{EventStore, SqliteEventStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;

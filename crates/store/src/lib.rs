@@ -111,6 +111,15 @@ pub struct DeadLetter {
     pub status: String,
 }
 
+/// Where an event was published: the seed's StoredEvent fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publication {
+    pub position: u64,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
 /// A durable timer: fired once `due_at` has passed, surviving restarts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timer {
@@ -259,6 +268,24 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Deletes a fired timer, unless it was moved to a later time meanwhile.
     async fn complete_timer(&self, timer: &Timer) -> Result<(), StoreError>;
+
+    /// Records where events were published (topic, partition, offset).
+    async fn record_publications(&self, published: &[Publication]) -> Result<(), StoreError>;
+
+    /// Takes the named lease for `holder` until `ttl` from now, or renews it if `holder`
+    /// has it. Returns false while another holder's lease has not expired.
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives the lease up, if `holder` has it.
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// Closes the connections, waiting for running statements to finish.
+    async fn close(&self) {}
 
     /// The log from a position, in commit order.
     async fn read_log(&self, after: u64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {

@@ -68,11 +68,6 @@ impl SqliteEventStore {
         })
     }
 
-    /// Closes both pools, waiting for running statements to finish.
-    pub async fn close(&self) {
-        self.writer.close().await;
-        self.reader.close().await;
-    }
 }
 
 fn micros(t: DateTime<Utc>) -> i64 {
@@ -341,6 +336,11 @@ impl EventStore for SqliteEventStore {
         self.head.subscribe()
     }
 
+    async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+
     async fn events_by_correlation(
         &self,
         correlation_id: &str,
@@ -521,6 +521,54 @@ impl EventStore for SqliteEventStore {
         sqlx::query("DELETE FROM timers WHERE key = ? AND due_us = ?")
             .bind(&timer.key)
             .bind(micros(timer.due_at))
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn record_publications(&self, published: &[Publication]) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        for p in published {
+            sqlx::query(
+                "UPDATE events SET topic = ?, kafka_partition = ?, kafka_offset = ? WHERE position = ?",
+            )
+            .bind(&p.topic)
+            .bind(p.partition)
+            .bind(p.offset)
+            .bind(p.position as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let now = Utc::now();
+        let expires = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        let taken = sqlx::query(
+            "INSERT INTO leases (name, holder, expires_us) VALUES (?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_us = excluded.expires_us \
+             WHERE leases.holder = excluded.holder OR leases.expires_us < ?",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(micros(expires))
+        .bind(micros(now))
+        .execute(&self.writer)
+        .await?;
+        Ok(taken.rows_affected() == 1)
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM leases WHERE name = ? AND holder = ?")
+            .bind(name)
+            .bind(holder)
             .execute(&self.writer)
             .await?;
         Ok(())

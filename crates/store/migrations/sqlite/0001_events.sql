@@ -76,3 +76,10 @@ CREATE TABLE timers (
     payload      TEXT    NOT NULL
 );
 CREATE INDEX timers_by_due ON timers (due_us);
+
+-- Named leases: one holder at a time (the active outbox relay), taken over once expired.
+CREATE TABLE leases (
+    name         TEXT    PRIMARY KEY,
+    holder       TEXT    NOT NULL,
+    expires_us   INTEGER NOT NULL
+);
