@@ -10,6 +10,7 @@
 //! and is woken by appends; a Kafka transport drives the same handlers the same way.
 
 pub mod embedded;
+pub mod kafka;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

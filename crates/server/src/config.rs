@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::roles::Role;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "cornershop",
@@ -37,6 +39,25 @@ pub struct ServeArgs {
     #[arg(long, env = "CORNERSHOP_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
+    /// Which parts of the shop this process runs, comma-separated: all, or any of api,
+    /// order, payment, inventory, relay.
+    #[arg(
+        long,
+        env = "CORNERSHOP_ROLES",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "all"
+    )]
+    pub roles: Vec<Role>,
+
+    /// PostgreSQL event store, e.g. postgres://user:password@host:5432/cornershop
+    /// (production). When absent, the embedded SQLite store under --data-dir is used.
+    #[arg(long, env = "CORNERSHOP_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
     /// Largest request body accepted, in bytes; larger bodies get 413.
     #[arg(long, env = "CORNERSHOP_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
@@ -46,6 +67,32 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct KafkaArgs {
+    /// Apache Kafka bootstrap servers, e.g. 127.0.0.1:9092. When given, events reach the
+    /// consumers through Kafka (published by the relay role) instead of the store's log.
+    #[arg(long, env = "CORNERSHOP_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+
+    /// Prefix for every topic and consumer group name (to share a broker between shops or
+    /// test runs). Empty by default: the topics are carts.events, orders.events, ...
+    #[arg(long, env = "CORNERSHOP_KAFKA_NAMESPACE", default_value = "")]
+    pub kafka_namespace: String,
+
+    /// Partitions of each topic created at start (existing topics are left as they are).
+    #[arg(long, env = "CORNERSHOP_KAFKA_PARTITIONS", default_value_t = 3)]
+    pub kafka_partitions: i32,
+
+    /// Replication factor of each topic created at start.
+    #[arg(long, env = "CORNERSHOP_KAFKA_REPLICATION", default_value_t = 1)]
+    pub kafka_replication: i32,
+
+    /// How long the active relay's lease lasts without renewal; a standby relay takes
+    /// over this long after the active one dies.
+    #[arg(long, env = "CORNERSHOP_RELAY_LEASE_TTL", default_value = "10s")]
+    pub relay_lease_ttl: Option<humantime::Duration>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -110,6 +157,9 @@ impl ServeArgs {
         Self {
             listen: "127.0.0.1:0".parse().expect("valid address"),
             data_dir: data_dir.into(),
+            roles: vec![Role::All],
+            database_url: None,
+            kafka: KafkaArgs::default(),
             max_body_bytes: 64 * 1024,
             workflow: WorkflowArgs::default(),
             log: LogArgs {

@@ -5,5 +5,6 @@
 
 pub mod api;
 pub mod config;
+pub mod roles;
 pub mod startup;
 pub mod telemetry;

@@ -1,27 +1,46 @@
-//! Wiring: open the store, start the consumers, build the router, bind the listener,
-//! serve until told to stop, then stop the consumers.
+//! Wiring: open the store, start this process's roles (consumers on the embedded log or on
+//! Kafka, the relay, the timers), build the router, bind the listener, serve until told to
+//! stop, then stop the rest.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cornershop_app::{CommandBus, SystemClock};
-use cornershop_messaging::{Consumer, Handler, RetryPolicy};
+use cornershop_messaging::kafka::{run_kafka_consumer, run_relay, KafkaSettings};
+use cornershop_messaging::{run_embedded, Consumer, Handler, RetryPolicy};
 use cornershop_services::{ServicesConfig, SimulatedGateway, SimulatedGatewayConfig};
-use cornershop_store::{EventStore, SqliteEventStore};
+use cornershop_store::{EventStore, PgEventStore, SqliteEventStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState};
 use crate::config::ServeArgs;
+use crate::roles::{Role, Roles};
 
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
-    store: Arc<SqliteEventStore>,
-    stop_consumers: watch::Sender<bool>,
-    consumer_tasks: Vec<JoinHandle<()>>,
+    store: Arc<dyn EventStore>,
+    stop_background: watch::Sender<bool>,
+    background: Vec<JoinHandle<()>>,
+}
+
+async fn open_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn EventStore>> {
+    Ok(match &args.database_url {
+        Some(url) => Arc::new(
+            PgEventStore::connect(url)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL event store: {e}"))?,
+        ),
+        None => Arc::new(SqliteEventStore::open(&args.data_dir).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open the event store in {}: {e}",
+                args.data_dir.display()
+            )
+        })?),
+    })
 }
 
 impl Application {
@@ -35,12 +54,18 @@ impl Application {
         args: ServeArgs,
         extra_handlers: Vec<Arc<dyn Handler>>,
     ) -> anyhow::Result<Self> {
-        let store = Arc::new(SqliteEventStore::open(&args.data_dir).await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot open the event store in {}: {e}",
-                args.data_dir.display()
-            )
-        })?);
+        let kafka = args
+            .kafka
+            .kafka_brokers
+            .as_ref()
+            .map(|brokers| KafkaSettings {
+                brokers: brokers.clone(),
+                namespace: args.kafka.kafka_namespace.clone(),
+                partitions: args.kafka.kafka_partitions.max(1),
+                replication: args.kafka.kafka_replication.max(1),
+            });
+        let roles = Roles::resolve(&args.roles, kafka.is_some())?;
+        let store = open_store(&args).await?;
         let bus = CommandBus::new(store.clone(), Arc::new(SystemClock));
         let workflow = &args.workflow;
         let config = ServicesConfig {
@@ -55,7 +80,8 @@ impl Application {
             max_amount: workflow.payment_max_amount,
             latency: workflow.payment_latency.into(),
         }));
-        let mut registry = cornershop_services::consumers(&bus, gateway, &config);
+        let mut registry =
+            cornershop_services::consumers(&bus, gateway, &config, &roles.services());
         for handler in extra_handlers {
             registry.add(Consumer {
                 handler,
@@ -63,10 +89,65 @@ impl Application {
                 policy: config.retry,
             });
         }
-        let (stop_consumers, stopped) = watch::channel(false);
-        let consumer_tasks = cornershop_services::start_embedded(&bus, &registry, &config, stopped);
 
-        let router = api::router(AppState { bus, registry }, args.max_body_bytes);
+        let (stop_background, stopped) = watch::channel(false);
+        let mut background = Vec::new();
+        match &kafka {
+            Some(settings) => {
+                settings.ensure_topics().await.map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot create the Kafka topics at {}: {e}",
+                        settings.brokers
+                    )
+                })?;
+                for consumer in registry.consumers() {
+                    background.push(tokio::spawn(run_kafka_consumer(
+                        consumer.clone(),
+                        settings.clone(),
+                        stopped.clone(),
+                    )));
+                }
+                if roles.has(Role::Relay) {
+                    let ttl = args
+                        .kafka
+                        .relay_lease_ttl
+                        .map_or(Duration::from_secs(10), Into::into);
+                    background.push(tokio::spawn(run_relay(
+                        store.clone(),
+                        settings.clone(),
+                        ttl,
+                        stopped.clone(),
+                    )));
+                }
+            }
+            None => {
+                for consumer in registry.consumers() {
+                    background.push(tokio::spawn(run_embedded(
+                        consumer.clone(),
+                        stopped.clone(),
+                    )));
+                }
+            }
+        }
+        if roles.has(Role::Order) {
+            background.push(tokio::spawn(cornershop_services::expiry::run_timers(
+                bus.clone(),
+                config.cart_ttl,
+                stopped.clone(),
+            )));
+        }
+        tracing::info!(
+            roles = ?roles.names(),
+            store = if args.database_url.is_some() { "postgres" } else { "sqlite" },
+            transport = if kafka.is_some() { "kafka" } else { "embedded" },
+            "starting"
+        );
+
+        let router = api::router(
+            AppState { bus, registry },
+            args.max_body_bytes,
+            roles.has(Role::Api),
+        );
         let listener = TcpListener::bind(args.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
@@ -74,8 +155,8 @@ impl Application {
             listener,
             router,
             store,
-            stop_consumers,
-            consumer_tasks,
+            stop_background,
+            background,
         })
     }
 
@@ -93,8 +174,8 @@ impl Application {
             .with_graceful_shutdown(shutdown)
             .await?;
         // The API has stopped taking requests; let the consumers finish the event in hand.
-        let _ = self.stop_consumers.send(true);
-        for task in self.consumer_tasks {
+        let _ = self.stop_background.send(true);
+        for task in self.background {
             let _ = task.await;
         }
         self.store.close().await;

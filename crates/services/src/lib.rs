@@ -23,8 +23,6 @@ use cornershop_app::{AppError, CommandBus, CommandContext, Executed};
 use cornershop_domain::{Aggregate, DomainError, Order};
 use cornershop_messaging::{Consumer, ConsumerRegistry, HandlerError, RetryPolicy};
 use cornershop_store::StoredEvent;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 pub use payments::{GatewayError, PaymentGateway, SimulatedGateway, SimulatedGatewayConfig};
@@ -147,11 +145,21 @@ impl<'a> Reactor<'a> {
     }
 }
 
-/// Builds every consumer of the workflow.
+/// The services a process can run; each is one consumer (the order service also runs
+/// the cart-expiry timers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Service {
+    Order,
+    Inventory,
+    Payment,
+}
+
+/// Builds the consumers of the given services.
 pub fn consumers(
     bus: &CommandBus,
     gateway: Arc<dyn PaymentGateway>,
     config: &ServicesConfig,
+    services: &[Service],
 ) -> ConsumerRegistry {
     let store = bus.store().clone();
     let consumer = |handler: Arc<dyn cornershop_messaging::Handler>| Consumer {
@@ -160,41 +168,23 @@ pub fn consumers(
         policy: config.retry,
     };
     let mut registry = ConsumerRegistry::default();
-    registry.add(consumer(Arc::new(saga::OrderSaga::new(bus.clone()))));
-    registry.add(consumer(Arc::new(inventory::InventoryService::new(
-        bus.clone(),
-    ))));
-    registry.add(consumer(Arc::new(payments::PaymentService::new(
-        bus.clone(),
-        gateway,
-    ))));
-    registry.add(consumer(Arc::new(expiry::CartExpiryScheduler::new(
-        store.clone(),
-        config.cart_ttl,
-    ))));
+    for service in services {
+        match service {
+            Service::Order => {
+                registry.add(consumer(Arc::new(saga::OrderSaga::new(bus.clone()))));
+                registry.add(consumer(Arc::new(expiry::CartExpiryScheduler::new(
+                    store.clone(),
+                    config.cart_ttl,
+                ))));
+            }
+            Service::Inventory => registry.add(consumer(Arc::new(
+                inventory::InventoryService::new(bus.clone()),
+            ))),
+            Service::Payment => registry.add(consumer(Arc::new(payments::PaymentService::new(
+                bus.clone(),
+                gateway.clone(),
+            )))),
+        }
+    }
     registry
-}
-
-/// Starts every consumer of the registry on the embedded log, and the timer runner.
-pub fn start_embedded(
-    bus: &CommandBus,
-    registry: &ConsumerRegistry,
-    config: &ServicesConfig,
-    shutdown: watch::Receiver<bool>,
-) -> Vec<JoinHandle<()>> {
-    let mut tasks: Vec<JoinHandle<()>> = registry
-        .consumers()
-        .map(|c| {
-            tokio::spawn(cornershop_messaging::run_embedded(
-                c.clone(),
-                shutdown.clone(),
-            ))
-        })
-        .collect();
-    tasks.push(tokio::spawn(expiry::run_timers(
-        bus.clone(),
-        config.cart_ttl,
-        shutdown,
-    )));
-    tasks
 }

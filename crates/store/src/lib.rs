@@ -2,6 +2,7 @@
 //! the production PostgreSQL backend are interchangeable, and nothing above this crate
 //! sees SQL.
 
+mod postgres;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -12,6 +13,7 @@ use cornershop_domain::{AggregateType, EventEnvelope, Metadata};
 use serde::Serialize;
 use uuid::Uuid;
 
+pub use postgres::PgEventStore;
 pub use sqlite::SqliteEventStore;
 
 /// An event about to be appended; the store gives it its version and position.

@@ -67,7 +67,6 @@ impl SqliteEventStore {
             head: watch::Sender::new(head as u64),
         })
     }
-
 }
 
 fn micros(t: DateTime<Utc>) -> i64 {

@@ -61,37 +61,43 @@ pub struct AppState {
 )]
 pub struct ApiDoc;
 
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    Router::new()
-        .route(
-            "/api/inventory/{sku}",
-            put(inventory::put_stock).get(inventory::get_stock),
-        )
-        .route("/api/carts", post(carts::create_cart))
-        .route("/api/carts/{cart_id}", get(carts::get_cart))
-        .route("/api/carts/{cart_id}/items", post(carts::add_item))
-        .route(
-            "/api/carts/{cart_id}/items/{sku}",
-            delete(carts::remove_item),
-        )
-        .route("/api/carts/{cart_id}/checkout", post(carts::checkout))
-        .route("/api/orders/{order_id}", get(orders::get_order))
-        .route("/api/orders/{order_id}/timeline", get(orders::timeline))
-        .route("/api/orders/{order_id}/ship", post(orders::ship))
-        .route("/api/orders/{order_id}/deliver", post(orders::deliver))
-        .route("/api/orders/{order_id}/cancel", post(orders::cancel))
+/// The routes. A process without the api role serves only its health, its consumers'
+/// checkpoints and dead letters.
+pub fn router(state: AppState, max_body_bytes: usize, shop_api: bool) -> Router {
+    let mut router = Router::new()
         .route("/api/deadletters", get(deadletters::list))
         .route("/api/deadletters/{id}/retry", post(deadletters::retry))
         .route("/api/consumers", get(deadletters::consumers))
-        .route(
-            "/api/eventstore/replay/{aggregate_type}/{aggregate_id}",
-            get(eventstore::replay),
-        )
-        .route("/api/eventstore/events", get(eventstore::events))
-        .route("/api/eventstore/stats", get(eventstore::stats))
         .route("/api/openapi.json", get(openapi))
         .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready))
+        .route("/health/ready", get(health::ready));
+    if shop_api {
+        router = router
+            .route(
+                "/api/inventory/{sku}",
+                put(inventory::put_stock).get(inventory::get_stock),
+            )
+            .route("/api/carts", post(carts::create_cart))
+            .route("/api/carts/{cart_id}", get(carts::get_cart))
+            .route("/api/carts/{cart_id}/items", post(carts::add_item))
+            .route(
+                "/api/carts/{cart_id}/items/{sku}",
+                delete(carts::remove_item),
+            )
+            .route("/api/carts/{cart_id}/checkout", post(carts::checkout))
+            .route("/api/orders/{order_id}", get(orders::get_order))
+            .route("/api/orders/{order_id}/timeline", get(orders::timeline))
+            .route("/api/orders/{order_id}/ship", post(orders::ship))
+            .route("/api/orders/{order_id}/deliver", post(orders::deliver))
+            .route("/api/orders/{order_id}/cancel", post(orders::cancel))
+            .route(
+                "/api/eventstore/replay/{aggregate_type}/{aggregate_id}",
+                get(eventstore::replay),
+            )
+            .route("/api/eventstore/events", get(eventstore::events))
+            .route("/api/eventstore/stats", get(eventstore::stats));
+    }
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))

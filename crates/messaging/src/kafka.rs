@@ -1,0 +1,434 @@
+//! The Kafka transport: the outbox relay that publishes the log to the seed's topics, and
+//! the consumer loop that drives the same [`Handler`](crate::Handler)s from Kafka.
+//!
+//! Producer settings are the seed's: `acks=all`, `enable.idempotence=true`, retries with
+//! backoff, `client.id=cornerShop-event-publisher`. Consumers use a group per service,
+//! `auto.offset.reset=earliest`, `enable.auto.commit=false`, and commit a message's offset
+//! only after its handler's effects are durable in the store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cornershop_domain::{AggregateType, EventEnvelope};
+use cornershop_store::{EventStore, Publication, StoreError, StoredEvent};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::{Consumer, Delivery};
+
+pub const PUBLISHER_CLIENT_ID: &str = "cornerShop-event-publisher";
+/// The lease that makes one relay active among several.
+pub const RELAY_LEASE: &str = "outbox-relay";
+/// The relay's checkpoint in the store: the last position published.
+pub const RELAY_CHECKPOINT: &str = "outbox-relay";
+
+/// Where Kafka is and how topics are laid out.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    /// Prefixed to every topic and consumer group name, so that several shops (or test
+    /// runs) can share a broker. Empty by default: the topics are then exactly the seed's.
+    pub namespace: String,
+    pub partitions: i32,
+    pub replication: i32,
+}
+
+impl KafkaSettings {
+    pub fn topic(&self, aggregate_type: AggregateType) -> String {
+        format!("{}{}", self.namespace, aggregate_type.topic())
+    }
+
+    pub fn topics(&self) -> Vec<String> {
+        AggregateType::ALL.iter().map(|t| self.topic(*t)).collect()
+    }
+
+    pub fn group(&self, consumer: &str) -> String {
+        format!("{}{}", self.namespace, consumer)
+    }
+
+    fn client(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        config
+    }
+
+    /// The seed's idempotent producer.
+    pub fn producer(&self) -> Result<FutureProducer, KafkaError> {
+        self.client()
+            .set("client.id", PUBLISHER_CLIENT_ID)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("message.send.max.retries", "10")
+            .set("retry.backoff.ms", "1000")
+            .set("message.timeout.ms", "30000")
+            .set("linger.ms", "5")
+            .create()
+    }
+
+    fn consumer(&self, group: &str) -> Result<StreamConsumer, KafkaError> {
+        self.client()
+            .set("group.id", group)
+            .set("client.id", group)
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .set("session.timeout.ms", "10000")
+            .create()
+    }
+
+    /// Creates the seed's topics and their dead-letter topics when missing.
+    pub async fn ensure_topics(&self) -> Result<(), KafkaError> {
+        let admin: AdminClient<DefaultClientContext> = self.client().create()?;
+        let names: Vec<String> = self
+            .topics()
+            .into_iter()
+            .flat_map(|t| [format!("{t}.dlq"), t])
+            .collect();
+        let topics: Vec<NewTopic> = names
+            .iter()
+            .map(|name| {
+                NewTopic::new(
+                    name,
+                    self.partitions,
+                    TopicReplication::Fixed(self.replication),
+                )
+            })
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        for result in admin.create_topics(&topics, &options).await? {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(KafkaError::AdminOp(code)).inspect_err(|_| {
+                        tracing::error!(topic, "cannot create topic");
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A W3C traceparent for an event: the trace id is derived from the correlation id (so
+/// every event of one order shares a trace) and the span id from the event id.
+pub fn traceparent(envelope: &EventEnvelope) -> String {
+    let trace = Uuid::new_v5(
+        &Uuid::NAMESPACE_OID,
+        envelope.metadata.correlation_id.as_bytes(),
+    );
+    let span = envelope.event_id.simple().to_string();
+    format!("00-{}-{}-01", trace.simple(), &span[..16])
+}
+
+fn headers(envelope: &EventEnvelope) -> OwnedHeaders {
+    let trace = traceparent(envelope);
+    OwnedHeaders::new()
+        .insert(Header {
+            key: "eventType",
+            value: Some(envelope.event_type.as_str()),
+        })
+        .insert(Header {
+            key: "correlationId",
+            value: Some(envelope.metadata.correlation_id.as_str()),
+        })
+        .insert(Header {
+            key: "causationId",
+            value: Some(envelope.metadata.causation_id.as_str()),
+        })
+        .insert(Header {
+            key: "traceparent",
+            value: Some(trace.as_str()),
+        })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+}
+
+/// Publishes one batch of the log in order and records where each event landed.
+/// Returns the last position published.
+pub async fn publish_batch(
+    store: &dyn EventStore,
+    producer: &FutureProducer,
+    settings: &KafkaSettings,
+    batch: &[StoredEvent],
+) -> Result<Option<u64>, RelayError> {
+    // Enqueue the whole batch first (the idempotent producer keeps per-partition order),
+    // then wait for every delivery report.
+    let mut pending = Vec::with_capacity(batch.len());
+    for event in batch {
+        let topic = settings.topic(event.envelope.aggregate_type);
+        let payload = serde_json::to_vec(&event.envelope).expect("envelopes serialize");
+        let record = FutureRecord::to(&topic)
+            .key(event.envelope.aggregate_id.as_str())
+            .payload(&payload)
+            .headers(headers(&event.envelope));
+        let delivery = producer
+            .send_result(record)
+            .map_err(|(e, _)| RelayError::Kafka(e))?;
+        pending.push((event.position, topic, delivery));
+    }
+    let mut published = Vec::with_capacity(pending.len());
+    for (position, topic, delivery) in pending {
+        match delivery.await {
+            Ok(Ok(d)) => published.push(Publication {
+                position,
+                topic,
+                partition: d.partition,
+                offset: d.offset,
+            }),
+            Ok(Err((e, _))) => return Err(e.into()),
+            Err(_) => return Err(KafkaError::Canceled.into()),
+        }
+    }
+    store.record_publications(&published).await?;
+    Ok(published.last().map(|p| p.position))
+}
+
+/// The outbox relay: while it holds the relay lease, it publishes the log after its
+/// checkpoint to Kafka, in order, at least once. A relay that dies loses the lease when
+/// it expires, and another relay takes over from the checkpoint.
+pub async fn run_relay(
+    store: Arc<dyn EventStore>,
+    settings: KafkaSettings,
+    lease_ttl: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let holder = format!("relay-{}", Uuid::new_v4());
+    let producer = match settings.producer() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot create the Kafka producer; relay not started");
+            return;
+        }
+    };
+    let mut head = store.watch_head();
+    let renew_every = lease_ttl / 3;
+    let mut leader = false;
+    let mut last_renewal = tokio::time::Instant::now();
+    while !*shutdown.borrow() {
+        if !leader || last_renewal.elapsed() >= renew_every {
+            let held = store
+                .try_lease(RELAY_LEASE, &holder, lease_ttl)
+                .await
+                .unwrap_or(false);
+            if held != leader {
+                tracing::info!(holder, active = held, "relay lease changed hands");
+            }
+            leader = held;
+            last_renewal = tokio::time::Instant::now();
+            if !leader {
+                tokio::select! {
+                    _ = tokio::time::sleep(renew_every) => {}
+                    _ = shutdown.wait_for(|s| *s) => break,
+                }
+                continue;
+            }
+        }
+        head.borrow_and_update();
+        let result = async {
+            let after = store.checkpoint(RELAY_CHECKPOINT).await?;
+            let batch = store.read_log(after, 500).await?;
+            if batch.is_empty() {
+                return Ok::<bool, RelayError>(false);
+            }
+            if let Some(last) = publish_batch(store.as_ref(), &producer, &settings, &batch).await? {
+                store.save_checkpoint(RELAY_CHECKPOINT, last).await?;
+                tracing::debug!(events = batch.len(), position = last, "relayed to Kafka");
+            }
+            Ok(true)
+        }
+        .await;
+        match result {
+            Ok(true) => continue,
+            Ok(false) => {
+                // Idle: wait for an append, the next lease renewal, or shutdown.
+                tokio::select! {
+                    _ = head.changed() => {}
+                    _ = tokio::time::sleep(renew_every) => {}
+                    _ = shutdown.wait_for(|s| *s) => break,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "relay batch failed; it will be published again");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.wait_for(|s| *s) => break,
+                }
+            }
+        }
+    }
+    let _ = producer.flush(Duration::from_secs(5));
+    if leader {
+        let _ = store.release_lease(RELAY_LEASE, &holder).await;
+    }
+    tracing::info!(holder, "relay stopped");
+}
+
+/// Why a message cannot be handed to a handler at all.
+fn parse(message: &BorrowedMessage<'_>) -> Result<EventEnvelope, String> {
+    let payload = message.payload().ok_or("message has no payload")?;
+    let envelope: EventEnvelope = serde_json::from_slice(payload)
+        .map_err(|e| format!("payload is not an event envelope: {e}"))?;
+    envelope.decode().map_err(|e| e.to_string())?;
+    Ok(envelope)
+}
+
+async fn dead_letter_to_topic(
+    producer: &FutureProducer,
+    message: &BorrowedMessage<'_>,
+    group: &str,
+    error: &str,
+) -> Result<(), KafkaError> {
+    let dlq = format!("{}.dlq", message.topic());
+    let partition = message.partition().to_string();
+    let offset = message.offset().to_string();
+    let mut headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "error",
+            value: Some(error),
+        })
+        .insert(Header {
+            key: "originTopic",
+            value: Some(message.topic()),
+        })
+        .insert(Header {
+            key: "originPartition",
+            value: Some(partition.as_str()),
+        })
+        .insert(Header {
+            key: "originOffset",
+            value: Some(offset.as_str()),
+        })
+        .insert(Header {
+            key: "consumerGroup",
+            value: Some(group),
+        });
+    if let Some(original) = message.headers() {
+        for header in original.iter() {
+            headers = headers.insert(Header {
+                key: header.key,
+                value: header.value,
+            });
+        }
+    }
+    let mut record = FutureRecord::to(&dlq).headers(headers);
+    if let Some(key) = message.key() {
+        record = record.key(key);
+    }
+    if let Some(payload) = message.payload() {
+        record = record.payload(payload);
+    }
+    producer
+        .send(record, Duration::from_secs(30))
+        .await
+        .map(|_| ())
+        .map_err(|(e, _)| e)
+}
+
+/// Drives a consumer from Kafka until `shutdown`: its group reads the seed's topics; a
+/// message that is not a well-formed event this build understands (not JSON, unknown
+/// eventType, a newer schemaVersion) goes to `<topic>.dlq` with the error and its origin
+/// in headers; every other message goes through the handler (retries, then the store's
+/// dead letters); the offset is committed after that.
+pub async fn run_kafka_consumer(
+    consumer: Consumer,
+    settings: KafkaSettings,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let group = settings.group(consumer.name());
+    let (kafka, dlq) = match (settings.consumer(&group), settings.producer()) {
+        (Ok(c), Ok(p)) => (c, p),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(group, error = %e, "cannot create the Kafka consumer");
+            return;
+        }
+    };
+    let topics = settings.topics();
+    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    if let Err(e) = kafka.subscribe(&topic_refs) {
+        tracing::error!(group, error = %e, "cannot subscribe");
+        return;
+    }
+    tracing::info!(group, "Kafka consumer started");
+    loop {
+        let message = tokio::select! {
+            m = kafka.recv() => m,
+            _ = shutdown.wait_for(|s| *s) => break,
+        };
+        let message = match message {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(group, error = %e, "Kafka receive failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        match parse(&message) {
+            Err(error) => {
+                tracing::warn!(
+                    group,
+                    topic = message.topic(),
+                    offset = message.offset(),
+                    error,
+                    "poison message; sending it to the dead-letter topic"
+                );
+                // Keep trying: the offset must not move past a message that is neither
+                // handled nor parked.
+                while let Err(e) = dead_letter_to_topic(&dlq, &message, &group, &error).await {
+                    tracing::warn!(group, error = %e, "cannot produce to the dead-letter topic; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.wait_for(|s| *s) => return,
+                    }
+                }
+            }
+            Ok(envelope) => {
+                if consumer.handler.handles(&envelope.event_type) {
+                    let event = StoredEvent {
+                        // The global position is the store's, not Kafka's; consumers on
+                        // Kafka work by eventId.
+                        position: 0,
+                        topic: Some(message.topic().to_string()),
+                        partition: Some(message.partition()),
+                        offset: Some(message.offset()),
+                        envelope,
+                    };
+                    let span = tracing::info_span!(
+                        "consume",
+                        consumer = consumer.name(),
+                        eventType = %event.envelope.event_type,
+                        aggregateId = %event.envelope.aggregate_id,
+                        correlationId = %event.envelope.metadata.correlation_id,
+                        topic = message.topic(),
+                    );
+                    let delivery = tracing::Instrument::instrument(
+                        consumer.deliver(&event, &mut shutdown),
+                        span,
+                    )
+                    .await;
+                    if delivery == Delivery::Interrupted {
+                        break;
+                    }
+                }
+            }
+        }
+        if let Err(e) = kafka.commit_message(&message, CommitMode::Async) {
+            tracing::warn!(group, error = %e, "offset commit failed; the message may be delivered again");
+        }
+    }
+    // Whatever was handled is committed before leaving the group.
+    let _ = kafka.commit_consumer_state(CommitMode::Sync);
+    tracing::info!(group, "Kafka consumer stopped");
+}
