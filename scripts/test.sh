@@ -1,6 +1,14 @@
 #!/usr/bin/env bash
 # The one command that runs every test on a fresh machine (the README's test command).
-# It installs what the tests need and runs the whole suite.
+#
+# 1. Installs and starts what the production-path tests need: PostgreSQL (Debian's
+#    package) and Apache Kafka in KRaft mode (jars from Maven Central, started with java),
+#    with scripts/stack.sh. They keep running afterwards; `scripts/stack.sh stop` stops them.
+# 2. Runs the whole workspace's tests: unit tests, the store contract suite on SQLite and
+#    PostgreSQL, the HTTP and workflow tests on the embedded default, the crash tests, and
+#    the production-path fault tests (separate processes on PostgreSQL + Kafka).
+# 3. Runs the end-to-end workflow suite a second time, on PostgreSQL + Kafka with the
+#    services in separate processes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,4 +17,13 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
+echo "== starting PostgreSQL and Kafka (scripts/stack.sh start)"
+set -a
+eval "$(scripts/stack.sh start)"
+set +a
+
+echo "== cargo test --workspace"
 cargo test --workspace --locked
+
+echo "== the end-to-end workflow suite on PostgreSQL + Kafka, services in separate processes"
+CORNERSHOP_TEST_BACKEND=production cargo test --locked -p cornershop-server --test workflow

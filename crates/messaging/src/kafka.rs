@@ -205,7 +205,9 @@ pub async fn run_relay(
     lease_ttl: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let holder = format!("relay-{}", Uuid::new_v4());
+    // The holder names the process, so that an operator (or a test) can tell which relay
+    // is active from the lease row.
+    let holder = format!("relay-pid{}-{}", std::process::id(), Uuid::new_v4().simple());
     let producer = match settings.producer() {
         Ok(p) => p,
         Err(e) => {
