@@ -223,11 +223,10 @@ impl PgEventStore {
         if !stored.is_empty() {
             // From here to the commit, appends run one at a time: see the module comment.
             // (To see the contract's slow-writer check fail, comment this statement out.)
-            /*            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(APPEND_LOCK)
-            .execute(&mut *tx)
-            .await?;*/
-            let _ = APPEND_LOCK;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(APPEND_LOCK)
+                .execute(&mut *tx)
+                .await?;
             for (chunk, chunk_rows) in stored
                 .chunks_mut(INSERT_CHUNK)
                 .zip(rows.chunks(INSERT_CHUNK))

@@ -119,9 +119,11 @@ impl ScratchDatabase {
         let admin_url = std::env::var("CORNERSHOP_TEST_DATABASE_URL").unwrap_or_else(|_| {
             panic!(
                 "CORNERSHOP_TEST_DATABASE_URL is not set, so the PostgreSQL contract tests \
-                 cannot run. Start the stack with `./scripts/stack.sh start`, then export \
-                 CORNERSHOP_TEST_DATABASE_URL=postgres://USER:PASSWORD@HOST:PORT/postgres \
-                 (a user allowed to CREATE DATABASE; each test creates and drops its own)."
+                 cannot run. Start the stack and export the variable it prints: \
+                 `set -a; eval \"$(./scripts/stack.sh start)\"; set +a` (or run \
+                 `./scripts/stack.sh start` and export CORNERSHOP_TEST_DATABASE_URL=<the \
+                 postgres:// URL it prints>). The user needs CREATEDB: each test creates \
+                 and drops a database of its own."
             )
         });
         let name = format!("cs_test_{}", Uuid::new_v4().simple());
@@ -1918,21 +1920,13 @@ mod postgres_processes {
 
         // Appends by the other process still reach this one: the listener reconnects (and
         // catches up on what it missed meanwhile).
-        let mut version = 0;
-        for round in 0..3 {
-            let stored = append(
-                &*there,
-                AggregateType::Cart,
-                "q",
-                version,
-                vec![if version == 0 {
-                    cart_created("q", at(round))
-                } else {
-                    item_added("q", "A", 1, at(round))
-                }],
-            )
-            .await;
-            version += 1;
+        for version in 0..3u64 {
+            let event = if version == 0 {
+                cart_created("q", at(0))
+            } else {
+                item_added("q", "A", 1, at(version as i64))
+            };
+            let stored = append(&*there, AggregateType::Cart, "q", version, vec![event]).await;
             wait_for_head(
                 &mut rx,
                 stored[0].position,
