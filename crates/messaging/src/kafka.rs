@@ -177,11 +177,30 @@ pub async fn publish_batch(
         let delivery = producer
             .send_result(record)
             .map_err(|(e, _)| RelayError::Kafka(e))?;
-        pending.push((event.position, topic, delivery));
+        pending.push((
+            event.position,
+            topic,
+            event.envelope.event_type.as_str(),
+            delivery,
+        ));
     }
+    let started = std::time::Instant::now();
     let mut published = Vec::with_capacity(pending.len());
-    for (position, topic, delivery) in pending {
-        match delivery.await {
+    for (position, topic, event_type, delivery) in pending {
+        let result = delivery.await;
+        let ok = matches!(result, Ok(Ok(_)));
+        let labels = [
+            ("event_type", event_type.to_string()),
+            ("topic", topic.clone()),
+        ];
+        if ok {
+            metrics::counter!("events_published_total", &labels).increment(1);
+            metrics::histogram!("event_publish_duration_seconds", &labels)
+                .record(started.elapsed().as_secs_f64());
+        } else {
+            metrics::counter!("events_publish_errors_total", &labels).increment(1);
+        }
+        match result {
             Ok(Ok(d)) => published.push(Publication {
                 position,
                 topic,
@@ -207,7 +226,11 @@ pub async fn run_relay(
 ) {
     // The holder names the process, so that an operator (or a test) can tell which relay
     // is active from the lease row.
-    let holder = format!("relay-pid{}-{}", std::process::id(), Uuid::new_v4().simple());
+    let holder = format!(
+        "relay-pid{}-{}",
+        std::process::id(),
+        Uuid::new_v4().simple()
+    );
     let producer = match settings.producer() {
         Ok(p) => p,
         Err(e) => {

@@ -116,13 +116,28 @@ impl Consumer {
         shutdown: &mut watch::Receiver<bool>,
     ) -> Delivery {
         let first_failed_at = Utc::now();
+        let event_type = event.envelope.event_type.clone();
+        let topic = event
+            .topic
+            .clone()
+            .unwrap_or_else(|| event.envelope.aggregate_type.topic().to_string());
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let error = match self.handler.handle(event).await {
-                Ok(()) => return Delivery::Handled,
+            let started = std::time::Instant::now();
+            let outcome = self.handler.handle(event).await;
+            metrics::histogram!("event_consume_duration_seconds", "event_type" => event_type.clone(), "consumer_group" => self.name())
+                .record(started.elapsed().as_secs_f64());
+            let error = match outcome {
+                Ok(()) => {
+                    metrics::counter!("events_consumed_total", "event_type" => event_type, "topic" => topic, "consumer_group" => self.name())
+                        .increment(1);
+                    return Delivery::Handled;
+                }
                 Err(e) => e,
             };
+            metrics::counter!("events_consume_errors_total", "event_type" => event_type.clone(), "topic" => topic.clone(), "consumer_group" => self.name())
+                .increment(1);
             let give_up =
                 matches!(error, HandlerError::Permanent(_)) || attempt >= self.policy.max_attempts;
             tracing::warn!(
@@ -169,7 +184,11 @@ impl Consumer {
                 )
                 .await
             {
-                Ok(id) => return Delivery::DeadLettered(id),
+                Ok(id) => {
+                    metrics::counter!("dead_letters_total", "consumer_group" => self.name())
+                        .increment(1);
+                    return Delivery::DeadLettered(id);
+                }
                 Err(e) => {
                     tracing::error!(consumer = self.name(), error = %e, "cannot store a dead letter; retrying");
                     tokio::select! {

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod config;
+pub mod metrics;
 pub mod roles;
 pub mod startup;
 pub mod telemetry;

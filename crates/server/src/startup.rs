@@ -65,6 +65,7 @@ impl Application {
                 replication: args.kafka.kafka_replication.max(1),
             });
         let roles = Roles::resolve(&args.roles, kafka.is_some())?;
+        crate::metrics::handle();
         let store = open_store(&args).await?;
         let bus = CommandBus::new(store.clone(), Arc::new(SystemClock));
         let workflow = &args.workflow;

@@ -16,6 +16,15 @@ use uuid::Uuid;
 pub use postgres::PgEventStore;
 pub use sqlite::SqliteEventStore;
 
+/// Counts appended events by type (`events_stored_total`); called by every backend after
+/// its commit.
+pub(crate) fn count_stored(events: &[StoredEvent]) {
+    for event in events {
+        metrics::counter!("events_stored_total", "event_type" => event.envelope.event_type.clone())
+            .increment(1);
+    }
+}
+
 /// An event about to be appended; the store gives it its version and position.
 #[derive(Debug, Clone)]
 pub struct NewEvent {

@@ -307,6 +307,7 @@ impl PgEventStore {
             tokio::time::sleep(delay).await;
         }
         tx.commit().await?;
+        count_stored(&stored);
         if let Some(last) = stored.last() {
             raise(&self.head, last.position);
         }

@@ -213,6 +213,7 @@ impl EventStore for SqliteEventStore {
         }
 
         tx.commit().await?;
+        count_stored(&stored);
         if let Some(last) = stored.last() {
             let position = last.position;
             self.head.send_if_modified(|head| {

@@ -70,7 +70,8 @@ pub fn router(state: AppState, max_body_bytes: usize, shop_api: bool) -> Router 
         .route("/api/consumers", get(deadletters::consumers))
         .route("/api/openapi.json", get(openapi))
         .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready));
+        .route("/health/ready", get(health::ready))
+        .route("/metrics", get(crate::metrics::render));
     if shop_api {
         router = router
             .route(
