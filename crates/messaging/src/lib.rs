@@ -273,9 +273,9 @@ impl ConsumerRegistry {
                 return Err(RedriveError::FailedAgain(error));
             }
         }
-        Ok(store
+        store
             .dead_letter(id)
             .await?
-            .ok_or(RedriveError::NotFound(id))?)
+            .ok_or(RedriveError::NotFound(id))
     }
 }
