@@ -26,4 +26,4 @@ echo "== cargo test --workspace"
 cargo test --workspace --locked
 
 echo "== the end-to-end workflow suite on PostgreSQL + Kafka, services in separate processes"
-CORNERSHOP_TEST_BACKEND=production cargo test --locked -p cornershop-server --test workflow
+CORNERSHOP_TEST_BACKEND=production cargo test --locked --workspace --test workflow
