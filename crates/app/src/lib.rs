@@ -355,6 +355,8 @@ impl CommandBus {
 pub fn fold_stored<A: Aggregate>(events: &[StoredEvent]) -> Result<(A, u64), AppError> {
     let mut state = A::default();
     let mut version = 0;
+    metrics::counter!("events_replayed_total", "aggregate_type" => A::TYPE.as_str())
+        .increment(events.len() as u64);
     for stored in events {
         state = state.evolve(&stored.envelope.decode()?);
         version = stored.envelope.version;

@@ -71,6 +71,10 @@ pub async fn run_embedded(consumer: Consumer, mut shutdown: watch::Receiver<bool
         }
         if handled_to > position {
             position = handled_to;
+            // On the embedded log, a consumer's lag is its distance from the log head.
+            let head = *store.watch_head().borrow();
+            metrics::gauge!("kafka_consumer_lag", "consumer_group" => name, "topic" => "log", "partition" => "0")
+                .set(head.saturating_sub(position) as f64);
             if let Err(e) = store.save_checkpoint(name, position).await {
                 // Not fatal: the events after the stored checkpoint are delivered again
                 // after a restart, and handlers are idempotent.

@@ -14,10 +14,11 @@ use cornershop_store::{EventStore, Publication, StoreError, StoredEvent};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -275,6 +276,8 @@ pub async fn run_relay(
             Ok(true)
         }
         .await;
+        metrics::gauge!("kafka_producer_queue_size", "client_id" => PUBLISHER_CLIENT_ID)
+            .set(producer.in_flight_count() as f64);
         match result {
             Ok(true) => continue,
             Ok(false) => {
@@ -456,4 +459,66 @@ pub async fn run_kafka_consumer(
     // Whatever was handled is committed before leaving the group.
     let _ = kafka.commit_consumer_state(CommitMode::Sync);
     tracing::info!(group, "Kafka consumer stopped");
+}
+
+/// Measures `kafka_consumer_lag` (high watermark minus committed offset, per group, topic
+/// and partition) from the broker every `every`, until `shutdown`.
+pub async fn monitor_lag(
+    settings: KafkaSettings,
+    consumers: Vec<String>,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    while !*shutdown.borrow() {
+        let (s, c) = (settings.clone(), consumers.clone());
+        match tokio::task::spawn_blocking(move || measure_lag(&s, &c)).await {
+            Ok(Err(e)) => tracing::debug!(error = %e, "cannot measure consumer lag"),
+            Err(e) => tracing::debug!(error = %e, "lag measurement panicked"),
+            Ok(Ok(())) => {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+    }
+}
+
+fn measure_lag(settings: &KafkaSettings, consumers: &[String]) -> Result<(), KafkaError> {
+    let timeout = Duration::from_secs(5);
+    let topics = settings.topics();
+    for consumer in consumers {
+        let group = settings.group(consumer);
+        // Not subscribed: it only reads the group's committed offsets, it never joins.
+        let client: BaseConsumer = settings
+            .client()
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let metadata = client.fetch_metadata(None, timeout)?;
+        let mut partitions = TopicPartitionList::new();
+        for topic in metadata.topics() {
+            if topics.iter().any(|t| t == topic.name()) {
+                for p in topic.partitions() {
+                    partitions.add_partition(topic.name(), p.id());
+                }
+            }
+        }
+        let committed = client.committed_offsets(partitions, timeout)?;
+        for element in committed.elements() {
+            let (low, high) =
+                client.fetch_watermarks(element.topic(), element.partition(), timeout)?;
+            let lag = match element.offset() {
+                Offset::Offset(committed) => high - committed,
+                _ => high - low,
+            };
+            metrics::gauge!(
+                "kafka_consumer_lag",
+                "consumer_group" => group.clone(),
+                "topic" => element.topic().to_string(),
+                "partition" => element.partition().to_string()
+            )
+            .set(lag.max(0) as f64);
+        }
+    }
+    Ok(())
 }

@@ -32,3 +32,21 @@ pub async fn render() -> impl IntoResponse {
         handle().render(),
     )
 }
+
+/// Keeps `event_store_size` (the number of stored events) current; several processes may
+/// append to one store, so it is read from the store rather than counted locally.
+pub async fn refresh_store_size(
+    store: std::sync::Arc<dyn cornershop_store::EventStore>,
+    every: std::time::Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    while !*shutdown.borrow() {
+        if let Ok(stats) = store.stats().await {
+            metrics::gauge!("event_store_size").set(stats.total_events as f64);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+    }
+}
