@@ -187,7 +187,8 @@ pub async fn publish_batch(
     }
     let started = std::time::Instant::now();
     let mut published = Vec::with_capacity(pending.len());
-    for (position, topic, event_type, delivery) in pending {
+    for (position, topic, envelope, delivery) in pending {
+        let event_type = envelope.event_type.as_str();
         let result = delivery.await;
         let ok = matches!(result, Ok(Ok(_)));
         let labels = [
@@ -200,6 +201,17 @@ pub async fn publish_batch(
                 .record(started.elapsed().as_secs_f64());
         } else {
             metrics::counter!("events_publish_errors_total", &labels).increment(1);
+        }
+        if let Ok(Ok(d)) = &result {
+            tracing::info!(
+                eventType = event_type,
+                topic = %topic,
+                partition = d.partition,
+                offset = d.offset,
+                correlationId = %envelope.metadata.correlation_id,
+                aggregateId = %envelope.aggregate_id,
+                "Event published successfully"
+            );
         }
         match result {
             Ok(Ok(d)) => published.push(Publication {

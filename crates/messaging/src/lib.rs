@@ -130,6 +130,7 @@ impl Consumer {
                 .record(started.elapsed().as_secs_f64());
             let error = match outcome {
                 Ok(()) => {
+                    tracing::info!(attempt, "event handled");
                     metrics::counter!("events_consumed_total", "event_type" => event_type, "topic" => topic, "consumer_group" => self.name())
                         .increment(1);
                     return Delivery::Handled;
