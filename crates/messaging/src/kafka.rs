@@ -178,12 +178,7 @@ pub async fn publish_batch(
         let delivery = producer
             .send_result(record)
             .map_err(|(e, _)| RelayError::Kafka(e))?;
-        pending.push((
-            event.position,
-            topic,
-            event.envelope.event_type.as_str(),
-            delivery,
-        ));
+        pending.push((event.position, topic, &event.envelope, delivery));
     }
     let started = std::time::Instant::now();
     let mut published = Vec::with_capacity(pending.len());
