@@ -141,6 +141,86 @@ pub struct Timer {
     pub payload: serde_json::Value,
 }
 
+/// The notification statuses: recorded and not tried yet; delivered to the provider;
+/// failed with an error that may pass, to be tried again at `next_attempt_at`; failed for
+/// good (a permanent error, or the last attempt), with a dead letter.
+pub mod notification_status {
+    pub const PENDING: &str = "pending";
+    pub const SENT: &str = "sent";
+    pub const RETRYING: &str = "retrying";
+    pub const FAILED: &str = "failed";
+    pub const ALL: [&str; 4] = [PENDING, SENT, RETRYING, FAILED];
+}
+
+/// A notification to record: rendered and ready to send, due at once. At most one is kept
+/// per (`event_id`, `channel`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewNotification {
+    /// The event that caused it; with the channel, its identity and idempotency key.
+    pub event_id: Uuid,
+    pub event_type: String,
+    /// `email`, `sms` or `push`.
+    pub channel: String,
+    pub template: String,
+    pub order_id: String,
+    pub customer_id: String,
+    /// An email address, a phone number, or a push topic.
+    pub recipient: String,
+    /// The email's subject; the push notification's title; empty for an SMS.
+    pub subject: String,
+    pub body_text: String,
+    pub body_html: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A recorded notification and where its delivery stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    pub id: u64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub channel: String,
+    pub template: String,
+    pub order_id: String,
+    pub customer_id: String,
+    pub recipient: String,
+    pub subject: String,
+    pub body_text: String,
+    pub body_html: Option<String>,
+    /// One of [`notification_status`].
+    pub status: String,
+    /// Attempts to send so far.
+    pub attempts: u32,
+    pub provider_message_id: Option<String>,
+    pub last_error: Option<String>,
+    pub next_attempt_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The outcome of an attempt to send a notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationUpdate {
+    pub id: u64,
+    /// `sent`, `retrying` or `failed`.
+    pub status: String,
+    pub attempts: u32,
+    /// Kept as it was when `None`.
+    pub provider_message_id: Option<String>,
+    pub last_error: Option<String>,
+    pub next_attempt_at: DateTime<Utc>,
+}
+
+/// Which notifications to list; every filter is optional. Newest first.
+#[derive(Debug, Clone, Default)]
+pub struct NotificationQuery {
+    pub order_id: Option<String>,
+    pub customer_id: Option<String>,
+    pub channel: Option<String>,
+    pub status: Option<String>,
+    pub limit: u32,
+}
+
 /// An inclusive time window; either end may be open.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TimeRange {
@@ -294,6 +374,38 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Gives the lease up, if `holder` has it.
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// Records notifications, at most one per (`event_id`, `channel`), atomically: one
+    /// recorded before is left exactly as it is. Returns how many were new.
+    async fn record_notifications(
+        &self,
+        notifications: &[NewNotification],
+    ) -> Result<u64, StoreError>;
+
+    /// Notifications of `channel` due at `now` (pending or retrying, next attempt at or
+    /// before `now`), the longest due first.
+    async fn due_notifications(
+        &self,
+        channel: &str,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Notification>, StoreError>;
+
+    /// When the next pending or retrying notification of `channel` is due, if any.
+    async fn next_notification_due(
+        &self,
+        channel: &str,
+    ) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// Records the outcome of an attempt to send, unless the notification is no longer
+    /// pending or retrying (another dispatcher settled it). Returns whether it changed.
+    async fn update_notification(&self, update: &NotificationUpdate) -> Result<bool, StoreError>;
+
+    /// Notifications matching every filter given, newest first.
+    async fn notifications(
+        &self,
+        query: &NotificationQuery,
+    ) -> Result<Vec<Notification>, StoreError>;
 
     /// Closes the connections, waiting for running statements to finish.
     async fn close(&self) {}

@@ -17,7 +17,8 @@ use cornershop_domain::{
     StockUpdated, CURRENT_SCHEMA_VERSION,
 };
 use cornershop_store::{
-    AppendRequest, EventQuery, EventStore, IdempotentResponse, NewEvent, PgEventStore, Publication,
+    AppendRequest, EventQuery, EventStore, IdempotentResponse, NewEvent, NewNotification,
+    Notification, NotificationQuery, NotificationUpdate, PgEventStore, Publication,
     SqliteEventStore, StoreError, StoredEvent, TimeRange, Timer,
 };
 use futures::future::BoxFuture;
@@ -66,6 +67,8 @@ macro_rules! contract_tests {
                 timers_only_move_later_and_complete_only_if_unchanged,
                 publications_are_recorded_on_the_events,
                 a_lease_has_one_holder_until_it_expires_or_is_released,
+                notifications_are_recorded_once_per_event_and_channel,
+                due_notifications_follow_their_status_time_and_outcomes,
             );
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1706,6 +1709,285 @@ mod contract {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(store.try_lease("short", "b", long).await.unwrap());
         assert!(!store.try_lease("short", "a", long).await.unwrap());
+    }
+
+    // ---- notifications --------------------------------------------------------------
+
+    pub fn notification(
+        event_id: Uuid,
+        channel: &str,
+        order: &str,
+        created_at: DateTime<Utc>,
+    ) -> NewNotification {
+        NewNotification {
+            event_id,
+            event_type: "OrderShipped".to_string(),
+            channel: channel.to_string(),
+            template: "order-shipped".to_string(),
+            order_id: order.to_string(),
+            customer_id: format!("customer-of-{order}"),
+            recipient: format!("{channel}-recipient-of-{order}"),
+            subject: format!("Your order {order} has shipped"),
+            body_text: format!("Tracking number for {order}: TRK-1"),
+            body_html: (channel == "email").then(|| format!("<p>{order}</p>")),
+            created_at,
+        }
+    }
+
+    fn assert_recorded(n: &Notification, written: &NewNotification) {
+        assert_eq!(n.event_id, written.event_id);
+        assert_eq!(n.event_type, written.event_type);
+        assert_eq!(n.channel, written.channel);
+        assert_eq!(n.template, written.template);
+        assert_eq!(n.order_id, written.order_id);
+        assert_eq!(n.customer_id, written.customer_id);
+        assert_eq!(n.recipient, written.recipient);
+        assert_eq!(n.subject, written.subject);
+        assert_eq!(n.body_text, written.body_text);
+        assert_eq!(n.body_html, written.body_html);
+        assert_eq!(n.created_at, written.created_at);
+    }
+
+    fn query(limit: u32) -> NotificationQuery {
+        NotificationQuery {
+            limit,
+            ..NotificationQuery::default()
+        }
+    }
+
+    fn notification_ids(list: &[Notification]) -> Vec<u64> {
+        list.iter().map(|n| n.id).collect()
+    }
+
+    pub async fn notifications_are_recorded_once_per_event_and_channel(store: Arc<dyn EventStore>) {
+        let store = &*store;
+        let (e1, e2) = (Uuid::new_v4(), Uuid::new_v4());
+        let email = notification(e1, "email", "o1", at(0));
+        let sms = notification(e1, "sms", "o1", at(0));
+        assert_eq!(
+            store
+                .record_notifications(&[email.clone(), sms.clone()])
+                .await
+                .unwrap(),
+            2
+        );
+        // The same event again (a redelivery), even rendered differently: nothing new, the
+        // first record is kept as it was.
+        let mut again = email.clone();
+        again.subject = "changed".to_string();
+        again.recipient = "someone-else".to_string();
+        let other = notification(e2, "email", "o2", at(1));
+        assert_eq!(
+            store
+                .record_notifications(&[again, other.clone()])
+                .await
+                .unwrap(),
+            1,
+            "only the new (event, channel) is recorded"
+        );
+        assert_eq!(store.record_notifications(&[]).await.unwrap(), 0);
+
+        let all = store.notifications(&query(100)).await.unwrap();
+        assert_eq!(all.len(), 3, "{all:?}");
+        assert!(
+            all.windows(2).all(|w| w[0].id > w[1].id),
+            "newest first: {all:?}"
+        );
+        let find = |event: Uuid, channel: &str| {
+            all.iter()
+                .find(|n| n.event_id == event && n.channel == channel)
+                .unwrap_or_else(|| panic!("{channel} of {event} missing"))
+                .clone()
+        };
+        for (written, n) in [
+            (&email, find(e1, "email")),
+            (&sms, find(e1, "sms")),
+            (&other, find(e2, "email")),
+        ] {
+            assert_recorded(&n, written);
+            assert_eq!(n.status, "pending");
+            assert_eq!(n.attempts, 0);
+            assert_eq!((n.provider_message_id, n.last_error), (None, None));
+            assert_eq!(n.next_attempt_at, written.created_at, "due at once");
+            assert!(n.updated_at >= n.created_at);
+        }
+
+        // Filters, each alone and together, and the limit.
+        let only = |q: NotificationQuery| async move {
+            let mut ids = notification_ids(&store.notifications(&q).await.unwrap());
+            ids.sort_unstable();
+            ids
+        };
+        let id = |event, channel| find(event, channel).id;
+        assert_eq!(
+            only(NotificationQuery {
+                order_id: Some("o1".into()),
+                ..query(100)
+            })
+            .await,
+            vec![id(e1, "email"), id(e1, "sms")]
+        );
+        assert_eq!(
+            only(NotificationQuery {
+                customer_id: Some("customer-of-o2".into()),
+                ..query(100)
+            })
+            .await,
+            vec![id(e2, "email")]
+        );
+        assert_eq!(
+            only(NotificationQuery {
+                channel: Some("email".into()),
+                ..query(100)
+            })
+            .await,
+            vec![id(e1, "email"), id(e2, "email")]
+        );
+        assert_eq!(
+            only(NotificationQuery {
+                order_id: Some("o1".into()),
+                channel: Some("sms".into()),
+                status: Some("pending".into()),
+                ..query(100)
+            })
+            .await,
+            vec![id(e1, "sms")]
+        );
+        assert!(only(NotificationQuery {
+            status: Some("sent".into()),
+            ..query(100)
+        })
+        .await
+        .is_empty());
+        assert_eq!(store.notifications(&query(2)).await.unwrap().len(), 2);
+    }
+
+    pub async fn due_notifications_follow_their_status_time_and_outcomes(
+        store: Arc<dyn EventStore>,
+    ) {
+        let store = &*store;
+        let written: Vec<NewNotification> = (0..3)
+            .map(|i| notification(Uuid::new_v4(), "email", &format!("o{i}"), at(i)))
+            .chain([notification(Uuid::new_v4(), "sms", "o0", at(0))])
+            .collect();
+        assert_eq!(store.record_notifications(&written).await.unwrap(), 4);
+        let due = |channel: &'static str, now: DateTime<Utc>, limit: u32| async move {
+            store.due_notifications(channel, now, limit).await.unwrap()
+        };
+        let first = due("email", at(1), 10).await;
+        assert_eq!(first.len(), 2, "due at or before now: {first:?}");
+        assert_recorded(&first[0], &written[0]);
+        assert_recorded(&first[1], &written[1]);
+        let n: Vec<u64> = notification_ids(&due("email", at(5), 10).await);
+        assert_eq!(n.len(), 3);
+        assert_eq!(notification_ids(&due("email", at(1), 1).await), vec![n[0]]);
+        let sms = due("sms", at(5), 10).await;
+        assert_eq!(sms.len(), 1, "by channel");
+        assert_recorded(&sms[0], &written[3]);
+        assert!(due("push", at(5), 10).await.is_empty());
+        assert_eq!(
+            store.next_notification_due("email").await.unwrap(),
+            Some(at(0))
+        );
+        assert_eq!(store.next_notification_due("push").await.unwrap(), None);
+
+        // A transient failure: retrying, due later.
+        let update = |id: u64,
+                      status: &str,
+                      attempts: u32,
+                      provider: Option<&str>,
+                      error: Option<&str>,
+                      next: DateTime<Utc>| {
+            NotificationUpdate {
+                id,
+                status: status.to_string(),
+                attempts,
+                provider_message_id: provider.map(str::to_string),
+                last_error: error.map(str::to_string),
+                next_attempt_at: next,
+            }
+        };
+        assert!(store
+            .update_notification(&update(
+                n[0],
+                "retrying",
+                1,
+                None,
+                Some("timed out"),
+                at(10)
+            ))
+            .await
+            .unwrap());
+        assert_eq!(
+            notification_ids(&due("email", at(5), 10).await),
+            vec![n[1], n[2]],
+            "a retrying notification waits for its next attempt"
+        );
+        assert!(store
+            .update_notification(&update(n[1], "sent", 1, Some("msg-1"), None, at(1)))
+            .await
+            .unwrap());
+        assert!(store
+            .update_notification(&update(
+                n[2],
+                "failed",
+                1,
+                None,
+                Some("550 no such user"),
+                at(2)
+            ))
+            .await
+            .unwrap());
+        assert_eq!(
+            store.next_notification_due("email").await.unwrap(),
+            Some(at(10))
+        );
+        assert!(due("email", at(9), 10).await.is_empty());
+        let retrying = due("email", at(10), 10).await;
+        assert_eq!(notification_ids(&retrying), vec![n[0]]);
+        assert_eq!(retrying[0].status, "retrying");
+        assert_eq!(retrying[0].attempts, 1);
+        assert_eq!(retrying[0].last_error.as_deref(), Some("timed out"));
+        assert_eq!(retrying[0].next_attempt_at, at(10));
+
+        // A settled notification does not change again (a second dispatcher's late answer).
+        assert!(!store
+            .update_notification(&update(
+                n[1],
+                "retrying",
+                2,
+                Some("msg-2"),
+                Some("late"),
+                at(20)
+            ))
+            .await
+            .unwrap());
+        assert!(store
+            .update_notification(&update(n[0], "sent", 2, Some("msg-0"), None, at(10)))
+            .await
+            .unwrap());
+        assert_eq!(store.next_notification_due("email").await.unwrap(), None);
+        let by_status = |status: &'static str| async move {
+            store
+                .notifications(&NotificationQuery {
+                    status: Some(status.to_string()),
+                    channel: Some("email".to_string()),
+                    ..query(100)
+                })
+                .await
+                .unwrap()
+        };
+        let sent = by_status("sent").await;
+        assert_eq!(notification_ids(&sent), vec![n[1], n[0]], "newest first");
+        assert_eq!(sent[0].provider_message_id.as_deref(), Some("msg-1"));
+        assert_eq!(sent[0].attempts, 1);
+        assert_eq!(sent[1].provider_message_id.as_deref(), Some("msg-0"));
+        assert_eq!((sent[1].attempts, sent[1].last_error.as_deref()), (2, None));
+        let failed = by_status("failed").await;
+        assert_eq!(notification_ids(&failed), vec![n[2]]);
+        assert_eq!(failed[0].last_error.as_deref(), Some("550 no such user"));
+        assert!(due("email", at(100), 10).await.is_empty());
+        assert_eq!(due("sms", at(100), 10).await.len(), 1);
     }
 
     /// Writers that hold their transaction open after inserting (they drew their positions

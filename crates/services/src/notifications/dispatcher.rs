@@ -1,0 +1,321 @@
+//! The dispatchers: one task per channel sends that channel's due notifications through
+//! its provider and records each outcome. Channels never wait for each other, and the
+//! consumers never wait for a provider: the consumer only records notifications.
+//!
+//! A dispatcher sends only while it holds its channel's lease in the store
+//! (`notifications-<channel>`), so among several processes with the notification role one
+//! sends each channel at a time; the lease is renewed before every send and a send is
+//! bounded by a timeout well below the lease's lifetime. Should a process die after a send
+//! and before recording it, the next holder sends again with the same idempotency key,
+//! which the provider deduplicates.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use cornershop_messaging::RetryPolicy;
+use cornershop_store::{
+    notification_status as status, EventStore, Notification, NotificationUpdate, StoreError,
+};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::providers::{Provider, SendError};
+use super::Wakeup;
+
+/// How the dispatchers retry and share the work.
+#[derive(Debug, Clone, Copy)]
+pub struct DispatchPolicy {
+    /// Transient failures: the n-th retry waits about `base_delay`·2ⁿ⁻¹ (with jitter, at
+    /// most `max_delay`); after `max_attempts` attempts the notification fails.
+    pub retry: RetryPolicy,
+    /// How long a dispatcher's lease lasts without renewal.
+    pub lease_ttl: Duration,
+    /// How often an idle dispatcher looks for work recorded by other processes (work
+    /// recorded by this process wakes it at once).
+    pub poll_interval: Duration,
+    /// The longest a single send may take before it counts as a (transient) timeout.
+    pub send_timeout: Duration,
+}
+
+impl Default for DispatchPolicy {
+    fn default() -> Self {
+        Self {
+            retry: RetryPolicy {
+                max_attempts: 8,
+                base_delay: Duration::from_secs(1),
+                max_delay: Duration::from_secs(300),
+            },
+            lease_ttl: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(1),
+            send_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How many due notifications are read at a time.
+const BATCH: u32 = 32;
+
+/// The dead-letter consumer name of a channel's failures, e.g. `notification-service:sms`.
+pub fn dead_letter_consumer(channel: super::Channel) -> &'static str {
+    match channel {
+        super::Channel::Email => "notification-service:email",
+        super::Channel::Sms => "notification-service:sms",
+        super::Channel::Push => "notification-service:push",
+    }
+}
+
+/// Sends one channel's notifications.
+pub struct Dispatcher {
+    store: Arc<dyn EventStore>,
+    provider: Arc<dyn Provider>,
+    policy: DispatchPolicy,
+    wakeup: Wakeup,
+    holder: String,
+    lease: String,
+}
+
+impl Dispatcher {
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        provider: Arc<dyn Provider>,
+        policy: DispatchPolicy,
+        wakeup: Wakeup,
+    ) -> Self {
+        let channel = provider.channel();
+        Self {
+            store,
+            holder: format!(
+                "notifications-{channel}-pid{}-{}",
+                std::process::id(),
+                Uuid::new_v4().simple()
+            ),
+            lease: channel.lease(),
+            provider,
+            policy,
+            wakeup,
+        }
+    }
+
+    /// Runs until `shutdown` turns true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let channel = self.provider.channel();
+        tracing::info!(%channel, provider = self.provider.kind(), "notification dispatcher started");
+        let mut lease = LeaseState::default();
+        while !*shutdown.borrow() {
+            // Listen for wake-ups before looking for work, so that none is missed.
+            let notified = self.wakeup.0.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+
+            let pause = match self.round(&mut lease, &shutdown).await {
+                Ok(Round::Busy) => continue,
+                Ok(Round::Idle(next_due)) => {
+                    let until_due = next_due
+                        .map(|due| (due - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+                        .unwrap_or(self.policy.poll_interval);
+                    until_due
+                        .min(self.policy.poll_interval)
+                        .max(Duration::from_millis(5))
+                }
+                Ok(Round::NotLeader) => self.policy.lease_ttl / 3,
+                Err(e) => {
+                    tracing::warn!(%channel, error = %e, "notification dispatcher: store error; will try again");
+                    self.policy.poll_interval
+                }
+            };
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.wait_for(|s| *s) => break,
+            }
+        }
+        if lease.held {
+            let _ = self.store.release_lease(&self.lease, &self.holder).await;
+        }
+        tracing::info!(%channel, "notification dispatcher stopped");
+    }
+
+    /// Takes or renews the lease when it is due for renewal. Returns whether it is held.
+    async fn hold_lease(&self, lease: &mut LeaseState) -> Result<bool, StoreError> {
+        let renew_every = self.policy.lease_ttl / 3;
+        if lease.held && lease.renewed.is_some_and(|at| at.elapsed() < renew_every) {
+            return Ok(true);
+        }
+        let held = self
+            .store
+            .try_lease(&self.lease, &self.holder, self.policy.lease_ttl)
+            .await?;
+        if held != lease.held {
+            tracing::info!(lease = %self.lease, holder = %self.holder, active = held, "notification lease changed hands");
+        }
+        lease.held = held;
+        lease.renewed = held.then(tokio::time::Instant::now);
+        Ok(held)
+    }
+
+    /// One pass: send what is due now.
+    async fn round(
+        &self,
+        lease: &mut LeaseState,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<Round, StoreError> {
+        if !self.hold_lease(lease).await? {
+            return Ok(Round::NotLeader);
+        }
+        let channel = self.provider.channel();
+        let due = self
+            .store
+            .due_notifications(channel.as_str(), Utc::now(), BATCH)
+            .await?;
+        let full = due.len() as u32 == BATCH;
+        for notification in &due {
+            if *shutdown.borrow() || !self.hold_lease(lease).await? {
+                return Ok(Round::Busy);
+            }
+            self.attempt(notification).await;
+        }
+        if full {
+            return Ok(Round::Busy);
+        }
+        Ok(Round::Idle(
+            self.store.next_notification_due(channel.as_str()).await?,
+        ))
+    }
+
+    /// Sends one notification and records the outcome.
+    async fn attempt(&self, n: &Notification) {
+        let channel = self.provider.channel();
+        let kind = channel.as_str();
+        let started = std::time::Instant::now();
+        let outcome =
+            match tokio::time::timeout(self.policy.send_timeout, self.provider.send(n)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(SendError::Transient(format!(
+                    "{channel} provider did not answer within {:?}",
+                    self.policy.send_timeout
+                ))),
+            };
+        metrics::histogram!("notification_send_duration_seconds", "type" => kind)
+            .record(started.elapsed().as_secs_f64());
+        let attempts = n.attempts + 1;
+        let now = Utc::now();
+        let update = match outcome {
+            Ok(provider_message_id) => {
+                metrics::counter!("notifications_sent_total", "type" => kind).increment(1);
+                tracing::info!(
+                    %channel,
+                    recipient = %n.recipient,
+                    template = %n.template,
+                    orderId = %n.order_id,
+                    attempts,
+                    provider = self.provider.kind(),
+                    "notification sent"
+                );
+                NotificationUpdate {
+                    id: n.id,
+                    status: status::SENT.to_string(),
+                    attempts,
+                    provider_message_id,
+                    last_error: None,
+                    next_attempt_at: n.next_attempt_at,
+                }
+            }
+            Err(error) => {
+                metrics::counter!("notification_send_errors_total", "type" => kind, "kind" => error.kind())
+                    .increment(1);
+                let give_up = matches!(error, SendError::Permanent(_))
+                    || attempts >= self.policy.retry.max_attempts;
+                let message = match &error {
+                    SendError::Transient(e) if give_up => {
+                        format!("gave up after {attempts} attempts: {e}")
+                    }
+                    e => e.to_string(),
+                };
+                tracing::warn!(
+                    %channel,
+                    recipient = %n.recipient,
+                    orderId = %n.order_id,
+                    attempts,
+                    kind = error.kind(),
+                    error = %message,
+                    "notification not sent{}",
+                    if give_up { "; it failed and goes to the dead letters" } else { "; will retry" }
+                );
+                if give_up {
+                    self.dead_letter(n, &message, attempts).await;
+                    NotificationUpdate {
+                        id: n.id,
+                        status: status::FAILED.to_string(),
+                        attempts,
+                        provider_message_id: None,
+                        last_error: Some(message),
+                        next_attempt_at: n.next_attempt_at,
+                    }
+                } else {
+                    NotificationUpdate {
+                        id: n.id,
+                        status: status::RETRYING.to_string(),
+                        attempts,
+                        provider_message_id: None,
+                        last_error: Some(message),
+                        next_attempt_at: later(now, self.policy.retry.delay(attempts)),
+                    }
+                }
+            }
+        };
+        // The outcome must be recorded, or the notification is sent again (with the same
+        // idempotency key) once it is due; try a few times before leaving it to that.
+        for round in 1..=3 {
+            match self.store.update_notification(&update).await {
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(%channel, id = n.id, round, error = %e, "cannot record a notification's outcome");
+                    tokio::time::sleep(Duration::from_millis(200 * round)).await;
+                }
+            }
+        }
+    }
+
+    /// Parks a failed notification's event in the dead letters, under this channel.
+    async fn dead_letter(&self, n: &Notification, error: &str, attempts: u32) {
+        let consumer = dead_letter_consumer(self.provider.channel());
+        let recorded = async {
+            let event = self.store.find_event(n.event_id).await?.ok_or_else(|| {
+                StoreError::Corrupt(format!("event {} is not in the store", n.event_id))
+            })?;
+            self.store
+                .record_dead_letter(consumer, &event, error, attempts, n.created_at)
+                .await
+        }
+        .await;
+        match recorded {
+            Ok(id) => {
+                metrics::counter!("dead_letters_total", "consumer_group" => consumer).increment(1);
+                tracing::info!(consumer, id, eventId = %n.event_id, "notification dead-lettered");
+            }
+            Err(e) => {
+                tracing::error!(consumer, eventId = %n.event_id, error = %e, "cannot dead-letter a failed notification")
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct LeaseState {
+    held: bool,
+    renewed: Option<tokio::time::Instant>,
+}
+
+enum Round {
+    /// More may be due at once.
+    Busy,
+    /// Nothing due now; the next is due then (if any).
+    Idle(Option<DateTime<Utc>>),
+    /// Another process sends this channel.
+    NotLeader,
+}
+
+fn later(now: DateTime<Utc>, delay: Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)
+}

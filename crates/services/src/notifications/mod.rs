@@ -1,0 +1,532 @@
+//! The notification service (`notification-service`): tells the customer what happens to
+//! their order, by email, SMS and push.
+//!
+//! | event | channels |
+//! |---|---|
+//! | OrderCreated | email |
+//! | OrderConfirmed | email |
+//! | OrderShipped | email, SMS (with the tracking number) |
+//! | OrderDelivered | email, push |
+//! | PaymentCompleted | email |
+//! | PaymentFailed | email, SMS |
+//!
+//! Two halves, so that no provider ever holds up a consumer:
+//!
+//! 1. The consumer ([`NotificationService`]) renders the messages of an event and records
+//!    them in the store, one per (eventId, channel); the store keeps the first and ignores
+//!    repeats, so a redelivered event records nothing new. Contact details come from
+//!    OrderCreated (which carries the checkout's email and phone) or, for later events,
+//!    from the Order aggregate loaded from the store.
+//! 2. A [`Dispatcher`] per channel sends the due notifications through the channel's
+//!    [`Provider`](providers::Provider) and records the outcome: sent, retrying (transient
+//!    error, exponential backoff with jitter) or failed (permanent error or out of
+//!    attempts, with a dead letter). See [`dispatcher`].
+//!
+//! Exactly once per (eventId, channel): one record per pair, one sender per channel at a
+//! time (a lease), and the provider request carries `<eventId>:<channel>` as idempotency
+//! key for the one case left, a crash between a send and its record.
+
+pub mod dispatcher;
+pub mod providers;
+pub mod templates;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cornershop_app::CommandBus;
+use cornershop_domain::{DomainEvent, Order, OrderStatus};
+use cornershop_messaging::{Handler, HandlerError};
+use cornershop_store::{EventStore, NewNotification, StoredEvent};
+use tokio::sync::Notify;
+
+use crate::handler_error;
+pub use dispatcher::{dead_letter_consumer, DispatchPolicy, Dispatcher};
+use providers::{HttpProvider, LogProvider, Provider, ProviderConfigError, SmtpProvider};
+pub use templates::{Occasion, OrderFacts};
+
+pub const NAME: &str = "notification-service";
+
+/// A channel a notification goes out on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    Email,
+    Sms,
+    Push,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 3] = [Self::Email, Self::Sms, Self::Push];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Email => "email",
+            Self::Sms => "sms",
+            Self::Push => "push",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
+    /// The store lease that makes one dispatcher send this channel.
+    pub fn lease(self) -> String {
+        format!("notifications-{}", self.as_str())
+    }
+}
+
+impl std::fmt::Display for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Wakes this process's dispatchers when its consumer has recorded new notifications.
+/// (Notifications recorded by another process are found by polling.)
+#[derive(Debug, Clone, Default)]
+pub struct Wakeup(Arc<Notify>);
+
+impl Wakeup {
+    pub fn wake(&self) {
+        self.0.notify_waiters();
+    }
+}
+
+/// The push topic of a customer's devices.
+pub fn push_topic(customer_id: &str) -> String {
+    format!("/topics/customer-{customer_id}")
+}
+
+/// The notifications an event asks for, rendered, as the store records them.
+pub fn plan(
+    event: &StoredEvent,
+    occasion: &Occasion,
+    facts: &OrderFacts,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<NewNotification> {
+    let record =
+        |channel: Channel, recipient: String, subject, body_text, body_html| NewNotification {
+            event_id: event.envelope.event_id,
+            event_type: event.envelope.event_type.clone(),
+            channel: channel.as_str().to_string(),
+            template: occasion.template().to_string(),
+            order_id: facts.order_id.clone(),
+            customer_id: facts.customer_id.clone(),
+            recipient,
+            subject,
+            body_text,
+            body_html,
+            created_at: now,
+        };
+    let mut planned = Vec::new();
+    if !facts.email.trim().is_empty() {
+        let email = occasion.email(facts);
+        planned.push(record(
+            Channel::Email,
+            facts.email.trim().to_string(),
+            email.subject,
+            email.text,
+            Some(email.html),
+        ));
+    }
+    if let Some(text) = occasion.sms(facts) {
+        match facts
+            .phone
+            .as_deref()
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            Some(phone) => planned.push(record(
+                Channel::Sms,
+                phone.to_string(),
+                String::new(),
+                text,
+                None,
+            )),
+            None => tracing::info!(
+                orderId = %facts.order_id,
+                template = occasion.template(),
+                "no SMS: the order has no phone number"
+            ),
+        }
+    }
+    if let Some(push) = occasion.push(facts) {
+        planned.push(record(
+            Channel::Push,
+            push_topic(&facts.customer_id),
+            push.title,
+            push.body,
+            None,
+        ));
+    }
+    planned
+}
+
+/// The consumer: records the notifications of each event it handles.
+pub struct NotificationService {
+    bus: CommandBus,
+    wakeup: Wakeup,
+}
+
+impl NotificationService {
+    pub fn new(bus: CommandBus, wakeup: Wakeup) -> Self {
+        Self { bus, wakeup }
+    }
+
+    fn facts_of(order: &Order) -> OrderFacts {
+        OrderFacts {
+            order_id: order.order_id.clone(),
+            customer_id: order.customer_id.clone(),
+            email: order.email.clone(),
+            phone: order.phone.clone(),
+            name: order
+                .shipping_address
+                .as_ref()
+                .map(|a| a.name.clone())
+                .unwrap_or_default(),
+            items: order.items.clone(),
+            total: order.total_amount,
+        }
+    }
+
+    /// The order's facts from the store (the source of truth).
+    async fn order_facts(&self, order_id: &str) -> Result<OrderFacts, HandlerError> {
+        let (order, _) = self
+            .bus
+            .load::<Order>(order_id)
+            .await
+            .map_err(handler_error)?;
+        if order.status == OrderStatus::New {
+            return Err(HandlerError::Permanent(format!(
+                "order {order_id} is not in the store"
+            )));
+        }
+        Ok(Self::facts_of(&order))
+    }
+}
+
+#[async_trait]
+impl Handler for NotificationService {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        matches!(
+            event_type,
+            "OrderCreated"
+                | "OrderConfirmed"
+                | "OrderShipped"
+                | "OrderDelivered"
+                | "PaymentCompleted"
+                | "PaymentFailed"
+        )
+    }
+
+    async fn handle(&self, event: &StoredEvent) -> Result<(), HandlerError> {
+        let decoded = event
+            .envelope
+            .decode()
+            .map_err(|e| HandlerError::Permanent(e.to_string()))?;
+        let (occasion, facts) = match decoded {
+            DomainEvent::OrderCreated(e) => (
+                Occasion::OrderCreated,
+                OrderFacts {
+                    name: e.shipping_address.name.clone(),
+                    order_id: e.order_id,
+                    customer_id: e.customer_id,
+                    email: e.email,
+                    phone: e.phone,
+                    items: e.items,
+                    total: e.total_amount,
+                },
+            ),
+            DomainEvent::OrderConfirmed(e) => (
+                Occasion::OrderConfirmed,
+                self.order_facts(&e.order_id).await?,
+            ),
+            DomainEvent::OrderShipped(e) => (
+                Occasion::OrderShipped {
+                    carrier: e.carrier,
+                    tracking_number: e.tracking_number,
+                },
+                self.order_facts(&e.order_id).await?,
+            ),
+            DomainEvent::OrderDelivered(e) => (
+                Occasion::OrderDelivered,
+                self.order_facts(&e.order_id).await?,
+            ),
+            DomainEvent::PaymentCompleted(e) => (
+                Occasion::PaymentCompleted {
+                    amount: e.amount,
+                    transaction_id: e.transaction_id,
+                },
+                self.order_facts(&e.order_id).await?,
+            ),
+            DomainEvent::PaymentFailed(e) => (
+                Occasion::PaymentFailed {
+                    code: e.code,
+                    reason: e.reason,
+                },
+                self.order_facts(&e.order_id).await?,
+            ),
+            _ => return Ok(()),
+        };
+        let planned = plan(event, &occasion, &facts, self.bus.clock().now());
+        let recorded = self.bus.store().record_notifications(&planned).await?;
+        if recorded > 0 {
+            self.wakeup.wake();
+        }
+        tracing::debug!(
+            eventType = %event.envelope.event_type,
+            orderId = %facts.order_id,
+            planned = planned.len(),
+            recorded,
+            "notifications recorded"
+        );
+        Ok(())
+    }
+}
+
+/// Where the providers are and how to reach them. A channel without a URL uses the `log`
+/// provider.
+#[derive(Debug, Clone)]
+pub struct NotificationSettings {
+    /// `smtp://[user[:password]@]host[:port]`.
+    pub smtp_url: Option<String>,
+    pub mail_from: String,
+    pub sms_url: Option<String>,
+    pub sms_token: Option<String>,
+    pub sms_from: String,
+    pub push_url: Option<String>,
+    pub push_token: Option<String>,
+    pub policy: DispatchPolicy,
+}
+
+impl Default for NotificationSettings {
+    fn default() -> Self {
+        Self {
+            smtp_url: None,
+            mail_from: "CornerShop <orders@cornershop.local>".to_string(),
+            sms_url: None,
+            sms_token: None,
+            sms_from: "CornerShop".to_string(),
+            push_url: None,
+            push_token: None,
+            policy: DispatchPolicy::default(),
+        }
+    }
+}
+
+fn given(value: &Option<String>) -> Option<&str> {
+    value.as_deref().map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// One provider per channel, from the settings.
+pub fn providers(
+    settings: &NotificationSettings,
+) -> Result<Vec<Arc<dyn Provider>>, ProviderConfigError> {
+    let timeout = settings
+        .policy
+        .send_timeout
+        .saturating_sub(Duration::from_millis(500))
+        .max(Duration::from_millis(500));
+    let email: Arc<dyn Provider> = match given(&settings.smtp_url) {
+        Some(url) => Arc::new(SmtpProvider::new(url, &settings.mail_from, timeout)?),
+        None => Arc::new(LogProvider::new(Channel::Email)),
+    };
+    let sms: Arc<dyn Provider> = match given(&settings.sms_url) {
+        Some(url) => Arc::new(HttpProvider::new(
+            Channel::Sms,
+            url,
+            settings.sms_token.clone(),
+            settings.sms_from.clone(),
+            timeout,
+        )?),
+        None => Arc::new(LogProvider::new(Channel::Sms)),
+    };
+    let push: Arc<dyn Provider> = match given(&settings.push_url) {
+        Some(url) => Arc::new(HttpProvider::new(
+            Channel::Push,
+            url,
+            settings.push_token.clone(),
+            String::new(),
+            timeout,
+        )?),
+        None => Arc::new(LogProvider::new(Channel::Push)),
+    };
+    Ok(vec![email, sms, push])
+}
+
+/// The dispatchers of every channel, ready to run.
+pub fn dispatchers(
+    store: Arc<dyn EventStore>,
+    settings: &NotificationSettings,
+    wakeup: &Wakeup,
+) -> Result<Vec<Dispatcher>, ProviderConfigError> {
+    Ok(providers(settings)?
+        .into_iter()
+        .map(|provider| Dispatcher::new(store.clone(), provider, settings.policy, wakeup.clone()))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use cornershop_domain::{EventEnvelope, LineItem, Metadata};
+    use rust_decimal_macros::dec;
+    use uuid::Uuid;
+
+    fn event(event_type: &str) -> StoredEvent {
+        StoredEvent {
+            position: 1,
+            envelope: EventEnvelope {
+                event_id: Uuid::from_u128(9),
+                event_type: event_type.into(),
+                aggregate_id: "ord-1".into(),
+                aggregate_type: cornershop_domain::AggregateType::Order,
+                timestamp: Utc::now(),
+                version: 1,
+                schema_version: 1,
+                data: serde_json::json!({}),
+                metadata: Metadata {
+                    correlation_id: "c".into(),
+                    causation_id: "c".into(),
+                    user_id: None,
+                    source: "test".into(),
+                },
+            },
+            topic: None,
+            partition: None,
+            offset: None,
+        }
+    }
+
+    fn facts(phone: Option<&str>) -> OrderFacts {
+        OrderFacts {
+            order_id: "ord-1".into(),
+            customer_id: "cust-1".into(),
+            email: " ada@example.com ".into(),
+            phone: phone.map(str::to_string),
+            name: "Ada".into(),
+            items: vec![LineItem {
+                sku: "MUG-1".into(),
+                name: "Mug".into(),
+                quantity: 1,
+                unit_price: dec!(9.99),
+            }],
+            total: dec!(9.99),
+        }
+    }
+
+    fn channels(planned: &[NewNotification]) -> Vec<(&str, &str)> {
+        planned
+            .iter()
+            .map(|n| (n.channel.as_str(), n.recipient.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn a_plan_records_one_notification_per_channel_with_its_recipient() {
+        let shipped = Occasion::OrderShipped {
+            carrier: "DHL".into(),
+            tracking_number: "TRK-9".into(),
+        };
+        let now = Utc::now();
+        let planned = plan(
+            &event("OrderShipped"),
+            &shipped,
+            &facts(Some("+15550001")),
+            now,
+        );
+        assert_eq!(
+            channels(&planned),
+            [("email", "ada@example.com"), ("sms", "+15550001")]
+        );
+        let sms = &planned[1];
+        assert_eq!(sms.event_id, Uuid::from_u128(9));
+        assert_eq!(sms.event_type, "OrderShipped");
+        assert_eq!(sms.template, "order-shipped");
+        assert_eq!(
+            (sms.order_id.as_str(), sms.customer_id.as_str()),
+            ("ord-1", "cust-1")
+        );
+        assert!(sms.body_text.contains("TRK-9"));
+        assert_eq!(sms.body_html, None);
+        assert_eq!(sms.created_at, now);
+        assert!(planned[0].body_html.as_deref().unwrap().contains("TRK-9"));
+
+        // No phone: no SMS.
+        let planned = plan(&event("OrderShipped"), &shipped, &facts(Some(" ")), now);
+        assert_eq!(channels(&planned), [("email", "ada@example.com")]);
+
+        let planned = plan(
+            &event("OrderDelivered"),
+            &Occasion::OrderDelivered,
+            &facts(None),
+            now,
+        );
+        assert_eq!(
+            channels(&planned),
+            [
+                ("email", "ada@example.com"),
+                ("push", "/topics/customer-cust-1")
+            ]
+        );
+        assert_eq!(planned[1].subject, "Order delivered");
+    }
+
+    #[test]
+    fn channels_name_their_leases_and_dead_letters() {
+        for channel in Channel::ALL {
+            assert_eq!(Channel::parse(channel.as_str()), Some(channel));
+            assert_eq!(channel.lease(), format!("notifications-{channel}"));
+            assert_eq!(
+                dead_letter_consumer(channel),
+                format!("notification-service:{channel}")
+            );
+        }
+        assert_eq!(Channel::parse("fax"), None);
+    }
+
+    #[test]
+    fn channels_without_a_url_log() {
+        let kinds = |s: &NotificationSettings| -> Vec<(Channel, &'static str)> {
+            providers(s)
+                .unwrap()
+                .iter()
+                .map(|p| (p.channel(), p.kind()))
+                .collect()
+        };
+        let default = NotificationSettings::default();
+        assert_eq!(
+            kinds(&default),
+            [
+                (Channel::Email, "log"),
+                (Channel::Sms, "log"),
+                (Channel::Push, "log")
+            ]
+        );
+        let configured = NotificationSettings {
+            smtp_url: Some("smtp://127.0.0.1:2525".into()),
+            sms_url: Some("http://127.0.0.1:1/sms".into()),
+            push_url: Some("http://127.0.0.1:1/push".into()),
+            ..NotificationSettings::default()
+        };
+        assert_eq!(
+            kinds(&configured),
+            [
+                (Channel::Email, "smtp"),
+                (Channel::Sms, "http"),
+                (Channel::Push, "http")
+            ]
+        );
+        let bad = NotificationSettings {
+            smtp_url: Some("smtps://mail.example.com".into()),
+            ..NotificationSettings::default()
+        };
+        assert!(providers(&bad).is_err());
+    }
+}
