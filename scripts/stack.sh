@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The local test stack: a single-node Kafka broker (scripts/kafka.sh) and a private
-# PostgreSQL cluster (scripts/postgres.sh), plus Debian's kcat for tests.
+# PostgreSQL cluster (scripts/postgres.sh), plus Debian's kcat, python3-aiosmtpd,
+# prometheus (with promtool) and prometheus-postgres-exporter for tests.
 #
 # Usage: scripts/stack.sh {start|stop|status|env}
 #
@@ -30,6 +31,12 @@ print_env() {
 install_debian_packages() {
     local missing=()
     command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+    # The notification tests' SMTP server (tests/support/smtp_sink.py).
+    dpkg -s python3-aiosmtpd >/dev/null 2>&1 || missing+=(python3-aiosmtpd)
+    # The observability tests (crates/server/tests/observability.rs): promtool and a real
+    # Prometheus, and PostgreSQL's exporter for the Infrastructure dashboard.
+    command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+    command -v prometheus-postgres-exporter >/dev/null 2>&1 || missing+=(prometheus-postgres-exporter)
     command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
     command -v mvn >/dev/null 2>&1 || missing+=(maven)
     if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! id postgres >/dev/null 2>&1; then

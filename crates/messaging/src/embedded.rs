@@ -84,3 +84,44 @@ pub async fn run_embedded(consumer: Consumer, mut shutdown: watch::Receiver<bool
     }
     tracing::info!(consumer = name, position, "consumer stopped");
 }
+
+/// On the embedded default the store's log is the topic: an event is published when its
+/// append commits and subscribers can see it. This task counts those publications with
+/// the same metrics the Kafka relay uses (`events_published_total`,
+/// `event_publish_duration_seconds`: from the event's timestamp to its being read off the
+/// log), so dashboards read the same on both transports.
+pub async fn count_publications(
+    store: std::sync::Arc<dyn cornershop_store::EventStore>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut head = store.watch_head();
+    let mut position = *head.borrow_and_update();
+    metrics::gauge!("kafka_producer_queue_size", "client_id" => "embedded").set(0.0);
+    while !*shutdown.borrow() {
+        head.borrow_and_update();
+        match store.read_log(position, BATCH).await {
+            Ok(batch) if !batch.is_empty() => {
+                let now = chrono::Utc::now();
+                for event in &batch {
+                    let labels = [
+                        ("event_type", event.envelope.event_type.clone()),
+                        ("topic", event.envelope.aggregate_type.topic().to_string()),
+                    ];
+                    metrics::counter!("events_published_total", &labels).increment(1);
+                    let waited = (now - event.envelope.timestamp).num_microseconds().unwrap_or(0);
+                    metrics::histogram!("event_publish_duration_seconds", &labels)
+                        .record(waited.max(0) as f64 / 1e6);
+                    position = event.position;
+                }
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "cannot read the log for publication metrics"),
+        }
+        tokio::select! {
+            changed = head.changed() => if changed.is_err() { break },
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+    }
+}

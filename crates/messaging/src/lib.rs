@@ -22,7 +22,7 @@ use cornershop_store::{DeadLetter, EventStore, StoreError, StoredEvent};
 use rand::Rng;
 use tokio::sync::watch;
 
-pub use embedded::run_embedded;
+pub use embedded::{count_publications, run_embedded};
 
 /// Why a handler could not handle an event.
 #[derive(Debug, Clone, thiserror::Error)]

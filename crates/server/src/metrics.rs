@@ -17,13 +17,34 @@ pub fn handle() -> PrometheusHandle {
             let buckets = [
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             ];
-            PrometheusBuilder::new()
+            let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".to_string()), &buckets)
                 .expect("valid buckets")
                 .install_recorder()
-                .expect("the metrics recorder is installed once")
+                .expect("the metrics recorder is installed once");
+            start_counters_at_zero();
+            handle
         })
         .clone()
+}
+
+/// Counters whose series would otherwise only appear with their first increment start at
+/// 0: `rate()` and `increase()` then see that first increment (a series born at 1 counts
+/// as no increase), and an error counter that never counted reads 0 rather than "no
+/// data". Event types are a known set; the error counters' labels are not, so they start
+/// as one series without labels.
+fn start_counters_at_zero() {
+    for event_type in cornershop_domain::DomainEvent::TYPES {
+        metrics::counter!("events_stored_total", "event_type" => *event_type).increment(0);
+    }
+    for name in [
+        "events_publish_errors_total",
+        "events_consume_errors_total",
+        "notification_send_errors_total",
+        "dead_letters_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
 }
 
 pub async fn render() -> impl IntoResponse {
@@ -33,16 +54,32 @@ pub async fn render() -> impl IntoResponse {
     )
 }
 
-/// Keeps `event_store_size` (the number of stored events) current; several processes may
-/// append to one store, so it is read from the store rather than counted locally.
+/// Keeps the gauges read from the store current: `event_store_size` (the number of stored
+/// events) and `dead_letters_pending{consumer_group}` (dead letters not yet resolved by a
+/// retry). Several processes share one store, so these are read from it rather than
+/// counted locally (every process reports the same value: aggregate with `max`).
 pub async fn refresh_store_size(
     store: std::sync::Arc<dyn cornershop_store::EventStore>,
     every: std::time::Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    // Groups reported before: a group whose dead letters were all resolved goes to 0.
+    let mut groups = std::collections::BTreeSet::<String>::new();
     while !*shutdown.borrow() {
         if let Ok(stats) = store.stats().await {
             metrics::gauge!("event_store_size").set(stats.total_events as f64);
+        }
+        if let Ok(pending) = store.dead_letters(Some("pending")).await {
+            let mut counts: std::collections::BTreeMap<String, u64> =
+                groups.iter().map(|g| (g.clone(), 0)).collect();
+            for letter in pending {
+                *counts.entry(letter.consumer).or_default() += 1;
+            }
+            for (group, count) in &counts {
+                metrics::gauge!("dead_letters_pending", "consumer_group" => group.clone())
+                    .set(*count as f64);
+            }
+            groups = counts.into_keys().collect();
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
