@@ -201,9 +201,616 @@ impl Cluster {
 }
 
 /// The default split for the shared end-to-end suite: three service processes, two
-/// relays (one active, one standby).
+/// relays (one active, one standby); the reporting service (the read models that the order
+/// queries read) runs beside the order and inventory services.
 pub const DEFAULT_LAYOUT: &[&[&str]] = &[
     &["api", "relay"],
-    &["order", "inventory"],
+    &["order", "inventory", "reporting"],
     &["payment", "relay"],
 ];
+
+// ---------------------------------------------------------------------------------------
+// Helpers for the production-path fault tests (tests/production.rs, tests/broker_restart.rs).
+
+impl Process {
+    /// The operating-system process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn has_role(&self, role: &str) -> bool {
+        self.name.split('+').any(|r| r == role)
+    }
+
+    /// The last `lines` lines of the process's log (for failure messages), without the
+    /// access log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let mut tail: Vec<&str> = text
+            .lines()
+            .rev()
+            .filter(|l| !l.contains(r#""message":"request handled""#))
+            .take(lines)
+            .collect();
+        tail.reverse();
+        tail.join("\n")
+    }
+}
+
+/// A cluster with the given layout (and `extra_flags` after the default workflow
+/// settings), with a [`TestApp`](super::TestApp) client on its API. With
+/// `CORNERSHOP_TEST_KEEP_LOGS` set, the processes' logs are kept (the path is printed). The cluster is
+/// returned apart, so that a test can kill and restart its processes while tasks share the
+/// client; the client's `cluster` is `None`.
+pub async fn start_shop(layout: &[&[&str]], extra_flags: &[String]) -> (super::TestApp, Cluster) {
+    let mut data_dir = tempfile::tempdir().expect("temp dir");
+    if std::env::var_os("CORNERSHOP_TEST_KEEP_LOGS").is_some() {
+        data_dir.disable_cleanup(true);
+        eprintln!("cluster logs kept in {}", data_dir.path().display());
+    }
+    let mut flags = workflow_flags(&ServeArgs::for_data_dir(data_dir.path()));
+    flags.extend(extra_flags.iter().cloned());
+    let cluster = Cluster::start(layout, &flags, data_dir.path()).await;
+    let app = super::TestApp {
+        base: cluster.api_base(),
+        client: reqwest::Client::new(),
+        data_dir,
+        stop: None,
+        cluster: None,
+    };
+    (app, cluster)
+}
+
+impl Cluster {
+    /// The process running with this operating-system pid.
+    pub fn process_with_pid(&mut self, pid: u32) -> Option<&mut Process> {
+        self.processes.iter_mut().find(|p| p.pid() == Some(pid))
+    }
+
+    /// A small pool on the cluster's database, for checks straight in the store.
+    pub async fn db(&self) -> sqlx::PgPool {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&self.database_url)
+            .await
+            .expect("connect to the cluster's database")
+    }
+
+    /// The four event topics (carts, orders, payments, inventory) in this namespace.
+    pub fn event_topics(&self) -> Vec<String> {
+        [
+            "carts.events",
+            "orders.events",
+            "payments.events",
+            "inventory.events",
+        ]
+        .iter()
+        .map(|t| self.topic(t))
+        .collect()
+    }
+
+    /// Every message of `topic` now, read with kcat.
+    pub async fn read_topic(&self, topic: &str) -> Vec<KafkaMessage> {
+        kcat_read(&self.brokers, topic).await
+    }
+
+    /// Every message of the four event topics.
+    pub async fn read_event_topics(&self) -> Vec<KafkaMessage> {
+        let mut all = Vec::new();
+        for topic in self.event_topics() {
+            all.extend(self.read_topic(&topic).await);
+        }
+        all
+    }
+
+    /// Stops every process, deletes this cluster's Kafka topics and drops its database, so
+    /// that test runs do not pile up on the shared broker (whose start-up, and so the
+    /// recovery after a restart, slows down with every partition it holds). Nothing is
+    /// deleted with `CORNERSHOP_TEST_KEEP_LOGS` set. Failures only warn.
+    pub async fn dispose(mut self) {
+        for process in &mut self.processes {
+            process.kill();
+        }
+        if std::env::var_os("CORNERSHOP_TEST_KEEP_LOGS").is_some() {
+            return;
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka.sh");
+        let pattern = format!("{}.*", self.namespace.replace('.', "\\."));
+        let mut delete = tokio::process::Command::new(script);
+        delete
+            .args([
+                "tool",
+                "org.apache.kafka.tools.TopicCommand",
+                "--bootstrap-server",
+            ])
+            .args([&self.brokers, "--delete", "--topic", &pattern])
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        match tokio::time::timeout(Duration::from_secs(60), delete.output()).await {
+            Ok(Ok(out)) if out.status.success() => {}
+            Ok(Ok(out)) => eprintln!(
+                "could not delete the topics {pattern}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Ok(Err(e)) => eprintln!("could not run kafka.sh to delete the topics {pattern}: {e}"),
+            Err(_) => eprintln!("deleting the topics {pattern} took more than 60 s"),
+        }
+        let database = self
+            .database_url
+            .rsplit_once('/')
+            .map(|(_, name)| name.to_string())
+            .unwrap_or_default();
+        let dropped = async {
+            let mut admin =
+                <sqlx::PgConnection as sqlx::Connection>::connect(&required_env(DATABASE_ENV))
+                    .await?;
+            sqlx::Executor::execute(
+                &mut admin,
+                format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)").as_str(),
+            )
+            .await
+        }
+        .await;
+        if let Err(e) = dropped {
+            eprintln!("could not drop the database {database}: {e}");
+        }
+    }
+
+    /// Logs of every process, last lines first per process (for failure messages).
+    pub fn log_tails(&self, lines: usize) -> String {
+        self.processes
+            .iter()
+            .map(|p| {
+                format!(
+                    "--- {} (port {}) ---\n{}",
+                    p.name,
+                    p.port,
+                    p.log_tail(lines)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// One Kafka message as kcat's JSON output shows it.
+#[derive(Debug, Clone)]
+pub struct KafkaMessage {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub payload: Option<String>,
+}
+
+impl KafkaMessage {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The payload as JSON, when it is JSON.
+    pub fn json(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(self.payload.as_deref()?).ok()
+    }
+
+    /// The eventId of the envelope in the payload, when there is one.
+    pub fn event_id(&self) -> Option<String> {
+        self.json()?["eventId"].as_str().map(str::to_string)
+    }
+}
+
+async fn run_kcat(args: &[String], what: &str) -> std::process::Output {
+    let mut command = tokio::process::Command::new("kcat");
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .unwrap_or_else(|_| panic!("kcat {what} took more than 60 s"))
+        .expect("kcat runs (is it installed?)");
+    assert!(
+        output.status.success(),
+        "kcat {what} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Every message of `topic` from the beginning to the current end (`kcat -C -e -J`).
+pub async fn kcat_read(brokers: &str, topic: &str) -> Vec<KafkaMessage> {
+    let args: Vec<String> = [
+        "-C",
+        "-b",
+        brokers,
+        "-t",
+        topic,
+        "-o",
+        "beginning",
+        "-e",
+        "-J",
+        "-q",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let output = run_kcat(&args, &format!("reading {topic}")).await;
+    let text = String::from_utf8(output.stdout).expect("kcat -J prints UTF-8");
+    text.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("kcat -J line is not JSON ({e}): {line}"));
+            let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
+            let headers = v["headers"]
+                .as_array()
+                .map(|h| {
+                    h.chunks(2)
+                        .map(|kv| {
+                            (
+                                text(&kv[0]).unwrap_or_default(),
+                                kv.get(1).and_then(text).unwrap_or_default(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            KafkaMessage {
+                topic: text(&v["topic"]).expect("topic"),
+                partition: v["partition"].as_i64().expect("partition") as i32,
+                offset: v["offset"].as_i64().expect("offset"),
+                key: text(&v["key"]),
+                headers,
+                payload: text(&v["payload"]),
+            }
+        })
+        .collect()
+}
+
+/// Produces one message with kcat (`kcat -P`), to `partition` when given.
+pub async fn kcat_produce(
+    brokers: &str,
+    topic: &str,
+    partition: Option<i32>,
+    key: &str,
+    headers: &[(&str, &str)],
+    payload: &str,
+) {
+    // A file argument is produced as one message, whatever it contains.
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), payload).expect("write the payload");
+    let mut args: Vec<String> = ["-P", "-b", brokers, "-t", topic, "-k", key]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    if let Some(p) = partition {
+        args.push("-p".into());
+        args.push(p.to_string());
+    }
+    for (name, value) in headers {
+        args.push("-H".into());
+        args.push(format!("{name}={value}"));
+    }
+    args.push(file.path().display().to_string());
+    run_kcat(&args, &format!("producing to {topic}")).await;
+}
+
+/// How many partitions `topic` has (`kcat -L -J`).
+pub async fn kcat_partitions(brokers: &str, topic: &str) -> i32 {
+    let args: Vec<String> = ["-L", "-b", brokers, "-t", topic, "-J"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let output = run_kcat(&args, &format!("metadata of {topic}")).await;
+    let v: serde_json::Value = serde_json::from_slice(&output.stdout).expect("kcat -L -J");
+    v["topics"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["topic"] == topic))
+        .and_then(|t| t["partitions"].as_array())
+        .map(|p| p.len() as i32)
+        .unwrap_or_else(|| panic!("no metadata for {topic}: {v}"))
+}
+
+/// An event as the PostgreSQL store holds it, with where the relay published it.
+#[derive(Debug, Clone)]
+pub struct StoredRow {
+    pub position: i64,
+    pub event_id: String,
+    pub event_type: String,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub version: i64,
+    pub correlation_id: String,
+    pub causation_id: String,
+    pub topic: Option<String>,
+    pub partition: Option<i32>,
+    pub offset: Option<i64>,
+}
+
+/// The whole log, in position order.
+pub async fn stored_events(db: &sqlx::PgPool) -> Vec<StoredRow> {
+    type Row = (
+        i64,
+        String,
+        String,
+        String,
+        String,
+        i64,
+        String,
+        String,
+        Option<String>,
+        Option<i32>,
+        Option<i64>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT position, event_id::text, event_type, aggregate_type, aggregate_id, version, \
+         metadata->>'correlationId', metadata->>'causationId', topic, kafka_partition, \
+         kafka_offset FROM events ORDER BY position",
+    )
+    .fetch_all(db)
+    .await
+    .expect("read the events table");
+    rows.into_iter()
+        .map(|r| StoredRow {
+            position: r.0,
+            event_id: r.1,
+            event_type: r.2,
+            aggregate_type: r.3,
+            aggregate_id: r.4,
+            version: r.5,
+            correlation_id: r.6,
+            causation_id: r.7,
+            topic: r.8,
+            partition: r.9,
+            offset: r.10,
+        })
+        .collect()
+}
+
+/// How many stored events have no recorded Kafka offset yet.
+pub async fn unpublished_count(db: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE kafka_offset IS NULL")
+        .fetch_one(db)
+        .await
+        .expect("count unpublished events")
+}
+
+/// The pid in the outbox-relay lease's holder (`relay-pid<PID>-<uuid>`), if it is held.
+pub async fn relay_lease_pid(db: &sqlx::PgPool) -> Option<u32> {
+    let holder: Option<String> =
+        sqlx::query_scalar("SELECT holder FROM leases WHERE name = 'outbox-relay'")
+            .fetch_optional(db)
+            .await
+            .expect("read the relay lease");
+    let holder = holder?;
+    let pid = holder
+        .strip_prefix("relay-pid")
+        .and_then(|rest| rest.split('-').next())
+        .unwrap_or_else(|| panic!("unexpected relay lease holder {holder:?}"));
+    Some(
+        pid.parse()
+            .unwrap_or_else(|_| panic!("no pid in {holder:?}")),
+    )
+}
+
+/// Each order's latest event type (by version) in the event store, the source of truth
+/// (the order queries of the API may lag behind it, or need the reporting role). An order
+/// whose `OrderCreated` is not stored yet is absent.
+pub async fn order_progress(
+    db: &sqlx::PgPool,
+    orders: &[String],
+) -> std::collections::BTreeMap<String, String> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT DISTINCT ON (aggregate_id) aggregate_id, event_type FROM events \
+         WHERE aggregate_type = 'Order' AND aggregate_id = ANY($1) \
+         ORDER BY aggregate_id, version DESC",
+    )
+    .bind(orders)
+    .fetch_all(db)
+    .await
+    .expect("read the orders' events");
+    rows.into_iter().collect()
+}
+
+/// "Confirmed" or "Cancelled" when the order's latest event ends the workflow.
+pub fn outcome(latest_event_type: &str) -> Option<&'static str> {
+    match latest_event_type {
+        "OrderConfirmed" => Some("Confirmed"),
+        "OrderCancelled" => Some("Cancelled"),
+        _ => None,
+    }
+}
+
+/// Waits (at most `limit`) until every order in `orders` is Confirmed or Cancelled in the
+/// event store, every stored event has a recorded Kafka offset, and the log has been quiet
+/// for a second. Returns each order's outcome ("Confirmed" or "Cancelled").
+pub async fn wait_final_and_published(
+    cluster: &Cluster,
+    db: &sqlx::PgPool,
+    orders: &[String],
+    limit: Duration,
+) -> std::collections::BTreeMap<String, &'static str> {
+    let started = Instant::now();
+    loop {
+        let progress = order_progress(db, orders).await;
+        let mut outcomes = std::collections::BTreeMap::new();
+        let mut pending = Vec::new();
+        for id in orders {
+            match progress.get(id) {
+                Some(latest) => match outcome(latest) {
+                    Some(done) => {
+                        outcomes.insert(id.clone(), done);
+                    }
+                    None => pending.push(format!("{id}: {latest}")),
+                },
+                None => pending.push(format!("{id}: not created")),
+            }
+        }
+        let unpublished = unpublished_count(db).await;
+        if pending.is_empty() && unpublished == 0 {
+            let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events")
+                .fetch_one(db)
+                .await
+                .expect("head");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let again: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events")
+                .fetch_one(db)
+                .await
+                .expect("head");
+            if again == head && unpublished_count(db).await == 0 {
+                return outcomes;
+            }
+        }
+        assert!(
+            started.elapsed() < limit,
+            "after {limit:?}: {} of {} orders not Confirmed/Cancelled (e.g. {:?}), {unpublished} \
+             events without a Kafka offset\n{}",
+            pending.len(),
+            orders.len(),
+            &pending[..pending.len().min(5)],
+            cluster.log_tails(15)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Waits (at most `limit`) until the order is Confirmed or Cancelled in the event store.
+pub async fn wait_for_outcome(db: &sqlx::PgPool, order: &str, limit: Duration) -> &'static str {
+    let started = Instant::now();
+    let ids = [order.to_string()];
+    loop {
+        let latest = order_progress(db, &ids).await.remove(order);
+        if let Some(done) = latest.as_deref().and_then(outcome) {
+            return done;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "order {order} still at {latest:?} after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every stored event is in Kafka at least once, and the (topic, partition, offset) the
+/// store recorded for it holds a message with that eventId.
+pub fn assert_every_event_published(stored: &[StoredRow], messages: &[KafkaMessage]) {
+    use std::collections::{HashMap, HashSet};
+    let at: HashMap<(&str, i32, i64), Option<String>> = messages
+        .iter()
+        .map(|m| ((m.topic.as_str(), m.partition, m.offset), m.event_id()))
+        .collect();
+    let in_kafka: HashSet<String> = messages.iter().filter_map(KafkaMessage::event_id).collect();
+    let missing: Vec<&StoredRow> = stored
+        .iter()
+        .filter(|e| !in_kafka.contains(&e.event_id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} stored events are not in Kafka, e.g. {:?}",
+        missing.len(),
+        stored.len(),
+        missing.first()
+    );
+    for e in stored {
+        let (Some(topic), Some(partition), Some(offset)) = (&e.topic, e.partition, e.offset) else {
+            panic!("no publication recorded for {e:?}");
+        };
+        match at.get(&(topic.as_str(), partition, offset)) {
+            Some(Some(id)) => assert_eq!(
+                id, &e.event_id,
+                "{topic}/{partition}@{offset}, recorded for {} v{} {}, holds event {id}",
+                e.aggregate_id, e.version, e.event_type
+            ),
+            Some(None) => panic!("{topic}/{partition}@{offset} holds no envelope ({e:?})"),
+            None => panic!("no message at {topic}/{partition}@{offset}, recorded for {e:?}"),
+        }
+    }
+}
+
+/// Per aggregate, Kafka holds the events in version order: all of an aggregate's
+/// messages are in one partition, and by offset, with repeats (redeliveries by a relay
+/// that took over) dropped at their first occurrence, the versions are exactly 1, 2, 3…
+/// up to the stored version. Returns how many messages were repeats.
+pub fn assert_per_aggregate_order(stored: &[StoredRow], messages: &[KafkaMessage]) -> usize {
+    use std::collections::{BTreeMap, HashSet};
+    let mut latest: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+    for e in stored {
+        let v = latest
+            .entry((e.aggregate_type.as_str(), e.aggregate_id.as_str()))
+            .or_default();
+        *v = (*v).max(e.version);
+    }
+    let mut by_aggregate: BTreeMap<(String, String), Vec<(&KafkaMessage, serde_json::Value)>> =
+        BTreeMap::new();
+    for m in messages {
+        let envelope = m
+            .json()
+            .unwrap_or_else(|| panic!("a message that is not an envelope: {m:?}"));
+        let key = (
+            envelope["aggregateType"].as_str().unwrap_or("").to_string(),
+            envelope["aggregateId"].as_str().unwrap_or("").to_string(),
+        );
+        by_aggregate.entry(key).or_default().push((m, envelope));
+    }
+    let mut repeats = 0;
+    for ((aggregate_type, aggregate_id), mut list) in by_aggregate {
+        let places: HashSet<(&str, i32)> = list
+            .iter()
+            .map(|(m, _)| (m.topic.as_str(), m.partition))
+            .collect();
+        assert_eq!(
+            places.len(),
+            1,
+            "{aggregate_type} {aggregate_id} is spread over {places:?}"
+        );
+        list.sort_by_key(|(m, _)| m.offset);
+        let mut seen = HashSet::new();
+        let mut versions = Vec::new();
+        for (_, envelope) in &list {
+            if seen.insert(envelope["eventId"].as_str().unwrap_or("").to_string()) {
+                versions.push(envelope["version"].as_i64().expect("version"));
+            } else {
+                repeats += 1;
+            }
+        }
+        assert!(
+            versions.windows(2).all(|w| w[0] < w[1]),
+            "{aggregate_type} {aggregate_id}: versions in Kafka order (first occurrences) \
+             are not increasing: {versions:?}"
+        );
+        // Events stored after `stored` was read may be in Kafka already: compare the rest.
+        let last = latest
+            .get(&(aggregate_type.as_str(), aggregate_id.as_str()))
+            .copied()
+            .unwrap_or(0);
+        let known: Vec<i64> = versions.iter().copied().filter(|v| *v <= last).collect();
+        assert_eq!(
+            known,
+            (1..=last).collect::<Vec<i64>>(),
+            "{aggregate_type} {aggregate_id}: versions in Kafka order (first occurrences)"
+        );
+    }
+    repeats
+}
+
+/// No effect was applied twice: (causationId, aggregateId, eventType) is unique over the
+/// whole log.
+pub fn assert_no_effect_twice(stored: &[StoredRow]) {
+    let mut counts: std::collections::HashMap<(&str, &str, &str), usize> = Default::default();
+    for e in stored {
+        *counts
+            .entry((&e.causation_id, &e.aggregate_id, &e.event_type))
+            .or_default() += 1;
+    }
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "effects applied more than once (causationId, aggregateId, eventType) -> count: {twice:?}"
+    );
+}
