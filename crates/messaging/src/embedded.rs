@@ -108,7 +108,9 @@ pub async fn count_publications(
                         ("topic", event.envelope.aggregate_type.topic().to_string()),
                     ];
                     metrics::counter!("events_published_total", &labels).increment(1);
-                    let waited = (now - event.envelope.timestamp).num_microseconds().unwrap_or(0);
+                    let waited = (now - event.envelope.timestamp)
+                        .num_microseconds()
+                        .unwrap_or(0);
                     metrics::histogram!("event_publish_duration_seconds", &labels)
                         .record(waited.max(0) as f64 / 1e6);
                     position = event.position;

@@ -62,13 +62,21 @@ impl KafkaSettings {
 
     /// The seed's idempotent producer.
     pub fn producer(&self) -> Result<FutureProducer, KafkaError> {
+        self.producer_with_timeout(Duration::from_secs(30))
+    }
+
+    /// The producer, giving up on a message after `timeout` (retries included).
+    pub fn producer_with_timeout(&self, timeout: Duration) -> Result<FutureProducer, KafkaError> {
         self.client()
             .set("client.id", PUBLISHER_CLIENT_ID)
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("message.send.max.retries", "10")
             .set("retry.backoff.ms", "1000")
-            .set("message.timeout.ms", "30000")
+            .set(
+                "message.timeout.ms",
+                timeout.as_millis().max(1000).to_string(),
+            )
             .set("linger.ms", "5")
             .create()
     }
@@ -239,7 +247,9 @@ pub async fn run_relay(
         std::process::id(),
         Uuid::new_v4().simple()
     );
-    let producer = match settings.producer() {
+    // A batch must fail (and the loop renew the lease) before the lease can lapse, or a
+    // standby could take over while this relay still waits on deliveries.
+    let producer = match settings.producer_with_timeout(lease_ttl / 2) {
         Ok(p) => p,
         Err(e) => {
             tracing::error!(error = %e, "cannot create the Kafka producer; relay not started");
