@@ -27,3 +27,6 @@ cargo test --workspace --locked
 
 echo "== the end-to-end workflow suite on PostgreSQL + Kafka, services in separate processes"
 CORNERSHOP_TEST_BACKEND=production cargo test --locked --workspace --test workflow
+
+echo "== the read models on PostgreSQL + Kafka: queries, verify after the workflow's kinds of orders, rebuild, a killed reporting process"
+CORNERSHOP_TEST_BACKEND=production cargo test --locked --workspace --test readmodels

@@ -26,6 +26,45 @@ pub struct Cli {
 pub enum Command {
     /// Run the shop: the HTTP API and every service, on the embedded store by default.
     Serve(ServeArgs),
+    /// Rebuild or verify the read models of the reporting service (CQRS projections).
+    #[command(subcommand)]
+    Projections(ProjectionsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Rebuild read models from the event store into shadow tables, then swap them in
+    /// atomically; a running shop keeps answering queries meanwhile.
+    Rebuild {
+        /// The projection to rebuild (reporting-service, the only one); all when absent.
+        name: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        log: LogArgs,
+    },
+    /// Compare every order's (and every SKU's) read model with the state replayed from its
+    /// events; print each mismatch and exit with status 1 when there is any.
+    Verify {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        log: LogArgs,
+    },
+}
+
+/// The store settings of `serve`, for the commands that work on a shop's data.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Directory of the embedded event store (cornershop.db) and read models (readmodels.db).
+    #[arg(long, env = "CORNERSHOP_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// PostgreSQL event store, e.g. postgres://user:password@host:5432/cornershop
+    /// (production); its read models are in the same database. When absent, the embedded
+    /// SQLite files under --data-dir are used.
+    #[arg(long, env = "CORNERSHOP_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -40,7 +79,7 @@ pub struct ServeArgs {
     pub data_dir: PathBuf,
 
     /// Which parts of the shop this process runs, comma-separated: all, or any of api,
-    /// order, payment, inventory, relay.
+    /// order, payment, inventory, notification, reporting, relay.
     #[arg(
         long,
         env = "CORNERSHOP_ROLES",
@@ -64,6 +103,10 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub workflow: WorkflowArgs,
+
+    /// Boxed: the settings are many, and `ServeArgs` sits in the `Command` enum.
+    #[command(flatten)]
+    pub notifications: Box<NotificationArgs>,
 
     #[command(flatten)]
     pub log: LogArgs,
@@ -130,6 +173,80 @@ impl Default for WorkflowArgs {
     }
 }
 
+/// The notification service's providers. A channel without a URL uses the `log` provider,
+/// which only logs what it would send.
+#[derive(Debug, Clone, Args)]
+pub struct NotificationArgs {
+    /// SMTP server for email, e.g. smtp://127.0.0.1:2525 or smtp://user:password@host:587
+    /// (plain SMTP; credentials percent-encoded). Unset: emails are only logged.
+    #[arg(long, env = "CORNERSHOP_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+
+    /// The sender of emails.
+    #[arg(
+        long,
+        env = "CORNERSHOP_MAIL_FROM",
+        default_value = "CornerShop <orders@cornershop.local>"
+    )]
+    pub mail_from: String,
+
+    /// SMS provider endpoint (http://...): POST {"to", "from", "body"} with a bearer token.
+    /// Unset: SMS are only logged.
+    #[arg(long, env = "CORNERSHOP_SMS_URL")]
+    pub sms_url: Option<String>,
+
+    /// Bearer token for the SMS provider.
+    #[arg(long, env = "CORNERSHOP_SMS_TOKEN", hide_env_values = true)]
+    pub sms_token: Option<String>,
+
+    /// The sender of SMS (a number or an alphanumeric sender id).
+    #[arg(long, env = "CORNERSHOP_SMS_FROM", default_value = "CornerShop")]
+    pub sms_from: String,
+
+    /// Push provider endpoint (http://...): POST {"to": "/topics/customer-<id>",
+    /// "notification": {"title", "body"}, "data"} with a bearer token. Unset: pushes are
+    /// only logged.
+    #[arg(long, env = "CORNERSHOP_PUSH_URL")]
+    pub push_url: Option<String>,
+
+    /// Bearer token for the push provider.
+    #[arg(long, env = "CORNERSHOP_PUSH_TOKEN", hide_env_values = true)]
+    pub push_token: Option<String>,
+
+    /// The first retry's delay after a provider error that may pass; each next one doubles
+    /// (with jitter), up to 5 minutes.
+    #[arg(
+        long,
+        env = "CORNERSHOP_NOTIFICATION_RETRY_DELAY",
+        default_value = "1s"
+    )]
+    pub notification_retry_delay: humantime::Duration,
+
+    /// How often a notification is tried before it fails and goes to the dead letters.
+    #[arg(
+        long,
+        env = "CORNERSHOP_NOTIFICATION_MAX_ATTEMPTS",
+        default_value_t = 8
+    )]
+    pub notification_max_attempts: u32,
+}
+
+impl Default for NotificationArgs {
+    fn default() -> Self {
+        Self {
+            smtp_url: None,
+            mail_from: "CornerShop <orders@cornershop.local>".to_string(),
+            sms_url: None,
+            sms_token: None,
+            sms_from: "CornerShop".to_string(),
+            push_url: None,
+            push_token: None,
+            notification_retry_delay: std::time::Duration::from_secs(1).into(),
+            notification_max_attempts: 8,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct LogArgs {
     /// Log filter in RUST_LOG syntax, e.g. "info" or "info,cornershop_app=debug".
@@ -151,6 +268,14 @@ pub enum LogFormat {
 }
 
 impl ServeArgs {
+    /// The store settings alone.
+    pub fn store_args(&self) -> StoreArgs {
+        StoreArgs {
+            data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
+        }
+    }
+
     /// Settings for a test or an embedded use: a free port on loopback and the given
     /// data directory.
     pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
@@ -162,6 +287,7 @@ impl ServeArgs {
             kafka: KafkaArgs::default(),
             max_body_bytes: 64 * 1024,
             workflow: WorkflowArgs::default(),
+            notifications: Box::default(),
             log: LogArgs {
                 filter: None,
                 log_format: LogFormat::Auto,

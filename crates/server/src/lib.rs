@@ -6,6 +6,7 @@
 pub mod api;
 pub mod config;
 pub mod metrics;
+pub mod projections;
 pub mod roles;
 pub mod startup;
 pub mod telemetry;

@@ -1,5 +1,5 @@
 use clap::Parser;
-use cornershop_server::config::{Cli, Command};
+use cornershop_server::config::{Cli, Command, ProjectionsCommand};
 use cornershop_server::{startup::Application, telemetry};
 
 #[tokio::main]
@@ -12,6 +12,16 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(address = %app.local_addr(), "cornershop is listening");
             app.run_until_stopped(telemetry::shutdown_signal()).await?;
             tracing::info!("cornershop stopped");
+        }
+        Command::Projections(ProjectionsCommand::Rebuild { name, store, log }) => {
+            telemetry::init(&log)?;
+            cornershop_server::projections::rebuild(name, &store).await?;
+        }
+        Command::Projections(ProjectionsCommand::Verify { store, log }) => {
+            telemetry::init(&log)?;
+            if !cornershop_server::projections::verify(&store).await? {
+                std::process::exit(1);
+            }
         }
     }
     Ok(())

@@ -17,9 +17,11 @@ pub enum Role {
     Payment,
     /// The inventory service (reserves and releases stock).
     Inventory,
-    /// The notification service (not built yet).
+    /// The notification service: records each order event's email, SMS and push
+    /// notifications, and sends them (one process per channel at a time).
     Notification,
-    /// The reporting service (not built yet).
+    /// The reporting service: keeps the read models that the query API reads
+    /// (consumer group `reporting-service`).
     Reporting,
     /// The outbox relay to Kafka (needs --kafka-brokers).
     Relay,
@@ -37,14 +39,18 @@ impl Roles {
         for role in asked {
             match role {
                 Role::All => {
-                    roles.extend([Role::Api, Role::Order, Role::Payment, Role::Inventory]);
+                    roles.extend([
+                        Role::Api,
+                        Role::Order,
+                        Role::Payment,
+                        Role::Inventory,
+                        Role::Notification,
+                        Role::Reporting,
+                    ]);
                     if kafka {
                         roles.push(Role::Relay);
                     }
                 }
-                Role::Notification | Role::Reporting => anyhow::bail!(
-                    "the {role:?} role is not built yet; run the others (api, order, payment, inventory, relay)"
-                ),
                 Role::Relay if !kafka => {
                     anyhow::bail!("the relay role publishes to Kafka: give --kafka-brokers too")
                 }
@@ -74,6 +80,9 @@ impl Roles {
         if self.has(Role::Payment) {
             services.push(Service::Payment);
         }
+        if self.has(Role::Notification) {
+            services.push(Service::Notification);
+        }
         services
     }
 
@@ -92,7 +101,18 @@ mod tests {
     #[test]
     fn all_expands_to_the_built_roles_and_the_relay_only_with_kafka() {
         let embedded = Roles::resolve(&[Role::All], false).unwrap();
-        assert_eq!(embedded.names(), ["api", "order", "payment", "inventory"]);
+        assert_eq!(
+            embedded.names(),
+            [
+                "api",
+                "order",
+                "payment",
+                "inventory",
+                "notification",
+                "reporting"
+            ]
+        );
+        assert!(embedded.services().contains(&Service::Notification));
         let kafka = Roles::resolve(&[Role::All], true).unwrap();
         assert!(kafka.has(Role::Relay));
     }
@@ -100,7 +120,10 @@ mod tests {
     #[test]
     fn a_relay_without_kafka_and_unbuilt_roles_are_refused() {
         assert!(Roles::resolve(&[Role::Relay], false).is_err());
-        assert!(Roles::resolve(&[Role::Notification], true).is_err());
+        let reporting = Roles::resolve(&[Role::Reporting], false).unwrap();
+        assert!(reporting.has(Role::Reporting) && reporting.services().is_empty());
+        let notification = Roles::resolve(&[Role::Notification], false).unwrap();
+        assert_eq!(notification.services(), [Service::Notification]);
         assert!(Roles::resolve(&[], true).is_err());
     }
 

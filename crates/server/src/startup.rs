@@ -9,6 +9,8 @@ use std::time::Duration;
 use cornershop_app::{CommandBus, SystemClock};
 use cornershop_messaging::kafka::{run_kafka_consumer, run_relay, KafkaSettings};
 use cornershop_messaging::{run_embedded, Consumer, Handler, RetryPolicy};
+use cornershop_readmodels::{ReadModelStore, ReportingProjection};
+use cornershop_services::notifications::{DispatchPolicy, NotificationSettings};
 use cornershop_services::{ServicesConfig, SimulatedGateway, SimulatedGatewayConfig};
 use cornershop_store::{EventStore, PgEventStore, SqliteEventStore};
 use tokio::net::TcpListener;
@@ -16,18 +18,24 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState};
-use crate::config::ServeArgs;
+use crate::config::{ServeArgs, StoreArgs};
 use crate::roles::{Role, Roles};
 
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     store: Arc<dyn EventStore>,
+    read_models: Arc<dyn ReadModelStore>,
     stop_background: watch::Sender<bool>,
     background: Vec<JoinHandle<()>>,
 }
 
 async fn open_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn EventStore>> {
+    open_event_store(&args.store_args()).await
+}
+
+/// Opens the event store that `serve` would use with these settings.
+pub async fn open_event_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn EventStore>> {
     Ok(match &args.database_url {
         Some(url) => Arc::new(
             PgEventStore::connect(url)
@@ -41,6 +49,46 @@ async fn open_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn EventStore>> {
             )
         })?),
     })
+}
+
+/// Opens the read models beside the event store: `readmodels.db` in the data directory, or
+/// the schema `readmodels` of the PostgreSQL database.
+pub async fn open_read_models(args: &StoreArgs) -> anyhow::Result<Arc<dyn ReadModelStore>> {
+    Ok(match &args.database_url {
+        Some(url) => Arc::new(
+            cornershop_readmodels::connect_postgres(url)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL read models: {e}"))?,
+        ),
+        None => Arc::new(
+            cornershop_readmodels::open_sqlite(&args.data_dir)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot open the read models in {}: {e}",
+                        args.data_dir.display()
+                    )
+                })?,
+        ),
+    })
+}
+
+/// The notification providers and retry settings from the command line.
+fn notification_settings(args: &ServeArgs) -> NotificationSettings {
+    let n = &args.notifications;
+    let mut policy = DispatchPolicy::default();
+    policy.retry.base_delay = n.notification_retry_delay.into();
+    policy.retry.max_attempts = n.notification_max_attempts.max(1);
+    NotificationSettings {
+        smtp_url: n.smtp_url.clone(),
+        mail_from: n.mail_from.clone(),
+        sms_url: n.sms_url.clone(),
+        sms_token: n.sms_token.clone(),
+        sms_from: n.sms_from.clone(),
+        push_url: n.push_url.clone(),
+        push_token: n.push_token.clone(),
+        policy,
+    }
 }
 
 impl Application {
@@ -67,6 +115,7 @@ impl Application {
         let roles = Roles::resolve(&args.roles, kafka.is_some())?;
         crate::metrics::handle();
         let store = open_store(&args).await?;
+        let read_models = open_read_models(&args.store_args()).await?;
         let bus = CommandBus::new(store.clone(), Arc::new(SystemClock));
         let workflow = &args.workflow;
         let config = ServicesConfig {
@@ -76,6 +125,7 @@ impl Application {
                 base_delay: workflow.consumer_retry_delay.into(),
                 max_delay: Duration::from_secs(10),
             },
+            notification_wakeup: Default::default(),
         };
         let gateway = Arc::new(SimulatedGateway::new(SimulatedGatewayConfig {
             max_amount: workflow.payment_max_amount,
@@ -90,6 +140,25 @@ impl Application {
                 policy: config.retry,
             });
         }
+        if roles.has(Role::Reporting) {
+            registry.add(Consumer {
+                handler: Arc::new(ReportingProjection::new(read_models.clone(), store.clone())),
+                store: store.clone(),
+                policy: config.retry,
+            });
+        }
+
+        // Checked before anything starts: a bad provider setting stops the process here.
+        let dispatchers = if roles.has(Role::Notification) {
+            cornershop_services::notifications::dispatchers(
+                store.clone(),
+                &notification_settings(&args),
+                &config.notification_wakeup,
+            )
+            .map_err(|e| anyhow::anyhow!("invalid notification settings: {e}"))?
+        } else {
+            Vec::new()
+        };
 
         let (stop_background, stopped) = watch::channel(false);
         let mut background = Vec::new();
@@ -108,6 +177,13 @@ impl Application {
                         stopped.clone(),
                     )));
                 }
+                let groups = registry.consumers().map(|c| c.name().to_string()).collect();
+                background.push(tokio::spawn(cornershop_messaging::kafka::monitor_lag(
+                    settings.clone(),
+                    groups,
+                    Duration::from_secs(10),
+                    stopped.clone(),
+                )));
                 if roles.has(Role::Relay) {
                     let ttl = args
                         .kafka
@@ -128,8 +204,22 @@ impl Application {
                         stopped.clone(),
                     )));
                 }
+                background.push(tokio::spawn(cornershop_messaging::count_publications(
+                    store.clone(),
+                    stopped.clone(),
+                )));
             }
         }
+        // One dispatcher per channel: a channel's outage holds up no other channel and no
+        // consumer (the notification consumer only records notifications).
+        for dispatcher in dispatchers {
+            background.push(tokio::spawn(dispatcher.run(stopped.clone())));
+        }
+        background.push(tokio::spawn(crate::metrics::refresh_store_size(
+            store.clone(),
+            Duration::from_secs(10),
+            stopped.clone(),
+        )));
         if roles.has(Role::Order) {
             background.push(tokio::spawn(cornershop_services::expiry::run_timers(
                 bus.clone(),
@@ -145,7 +235,11 @@ impl Application {
         );
 
         let router = api::router(
-            AppState { bus, registry },
+            AppState {
+                bus,
+                registry,
+                read_models: read_models.clone(),
+            },
             args.max_body_bytes,
             roles.has(Role::Api),
         );
@@ -156,6 +250,7 @@ impl Application {
             listener,
             router,
             store,
+            read_models,
             stop_background,
             background,
         })
@@ -180,6 +275,7 @@ impl Application {
             let _ = task.await;
         }
         self.store.close().await;
+        self.read_models.close().await;
         Ok(())
     }
 }

@@ -10,9 +10,12 @@
 //! - [`payments::PaymentService`] (`payment-service`): authorizes and captures through the
 //!   payment gateway, refunds a completed payment of a cancelled order.
 //! - [`expiry`] (`cart-expiry`): durable timers that expire idle carts.
+//! - [`notifications::NotificationService`] (`notification-service`): records the emails,
+//!   SMS and push notifications of an order's events; its dispatchers send them.
 
 pub mod expiry;
 pub mod inventory;
+pub mod notifications;
 pub mod payments;
 pub mod saga;
 
@@ -33,6 +36,8 @@ pub struct ServicesConfig {
     /// A cart idle this long expires.
     pub cart_ttl: Duration,
     pub retry: RetryPolicy,
+    /// Wakes the notification dispatchers when the notification consumer records work.
+    pub notification_wakeup: notifications::Wakeup,
 }
 
 impl Default for ServicesConfig {
@@ -40,6 +45,7 @@ impl Default for ServicesConfig {
         Self {
             cart_ttl: Duration::from_secs(30 * 60),
             retry: RetryPolicy::default(),
+            notification_wakeup: notifications::Wakeup::default(),
         }
     }
 }
@@ -152,6 +158,7 @@ pub enum Service {
     Order,
     Inventory,
     Payment,
+    Notification,
 }
 
 /// Builds the consumers of the given services.
@@ -184,6 +191,12 @@ pub fn consumers(
                 bus.clone(),
                 gateway.clone(),
             )))),
+            Service::Notification => {
+                registry.add(consumer(Arc::new(notifications::NotificationService::new(
+                    bus.clone(),
+                    config.notification_wakeup.clone(),
+                ))))
+            }
         }
     }
     registry

@@ -9,7 +9,9 @@ pub mod extract;
 pub mod health;
 pub mod inventory;
 pub mod middleware;
+pub mod notifications;
 pub mod orders;
+pub mod reports;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
@@ -27,6 +29,8 @@ pub struct AppState {
     pub bus: CommandBus,
     /// The consumers running in this process, for re-driving dead letters.
     pub registry: ConsumerRegistry,
+    /// The reporting service's read models: what the queries read.
+    pub read_models: std::sync::Arc<dyn cornershop_readmodels::ReadModelStore>,
 }
 
 #[derive(OpenApi)]
@@ -44,6 +48,12 @@ pub struct AppState {
         carts::remove_item,
         carts::checkout,
         orders::get_order,
+        orders::list_orders,
+        orders::customer_orders,
+        reports::inventory,
+        reports::sales,
+        reports::projections,
+        reports::rebuild,
         orders::timeline,
         orders::ship,
         orders::deliver,
@@ -51,6 +61,7 @@ pub struct AppState {
         deadletters::list,
         deadletters::retry,
         deadletters::consumers,
+        notifications::list,
         eventstore::replay,
         eventstore::events,
         eventstore::stats,
@@ -62,12 +73,15 @@ pub struct AppState {
 pub struct ApiDoc;
 
 /// The routes. A process without the api role serves only its health, its consumers'
-/// checkpoints and dead letters.
+/// checkpoints, dead letters and the notification log.
 pub fn router(state: AppState, max_body_bytes: usize, shop_api: bool) -> Router {
     let mut router = Router::new()
         .route("/api/deadletters", get(deadletters::list))
         .route("/api/deadletters/{id}/retry", post(deadletters::retry))
         .route("/api/consumers", get(deadletters::consumers))
+        .route("/api/projections", get(reports::projections))
+        .route("/api/projections/{name}/rebuild", post(reports::rebuild))
+        .route("/api/notifications", get(notifications::list))
         .route("/api/openapi.json", get(openapi))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
@@ -86,7 +100,14 @@ pub fn router(state: AppState, max_body_bytes: usize, shop_api: bool) -> Router 
                 delete(carts::remove_item),
             )
             .route("/api/carts/{cart_id}/checkout", post(carts::checkout))
+            .route("/api/orders", get(orders::list_orders))
             .route("/api/orders/{order_id}", get(orders::get_order))
+            .route(
+                "/api/customers/{customer_id}/orders",
+                get(orders::customer_orders),
+            )
+            .route("/api/inventory", get(reports::inventory))
+            .route("/api/reports/sales", get(reports::sales))
             .route("/api/orders/{order_id}/timeline", get(orders::timeline))
             .route("/api/orders/{order_id}/ship", post(orders::ship))
             .route("/api/orders/{order_id}/deliver", post(orders::deliver))
@@ -99,6 +120,7 @@ pub fn router(state: AppState, max_body_bytes: usize, shop_api: bool) -> Router 
             .route("/api/eventstore/stats", get(eventstore::stats));
     }
     router
+        .route_layer(axum::middleware::from_fn(middleware::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))

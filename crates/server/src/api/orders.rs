@@ -1,50 +1,29 @@
-//! Orders: read access (replayed from the order's events for now) and the commands a
-//! person sends: ship, deliver, cancel. Every event of an order carries the checkout's
-//! correlation id, also those caused by these requests.
+//! Orders: queries on the reporting service's read models (one order, a filtered and
+//! paged listing, a customer's history; never the event store), and the commands a person
+//! sends: ship, deliver, cancel. Every event of an order carries the checkout's correlation
+//! id, also those caused by these requests.
 
 use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use cornershop_app::{fold_stored, CommandContext, Reply};
-use cornershop_domain::{AggregateType, Order, OrderCommand, Payment};
-use cornershop_services::payment_id_for;
+use cornershop_domain::{AggregateType, Order, OrderCommand};
+use cornershop_readmodels::verify::replay_order;
+use cornershop_readmodels::{OrderCursor, OrderPage, OrderQuery, OrderReadModel, ORDER_STATUSES};
 use cornershop_store::{StoredEvent, TimeRange};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::carts::CartLineView;
 use super::error::{ApiError, Problem};
-use super::extract::{Command, Ctx, Path};
+use super::extract::{Command, Ctx, Path, Query};
+use super::reports::{read_model_error, window};
 use super::{reply, AppState};
 
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct OrderView {
-    pub order_id: String,
-    pub cart_id: String,
-    pub customer_id: String,
-    /// Created, Validated, Confirmed, Shipped, Delivered or Cancelled.
-    pub status: String,
-    #[schema(value_type = String)]
-    pub total_amount: Decimal,
-    pub items: Vec<CartLineView>,
-    pub payment_id: Option<String>,
-    pub payment_status: Option<String>,
-    pub carrier: Option<String>,
-    pub tracking_number: Option<String>,
-    pub cancel_reason: Option<String>,
-    pub created_at: Option<DateTime<Utc>>,
-    pub validated_at: Option<DateTime<Utc>>,
-    pub confirmed_at: Option<DateTime<Utc>>,
-    pub shipped_at: Option<DateTime<Utc>>,
-    pub delivered_at: Option<DateTime<Utc>>,
-    pub cancelled_at: Option<DateTime<Utc>>,
-    /// The checkout's correlation id, shared by every event of the order.
-    pub correlation_id: String,
-    pub version: u64,
-}
+/// Orders per page by default, and at most.
+pub const DEFAULT_ORDERS_PAGE: u32 = 50;
+pub const MAX_ORDERS_PAGE: u32 = 500;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -104,62 +83,175 @@ async fn load_order(
     Ok((order, events))
 }
 
-fn when(events: &[StoredEvent], event_type: &str) -> Option<DateTime<Utc>> {
-    events
-        .iter()
-        .find(|e| e.envelope.event_type == event_type)
-        .map(|e| e.envelope.timestamp)
+/// The order as its events say it is now (the answer to a command on it, which must not
+/// lag behind like the read models may).
+async fn replayed(state: &AppState, order_id: &str) -> Result<OrderReadModel, ApiError> {
+    replay_order(&state.bus, order_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("order '{order_id}' does not exist")))
 }
 
-async fn view(state: &AppState, order_id: &str) -> Result<OrderView, ApiError> {
-    let (order, events) = load_order(state, order_id).await?;
-    let payment_id = payment_id_for(order_id);
-    let (payment, payment_version) = state.bus.load::<Payment>(&payment_id).await?;
-    let lines = order
-        .items
-        .iter()
-        .map(|l| CartLineView {
-            sku: l.sku.clone(),
-            name: l.name.clone(),
-            quantity: l.quantity,
-            unit_price: l.unit_price,
-            line_total: l.line_total(),
-        })
-        .collect();
-    Ok(OrderView {
-        order_id: order.order_id.clone(),
-        cart_id: order.cart_id.clone(),
-        customer_id: order.customer_id.clone(),
-        status: format!("{:?}", order.status),
-        total_amount: order.total_amount,
-        items: lines,
-        payment_id: (payment_version > 0).then_some(payment_id),
-        payment_status: (payment_version > 0).then(|| format!("{:?}", payment.status)),
-        carrier: order.carrier.clone(),
-        tracking_number: order.tracking_number.clone(),
-        cancel_reason: order.cancel_reason.clone(),
-        created_at: when(&events, "OrderCreated"),
-        validated_at: when(&events, "OrderValidated"),
-        confirmed_at: when(&events, "OrderConfirmed"),
-        shipped_at: when(&events, "OrderShipped"),
-        delivered_at: when(&events, "OrderDelivered"),
-        cancelled_at: when(&events, "OrderCancelled"),
-        correlation_id: events[0].envelope.metadata.correlation_id.clone(),
-        version: events.last().map_or(0, |e| e.envelope.version),
-    })
-}
-
+/// An order from the read models. It appears shortly after its checkout, and follows its
+/// events within moments.
 #[utoipa::path(get, path = "/api/orders/{orderId}", tag = "orders",
     params(("orderId" = String, Path)),
     responses(
-        (status = 200, body = OrderView),
+        (status = 200, body = OrderReadModel),
         (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_order(
     State(state): State<AppState>,
     Path(order_id): Path<String>,
-) -> Result<Json<OrderView>, ApiError> {
-    Ok(Json(view(&state, &order_id).await?))
+) -> Result<Json<OrderReadModel>, ApiError> {
+    match state
+        .read_models
+        .order(&order_id)
+        .await
+        .map_err(read_model_error)?
+    {
+        Some(order) => Ok(Json(order)),
+        None => Err(ApiError::not_found(format!(
+            "order '{order_id}' does not exist (an order appears shortly after its checkout)"
+        ))),
+    }
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrderListParams {
+    /// One status or several, comma-separated: Created, Validated, Confirmed, Shipped,
+    /// Delivered, Cancelled.
+    pub status: Option<String>,
+    pub customer_id: Option<String>,
+    /// Orders created at or after this instant (RFC 3339).
+    pub from: Option<DateTime<Utc>>,
+    /// Orders created at or before this instant (RFC 3339).
+    pub to: Option<DateTime<Utc>>,
+    /// Orders whose total is at least this amount.
+    #[param(value_type = Option<String>, example = "25.00")]
+    pub min_total: Option<Decimal>,
+    /// Page size, 1 to 500; default 50.
+    pub limit: Option<u32>,
+    /// The previous page's `nextCursor`.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CustomerOrdersParams {
+    /// One status or several, comma-separated.
+    pub status: Option<String>,
+    /// Page size, 1 to 500; default 50.
+    pub limit: Option<u32>,
+    /// The previous page's `nextCursor`.
+    pub cursor: Option<String>,
+}
+
+fn order_query(params: OrderListParams) -> Result<OrderQuery, ApiError> {
+    let limit = params.limit.unwrap_or(DEFAULT_ORDERS_PAGE);
+    if !(1..=MAX_ORDERS_PAGE).contains(&limit) {
+        return Err(ApiError::invalid(format!(
+            "limit must be between 1 and {MAX_ORDERS_PAGE}, got {limit}"
+        )));
+    }
+    let statuses: Vec<String> = match &params.status {
+        None => Vec::new(),
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .map(|s| {
+                ORDER_STATUSES
+                    .iter()
+                    .find(|known| known.eq_ignore_ascii_case(s))
+                    .map(|known| known.to_string())
+                    .ok_or_else(|| {
+                        ApiError::invalid(format!(
+                            "'{s}' is not an order status; use {}",
+                            ORDER_STATUSES.join(", ")
+                        ))
+                    })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    window(params.from, params.to)?;
+    if let Some(min) = params.min_total {
+        if min.is_sign_negative() && !min.is_zero() {
+            return Err(ApiError::invalid(format!(
+                "minTotal must not be negative, got {min}"
+            )));
+        }
+    }
+    if let Some(customer) = &params.customer_id {
+        if customer.trim().is_empty() {
+            return Err(ApiError::invalid("customerId must not be empty"));
+        }
+    }
+    let after = params
+        .cursor
+        .as_deref()
+        .map(|token| {
+            OrderCursor::decode(token).ok_or_else(|| {
+                ApiError::invalid("cursor is not one this API gave out (pass nextCursor as it is)")
+            })
+        })
+        .transpose()?;
+    Ok(OrderQuery {
+        statuses,
+        customer_id: params.customer_id,
+        from: params.from,
+        to: params.to,
+        min_total: params.min_total,
+        limit,
+        after,
+    })
+}
+
+/// Orders from the read models, newest first, filtered; keyset pagination with an opaque
+/// cursor (`nextCursor`), so that pages neither skip nor repeat orders.
+#[utoipa::path(get, path = "/api/orders", tag = "orders",
+    params(OrderListParams),
+    responses(
+        (status = 200, body = OrderPage),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_orders(
+    State(state): State<AppState>,
+    Query(params): Query<OrderListParams>,
+) -> Result<Json<OrderPage>, ApiError> {
+    let query = order_query(params)?;
+    let page = state
+        .read_models
+        .orders(&query)
+        .await
+        .map_err(read_model_error)?;
+    Ok(Json(page))
+}
+
+/// A customer's order history from the read models, newest first, paged like `/api/orders`.
+#[utoipa::path(get, path = "/api/customers/{customerId}/orders", tag = "orders",
+    params(("customerId" = String, Path), CustomerOrdersParams),
+    responses(
+        (status = 200, body = OrderPage),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn customer_orders(
+    State(state): State<AppState>,
+    Path(customer_id): Path<String>,
+    Query(params): Query<CustomerOrdersParams>,
+) -> Result<Json<OrderPage>, ApiError> {
+    let query = order_query(OrderListParams {
+        status: params.status,
+        customer_id: Some(customer_id),
+        limit: params.limit,
+        cursor: params.cursor,
+        ..OrderListParams::default()
+    })?;
+    let page = state
+        .read_models
+        .orders(&query)
+        .await
+        .map_err(read_model_error)?;
+    Ok(Json(page))
 }
 
 /// Every event of the order's business transaction (its correlation id) in causal order,
@@ -221,7 +313,7 @@ async fn order_command(
         .await?;
     Ok(reply(Reply {
         status: 200,
-        body: serde_json::to_value(view(state, order_id).await?).expect("views serialize"),
+        body: serde_json::to_value(replayed(state, order_id).await?).expect("views serialize"),
     }))
 }
 
@@ -230,7 +322,7 @@ async fn order_command(
     params(("orderId" = String, Path)),
     request_body = ShipOrder,
     responses(
-        (status = 200, body = OrderView),
+        (status = 200, body = OrderReadModel),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "the order is not confirmed", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -256,7 +348,7 @@ pub async fn ship(
 #[utoipa::path(post, path = "/api/orders/{orderId}/deliver", tag = "orders",
     params(("orderId" = String, Path)),
     responses(
-        (status = 200, body = OrderView),
+        (status = 200, body = OrderReadModel),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "the order is not shipped", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -274,7 +366,7 @@ pub async fn deliver(
     params(("orderId" = String, Path)),
     request_body = CancelOrder,
     responses(
-        (status = 200, body = OrderView),
+        (status = 200, body = OrderReadModel),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "the order has shipped or is cancelled", body = Problem, content_type = "application/problem+json"),
     ))]
