@@ -333,6 +333,7 @@ async fn a_killed_relay_is_replaced_and_every_event_reaches_kafka_in_order() {
         "{} holds the relay lease",
         victim.name
     );
+    let victim_port = victim.port;
     victim.kill();
     eprintln!(
         "killed the active relay (pid {active}) after {} checkouts, {unpublished_at_kill} \
@@ -359,6 +360,25 @@ async fn a_killed_relay_is_replaced_and_every_event_reaches_kafka_in_order() {
         .process_with_pid(successor)
         .unwrap_or_else(|| panic!("the new lease holder pid {successor} is none of ours"));
     assert!(successor_process.has_role("relay"));
+
+    // The killed relay restarts and stands by: the successor keeps the lease, and what is
+    // appended now is still published exactly where the store says.
+    let restarted = cluster
+        .processes
+        .iter_mut()
+        .find(|p| p.port == victim_port)
+        .expect("the killed relay's process");
+    restarted.restart().await;
+    let after_restart = app.order(&[("MUG", 1)], "tok_visa").await;
+    let holder = cluster::relay_lease_pid(&db)
+        .await
+        .expect("a relay holds the lease after the restart");
+    assert_eq!(
+        holder, successor,
+        "the restarted relay took the lease from a live one"
+    );
+    orders.push(after_restart);
+    cluster::wait_final_and_published(&cluster, &db, &orders, Duration::from_secs(60)).await;
 
     let stored = cluster::stored_events(&db).await;
     let messages = cluster.read_event_topics().await;

@@ -173,26 +173,37 @@ pub struct NewNotification {
     pub created_at: DateTime<Utc>,
 }
 
-/// A recorded notification and where its delivery stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A recorded notification and where its delivery stands: one per (event, channel).
+/// Served as is by `GET /api/notifications`, without the message bodies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct Notification {
     pub id: u64,
+    /// The event that caused it.
     pub event_id: Uuid,
     pub event_type: String,
+    /// `email`, `sms` or `push`.
     pub channel: String,
     pub template: String,
     pub order_id: String,
     pub customer_id: String,
+    /// An email address, a phone number or a push topic.
     pub recipient: String,
+    /// The email's subject or the push notification's title (empty for SMS).
     pub subject: String,
+    #[serde(skip)]
     pub body_text: String,
+    #[serde(skip)]
     pub body_html: Option<String>,
-    /// One of [`notification_status`].
+    /// One of [`notification_status`]: `pending` (not tried yet), `sent`, `retrying` (after
+    /// an error that may pass) or `failed` (a permanent error or out of attempts; also in
+    /// the dead letters).
     pub status: String,
     /// Attempts to send so far.
     pub attempts: u32,
     pub provider_message_id: Option<String>,
     pub last_error: Option<String>,
+    /// When the next attempt is due (pending and retrying notifications).
     pub next_attempt_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

@@ -37,8 +37,7 @@ pub async fn list(
         .bus
         .store()
         .dead_letters(params.status.as_deref())
-        .await
-        .map_err(cornershop_app::AppError::from)?;
+        .await?;
     Ok(Json(letters))
 }
 
@@ -70,7 +69,7 @@ pub async fn retry(
             "consumer-not-here",
             e.to_string(),
         )),
-        Err(RedriveError::Store(e)) => Err(cornershop_app::AppError::from(e).into()),
+        Err(RedriveError::Store(e)) => Err(e.into()),
     }
 }
 
@@ -78,11 +77,6 @@ pub async fn retry(
 #[utoipa::path(get, path = "/api/consumers", tag = "deadletters",
     responses((status = 200, body = [Checkpoint])))]
 pub async fn consumers(State(state): State<AppState>) -> Result<Json<Vec<Checkpoint>>, ApiError> {
-    let checkpoints = state
-        .bus
-        .store()
-        .checkpoints()
-        .await
-        .map_err(cornershop_app::AppError::from)?;
+    let checkpoints = state.bus.store().checkpoints().await?;
     Ok(Json(checkpoints))
 }

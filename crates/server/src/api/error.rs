@@ -99,6 +99,14 @@ impl From<AppError> for ApiError {
     }
 }
 
+/// A store failure met outside a command (a query, a listing): reported like any other
+/// failure inside the server.
+impl From<cornershop_store::StoreError> for ApiError {
+    fn from(error: cornershop_store::StoreError) -> Self {
+        AppError::from(error).into()
+    }
+}
+
 impl From<BytesRejection> for ApiError {
     fn from(rejection: BytesRejection) -> Self {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {

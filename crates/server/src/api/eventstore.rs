@@ -140,12 +140,7 @@ pub async fn events(
         after: params.after.unwrap_or(0),
         limit,
     };
-    let events = state
-        .bus
-        .store()
-        .query(&query)
-        .await
-        .map_err(cornershop_app::AppError::from)?;
+    let events = state.bus.store().query(&query).await?;
     let next_after = (events.len() == limit as usize)
         .then(|| events.last().map(|e| e.position))
         .flatten();
@@ -156,11 +151,6 @@ pub async fn events(
 #[utoipa::path(get, path = "/api/eventstore/stats", tag = "eventstore",
     responses((status = 200, body = StoreStats)))]
 pub async fn stats(State(state): State<AppState>) -> Result<Json<StoreStats>, ApiError> {
-    let stats = state
-        .bus
-        .store()
-        .stats()
-        .await
-        .map_err(cornershop_app::AppError::from)?;
+    let stats = state.bus.store().stats().await?;
     Ok(Json(stats))
 }

@@ -72,8 +72,7 @@ async fn load_order(
         .bus
         .store()
         .load_aggregate(AggregateType::Order, order_id, TimeRange::default())
-        .await
-        .map_err(cornershop_app::AppError::from)?;
+        .await?;
     if events.is_empty() {
         return Err(ApiError::not_found(format!(
             "order '{order_id}' does not exist (an order appears shortly after its checkout)"
@@ -272,8 +271,7 @@ pub async fn timeline(
         .bus
         .store()
         .events_by_correlation(&correlation_id)
-        .await
-        .map_err(cornershop_app::AppError::from)?;
+        .await?;
     let events = all
         .into_iter()
         .map(|e| TimelineEntry {
