@@ -4,82 +4,22 @@
 //! process was down still expires (once).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod common;
+
+use common::cluster::Process;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    /// SIGKILL (Child::kill sends SIGKILL on Unix) and reap the process.
-    fn kill(&mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("the killed server is reaped");
-    }
-}
-
-impl Drop for Server {
-    /// A failing test must not leave a server running.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// Starts `cornershop serve` on a free loopback port with `extra` flags and waits until it
-/// is ready. Tries another port when the process exits first (the port was taken).
-async fn start(data_dir: &Path, extra: &[&str]) -> Server {
-    let client = reqwest::Client::new();
-    for _ in 0..3 {
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_cornershop"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(extra)
-            .env("CORNERSHOP_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the cornershop binary starts");
-        let mut server = Server {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = client
-                .get(format!("{}/health/ready", server.base))
-                .send()
-                .await
-            {
-                if r.status() == StatusCode::OK {
-                    return server;
-                }
-            }
-            if server.child.try_wait().expect("try_wait").is_some() {
-                break; // exited: most likely the port was taken meanwhile; try another
-            }
-            assert!(Instant::now() < deadline, "the server did not become ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    panic!("the server exited before becoming ready, three times");
+/// Starts `cornershop serve` on the embedded default in `data_dir` with `extra` flags and
+/// waits until it is ready; its log goes to `server.log` in the data directory.
+async fn start(data_dir: &Path, extra: &[&str]) -> Process {
+    let mut args = vec![format!("--data-dir={}", data_dir.display())];
+    args.extend(extra.iter().map(|flag| flag.to_string()));
+    Process::start("shop", args, data_dir.join("server.log")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -87,7 +27,7 @@ async fn every_acknowledged_event_survives_sigkill() {
     let data_dir = tempfile::tempdir().unwrap();
     let mut server = start(data_dir.path(), &[]).await;
     let client = reqwest::Client::new();
-    let base = server.base.clone();
+    let base = server.base();
 
     for i in 0..8 {
         let r = client
@@ -166,7 +106,10 @@ async fn every_acknowledged_event_survives_sigkill() {
     }
     for (cart, version) in &highest {
         let replay: Value = client
-            .get(format!("{}/api/eventstore/replay/Cart/{cart}", server.base))
+            .get(format!(
+                "{}/api/eventstore/replay/Cart/{cart}",
+                server.base()
+            ))
             .send()
             .await
             .unwrap()
@@ -189,7 +132,7 @@ async fn every_acknowledged_event_survives_sigkill() {
 
     // And it serves again: writes still work after the restart.
     let r = client
-        .post(format!("{}/api/carts", server.base))
+        .post(format!("{}/api/carts", server.base()))
         .json(&json!({"customerId": "after-restart"}))
         .send()
         .await
@@ -385,7 +328,7 @@ async fn orders_in_flight_survive_sigkill() {
     let data_dir = tempfile::tempdir().unwrap();
     let mut server = start(data_dir.path(), &flags).await;
     let client = reqwest::Client::new();
-    let base = server.base.clone();
+    let base = server.base();
 
     for (sku, price, quantity) in SKUS {
         let r = client
@@ -476,7 +419,7 @@ async fn orders_in_flight_survive_sigkill() {
     );
 
     let mut server = start(data_dir.path(), &flags).await;
-    let base = server.base.clone();
+    let base = server.base();
 
     // (a) Every acknowledged order reaches Confirmed or Cancelled, in bounded time.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -658,7 +601,7 @@ async fn cart_expires_after_a_restart_between_last_add_and_deadline() {
     let data_dir = tempfile::tempdir().unwrap();
     let mut server = start(data_dir.path(), &flags).await;
     let client = reqwest::Client::new();
-    let base = server.base.clone();
+    let base = server.base();
     let r = client
         .put(format!("{base}/api/inventory/CRASH-MUG"))
         .json(&json!({"name": "Mug", "unitPrice": "4.50", "quantity": 100}))
@@ -695,7 +638,7 @@ async fn cart_expires_after_a_restart_between_last_add_and_deadline() {
     .await;
     let restarting_at = chrono::Utc::now();
     let mut server = start(data_dir.path(), &flags).await;
-    let base = server.base.clone();
+    let base = server.base();
     let restarted = Instant::now();
     loop {
         let view = ok_json(&client, &format!("{base}/api/carts/{idle}")).await;

@@ -1044,23 +1044,13 @@ async fn every_seed_metric_is_exposed_after_one_order_on_the_embedded_default() 
     // The real binary in its own process: this test binary's in-process shops share one
     // metrics recorder, which would mix other tests' metrics in.
     let dir = tempfile::tempdir().expect("temp dir");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut shop = Child::spawn(
-        "cornershop",
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_cornershop"))
-            .arg("serve")
-            .arg(format!("--listen=127.0.0.1:{port}"))
-            .arg(format!("--data-dir={}", dir.path().join("data").display()))
-            .env_remove("CORNERSHOP_DATABASE_URL")
-            .env_remove("CORNERSHOP_KAFKA_BROKERS")
-            .env_remove("CORNERSHOP_ROLES")
-            .env_remove("CORNERSHOP_LISTEN")
-            .env("CORNERSHOP_LOG", "warn"),
+    let shop = cluster::Process::start(
+        "embedded",
+        vec![format!("--data-dir={}", dir.path().join("data").display())],
         dir.path().join("shop.log"),
-    );
-    shop.wait_ready(&format!("{base}/health/ready"), Duration::from_secs(30))
-        .await;
+    )
+    .await;
+    let base = shop.base();
     one_order(&base).await;
     assert_every_seed_metric(&[("embedded".to_string(), base)], Duration::from_secs(15)).await;
 }

@@ -29,13 +29,37 @@ pub fn required_env(name: &str) -> String {
 
 pub struct Process {
     pub name: String,
+    /// The port the process listens on, as it reported it (each start binds port 0 and
+    /// logs the address the kernel gave it, so two processes can never race for a port).
     pub port: u16,
     args: Vec<String>,
     child: Option<Child>,
     log: PathBuf,
+    /// Where this start's output begins in the (appended) log file.
+    log_start: u64,
 }
 
 impl Process {
+    /// Starts `cornershop serve` with `args` (all but `--listen`), its output appended to
+    /// `log`, and waits until it is ready.
+    pub async fn start(name: &str, args: Vec<String>, log: PathBuf) -> Self {
+        let mut process = Self::new(name, args, log);
+        process.spawn();
+        process.wait_ready().await;
+        process
+    }
+
+    fn new(name: &str, args: Vec<String>, log: PathBuf) -> Self {
+        Self {
+            name: name.to_string(),
+            port: 0,
+            args,
+            child: None,
+            log,
+            log_start: 0,
+        }
+    }
+
     pub fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -46,9 +70,16 @@ impl Process {
             .append(true)
             .open(&self.log)
             .expect("log file");
+        self.log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
+        self.port = 0;
         let child = Command::new(env!("CARGO_BIN_EXE_cornershop"))
             .arg("serve")
+            .arg("--listen=127.0.0.1:0")
             .args(&self.args)
+            // Only the flags configure a test process, never the caller's environment.
+            .env_remove("CORNERSHOP_DATABASE_URL")
+            .env_remove("CORNERSHOP_KAFKA_BROKERS")
+            .env_remove("CORNERSHOP_ROLES")
             .env("CORNERSHOP_LOG", "info,librdkafka=warn")
             .env("CORNERSHOP_LOG_FORMAT", "json")
             .stdout(log.try_clone().expect("log file"))
@@ -59,7 +90,7 @@ impl Process {
         self.child = Some(child);
     }
 
-    /// SIGKILL: no shutdown, no flush.
+    /// SIGKILL (no shutdown, no flush) and reap the process.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -71,7 +102,68 @@ impl Process {
     pub async fn restart(&mut self) {
         self.kill();
         self.spawn();
-        wait_ready(&self.base(), &self.log).await;
+        self.wait_ready().await;
+    }
+
+    /// This start's log output so far.
+    fn log_since_start(&self) -> String {
+        let text = std::fs::read(&self.log).unwrap_or_default();
+        let start = (self.log_start as usize).min(text.len());
+        String::from_utf8_lossy(&text[start..]).into_owned()
+    }
+
+    /// The port from this start's "cornershop is listening" log line, once written.
+    fn reported_port(&self) -> Option<u16> {
+        self.log_since_start().lines().find_map(|line| {
+            let entry: serde_json::Value = serde_json::from_str(line).ok()?;
+            if entry["message"] != "cornershop is listening" {
+                return None;
+            }
+            let address: std::net::SocketAddr = entry["address"].as_str()?.parse().ok()?;
+            Some(address.port())
+        })
+    }
+
+    /// Waits until the process has reported its port and answers `/health/ready`; panics
+    /// with its log when it exits first or takes longer than a minute.
+    async fn wait_ready(&mut self) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if self.port == 0 {
+                self.port = self.reported_port().unwrap_or(0);
+            }
+            if self.port != 0 {
+                if let Ok(r) = client
+                    .get(format!("{}/health/ready", self.base()))
+                    .send()
+                    .await
+                {
+                    if r.status().is_success() {
+                        return;
+                    }
+                }
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .is_none_or(|c| c.try_wait().ok().flatten().is_some());
+            if exited || Instant::now() > deadline {
+                let text = self.log_since_start();
+                let tail: Vec<&str> = text.lines().rev().take(20).collect();
+                panic!(
+                    "{} {}; log tail (newest first):\n{}",
+                    self.name,
+                    if exited {
+                        "exited before it was ready"
+                    } else {
+                        "never became ready"
+                    },
+                    tail.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 
@@ -79,31 +171,6 @@ impl Drop for Process {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-async fn wait_ready(base: &str, log: &Path) {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = client.get(format!("{base}/health/ready")).send().await {
-            if r.status().is_success() {
-                return;
-            }
-        }
-        if Instant::now() > deadline {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(20).collect();
-            panic!("{base} never became ready; log tail:\n{}", tail.join("\n"));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// The workflow settings of `ServeArgs` as command-line flags, so that tests configure
@@ -146,11 +213,9 @@ impl Cluster {
         };
         let namespace = format!("e2e{suffix:x}.");
         let mut processes = Vec::new();
-        for group in roles {
-            let port = free_port();
+        for (index, group) in roles.iter().enumerate() {
             let name = group.join("+");
             let mut args = vec![
-                format!("--listen=127.0.0.1:{port}"),
                 format!("--roles={}", group.join(",")),
                 format!("--database-url={database_url}"),
                 format!("--kafka-brokers={brokers}"),
@@ -158,18 +223,12 @@ impl Cluster {
                 "--relay-lease-ttl=2s".to_string(),
             ];
             args.extend(extra_flags.iter().cloned());
-            let mut process = Process {
-                log: logs.join(format!("{name}-{port}.log")),
-                name,
-                port,
-                args,
-                child: None,
-            };
+            let mut process = Process::new(&name, args, logs.join(format!("{index}-{name}.log")));
             process.spawn();
             processes.push(process);
         }
-        for p in &processes {
-            wait_ready(&p.base(), &p.log).await;
+        for p in &mut processes {
+            p.wait_ready().await;
         }
         Self {
             processes,
