@@ -34,6 +34,9 @@ pub struct CommandContext {
     pub causation_id: String,
     pub user_id: Option<String>,
     pub idempotency_key: Option<IdempotencyKey>,
+    /// The W3C trace id the command's events join; `None` derives one from the correlation
+    /// id (see `cornershop_store::trace`).
+    pub trace_id: Option<String>,
 }
 
 impl CommandContext {
@@ -46,6 +49,7 @@ impl CommandContext {
             causation_id: event.envelope.event_id.to_string(),
             user_id: metadata.user_id.clone(),
             idempotency_key: None,
+            trace_id: Some(event.trace_id.clone()),
         }
     }
 
@@ -57,6 +61,7 @@ impl CommandContext {
             causation_id: id,
             user_id: None,
             idempotency_key: None,
+            trace_id: None,
         }
     }
 }
@@ -346,6 +351,7 @@ impl CommandBus {
                 user_id: ctx.user_id.clone(),
                 source: source_of(event.aggregate_type()).to_string(),
             },
+            trace_id: ctx.trace_id.clone(),
         }
     }
 }

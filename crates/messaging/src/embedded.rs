@@ -59,6 +59,7 @@ pub async fn run_embedded(consumer: Consumer, mut shutdown: watch::Receiver<bool
                     eventType = %event.envelope.event_type,
                     aggregateId = %event.envelope.aggregate_id,
                     correlationId = %event.envelope.metadata.correlation_id,
+                    traceId = %event.trace_id,
                 );
                 let delivery =
                     tracing::Instrument::instrument(consumer.deliver(event, &mut shutdown), span)

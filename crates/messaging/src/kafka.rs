@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cornershop_domain::{AggregateType, EventEnvelope};
-use cornershop_store::{EventStore, Publication, StoreError, StoredEvent};
+use cornershop_store::{trace, EventStore, Publication, StoreError, StoredEvent};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -125,19 +125,9 @@ impl KafkaSettings {
     }
 }
 
-/// A W3C traceparent for an event: the trace id is derived from the correlation id (so
-/// every event of one order shares a trace) and the span id from the event id.
-pub fn traceparent(envelope: &EventEnvelope) -> String {
-    let trace = Uuid::new_v5(
-        &Uuid::NAMESPACE_OID,
-        envelope.metadata.correlation_id.as_bytes(),
-    );
-    let span = envelope.event_id.simple().to_string();
-    format!("00-{}-{}-01", trace.simple(), &span[..16])
-}
-
-fn headers(envelope: &EventEnvelope) -> OwnedHeaders {
-    let trace = traceparent(envelope);
+fn headers(event: &StoredEvent) -> OwnedHeaders {
+    let envelope = &event.envelope;
+    let trace = event.traceparent();
     OwnedHeaders::new()
         .insert(Header {
             key: "eventType",
@@ -182,15 +172,16 @@ pub async fn publish_batch(
         let record = FutureRecord::to(&topic)
             .key(event.envelope.aggregate_id.as_str())
             .payload(&payload)
-            .headers(headers(&event.envelope));
+            .headers(headers(event));
         let delivery = producer
             .send_result(record)
             .map_err(|(e, _)| RelayError::Kafka(e))?;
-        pending.push((event.position, topic, &event.envelope, delivery));
+        pending.push((event, topic, delivery));
     }
     let started = std::time::Instant::now();
     let mut published = Vec::with_capacity(pending.len());
-    for (position, topic, envelope, delivery) in pending {
+    for (event, topic, delivery) in pending {
+        let (position, envelope) = (event.position, &event.envelope);
         let event_type = envelope.event_type.as_str();
         let result = delivery.await;
         let ok = matches!(result, Ok(Ok(_)));
@@ -212,6 +203,7 @@ pub async fn publish_batch(
                 partition = d.partition,
                 offset = d.offset,
                 correlationId = %envelope.metadata.correlation_id,
+                traceId = %event.trace_id,
                 aggregateId = %envelope.aggregate_id,
                 "Event published successfully"
             );
@@ -322,6 +314,22 @@ pub async fn run_relay(
 }
 
 /// Why a message cannot be handed to a handler at all.
+/// The trace the message belongs to: its `traceparent` header (set by the relay), or for a
+/// message without one (another producer) the trace derived from its correlation id.
+fn message_trace_id(message: &BorrowedMessage<'_>, envelope: &EventEnvelope) -> String {
+    message
+        .headers()
+        .and_then(|headers| {
+            headers
+                .iter()
+                .find(|h| h.key == "traceparent")
+                .and_then(|h| h.value)
+        })
+        .and_then(|value| std::str::from_utf8(value).ok())
+        .and_then(trace::trace_id_from_traceparent)
+        .unwrap_or_else(|| trace::trace_id_for_correlation(&envelope.metadata.correlation_id))
+}
+
 fn parse(message: &BorrowedMessage<'_>) -> Result<EventEnvelope, String> {
     let payload = message.payload().ok_or("message has no payload")?;
     let envelope: EventEnvelope = serde_json::from_slice(payload)
@@ -448,6 +456,7 @@ pub async fn run_kafka_consumer(
                         topic: Some(message.topic().to_string()),
                         partition: Some(message.partition()),
                         offset: Some(message.offset()),
+                        trace_id: message_trace_id(&message, &envelope),
                         envelope,
                     };
                     let span = tracing::info_span!(
@@ -456,6 +465,7 @@ pub async fn run_kafka_consumer(
                         eventType = %event.envelope.event_type,
                         aggregateId = %event.envelope.aggregate_id,
                         correlationId = %event.envelope.metadata.correlation_id,
+                        traceId = %event.trace_id,
                         topic = message.topic(),
                     );
                     let delivery = tracing::Instrument::instrument(

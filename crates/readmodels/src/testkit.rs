@@ -73,6 +73,7 @@ fn new_event(event: &DomainEvent, at: DateTime<Utc>, correlation: &str) -> NewEv
             user_id: None,
             source: source_of(event.aggregate_type()).to_string(),
         },
+        trace_id: None,
     }
 }
 

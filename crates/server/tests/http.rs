@@ -456,6 +456,50 @@ async fn metadata_carries_correlation_user_and_source() {
     assert!(timestamp.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(timestamp).is_ok());
 }
 
+/// A request's W3C traceparent puts its events in the client's trace; without one (or with
+/// a malformed one, which is ignored, not refused) the trace id derives from the
+/// correlation id.
+#[tokio::test]
+async fn events_join_the_trace_of_the_request() {
+    let app = &spawn_app().await;
+    let cart_with = |traceparent: Option<&'static str>, correlation: &'static str| {
+        let mut request = app
+            .client
+            .post(app.url("/api/carts"))
+            .header("x-correlation-id", correlation)
+            .json(&json!({"customerId": "c"}));
+        if let Some(value) = traceparent {
+            request = request.header("traceparent", value);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::CREATED);
+            let cart: Value = response.json().await.unwrap();
+            let cart = cart["cartId"].as_str().unwrap().to_string();
+            let replay = app
+                .json(&format!("/api/eventstore/replay/cart/{cart}"))
+                .await;
+            replay["events"][0]["traceId"]
+                .as_str()
+                .expect("events carry traceId")
+                .to_string()
+        }
+    };
+    let given = "4bf92f3577b34da6a3ce929d0e0e4736";
+    assert_eq!(
+        cart_with(
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            "t-1"
+        )
+        .await,
+        given
+    );
+    let derived = cornershop_store::trace::trace_id_for_correlation("t-2");
+    assert_eq!(cart_with(None, "t-2").await, derived);
+    let derived = cornershop_store::trace::trace_id_for_correlation("t-3");
+    assert_eq!(cart_with(Some("00-zz-not-a-trace"), "t-3").await, derived);
+}
+
 #[tokio::test]
 async fn the_event_log_pages_in_global_order_with_filters() {
     let app = spawn_app().await;

@@ -1066,3 +1066,176 @@ async fn every_seed_metric_is_exposed_after_one_order_on_kafka() {
         .collect();
     assert_every_seed_metric(&processes, Duration::from_secs(30)).await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Trace context across processes
+
+/// The log lines of one process, each parsed as JSON (a line that is not JSON fails).
+fn json_log(process: &cluster::Process) -> Vec<Value> {
+    process
+        .log_lines()
+        .iter()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| {
+                panic!("{}: a log line is not JSON ({e}): {line}", process.name)
+            })
+        })
+        .collect()
+}
+
+/// What a log line is about, for failure messages and coverage: its consumer, or its
+/// message.
+fn line_role(line: &Value) -> String {
+    match line["consumer"].as_str() {
+        Some(consumer) => format!("{consumer}: {}", line["message"].as_str().unwrap_or("")),
+        None => line["message"].as_str().unwrap_or("").to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_orders_log_lines_share_its_correlation_and_trace_id_across_processes() {
+    let (app, kafka) = cluster::start_shop(LAYOUT, &[]).await;
+    let db = kafka.db().await;
+    app.stock("TRACE-MUG", "4.00", 10).await;
+    let cart = app.new_cart("cust-trace").await;
+    assert_eq!(
+        app.add(&cart, "TRACE-MUG", 2).await.status(),
+        StatusCode::OK
+    );
+
+    // The client starts the trace: its traceparent on the checkout request.
+    let trace_id = format!("{:032x}", rand::random::<u128>() | 1);
+    let correlation_id = format!("trace-test-{}", uuid::Uuid::new_v4());
+    let response = app
+        .client
+        .post(format!("{}/api/carts/{cart}/checkout", app.base))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .header("X-Correlation-Id", &correlation_id)
+        .json(
+            &json!({"paymentToken": "tok_visa", "shippingAddress": common::address(),
+                      "email": "ada@example.com", "phone": "+44 20 7946 0000"}),
+        )
+        .send()
+        .await
+        .expect("checkout");
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let order: Value = response.json().await.unwrap();
+    let order_id = order["orderId"].as_str().expect("orderId").to_string();
+    app.wait_for_order(&order_id, &["Confirmed"]).await;
+    // Ship and deliver without trace headers: order commands join the order's trace.
+    let shipped = app
+        .post(
+            &format!("/api/orders/{order_id}/ship"),
+            &json!({"carrier": "DHL"}),
+        )
+        .await;
+    assert_eq!(shipped.status(), StatusCode::OK);
+    let delivered = app
+        .post(&format!("/api/orders/{order_id}/deliver"), &json!({}))
+        .await;
+    assert_eq!(delivered.status(), StatusCode::OK);
+
+    // The store keeps the client's trace on every event of the order's transaction.
+    let traces: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT event_type, trace_id FROM events WHERE correlation_id = $1")
+            .bind(&correlation_id)
+            .fetch_all(&db)
+            .await
+            .expect("events of the order");
+    let types: BTreeSet<&str> = traces.iter().map(|(t, _)| t.as_str()).collect();
+    for expected in [
+        "CartCheckedOut",
+        "OrderCreated",
+        "PaymentCompleted",
+        "OrderDelivered",
+    ] {
+        assert!(types.contains(expected), "no {expected} in {types:?}");
+    }
+    for (event_type, trace) in &traces {
+        assert_eq!(trace.as_deref(), Some(trace_id.as_str()), "{event_type}");
+    }
+
+    // Every process logs its part: the API the checkout, the relay each publication, and
+    // each consumer group the events it handles, down to the last one (OrderDelivered).
+    let expected_roles = [
+        "request handled",
+        "Event published successfully",
+        "order-saga: event handled",
+        "inventory-service: event handled",
+        "payment-service: event handled",
+        "reporting-service: event handled",
+        "notification-service: event handled",
+        "notification sent",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (lines, roles) = loop {
+        let mut lines = Vec::new();
+        for process in &kafka.processes {
+            for line in json_log(process) {
+                lines.push((process.name.clone(), line));
+            }
+        }
+        let ours: Vec<&(String, Value)> = lines
+            .iter()
+            .filter(|(_, l)| l["correlationId"] == correlation_id.as_str())
+            .collect();
+        let roles: BTreeSet<String> = ours.iter().map(|(_, l)| line_role(l)).collect();
+        let delivered_everywhere =
+            ["reporting-service", "notification-service"]
+                .iter()
+                .all(|consumer| {
+                    ours.iter().any(|(_, l)| {
+                        l["consumer"] == *consumer && l["eventType"] == "OrderDelivered"
+                    })
+                });
+        if expected_roles.iter().all(|r| roles.contains(*r)) && delivered_everywhere {
+            break (lines, roles);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after 30 s the order's log lines cover only {roles:?}\n{}",
+            kafka.log_tails(15)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+
+    // All lines of the order's business transaction carry the client's trace id, in
+    // every process; and no line about the order or its payment lacks the correlation id.
+    let processes: BTreeSet<&str> = lines
+        .iter()
+        .filter(|(_, l)| l["correlationId"] == correlation_id.as_str())
+        .map(|(p, _)| p.as_str())
+        .collect();
+    assert_eq!(
+        processes.len(),
+        kafka.processes.len(),
+        "the order's lines come from {processes:?} only"
+    );
+    let mut checked = 0;
+    for (process, line) in &lines {
+        let about_order =
+            line["aggregateId"] == order_id.as_str() || line["orderId"] == order_id.as_str();
+        if about_order {
+            assert_eq!(
+                line["correlationId"],
+                correlation_id.as_str(),
+                "{process}: a line about the order without its correlationId: {line}"
+            );
+        }
+        if line["correlationId"] == correlation_id.as_str() {
+            assert_eq!(
+                line["traceId"],
+                trace_id.as_str(),
+                "{process}: a line of the order without its trace id: {line}"
+            );
+            checked += 1;
+        }
+    }
+    eprintln!(
+        "{checked} log lines of order {order_id} ({} events) share trace {trace_id}; \
+         roles: {roles:?}",
+        traces.len()
+    );
+    db.close().await;
+    kafka.dispose().await;
+}

@@ -4,6 +4,7 @@
 
 mod postgres;
 mod sqlite;
+pub mod trace;
 
 use std::collections::BTreeMap;
 
@@ -34,6 +35,9 @@ pub struct NewEvent {
     pub timestamp: DateTime<Utc>,
     pub data: serde_json::Value,
     pub metadata: Metadata,
+    /// The W3C trace id of the business transaction (see [`trace`]); `None` derives it
+    /// from the correlation id.
+    pub trace_id: Option<String>,
 }
 
 /// An event as the store holds it: the seed's envelope, its place in the global log, and
@@ -48,6 +52,30 @@ pub struct StoredEvent {
     pub topic: Option<String>,
     pub partition: Option<i32>,
     pub offset: Option<i64>,
+    /// The W3C trace id of the event's business transaction (see [`trace`]).
+    pub trace_id: String,
+}
+
+impl StoredEvent {
+    /// The event's W3C `traceparent` (its trace, and its own span).
+    pub fn traceparent(&self) -> String {
+        trace::traceparent(&self.trace_id, self.envelope.event_id)
+    }
+}
+
+impl NewEvent {
+    /// The trace id this event will be stored with.
+    pub(crate) fn resolved_trace_id(&self) -> String {
+        self.trace_id
+            .clone()
+            .unwrap_or_else(|| trace::trace_id_for_correlation(&self.metadata.correlation_id))
+    }
+}
+
+/// The trace id of a stored row: the column, or (rows stored before it existed) derived
+/// from the correlation id.
+pub(crate) fn stored_trace_id(column: Option<String>, metadata: &Metadata) -> String {
+    column.unwrap_or_else(|| trace::trace_id_for_correlation(&metadata.correlation_id))
 }
 
 /// The answer to a request carrying an `Idempotency-Key`, kept so that a repeat of the
@@ -171,6 +199,9 @@ pub struct NewNotification {
     pub body_text: String,
     pub body_html: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// The causing event's correlation and trace ids, for the dispatcher's log lines.
+    pub correlation_id: String,
+    pub trace_id: String,
 }
 
 /// A recorded notification and where its delivery stands: one per (event, channel).
@@ -195,6 +226,10 @@ pub struct Notification {
     pub body_text: String,
     #[serde(skip)]
     pub body_html: Option<String>,
+    /// The causing event's correlation and trace ids (absent on notifications recorded
+    /// before they were kept).
+    pub correlation_id: Option<String>,
+    pub trace_id: Option<String>,
     /// One of [`notification_status`]: `pending` (not tried yet), `sent`, `retrying` (after
     /// an error that may pass) or `failed` (a permanent error or out of attempts; also in
     /// the dead letters).

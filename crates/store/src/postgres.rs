@@ -42,7 +42,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use cornershop_domain::{AggregateType, EventEnvelope};
+use cornershop_domain::{AggregateType, EventEnvelope, Metadata};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use tokio::sync::watch;
@@ -75,7 +75,7 @@ pub struct PgEventStore {
 
 const COLUMNS: &str = "position, event_id::text AS event_id, event_type, aggregate_type, \
     aggregate_id, version, schema_version, occurred_at, data::text AS data, \
-    metadata::text AS metadata, topic, kafka_partition, kafka_offset";
+    metadata::text AS metadata, topic, kafka_partition, kafka_offset, trace_id";
 
 const DEAD_LETTER_COLUMNS: &str = "id, consumer, event_id::text AS event_id, position, \
     event_type, aggregate_id, error, attempts, first_failed_at, last_failed_at, status";
@@ -201,6 +201,7 @@ impl PgEventStore {
             let metadata = serde_json::to_string(&event.metadata)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             rows.push((event.data.to_string(), metadata));
+            let trace_id = event.resolved_trace_id();
             stored.push(StoredEvent {
                 position: 0,
                 envelope: EventEnvelope {
@@ -217,6 +218,7 @@ impl PgEventStore {
                 topic: None,
                 partition: None,
                 offset: None,
+                trace_id,
             });
         }
 
@@ -234,12 +236,12 @@ impl PgEventStore {
                 let mut sql = QueryBuilder::<Postgres>::new(
                     "INSERT INTO events (event_id, event_type, aggregate_type, aggregate_id, \
                      version, schema_version, occurred_at, data, metadata, correlation_id, \
-                     causation_id) ",
+                     causation_id, trace_id) ",
                 );
                 sql.push_values(
                     chunk.iter().zip(chunk_rows),
-                    |mut row, (e, (data, meta))| {
-                        let e = &e.envelope;
+                    |mut row, (stored, (data, meta))| {
+                        let e = &stored.envelope;
                         row.push_bind(e.event_id.to_string())
                             .push_unseparated("::uuid")
                             .push_bind(e.event_type.clone())
@@ -253,7 +255,8 @@ impl PgEventStore {
                             .push_bind(meta.clone())
                             .push_unseparated("::json")
                             .push_bind(e.metadata.correlation_id.clone())
-                            .push_bind(e.metadata.causation_id.clone());
+                            .push_bind(e.metadata.causation_id.clone())
+                            .push_bind(stored.trace_id.clone());
                     },
                 );
                 sql.push(" RETURNING version, position");
@@ -444,7 +447,10 @@ fn decode_row(row: &PgRow) -> Result<StoredEvent, StoreError> {
     let event_id: String = row.try_get("event_id")?;
     let data: String = row.try_get("data")?;
     let metadata: String = row.try_get("metadata")?;
+    let metadata: Metadata =
+        serde_json::from_str(&metadata).map_err(|e| corrupt("metadata", &e))?;
     Ok(StoredEvent {
+        trace_id: crate::stored_trace_id(row.try_get("trace_id")?, &metadata),
         position: row.try_get::<i64, _>("position")? as u64,
         envelope: EventEnvelope {
             event_id: Uuid::parse_str(&event_id).map_err(|e| corrupt("event_id", &e))?,
@@ -456,7 +462,7 @@ fn decode_row(row: &PgRow) -> Result<StoredEvent, StoreError> {
             version: row.try_get::<i64, _>("version")? as u64,
             schema_version: row.try_get::<i64, _>("schema_version")? as u32,
             data: serde_json::from_str(&data).map_err(|e| corrupt("data", &e))?,
-            metadata: serde_json::from_str(&metadata).map_err(|e| corrupt("metadata", &e))?,
+            metadata,
         },
         topic: row.try_get("topic")?,
         partition: row.try_get("kafka_partition")?,
@@ -484,7 +490,7 @@ fn decode_dead_letter(row: &PgRow) -> Result<DeadLetter, StoreError> {
 
 const NOTIFICATION_COLUMNS: &str = "id, event_id::text AS event_id, event_type, channel, \
     template, order_id, customer_id, recipient, subject, body_text, body_html, status, attempts, \
-    provider_message_id, last_error, next_attempt_at, created_at, updated_at";
+    provider_message_id, last_error, next_attempt_at, created_at, updated_at, correlation_id, trace_id";
 
 fn decode_notification(row: &PgRow) -> Result<Notification, StoreError> {
     let event_id: String = row.try_get("event_id")?;
@@ -501,6 +507,8 @@ fn decode_notification(row: &PgRow) -> Result<Notification, StoreError> {
         subject: row.try_get("subject")?,
         body_text: row.try_get("body_text")?,
         body_html: row.try_get("body_html")?,
+        correlation_id: row.try_get("correlation_id")?,
+        trace_id: row.try_get("trace_id")?,
         status: row.try_get("status")?,
         attempts: row.try_get::<i64, _>("attempts")? as u32,
         provider_message_id: row.try_get("provider_message_id")?,
@@ -873,9 +881,9 @@ impl EventStore for PgEventStore {
             inserted += sqlx::query(
                 "INSERT INTO notifications (event_id, event_type, channel, template, order_id, \
                  customer_id, recipient, subject, body_text, body_html, status, attempts, \
-                 next_attempt_at, created_at, updated_at) \
+                 next_attempt_at, created_at, updated_at, correlation_id, trace_id) \
                  VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', 0, \
-                 $11, $11, $11) \
+                 $11, $11, $11, $12, $13) \
                  ON CONFLICT (event_id, channel) DO NOTHING",
             )
             .bind(n.event_id.to_string())
@@ -889,6 +897,8 @@ impl EventStore for PgEventStore {
             .bind(&n.body_text)
             .bind(&n.body_html)
             .bind(created)
+            .bind(&n.correlation_id)
+            .bind(&n.trace_id)
             .execute(&mut *tx)
             .await?
             .rows_affected();

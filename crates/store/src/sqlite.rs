@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use cornershop_domain::{AggregateType, EventEnvelope};
+use cornershop_domain::{AggregateType, EventEnvelope, Metadata};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
@@ -28,7 +28,7 @@ pub struct SqliteEventStore {
 }
 
 const COLUMNS: &str = "position, event_id, event_type, aggregate_type, aggregate_id, version, \
-    schema_version, timestamp_us, data, metadata, topic, kafka_partition, kafka_offset";
+    schema_version, timestamp_us, data, metadata, topic, kafka_partition, kafka_offset, trace_id";
 
 impl SqliteEventStore {
     /// Opens (creating if needed) `cornershop.db` under `data_dir` and migrates it.
@@ -85,7 +85,10 @@ fn decode_row(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
     let event_id: String = row.try_get("event_id")?;
     let data: String = row.try_get("data")?;
     let metadata: String = row.try_get("metadata")?;
+    let metadata: Metadata =
+        serde_json::from_str(&metadata).map_err(|e| corrupt("metadata", &e))?;
     Ok(StoredEvent {
+        trace_id: crate::stored_trace_id(row.try_get("trace_id")?, &metadata),
         position: row.try_get::<i64, _>("position")? as u64,
         envelope: EventEnvelope {
             event_id: Uuid::parse_str(&event_id).map_err(|e| corrupt("event_id", &e))?,
@@ -97,7 +100,7 @@ fn decode_row(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
             version: row.try_get::<i64, _>("version")? as u64,
             schema_version: row.try_get::<i64, _>("schema_version")? as u32,
             data: serde_json::from_str(&data).map_err(|e| corrupt("data", &e))?,
-            metadata: serde_json::from_str(&metadata).map_err(|e| corrupt("metadata", &e))?,
+            metadata,
         },
         topic: row.try_get("topic")?,
         partition: row.try_get("kafka_partition")?,
@@ -136,10 +139,11 @@ impl EventStore for SqliteEventStore {
             let timestamp = from_micros(micros(event.timestamp))?;
             let metadata = serde_json::to_string(&event.metadata)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let trace_id = event.resolved_trace_id();
             let position: i64 = sqlx::query_scalar(
                 "INSERT INTO events (event_id, event_type, aggregate_type, aggregate_id, version, \
-                 schema_version, timestamp_us, data, metadata, correlation_id, causation_id) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING position",
+                 schema_version, timestamp_us, data, metadata, correlation_id, causation_id, \
+                 trace_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING position",
             )
             .bind(event.event_id.to_string())
             .bind(&event.event_type)
@@ -152,6 +156,7 @@ impl EventStore for SqliteEventStore {
             .bind(metadata)
             .bind(&event.metadata.correlation_id)
             .bind(&event.metadata.causation_id)
+            .bind(&trace_id)
             .fetch_one(&mut *tx)
             .await?;
             stored.push(StoredEvent {
@@ -170,6 +175,7 @@ impl EventStore for SqliteEventStore {
                 topic: None,
                 partition: None,
                 offset: None,
+                trace_id,
             });
         }
 
@@ -554,8 +560,8 @@ impl EventStore for SqliteEventStore {
             inserted += sqlx::query(
                 "INSERT INTO notifications (event_id, event_type, channel, template, order_id, \
                  customer_id, recipient, subject, body_text, body_html, status, attempts, \
-                 next_attempt_us, created_us, updated_us) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?) \
+                 next_attempt_us, created_us, updated_us, correlation_id, trace_id) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?) \
                  ON CONFLICT (event_id, channel) DO NOTHING",
             )
             .bind(n.event_id.to_string())
@@ -571,6 +577,8 @@ impl EventStore for SqliteEventStore {
             .bind(created)
             .bind(created)
             .bind(created)
+            .bind(&n.correlation_id)
+            .bind(&n.trace_id)
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -707,7 +715,7 @@ fn decode_dead_letter(row: &SqliteRow) -> Result<DeadLetter, StoreError> {
 
 const NOTIFICATION_COLUMNS: &str = "id, event_id, event_type, channel, template, order_id, \
     customer_id, recipient, subject, body_text, body_html, status, attempts, \
-    provider_message_id, last_error, next_attempt_us, created_us, updated_us";
+    provider_message_id, last_error, next_attempt_us, created_us, updated_us, correlation_id, trace_id";
 
 fn decode_notification(row: &SqliteRow) -> Result<Notification, StoreError> {
     let event_id: String = row.try_get("event_id")?;
@@ -724,6 +732,8 @@ fn decode_notification(row: &SqliteRow) -> Result<Notification, StoreError> {
         subject: row.try_get("subject")?,
         body_text: row.try_get("body_text")?,
         body_html: row.try_get("body_html")?,
+        correlation_id: row.try_get("correlation_id")?,
+        trace_id: row.try_get("trace_id")?,
         status: row.try_get("status")?,
         attempts: row.try_get::<i64, _>("attempts")? as u32,
         provider_message_id: row.try_get("provider_message_id")?,

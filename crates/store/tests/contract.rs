@@ -17,7 +17,7 @@ use cornershop_domain::{
     StockUpdated, CURRENT_SCHEMA_VERSION,
 };
 use cornershop_store::{
-    AppendRequest, EventQuery, EventStore, IdempotentResponse, NewEvent, NewNotification,
+    trace, AppendRequest, EventQuery, EventStore, IdempotentResponse, NewEvent, NewNotification,
     Notification, NotificationQuery, NotificationUpdate, PgEventStore, Publication,
     SqliteEventStore, StoreError, StoredEvent, TimeRange, Timer,
 };
@@ -62,6 +62,7 @@ macro_rules! contract_tests {
                 concurrent_appends_to_one_aggregate_have_exactly_one_winner,
                 dedupe_key_is_stored_atomically_with_the_events,
                 find_event_and_events_by_correlation,
+                events_keep_their_trace_id,
                 checkpoints_never_move_backwards,
                 dead_letters_accumulate_attempts_and_keep_the_first_failure,
                 timers_only_move_later_and_complete_only_if_unchanged,
@@ -259,6 +260,7 @@ mod contract {
                 &format!("corr-{}", event.aggregate_id()),
                 &format!("cause-{id}"),
             ),
+            trace_id: None,
         }
     }
 
@@ -1507,6 +1509,49 @@ mod contract {
             .is_empty());
     }
 
+    /// The trace id given at append comes back from every read; without one, it is the
+    /// one derived from the correlation id.
+    pub async fn events_keep_their_trace_id(store: Arc<dyn EventStore>) {
+        let store = &*store;
+        assert_empty(store).await;
+        let given = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let mut traced = cart_created("c1", t0());
+        traced.trace_id = Some(given.to_string());
+        let mut second = item_added("c1", "SKU-1", 1, at(1));
+        second.trace_id = Some(given.to_string());
+        let appended = append(store, AggregateType::Cart, "c1", 0, vec![traced, second]).await;
+        let untraced = append(
+            store,
+            AggregateType::Cart,
+            "c2",
+            0,
+            vec![cart_created("c2", t0())],
+        )
+        .await;
+        let derived = trace::trace_id_for_correlation("corr-c2");
+        assert_eq!(appended[0].trace_id, given);
+        assert_eq!(untraced[0].trace_id, derived);
+
+        let log = whole_log(store).await;
+        let traces: Vec<&str> = log.iter().map(|e| e.trace_id.as_str()).collect();
+        assert_eq!(traces, [given, given, derived.as_str()]);
+        assert_eq!(load(store, AggregateType::Cart, "c1").await, appended);
+        assert_eq!(
+            store
+                .find_event(untraced[0].envelope.event_id)
+                .await
+                .unwrap(),
+            Some(untraced[0].clone())
+        );
+        assert_eq!(
+            log[0].traceparent(),
+            format!(
+                "00-{given}-{}-01",
+                &log[0].envelope.event_id.simple().to_string()[..16]
+            )
+        );
+    }
+
     pub async fn checkpoints_never_move_backwards(store: Arc<dyn EventStore>) {
         let store = &*store;
         assert_eq!(store.checkpoint("b").await.unwrap(), 0);
@@ -1731,6 +1776,8 @@ mod contract {
             body_text: format!("Tracking number for {order}: TRK-1"),
             body_html: (channel == "email").then(|| format!("<p>{order}</p>")),
             created_at,
+            correlation_id: format!("corr-{order}"),
+            trace_id: trace::trace_id_for_correlation(order),
         }
     }
 
@@ -1746,6 +1793,8 @@ mod contract {
         assert_eq!(n.body_text, written.body_text);
         assert_eq!(n.body_html, written.body_html);
         assert_eq!(n.created_at, written.created_at);
+        assert_eq!(n.correlation_id.as_ref(), Some(&written.correlation_id));
+        assert_eq!(n.trace_id.as_ref(), Some(&written.trace_id));
     }
 
     fn query(limit: u32) -> NotificationQuery {

@@ -58,6 +58,7 @@ fn context(parts: &Parts, body: &[u8]) -> Result<CommandContext, ApiError> {
         causation_id: ids.request_id,
         user_id: header_text(&parts.headers, USER_ID, 200)?,
         idempotency_key,
+        trace_id: Some(ids.trace_id),
     })
 }
 

@@ -1,6 +1,7 @@
 //! Per-request correlation: every request gets a correlation id (the client's
-//! `X-Correlation-Id`, or a new one) and a request id, carried in a tracing span and
-//! echoed back in the response.
+//! `X-Correlation-Id`, or a new one), a request id and a W3C trace id (from the client's
+//! `traceparent`, or derived from the correlation id), carried in a tracing span; the
+//! correlation id is echoed back in the response.
 
 use std::time::Instant;
 
@@ -8,24 +9,29 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use cornershop_store::trace;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use super::error::ApiError;
 
 pub const CORRELATION_ID: &str = "x-correlation-id";
+pub const TRACEPARENT: &str = "traceparent";
 
 #[derive(Debug, Clone)]
 pub struct RequestIds {
     pub correlation_id: String,
     /// Becomes the causationId of the events the request appends.
     pub request_id: String,
+    /// The trace the request's events join (see `cornershop_store::trace`).
+    pub trace_id: String,
 }
 
 impl Default for RequestIds {
     fn default() -> Self {
         let id = Uuid::new_v4().to_string();
         Self {
+            trace_id: trace::trace_id_for_correlation(&id),
             correlation_id: id.clone(),
             request_id: id,
         }
@@ -51,9 +57,17 @@ pub async fn correlate(mut request: Request, next: Next) -> Response {
             }
         },
     };
+    // An invalid traceparent is ignored, not refused: the spec says to start a new trace.
+    let trace_id = request
+        .headers()
+        .get(TRACEPARENT)
+        .and_then(|value| value.to_str().ok())
+        .and_then(trace::trace_id_from_traceparent)
+        .unwrap_or_else(|| trace::trace_id_for_correlation(&correlation_id));
     let ids = RequestIds {
         correlation_id: correlation_id.clone(),
         request_id: Uuid::new_v4().to_string(),
+        trace_id,
     };
     let span = tracing::info_span!(
         "request",
@@ -61,6 +75,7 @@ pub async fn correlate(mut request: Request, next: Next) -> Response {
         path = %request.uri().path(),
         correlationId = %ids.correlation_id,
         requestId = %ids.request_id,
+        traceId = %ids.trace_id,
     );
     request.extensions_mut().insert(ids);
     let started = Instant::now();

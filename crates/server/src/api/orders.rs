@@ -302,6 +302,7 @@ async fn order_command(
 ) -> Result<axum::response::Response, ApiError> {
     let (_, events) = load_order(state, order_id).await?;
     ctx.correlation_id = events[0].envelope.metadata.correlation_id.clone();
+    ctx.trace_id = Some(events[0].trace_id.clone());
     state
         .bus
         .execute_idempotent::<Order>(order_id, &command, &ctx, |_| Reply {

@@ -281,6 +281,15 @@ impl Process {
         self.name.split('+').any(|r| r == role)
     }
 
+    /// Every line the process has logged (all its starts).
+    pub fn log_lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
     /// The last `lines` lines of the process's log (for failure messages), without the
     /// access log.
     pub fn log_tail(&self, lines: usize) -> String {

@@ -173,7 +173,15 @@ impl Dispatcher {
             if *shutdown.borrow() || !self.hold_lease(lease).await? {
                 return Ok(Round::Busy);
             }
-            self.attempt(notification).await;
+            // The attempt's log lines belong to the causing event's business transaction.
+            let span = tracing::info_span!(
+                "notify",
+                eventType = %notification.event_type,
+                aggregateId = %notification.order_id,
+                correlationId = notification.correlation_id.as_deref(),
+                traceId = notification.trace_id.as_deref(),
+            );
+            tracing::Instrument::instrument(self.attempt(notification), span).await;
         }
         if full {
             return Ok(Round::Busy);

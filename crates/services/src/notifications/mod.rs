@@ -118,6 +118,8 @@ pub fn plan(
             body_text,
             body_html,
             created_at: now,
+            correlation_id: event.envelope.metadata.correlation_id.clone(),
+            trace_id: event.trace_id.clone(),
         };
     let mut planned = Vec::new();
     if !facts.email.trim().is_empty() {
@@ -382,6 +384,7 @@ mod tests {
     fn event(event_type: &str) -> StoredEvent {
         StoredEvent {
             position: 1,
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
             envelope: EventEnvelope {
                 event_id: Uuid::from_u128(9),
                 event_type: event_type.into(),

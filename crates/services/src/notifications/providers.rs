@@ -401,6 +401,8 @@ mod tests {
             subject: "Order delivered".into(),
             body_text: "Your order ord-1 has been delivered.".into(),
             body_html: None,
+            correlation_id: Some("corr-1".into()),
+            trace_id: None,
             status: "pending".into(),
             attempts: 0,
             provider_message_id: None,
