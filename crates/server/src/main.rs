@@ -23,6 +23,17 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
+        Command::Simulate(args) => {
+            let json = args.json;
+            match cornershop_server::simulate::run(args).await {
+                Ok(report) if json => println!("{}", serde_json::to_string(&report)?),
+                Ok(report) => print!("{}", report.summary()),
+                Err(e) => {
+                    eprintln!("cornershop simulate: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
     }
     Ok(())
 }
