@@ -61,6 +61,7 @@ pub async fn run_embedded(consumer: Consumer, mut shutdown: watch::Receiver<bool
                     correlationId = %event.envelope.metadata.correlation_id,
                     traceId = %event.trace_id,
                 );
+                crate::tracecontext::join_event(&span, event);
                 let delivery =
                     tracing::Instrument::instrument(consumer.deliver(event, &mut shutdown), span)
                         .await;

@@ -468,6 +468,7 @@ pub async fn run_kafka_consumer(
                         traceId = %event.trace_id,
                         topic = message.topic(),
                     );
+                    crate::tracecontext::join_event(&span, &event);
                     let delivery = tracing::Instrument::instrument(
                         consumer.deliver(&event, &mut shutdown),
                         span,

@@ -11,6 +11,7 @@
 
 pub mod embedded;
 pub mod kafka;
+pub mod tracecontext;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -261,6 +261,19 @@ pub struct LogArgs {
     /// otherwise).
     #[arg(long, env = "CORNERSHOP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
+
+    /// Export traces over OTLP/HTTP (JSON) to this collector, e.g. http://127.0.0.1:4318
+    /// (spans go to <URL>/v1/traces). Unset: no export; logs still carry traceId.
+    #[arg(long, env = "CORNERSHOP_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// The service.name of exported spans (e.g. the process's roles).
+    #[arg(
+        long,
+        env = "CORNERSHOP_OTLP_SERVICE_NAME",
+        default_value = "cornershop"
+    )]
+    pub otlp_service_name: String,
 }
 
 /// The load simulator's settings (`cornershop simulate`). The seed fixes every order's
@@ -391,6 +404,8 @@ impl ServeArgs {
             log: LogArgs {
                 filter: None,
                 log_format: LogFormat::Auto,
+                otlp_endpoint: None,
+                otlp_service_name: "cornershop".to_string(),
             },
         }
     }

@@ -7,18 +7,19 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
-            telemetry::init(&args.log)?;
+            let telemetry = telemetry::init(&args.log)?;
             let app = Application::build(args).await?;
             tracing::info!(address = %app.local_addr(), "cornershop is listening");
             app.run_until_stopped(telemetry::shutdown_signal()).await?;
             tracing::info!("cornershop stopped");
+            telemetry.shutdown();
         }
         Command::Projections(ProjectionsCommand::Rebuild { name, store, log }) => {
-            telemetry::init(&log)?;
+            let _telemetry = telemetry::init(&log)?;
             cornershop_server::projections::rebuild(name, &store).await?;
         }
         Command::Projections(ProjectionsCommand::Verify { store, log }) => {
-            telemetry::init(&log)?;
+            let _telemetry = telemetry::init(&log)?;
             if !cornershop_server::projections::verify(&store).await? {
                 std::process::exit(1);
             }

@@ -5,6 +5,10 @@
 //! `message`, `eventType`, `topic`, `correlationId`, `aggregateId` — so the JSON format
 //! here flattens the fields of every enclosing span into the line (inner spans win), and
 //! writes an error's whole cause chain.
+//!
+//! Traces: with `--otlp-endpoint`, spans (requests, event handling, notifications) are also
+//! exported over OTLP/HTTP (JSON) to a collector, each in the W3C trace of its business
+//! transaction (see `cornershop_messaging::tracecontext`).
 
 use std::fmt;
 use std::io::IsTerminal;
@@ -14,12 +18,31 @@ use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
-use tracing_subscriber::{fmt as subscriber_fmt, EnvFilter};
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::config::{LogArgs, LogFormat};
 
-pub fn init(args: &LogArgs) -> anyhow::Result<()> {
+/// Keeps the trace exporter alive; [`Telemetry::shutdown`] sends the spans still queued.
+#[must_use = "dropping it stops the trace export"]
+pub struct Telemetry {
+    tracer_provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Flushes and stops the trace exporter (a no-op without one).
+    pub fn shutdown(self) {
+        if let Some(provider) = self.tracer_provider {
+            if let Err(e) = provider.shutdown() {
+                eprintln!("cornershop: trace export did not shut down cleanly: {e}");
+            }
+        }
+    }
+}
+
+pub fn init(args: &LogArgs) -> anyhow::Result<Telemetry> {
     let filter = match &args.filter {
         Some(f) => EnvFilter::try_new(f)?,
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -29,16 +52,52 @@ pub fn init(args: &LogArgs) -> anyhow::Result<()> {
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stdout().is_terminal(),
     };
-    let builder = subscriber_fmt().with_env_filter(filter).with_target(false);
-    if json {
-        builder
+    let logs: Box<dyn Layer<Registry> + Send + Sync> = if json {
+        tracing_subscriber::fmt::layer()
             .fmt_fields(JsonFields::new())
             .event_format(SeedJson)
-            .try_init()
+            .boxed()
     } else {
-        builder.try_init()
-    }
-    .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
+        tracing_subscriber::fmt::layer().with_target(false).boxed()
+    };
+    let tracer_provider = match &args.otlp_endpoint {
+        Some(endpoint) => Some(otlp_tracer_provider(endpoint, &args.otlp_service_name)?),
+        None => None,
+    };
+    let traces = tracer_provider.as_ref().map(|provider| {
+        use opentelemetry::trace::TracerProvider as _;
+        tracing_opentelemetry::layer().with_tracer(provider.tracer("cornershop"))
+    });
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(traces)
+        .with(filter)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))?;
+    Ok(Telemetry { tracer_provider })
+}
+
+/// An OTLP/HTTP (JSON) exporter to `<endpoint>/v1/traces`, batching spans on its own
+/// thread.
+fn otlp_tracer_provider(
+    endpoint: &str,
+    service_name: &str,
+) -> anyhow::Result<opentelemetry_sdk::trace::SdkTracerProvider> {
+    use opentelemetry_otlp::{Protocol, WithExportConfig};
+    let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpJson)
+        .with_endpoint(url.clone())
+        .build()
+        .map_err(|e| anyhow::anyhow!("--otlp-endpoint {endpoint}: {e}"))?;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(service_name.to_string())
+        .build();
+    Ok(opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build())
 }
 
 /// One JSON object per line: timestamp, level, message, the event's fields and the fields

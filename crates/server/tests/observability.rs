@@ -1239,3 +1239,158 @@ async fn one_orders_log_lines_share_its_correlation_and_trace_id_across_processe
     db.close().await;
     kafka.dispose().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// OTLP export
+
+/// A stand-in for an OpenTelemetry collector: keeps every span posted to `/v1/traces`
+/// (OTLP/HTTP JSON), each with its resource's `service.name` added as `serviceName`.
+async fn start_otlp_sink() -> (String, Arc<std::sync::Mutex<Vec<Value>>>) {
+    let spans: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
+    let collected = spans.clone();
+    let receive = move |body: axum::body::Bytes| {
+        let collected = collected.clone();
+        async move {
+            let request: Value = serde_json::from_slice(&body).expect("an OTLP JSON body");
+            for resource in request["resourceSpans"].as_array().into_iter().flatten() {
+                let service = resource["resource"]["attributes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|a| a["key"] == "service.name")
+                    .map(|a| a["value"]["stringValue"].clone())
+                    .unwrap_or(Value::Null);
+                for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
+                    for span in scope["spans"].as_array().into_iter().flatten() {
+                        let mut span = span.clone();
+                        span["serviceName"] = service.clone();
+                        collected.lock().unwrap().push(span);
+                    }
+                }
+            }
+            ([("content-type", "application/json")], "{}")
+        }
+    };
+    let router = axum::Router::new().route("/v1/traces", axum::routing::post(receive));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port for the OTLP sink");
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.ok() });
+    (format!("http://{address}"), spans)
+}
+
+/// A span attribute's string value.
+fn span_attribute<'a>(span: &'a Value, key: &str) -> Option<&'a str> {
+    span["attributes"]
+        .as_array()?
+        .iter()
+        .find(|a| a["key"] == key)?["value"]["stringValue"]
+        .as_str()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_otlp_endpoint_spans_are_exported_in_the_clients_trace() {
+    let (endpoint, spans) = start_otlp_sink().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let shop = cluster::Process::start_with_env(
+        "otlp",
+        vec![
+            format!("--data-dir={}", dir.path().join("data").display()),
+            format!("--otlp-endpoint={endpoint}"),
+            "--otlp-service-name=cornershop-otlp-test".to_string(),
+        ],
+        // Export every 100 ms instead of every 5 s.
+        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+        dir.path().join("shop.log"),
+    )
+    .await;
+    let base = shop.base();
+    let client = reqwest::Client::new();
+    let r = client
+        .put(format!("{base}/api/inventory/OTLP-1"))
+        .json(&json!({"name": "Traced", "unitPrice": "2.00", "quantity": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let cart: Value = client
+        .post(format!("{base}/api/carts"))
+        .json(&json!({"customerId": "cust-otlp"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cart = cart["cartId"].as_str().expect("cartId");
+    let r = client
+        .post(format!("{base}/api/carts/{cart}/items"))
+        .json(&json!({"sku": "OTLP-1", "quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    let trace_id = format!("{:032x}", rand::random::<u128>() | 1);
+    let client_span = "00f067aa0ba902b7";
+    let r = client
+        .post(format!("{base}/api/carts/{cart}/checkout"))
+        .header("traceparent", format!("00-{trace_id}-{client_span}-01"))
+        .json(
+            &json!({"paymentToken": "tok_visa", "shippingAddress": common::address(),
+                      "email": "ada@example.com", "phone": "+44 20 7946 0000"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+
+    // The checkout request's span is a child of the client's span; each consumer's
+    // handling of the order's events, and the notifications, are spans of the same trace.
+    let expected_consumers = ["order-saga", "inventory-service", "payment-service"];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ours: Vec<Value> = spans
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s["traceId"] == trace_id.as_str())
+            .cloned()
+            .collect();
+        let request = ours
+            .iter()
+            .find(|s| s["name"] == "request" && s["parentSpanId"] == client_span);
+        let consumers: BTreeSet<&str> = ours
+            .iter()
+            .filter(|s| s["name"] == "consume")
+            .filter_map(|s| span_attribute(s, "consumer"))
+            .collect();
+        let notified = ours.iter().any(|s| s["name"] == "notify");
+        let done = request.is_some()
+            && expected_consumers.iter().all(|c| consumers.contains(c))
+            && notified;
+        if done {
+            assert!(ours
+                .iter()
+                .all(|s| s["serviceName"] == "cornershop-otlp-test"));
+            // A consume span's parent is the span of the event it handles.
+            let consume = ours.iter().find(|s| s["name"] == "consume").unwrap();
+            assert_eq!(
+                consume["parentSpanId"].as_str().map(str::len),
+                Some(16),
+                "{consume}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after 30 s the collector has, in trace {trace_id}: request as the client's \
+             child: {}, consumers {consumers:?}, notify: {notified}; {} spans in all\n{}",
+            request.is_some(),
+            spans.lock().unwrap().len(),
+            shop.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -58,12 +58,21 @@ pub async fn correlate(mut request: Request, next: Next) -> Response {
         },
     };
     // An invalid traceparent is ignored, not refused: the spec says to start a new trace.
-    let trace_id = request
+    // The client's span is the request's parent; without one, a span id derived from the
+    // trace id stands in as the (unexported) root.
+    let (trace_id, parent_span_id) = match request
         .headers()
         .get(TRACEPARENT)
         .and_then(|value| value.to_str().ok())
-        .and_then(trace::trace_id_from_traceparent)
-        .unwrap_or_else(|| trace::trace_id_for_correlation(&correlation_id));
+        .and_then(|value| Some((trace::trace_id_from_traceparent(value)?, value)))
+    {
+        Some((trace_id, value)) => (trace_id, value.trim()[36..52].to_string()),
+        None => {
+            let trace_id = trace::trace_id_for_correlation(&correlation_id);
+            let root = trace_id[..16].to_string();
+            (trace_id, root)
+        }
+    };
     let ids = RequestIds {
         correlation_id: correlation_id.clone(),
         request_id: Uuid::new_v4().to_string(),
@@ -77,6 +86,7 @@ pub async fn correlate(mut request: Request, next: Next) -> Response {
         requestId = %ids.request_id,
         traceId = %ids.trace_id,
     );
+    cornershop_messaging::tracecontext::join(&span, &ids.trace_id, &parent_span_id);
     request.extensions_mut().insert(ids);
     let started = Instant::now();
     async move {

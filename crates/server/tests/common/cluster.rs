@@ -33,6 +33,7 @@ pub struct Process {
     /// logs the address the kernel gave it, so two processes can never race for a port).
     pub port: u16,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     child: Option<Child>,
     log: PathBuf,
     /// Where this start's output begins in the (appended) log file.
@@ -43,7 +44,21 @@ impl Process {
     /// Starts `cornershop serve` with `args` (all but `--listen`), its output appended to
     /// `log`, and waits until it is ready.
     pub async fn start(name: &str, args: Vec<String>, log: PathBuf) -> Self {
+        Self::start_with_env(name, args, &[], log).await
+    }
+
+    /// [`start`](Self::start) with extra environment variables.
+    pub async fn start_with_env(
+        name: &str,
+        args: Vec<String>,
+        env: &[(&str, &str)],
+        log: PathBuf,
+    ) -> Self {
         let mut process = Self::new(name, args, log);
+        process.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         process.spawn();
         process.wait_ready().await;
         process
@@ -54,6 +69,7 @@ impl Process {
             name: name.to_string(),
             port: 0,
             args,
+            env: Vec::new(),
             child: None,
             log,
             log_start: 0,
@@ -82,6 +98,7 @@ impl Process {
             .env_remove("CORNERSHOP_ROLES")
             .env("CORNERSHOP_LOG", "info,librdkafka=warn")
             .env("CORNERSHOP_LOG_FORMAT", "json")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
             .stdin(Stdio::null())

@@ -181,6 +181,10 @@ impl Dispatcher {
                 correlationId = notification.correlation_id.as_deref(),
                 traceId = notification.trace_id.as_deref(),
             );
+            if let Some(trace_id) = &notification.trace_id {
+                let cause = cornershop_store::trace::span_id(notification.event_id);
+                cornershop_messaging::tracecontext::join(&span, trace_id, &cause);
+            }
             tracing::Instrument::instrument(self.attempt(notification), span).await;
         }
         if full {
