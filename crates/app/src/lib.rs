@@ -6,6 +6,7 @@
 //! Also here: the clock (so tests can control time), the metadata that travels with every
 //! event, idempotency keys, and replay.
 
+pub mod business_metrics;
 pub mod clock;
 pub mod replay;
 
@@ -305,6 +306,7 @@ impl CommandBus {
             };
             match self.store.append(request).await {
                 Ok(stored) => {
+                    business_metrics::count(&stored);
                     executed.events = stored;
                     return Ok((Some(executed), built));
                 }

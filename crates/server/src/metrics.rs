@@ -42,8 +42,13 @@ fn start_counters_at_zero() {
         "events_consume_errors_total",
         "notification_send_errors_total",
         "dead_letters_total",
+        "revenue_cents_total",
+        "refunds_cents_total",
     ] {
         metrics::counter!(name).increment(0);
+    }
+    for status in cornershop_app::business_metrics::ORDER_STATUSES {
+        metrics::counter!("orders_total", "status" => *status).increment(0);
     }
 }
 

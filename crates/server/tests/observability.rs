@@ -45,6 +45,17 @@ const SEED_METRICS: [&str; 16] = [
     "kafka_producer_queue_size",
 ];
 
+/// What the issue adds to the seed's metrics and one confirmed order shows: HTTP rate and
+/// duration, saga outcomes, orders and revenue, projection lag.
+const ADDED_METRICS: [&str; 6] = [
+    "http_requests_total",
+    "http_request_duration_seconds",
+    "saga_outcomes_total",
+    "orders_total",
+    "revenue_cents_total",
+    "projection_lag_events",
+];
+
 const DASHBOARDS: [&str; 4] = [
     "event-flow.json",
     "performance.json",
@@ -927,11 +938,12 @@ async fn assert_every_seed_metric(processes: &[(String, String)], limit: Duratio
         }
         let missing: Vec<&str> = SEED_METRICS
             .iter()
+            .chain(&ADDED_METRICS)
             .copied()
             .filter(|m| !union.contains_key(*m))
             .collect();
         if missing.is_empty() {
-            for metric in SEED_METRICS {
+            for metric in SEED_METRICS.iter().chain(&ADDED_METRICS) {
                 let want = if metric.ends_with("_total") {
                     "counter"
                 } else if metric.ends_with("_seconds") {
@@ -939,7 +951,7 @@ async fn assert_every_seed_metric(processes: &[(String, String)], limit: Duratio
                 } else {
                     "gauge"
                 };
-                for (process, kind) in &union[metric] {
+                for (process, kind) in &union[*metric] {
                     assert_eq!(kind, want, "{metric} on {process}");
                 }
             }
@@ -948,6 +960,7 @@ async fn assert_every_seed_metric(processes: &[(String, String)], limit: Duratio
         if Instant::now() > deadline {
             let present: Vec<String> = SEED_METRICS
                 .iter()
+                .chain(&ADDED_METRICS)
                 .filter_map(|m| {
                     union.get(*m).map(|by| {
                         format!(
@@ -1052,7 +1065,33 @@ async fn every_seed_metric_is_exposed_after_one_order_on_the_embedded_default() 
     .await;
     let base = shop.base();
     one_order(&base).await;
-    assert_every_seed_metric(&[("embedded".to_string(), base)], Duration::from_secs(15)).await;
+    assert_every_seed_metric(
+        &[("embedded".to_string(), base.clone())],
+        Duration::from_secs(15),
+    )
+    .await;
+
+    // The business figures count what happened: one order of one OBS-ONE at 3.00.
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let sample = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no sample {series} in\n{text}"))
+    };
+    assert_eq!(sample("revenue_cents_total "), 300.0);
+    assert_eq!(sample("refunds_cents_total "), 0.0);
+    assert_eq!(sample(r#"orders_total{status="created"} "#), 1.0);
+    assert_eq!(sample(r#"orders_total{status="confirmed"} "#), 1.0);
+    assert_eq!(sample(r#"orders_total{status="cancelled"} "#), 0.0);
+    assert_eq!(
+        sample(r#"saga_outcomes_total{saga="order",outcome="confirmed",reason="paid"} "#),
+        1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -117,7 +117,13 @@ async fn reserve_order(react: &Reactor<'_>, order: &Order) -> Result<(), Handler
             release_all(react, order, &reason).await?;
             let cancel = OrderCommand::Cancel { reason };
             react
-                .once_unless_moved_on::<Order>(&order.order_id, &cancel, "cancel")
+                .conclude::<Order>(
+                    &order.order_id,
+                    &cancel,
+                    "cancel",
+                    "cancelled",
+                    "out_of_stock",
+                )
                 .await
         }
     }

@@ -129,13 +129,50 @@ impl<'a> Reactor<'a> {
         command: &A::Command,
         step: &str,
     ) -> Result<(), HandlerError> {
+        self.applied_unless_moved_on::<A>(id, command, step)
+            .await
+            .map(|_| ())
+    }
+
+    /// [`once_unless_moved_on`](Self::once_unless_moved_on) for the command that ends an
+    /// order's workflow: counts `saga_outcomes_total{saga="order", outcome, reason}` when
+    /// it is applied now (not when it was already, or the order had moved on). The order
+    /// workflow ends in the order saga (confirmed, payment failed) or in the inventory
+    /// service (out of stock), hence one saga label for both.
+    pub async fn conclude<A: Aggregate>(
+        &self,
+        id: &str,
+        command: &A::Command,
+        step: &str,
+        outcome: &'static str,
+        reason: &'static str,
+    ) -> Result<(), HandlerError> {
+        if self.applied_unless_moved_on::<A>(id, command, step).await? {
+            metrics::counter!(
+                "saga_outcomes_total",
+                "saga" => "order",
+                "outcome" => outcome,
+                "reason" => reason
+            )
+            .increment(1);
+        }
+        Ok(())
+    }
+
+    /// Whether the command was applied by this call.
+    async fn applied_unless_moved_on<A: Aggregate>(
+        &self,
+        id: &str,
+        command: &A::Command,
+        step: &str,
+    ) -> Result<bool, HandlerError> {
         match self.once::<A>(id, command, step).await {
-            Ok(_) => Ok(()),
+            Ok(step) => Ok(matches!(step, Step::Applied(_))),
             Err(AppError::Domain(
                 e @ (DomainError::InvalidTransition { .. } | DomainError::AlreadyExists { .. }),
             )) => {
                 tracing::info!(consumer = self.consumer, step, reason = %e, "step skipped: the aggregate has moved on");
-                Ok(())
+                Ok(false)
             }
             Err(e) => Err(handler_error(e)),
         }

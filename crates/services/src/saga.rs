@@ -83,7 +83,13 @@ impl Handler for OrderSaga {
                     payment_id: completed.payment_id.clone(),
                 };
                 react
-                    .once_unless_moved_on::<Order>(&order.order_id, &confirm, "confirm-order")
+                    .conclude::<Order>(
+                        &order.order_id,
+                        &confirm,
+                        "confirm-order",
+                        "confirmed",
+                        "paid",
+                    )
                     .await
             }
             DomainEvent::PaymentFailed(failed) => {
@@ -102,7 +108,13 @@ impl Handler for OrderSaga {
                     reason: format!("payment failed: {} ({})", failed.reason, failed.code),
                 };
                 react
-                    .once_unless_moved_on::<Order>(&order.order_id, &cancel, "cancel-order")
+                    .conclude::<Order>(
+                        &order.order_id,
+                        &cancel,
+                        "cancel-order",
+                        "cancelled",
+                        "payment_failed",
+                    )
                     .await
             }
             _ => Ok(()),
