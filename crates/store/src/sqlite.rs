@@ -4,7 +4,8 @@
 //! time anyway; queueing writers in our pool instead of in SQLite's busy handler keeps
 //! latency predictable, and it makes the global order trivially safe: positions are
 //! assigned and committed by one transaction after another. Reads use a separate pool and,
-//! thanks to WAL, never wait for the writer.
+//! thanks to WAL, never wait for the writer. Appends are group-committed: those that
+//! arrive while a commit is being made durable share the next commit (and its fsync).
 
 use std::path::Path;
 use std::str::FromStr;
@@ -17,14 +18,18 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
-use tokio::sync::watch;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::*;
 
 pub struct SqliteEventStore {
     writer: SqlitePool,
     reader: SqlitePool,
-    head: watch::Sender<u64>,
+    head: Arc<watch::Sender<u64>>,
+    /// Appends go to the group-commit writer (see [`run_group_commit`]).
+    appends: mpsc::Sender<PendingAppend>,
 }
 
 const COLUMNS: &str = "position, event_id, event_type, aggregate_type, aggregate_id, version, \
@@ -61,10 +66,14 @@ impl SqliteEventStore {
         let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events")
             .fetch_one(&reader)
             .await?;
+        let head = Arc::new(watch::Sender::new(head as u64));
+        let (appends, queue) = mpsc::channel(4 * GROUP_COMMIT_MAX);
+        tokio::spawn(run_group_commit(writer.clone(), head.clone(), queue));
         Ok(Self {
             writer,
             reader,
-            head: watch::Sender::new(head as u64),
+            head,
+            appends,
         })
     }
 }
@@ -76,6 +85,216 @@ fn micros(t: DateTime<Utc>) -> i64 {
 fn from_micros(us: i64) -> Result<DateTime<Utc>, StoreError> {
     DateTime::from_timestamp_micros(us)
         .ok_or_else(|| StoreError::Corrupt(format!("timestamp {us} is out of range")))
+}
+
+/// An append waiting for the group-commit writer, and where its answer goes.
+struct PendingAppend {
+    request: AppendRequest,
+    reply: oneshot::Sender<Result<Vec<StoredEvent>, StoreError>>,
+}
+
+/// Most appends one commit takes: bounds the latency a commit adds to the first of them.
+const GROUP_COMMIT_MAX: usize = 256;
+
+/// Group commit: appends queue here while the previous commit is being made durable, and
+/// the next commit takes all of them (up to [`GROUP_COMMIT_MAX`]) in one transaction, so
+/// that they share one fsync. Each runs under its own savepoint: one that fails (a version
+/// conflict, a used idempotency or dedupe key) is rolled back alone and answered with its
+/// error; the others commit. Nobody is answered before the commit is durable. Other
+/// writes (checkpoints, timers, ...) take the one writer connection between batches.
+async fn run_group_commit(
+    writer: SqlitePool,
+    head: Arc<watch::Sender<u64>>,
+    mut queue: mpsc::Receiver<PendingAppend>,
+) {
+    let mut batch = Vec::with_capacity(GROUP_COMMIT_MAX);
+    while queue.recv_many(&mut batch, GROUP_COMMIT_MAX).await > 0 {
+        let pending = std::mem::take(&mut batch);
+        let mut answers = Vec::with_capacity(pending.len());
+        let committed = commit_group(&writer, pending, &mut answers).await;
+        let mut last_position = None;
+        for (reply, outcome) in answers {
+            let outcome = match (&committed, outcome) {
+                (Ok(()), outcome) => outcome,
+                // The commit failed: nothing of the batch is stored.
+                (Err(e), Ok(_)) => Err(shared_failure(e)),
+                (Err(_), Err(e)) => Err(e),
+            };
+            if let Ok(stored) = &outcome {
+                count_stored(stored);
+                if let Some(last) = stored.last() {
+                    last_position = Some(last.position);
+                }
+            }
+            let _ = reply.send(outcome);
+        }
+        if let Some(position) = last_position {
+            head.send_if_modified(|head| {
+                let newer = position > *head;
+                if newer {
+                    *head = position;
+                }
+                newer
+            });
+        }
+    }
+}
+
+/// The error each append of a batch gets when the batch as a whole failed (sqlx errors are
+/// not `Clone`).
+fn shared_failure(e: &StoreError) -> StoreError {
+    StoreError::Database(sqlx::Error::Io(std::io::Error::other(format!(
+        "the commit of this append's batch failed: {e}"
+    ))))
+}
+
+/// Runs each pending append under a savepoint of one transaction and commits it; the
+/// outcome of each goes into `answers` (valid only if the commit succeeds).
+#[allow(clippy::type_complexity)]
+async fn commit_group(
+    writer: &SqlitePool,
+    pending: Vec<PendingAppend>,
+    answers: &mut Vec<(
+        oneshot::Sender<Result<Vec<StoredEvent>, StoreError>>,
+        Result<Vec<StoredEvent>, StoreError>,
+    )>,
+) -> Result<(), StoreError> {
+    let mut tx = match writer.begin().await {
+        Ok(tx) => tx,
+        Err(e) => {
+            let failure = StoreError::from(e);
+            for p in pending {
+                answers.push((p.reply, Err(shared_failure(&failure))));
+            }
+            return Err(failure);
+        }
+    };
+    for PendingAppend { request, reply } in pending {
+        let outcome = match sqlx::Connection::begin(&mut *tx).await {
+            Ok(mut savepoint) => match append_in(&mut savepoint, request).await {
+                Ok(stored) => match savepoint.commit().await {
+                    Ok(()) => Ok(stored),
+                    Err(e) => Err(e.into()),
+                },
+                // Dropping the savepoint rolls this append back, and only it.
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e.into()),
+        };
+        answers.push((reply, outcome));
+    }
+    tx.commit().await.map_err(StoreError::from)
+}
+
+/// One append inside the writer's transaction: the expected-version check, the events,
+/// the idempotency record and the dedupe key. Positions are assigned by the inserts.
+async fn append_in(
+    conn: &mut sqlx::SqliteConnection,
+    request: AppendRequest,
+) -> Result<Vec<StoredEvent>, StoreError> {
+        let actual: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(version), 0) FROM events WHERE aggregate_type = ? AND aggregate_id = ?",
+        )
+        .bind(request.aggregate_type.as_str())
+        .bind(&request.aggregate_id)
+        .fetch_one(&mut *conn)
+        .await?;
+        if actual as u64 != request.expected_version {
+            return Err(StoreError::Conflict {
+                aggregate_type: request.aggregate_type,
+                aggregate_id: request.aggregate_id,
+                expected: request.expected_version,
+                actual: actual as u64,
+            });
+        }
+
+        let mut stored = Vec::with_capacity(request.events.len());
+        for (i, event) in request.events.into_iter().enumerate() {
+            let version = request.expected_version + 1 + i as u64;
+            // The store keeps microseconds: return the timestamp as it will be read back.
+            let timestamp = from_micros(micros(event.timestamp))?;
+            let metadata = serde_json::to_string(&event.metadata)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let trace_id = event.resolved_trace_id();
+            let position: i64 = sqlx::query_scalar(
+                "INSERT INTO events (event_id, event_type, aggregate_type, aggregate_id, version, \
+                 schema_version, timestamp_us, data, metadata, correlation_id, causation_id, \
+                 trace_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING position",
+            )
+            .bind(event.event_id.to_string())
+            .bind(&event.event_type)
+            .bind(request.aggregate_type.as_str())
+            .bind(&request.aggregate_id)
+            .bind(version as i64)
+            .bind(event.schema_version as i64)
+            .bind(micros(event.timestamp))
+            .bind(event.data.to_string())
+            .bind(metadata)
+            .bind(&event.metadata.correlation_id)
+            .bind(&event.metadata.causation_id)
+            .bind(&trace_id)
+            .fetch_one(&mut *conn)
+            .await?;
+            stored.push(StoredEvent {
+                position: position as u64,
+                envelope: EventEnvelope {
+                    event_id: event.event_id,
+                    event_type: event.event_type,
+                    aggregate_id: request.aggregate_id.clone(),
+                    aggregate_type: request.aggregate_type,
+                    timestamp,
+                    version,
+                    schema_version: event.schema_version,
+                    data: event.data,
+                    metadata: event.metadata,
+                },
+                topic: None,
+                partition: None,
+                offset: None,
+                trace_id,
+            });
+        }
+
+        if let Some(response) = &request.idempotency {
+            let inserted = sqlx::query(
+                "INSERT INTO idempotency_keys (key, fingerprint, status, body, created_us) \
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(&response.key)
+            .bind(&response.fingerprint)
+            .bind(response.status as i64)
+            .bind(&response.body)
+            .bind(micros(Utc::now()))
+            .execute(&mut *conn)
+            .await;
+            match inserted {
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(StoreError::IdempotencyKeyTaken(response.key.clone()))
+                }
+                other => {
+                    other?;
+                }
+            }
+        }
+
+        if let Some(key) = &request.dedupe_key {
+            let inserted =
+                sqlx::query("INSERT INTO applied_commands (dedupe_key, applied_us) VALUES (?, ?)")
+                    .bind(key)
+                    .bind(micros(Utc::now()))
+                    .execute(&mut *conn)
+                    .await;
+            match inserted {
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(StoreError::AlreadyApplied(key.clone()))
+                }
+                other => {
+                    other?;
+                }
+            }
+        }
+
+        Ok(stored)
 }
 
 fn decode_row(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
@@ -115,122 +334,14 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 #[async_trait]
 impl EventStore for SqliteEventStore {
     async fn append(&self, request: AppendRequest) -> Result<Vec<StoredEvent>, StoreError> {
-        let mut tx = self.writer.begin().await?;
-        let actual: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(version), 0) FROM events WHERE aggregate_type = ? AND aggregate_id = ?",
-        )
-        .bind(request.aggregate_type.as_str())
-        .bind(&request.aggregate_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        if actual as u64 != request.expected_version {
-            return Err(StoreError::Conflict {
-                aggregate_type: request.aggregate_type,
-                aggregate_id: request.aggregate_id,
-                expected: request.expected_version,
-                actual: actual as u64,
-            });
-        }
-
-        let mut stored = Vec::with_capacity(request.events.len());
-        for (i, event) in request.events.into_iter().enumerate() {
-            let version = request.expected_version + 1 + i as u64;
-            // The store keeps microseconds: return the timestamp as it will be read back.
-            let timestamp = from_micros(micros(event.timestamp))?;
-            let metadata = serde_json::to_string(&event.metadata)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let trace_id = event.resolved_trace_id();
-            let position: i64 = sqlx::query_scalar(
-                "INSERT INTO events (event_id, event_type, aggregate_type, aggregate_id, version, \
-                 schema_version, timestamp_us, data, metadata, correlation_id, causation_id, \
-                 trace_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING position",
-            )
-            .bind(event.event_id.to_string())
-            .bind(&event.event_type)
-            .bind(request.aggregate_type.as_str())
-            .bind(&request.aggregate_id)
-            .bind(version as i64)
-            .bind(event.schema_version as i64)
-            .bind(micros(event.timestamp))
-            .bind(event.data.to_string())
-            .bind(metadata)
-            .bind(&event.metadata.correlation_id)
-            .bind(&event.metadata.causation_id)
-            .bind(&trace_id)
-            .fetch_one(&mut *tx)
-            .await?;
-            stored.push(StoredEvent {
-                position: position as u64,
-                envelope: EventEnvelope {
-                    event_id: event.event_id,
-                    event_type: event.event_type,
-                    aggregate_id: request.aggregate_id.clone(),
-                    aggregate_type: request.aggregate_type,
-                    timestamp,
-                    version,
-                    schema_version: event.schema_version,
-                    data: event.data,
-                    metadata: event.metadata,
-                },
-                topic: None,
-                partition: None,
-                offset: None,
-                trace_id,
-            });
-        }
-
-        if let Some(response) = &request.idempotency {
-            let inserted = sqlx::query(
-                "INSERT INTO idempotency_keys (key, fingerprint, status, body, created_us) \
-                 VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(&response.key)
-            .bind(&response.fingerprint)
-            .bind(response.status as i64)
-            .bind(&response.body)
-            .bind(micros(Utc::now()))
-            .execute(&mut *tx)
-            .await;
-            match inserted {
-                Err(e) if is_unique_violation(&e) => {
-                    return Err(StoreError::IdempotencyKeyTaken(response.key.clone()))
-                }
-                other => {
-                    other?;
-                }
-            }
-        }
-
-        if let Some(key) = &request.dedupe_key {
-            let inserted =
-                sqlx::query("INSERT INTO applied_commands (dedupe_key, applied_us) VALUES (?, ?)")
-                    .bind(key)
-                    .bind(micros(Utc::now()))
-                    .execute(&mut *tx)
-                    .await;
-            match inserted {
-                Err(e) if is_unique_violation(&e) => {
-                    return Err(StoreError::AlreadyApplied(key.clone()))
-                }
-                other => {
-                    other?;
-                }
-            }
-        }
-
-        tx.commit().await?;
-        count_stored(&stored);
-        if let Some(last) = stored.last() {
-            let position = last.position;
-            self.head.send_if_modified(|head| {
-                let newer = position > *head;
-                if newer {
-                    *head = position;
-                }
-                newer
-            });
-        }
-        Ok(stored)
+        let (reply, answer) = oneshot::channel();
+        self.appends
+            .send(PendingAppend { request, reply })
+            .await
+            .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?
     }
 
     async fn load_aggregate(
