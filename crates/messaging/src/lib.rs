@@ -55,6 +55,15 @@ pub trait Handler: Send + Sync + 'static {
     fn handles(&self, event_type: &str) -> bool;
 
     async fn handle(&self, event: &StoredEvent) -> Result<(), HandlerError>;
+
+    /// How many business transactions (correlation ids) the handler may work on at once on
+    /// the embedded log; the events of one are always handled one after another, in log
+    /// order. More than 1 only for handlers whose effects are idempotent per event and do
+    /// not depend on the order of unrelated transactions (their commands then share
+    /// group commits instead of waiting for one fsync each).
+    fn concurrency(&self) -> usize {
+        1
+    }
 }
 
 /// How often and how patiently a failing event is retried before it is dead-lettered.

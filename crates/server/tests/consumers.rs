@@ -104,3 +104,98 @@ async fn a_poison_event_is_dead_lettered_others_flow_and_a_retry_after_the_fix_s
     let missing = app.post("/api/deadletters/999/retry", &json!({})).await;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 }
+
+/// Records what it handles and how many deliveries overlap; slow on purpose, so that the
+/// log piles up behind it.
+struct Overlapping {
+    in_flight: std::sync::atomic::AtomicUsize,
+    most_in_flight: std::sync::atomic::AtomicUsize,
+    seen: Mutex<Vec<(String, u64, uuid::Uuid)>>,
+}
+
+#[async_trait]
+impl Handler for Overlapping {
+    fn name(&self) -> &'static str {
+        "overlapping-test-consumer"
+    }
+    fn handles(&self, event_type: &str) -> bool {
+        matches!(event_type, "CartCreated" | "ItemAddedToCart")
+    }
+    fn concurrency(&self) -> usize {
+        8
+    }
+    async fn handle(&self, event: &StoredEvent) -> Result<(), HandlerError> {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        self.seen.lock().unwrap().push((
+            event.envelope.metadata.correlation_id.clone(),
+            event.envelope.version,
+            event.envelope.event_id,
+        ));
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_concurrent_consumer_overlaps_transactions_but_keeps_each_in_order() {
+    let tracker = Arc::new(Overlapping {
+        in_flight: Default::default(),
+        most_in_flight: Default::default(),
+        seen: Mutex::default(),
+    });
+    let app = spawn_app_with(|_| {}, vec![tracker.clone()]).await;
+    app.stock("OVL", "1.00", 100).await;
+    // Eight carts, each its own business transaction (correlation id), written at once.
+    let carts = (0..8).map(|i| {
+        let (client, base) = (app.client.clone(), app.base.clone());
+        tokio::spawn(async move {
+            let correlation = format!("overlap-{i}");
+            let r = client
+                .post(format!("{base}/api/carts"))
+                .header("x-correlation-id", &correlation)
+                .json(&json!({"customerId": format!("c{i}")}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::CREATED);
+            let cart: Value = r.json().await.unwrap();
+            let cart = cart["cartId"].as_str().unwrap().to_string();
+            for _ in 0..3 {
+                let r = client
+                    .post(format!("{base}/api/carts/{cart}/items"))
+                    .header("x-correlation-id", &correlation)
+                    .json(&json!({"sku": "OVL", "quantity": 1}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), StatusCode::OK);
+            }
+        })
+    });
+    for cart in carts.collect::<Vec<_>>() {
+        cart.await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while tracker.seen.lock().unwrap().len() < 32 {
+        assert!(std::time::Instant::now() < deadline, "not every event was handled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seen = tracker.seen.lock().unwrap().clone();
+    let ids: std::collections::HashSet<_> = seen.iter().map(|(_, _, id)| *id).collect();
+    assert_eq!(ids.len(), 32, "an event was handled twice: {seen:?}");
+    for i in 0..8 {
+        let correlation = format!("overlap-{i}");
+        let versions: Vec<u64> = seen
+            .iter()
+            .filter(|(c, _, _)| *c == correlation)
+            .map(|(_, v, _)| *v)
+            .collect();
+        assert_eq!(versions, [1, 2, 3, 4], "{correlation} out of order");
+    }
+    assert!(
+        tracker.most_in_flight.load(Ordering::SeqCst) > 1,
+        "deliveries never overlapped"
+    );
+}

@@ -39,6 +39,10 @@ impl Handler for InventoryService {
         matches!(event_type, "OrderCreated" | "OrderCancelled")
     }
 
+    fn concurrency(&self) -> usize {
+        crate::TRANSACTIONS_AT_ONCE
+    }
+
     async fn handle(&self, event: &StoredEvent) -> Result<(), HandlerError> {
         let decoded = event
             .envelope

@@ -28,6 +28,10 @@ use cornershop_messaging::{Consumer, ConsumerRegistry, HandlerError, RetryPolicy
 use cornershop_store::StoredEvent;
 use uuid::Uuid;
 
+/// How many business transactions (orders) a workflow consumer works on at once on the
+/// embedded log (see `Handler::concurrency`): their commands share group commits.
+pub const TRANSACTIONS_AT_ONCE: usize = 32;
+
 pub use payments::{GatewayError, PaymentGateway, SimulatedGateway, SimulatedGatewayConfig};
 
 /// Settings of the workflow's consumers.

@@ -240,6 +240,10 @@ impl Handler for PaymentService {
         )
     }
 
+    fn concurrency(&self) -> usize {
+        crate::TRANSACTIONS_AT_ONCE
+    }
+
     async fn handle(&self, event: &StoredEvent) -> Result<(), HandlerError> {
         let decoded = event
             .envelope

@@ -42,6 +42,10 @@ impl Handler for OrderSaga {
         )
     }
 
+    fn concurrency(&self) -> usize {
+        crate::TRANSACTIONS_AT_ONCE
+    }
+
     async fn handle(&self, event: &StoredEvent) -> Result<(), HandlerError> {
         let decoded = event
             .envelope

@@ -226,6 +226,10 @@ impl Handler for NotificationService {
         )
     }
 
+    fn concurrency(&self) -> usize {
+        crate::TRANSACTIONS_AT_ONCE
+    }
+
     async fn handle(&self, event: &StoredEvent) -> Result<(), HandlerError> {
         let decoded = event
             .envelope
