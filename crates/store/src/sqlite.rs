@@ -192,109 +192,109 @@ async fn append_in(
     conn: &mut sqlx::SqliteConnection,
     request: AppendRequest,
 ) -> Result<Vec<StoredEvent>, StoreError> {
-        let actual: i64 = sqlx::query_scalar(
+    let actual: i64 = sqlx::query_scalar(
             "SELECT COALESCE(MAX(version), 0) FROM events WHERE aggregate_type = ? AND aggregate_id = ?",
         )
         .bind(request.aggregate_type.as_str())
         .bind(&request.aggregate_id)
         .fetch_one(&mut *conn)
         .await?;
-        if actual as u64 != request.expected_version {
-            return Err(StoreError::Conflict {
-                aggregate_type: request.aggregate_type,
-                aggregate_id: request.aggregate_id,
-                expected: request.expected_version,
-                actual: actual as u64,
-            });
-        }
+    if actual as u64 != request.expected_version {
+        return Err(StoreError::Conflict {
+            aggregate_type: request.aggregate_type,
+            aggregate_id: request.aggregate_id,
+            expected: request.expected_version,
+            actual: actual as u64,
+        });
+    }
 
-        let mut stored = Vec::with_capacity(request.events.len());
-        for (i, event) in request.events.into_iter().enumerate() {
-            let version = request.expected_version + 1 + i as u64;
-            // The store keeps microseconds: return the timestamp as it will be read back.
-            let timestamp = from_micros(micros(event.timestamp))?;
-            let metadata = serde_json::to_string(&event.metadata)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let trace_id = event.resolved_trace_id();
-            let position: i64 = sqlx::query_scalar(
-                "INSERT INTO events (event_id, event_type, aggregate_type, aggregate_id, version, \
+    let mut stored = Vec::with_capacity(request.events.len());
+    for (i, event) in request.events.into_iter().enumerate() {
+        let version = request.expected_version + 1 + i as u64;
+        // The store keeps microseconds: return the timestamp as it will be read back.
+        let timestamp = from_micros(micros(event.timestamp))?;
+        let metadata = serde_json::to_string(&event.metadata)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let trace_id = event.resolved_trace_id();
+        let position: i64 = sqlx::query_scalar(
+            "INSERT INTO events (event_id, event_type, aggregate_type, aggregate_id, version, \
                  schema_version, timestamp_us, data, metadata, correlation_id, causation_id, \
                  trace_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING position",
-            )
-            .bind(event.event_id.to_string())
-            .bind(&event.event_type)
-            .bind(request.aggregate_type.as_str())
-            .bind(&request.aggregate_id)
-            .bind(version as i64)
-            .bind(event.schema_version as i64)
-            .bind(micros(event.timestamp))
-            .bind(event.data.to_string())
-            .bind(metadata)
-            .bind(&event.metadata.correlation_id)
-            .bind(&event.metadata.causation_id)
-            .bind(&trace_id)
-            .fetch_one(&mut *conn)
-            .await?;
-            stored.push(StoredEvent {
-                position: position as u64,
-                envelope: EventEnvelope {
-                    event_id: event.event_id,
-                    event_type: event.event_type,
-                    aggregate_id: request.aggregate_id.clone(),
-                    aggregate_type: request.aggregate_type,
-                    timestamp,
-                    version,
-                    schema_version: event.schema_version,
-                    data: event.data,
-                    metadata: event.metadata,
-                },
-                topic: None,
-                partition: None,
-                offset: None,
-                trace_id,
-            });
-        }
+        )
+        .bind(event.event_id.to_string())
+        .bind(&event.event_type)
+        .bind(request.aggregate_type.as_str())
+        .bind(&request.aggregate_id)
+        .bind(version as i64)
+        .bind(event.schema_version as i64)
+        .bind(micros(event.timestamp))
+        .bind(event.data.to_string())
+        .bind(metadata)
+        .bind(&event.metadata.correlation_id)
+        .bind(&event.metadata.causation_id)
+        .bind(&trace_id)
+        .fetch_one(&mut *conn)
+        .await?;
+        stored.push(StoredEvent {
+            position: position as u64,
+            envelope: EventEnvelope {
+                event_id: event.event_id,
+                event_type: event.event_type,
+                aggregate_id: request.aggregate_id.clone(),
+                aggregate_type: request.aggregate_type,
+                timestamp,
+                version,
+                schema_version: event.schema_version,
+                data: event.data,
+                metadata: event.metadata,
+            },
+            topic: None,
+            partition: None,
+            offset: None,
+            trace_id,
+        });
+    }
 
-        if let Some(response) = &request.idempotency {
-            let inserted = sqlx::query(
-                "INSERT INTO idempotency_keys (key, fingerprint, status, body, created_us) \
+    if let Some(response) = &request.idempotency {
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency_keys (key, fingerprint, status, body, created_us) \
                  VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(&response.key)
-            .bind(&response.fingerprint)
-            .bind(response.status as i64)
-            .bind(&response.body)
-            .bind(micros(Utc::now()))
-            .execute(&mut *conn)
-            .await;
-            match inserted {
-                Err(e) if is_unique_violation(&e) => {
-                    return Err(StoreError::IdempotencyKeyTaken(response.key.clone()))
-                }
-                other => {
-                    other?;
-                }
+        )
+        .bind(&response.key)
+        .bind(&response.fingerprint)
+        .bind(response.status as i64)
+        .bind(&response.body)
+        .bind(micros(Utc::now()))
+        .execute(&mut *conn)
+        .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::IdempotencyKeyTaken(response.key.clone()))
+            }
+            other => {
+                other?;
             }
         }
+    }
 
-        if let Some(key) = &request.dedupe_key {
-            let inserted =
-                sqlx::query("INSERT INTO applied_commands (dedupe_key, applied_us) VALUES (?, ?)")
-                    .bind(key)
-                    .bind(micros(Utc::now()))
-                    .execute(&mut *conn)
-                    .await;
-            match inserted {
-                Err(e) if is_unique_violation(&e) => {
-                    return Err(StoreError::AlreadyApplied(key.clone()))
-                }
-                other => {
-                    other?;
-                }
+    if let Some(key) = &request.dedupe_key {
+        let inserted =
+            sqlx::query("INSERT INTO applied_commands (dedupe_key, applied_us) VALUES (?, ?)")
+                .bind(key)
+                .bind(micros(Utc::now()))
+                .execute(&mut *conn)
+                .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::AlreadyApplied(key.clone()))
+            }
+            other => {
+                other?;
             }
         }
+    }
 
-        Ok(stored)
+    Ok(stored)
 }
 
 fn decode_row(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
