@@ -133,7 +133,8 @@ async fn deliver_concurrently(
             let mut shutdown = shutdown.clone();
             async move {
                 for at in group {
-                    if deliver_traced(consumer, &batch[at], &mut shutdown).await == Delivery::Interrupted
+                    if deliver_traced(consumer, &batch[at], &mut shutdown).await
+                        == Delivery::Interrupted
                     {
                         return Delivery::Interrupted;
                     }

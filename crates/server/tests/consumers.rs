@@ -179,7 +179,10 @@ async fn a_concurrent_consumer_overlaps_transactions_but_keeps_each_in_order() {
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while tracker.seen.lock().unwrap().len() < 32 {
-        assert!(std::time::Instant::now() < deadline, "not every event was handled");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every event was handled"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let seen = tracker.seen.lock().unwrap().clone();
