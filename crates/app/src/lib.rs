@@ -132,6 +132,47 @@ pub struct CommandBus {
     store: Arc<dyn EventStore>,
     clock: Arc<dyn Clock>,
     max_attempts: u32,
+    states: Arc<StateCache>,
+}
+
+/// The latest state this process has seen of recently used aggregates, with its version.
+/// A load reads only the events after the cached version (another process may have
+/// appended since), so a hot aggregate (a popular SKU's stock) is not folded from its
+/// first event for every command. Always a starting point, never the answer: the store
+/// stays the source of truth.
+#[derive(Default)]
+struct StateCache {
+    entries: std::sync::Mutex<
+        std::collections::HashMap<
+            (AggregateType, String),
+            (u64, Arc<dyn std::any::Any + Send + Sync>),
+        >,
+    >,
+}
+
+/// Aggregates kept in the [`StateCache`]; past this it starts again empty (cheap, and
+/// the hot ones come back at once).
+const STATE_CACHE_CAPACITY: usize = 10_000;
+
+impl StateCache {
+    fn get<A: Aggregate>(&self, id: &str) -> Option<(A, u64)> {
+        let entries = self.entries.lock().expect("state cache lock");
+        let (version, state) = entries.get(&(A::TYPE, id.to_string()))?;
+        state.downcast_ref::<A>().map(|s| (s.clone(), *version))
+    }
+
+    fn put<A: Aggregate>(&self, id: &str, state: &A, version: u64) {
+        let mut entries = self.entries.lock().expect("state cache lock");
+        if entries.len() >= STATE_CACHE_CAPACITY {
+            entries.clear();
+        }
+        let key = (A::TYPE, id.to_string());
+        // Never replace a newer state with an older one (concurrent commands).
+        if entries.get(&key).is_some_and(|(v, _)| *v > version) {
+            return;
+        }
+        entries.insert(key, (version, Arc::new(state.clone())));
+    }
 }
 
 /// The service name that goes into `metadata.source` for each aggregate.
@@ -150,6 +191,7 @@ impl CommandBus {
             store,
             clock,
             max_attempts: 200,
+            states: Arc::default(),
         }
     }
 
@@ -163,11 +205,24 @@ impl CommandBus {
 
     /// Loads an aggregate's current state and version.
     pub async fn load<A: Aggregate>(&self, id: &str) -> Result<(A, u64), AppError> {
-        let events = self
-            .store
-            .load_aggregate(A::TYPE, id, TimeRange::default())
-            .await?;
-        fold_stored(&events)
+        let (state, version) = match self.states.get::<A>(id) {
+            Some((cached, version)) => {
+                let newer = self
+                    .store
+                    .load_aggregate_after(A::TYPE, id, version)
+                    .await?;
+                fold_onto(cached, version, &newer)?
+            }
+            None => {
+                let events = self
+                    .store
+                    .load_aggregate(A::TYPE, id, TimeRange::default())
+                    .await?;
+                fold_stored(&events)?
+            }
+        };
+        self.states.put(id, &state, version);
+        Ok((state, version))
     }
 
     /// Runs a command: load → decide → append with the version read, retrying on a
@@ -307,6 +362,7 @@ impl CommandBus {
             match self.store.append(request).await {
                 Ok(stored) => {
                     business_metrics::count(&stored);
+                    self.states.put(id, &executed.state, executed.version);
                     executed.events = stored;
                     return Ok((Some(executed), built));
                 }
@@ -361,8 +417,15 @@ impl CommandBus {
 /// Folds stored events into a state with the aggregate's own `evolve`: the one function
 /// the write side, replay and time travel all share.
 pub fn fold_stored<A: Aggregate>(events: &[StoredEvent]) -> Result<(A, u64), AppError> {
-    let mut state = A::default();
-    let mut version = 0;
+    fold_onto(A::default(), 0, events)
+}
+
+/// Applies `events` (the ones after `version`) to `state`.
+fn fold_onto<A: Aggregate>(
+    mut state: A,
+    mut version: u64,
+    events: &[StoredEvent],
+) -> Result<(A, u64), AppError> {
     metrics::counter!("events_replayed_total", "aggregate_type" => A::TYPE.as_str())
         .increment(events.len() as u64);
     for stored in events {

@@ -535,3 +535,43 @@ async fn replay_to_an_earlier_instant_returns_the_older_state_and_version() {
         .unwrap_err();
     assert!(matches!(err, AppError::Invalid(_)), "{err:?}");
 }
+
+/// A bus keeps the states it has seen, but never answers from them alone: what another
+/// process (another bus on the same store) appended meanwhile is read and applied.
+#[tokio::test]
+async fn a_cached_state_catches_up_with_appends_from_elsewhere() {
+    let h = harness(Arc::new(SystemClock)).await;
+    let elsewhere = CommandBus::new(h.store.clone(), Arc::new(SystemClock));
+    let ctx = ctx();
+    h.bus
+        .execute::<Cart>("c1", &create("c1"), &ctx)
+        .await
+        .unwrap();
+    h.bus
+        .execute::<Cart>("c1", &add("A", 1, dec!(2.00)), &ctx)
+        .await
+        .unwrap();
+    // Cached by `h.bus` at version 2; another process adds two lines.
+    elsewhere
+        .execute::<Cart>("c1", &add("B", 2, dec!(3.00)), &ctx)
+        .await
+        .unwrap();
+    elsewhere
+        .execute::<Cart>("c1", &add("C", 1, dec!(1.50)), &ctx)
+        .await
+        .unwrap();
+    let (cart, version) = h.bus.load::<Cart>("c1").await.unwrap();
+    assert_eq!(version, 4);
+    let skus: Vec<&str> = cart.items.iter().map(|i| i.sku.as_str()).collect();
+    assert_eq!(skus, ["A", "B", "C"]);
+    // And a command decided on it appends at the right version.
+    let executed = h
+        .bus
+        .execute::<Cart>("c1", &add("D", 1, dec!(1.00)), &ctx)
+        .await
+        .unwrap();
+    assert_eq!(executed.version, 5);
+    assert_eq!(versions(&*h.store, "c1").await, [1, 2, 3, 4, 5]);
+    let (fresh, _) = elsewhere.load::<Cart>("c1").await.unwrap();
+    assert_eq!(fresh, executed.state);
+}

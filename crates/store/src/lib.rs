@@ -341,6 +341,15 @@ pub trait EventStore: Send + Sync + 'static {
         range: TimeRange,
     ) -> Result<Vec<StoredEvent>, StoreError>;
 
+    /// One aggregate's events after `after_version`, in version order: what a cached
+    /// state at that version is missing.
+    async fn load_aggregate_after(
+        &self,
+        aggregate_type: AggregateType,
+        aggregate_id: &str,
+        after_version: u64,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
     /// Events of the global log in commit order, filtered and paged by position.
     async fn query(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError>;
 

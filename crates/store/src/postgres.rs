@@ -562,6 +562,24 @@ impl EventStore for PgEventStore {
         rows.iter().map(decode_row).collect()
     }
 
+    async fn load_aggregate_after(
+        &self,
+        aggregate_type: AggregateType,
+        aggregate_id: &str,
+        after_version: u64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 \
+             AND version > $3 ORDER BY version"
+        ))
+        .bind(aggregate_type.as_str())
+        .bind(aggregate_id)
+        .bind(after_version as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode_row).collect()
+    }
+
     async fn query(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
         let mut sql = QueryBuilder::<Postgres>::new(format!(
             "SELECT {COLUMNS} FROM events WHERE position > "

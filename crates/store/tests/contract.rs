@@ -63,6 +63,7 @@ macro_rules! contract_tests {
                 dedupe_key_is_stored_atomically_with_the_events,
                 find_event_and_events_by_correlation,
                 events_keep_their_trace_id,
+                load_aggregate_after_returns_only_the_newer_events,
                 checkpoints_never_move_backwards,
                 dead_letters_accumulate_attempts_and_keep_the_first_failure,
                 timers_only_move_later_and_complete_only_if_unchanged,
@@ -1550,6 +1551,53 @@ mod contract {
                 &log[0].envelope.event_id.simple().to_string()[..16]
             )
         );
+    }
+
+    pub async fn load_aggregate_after_returns_only_the_newer_events(store: Arc<dyn EventStore>) {
+        let store = &*store;
+        assert_empty(store).await;
+        let cart = append(
+            store,
+            AggregateType::Cart,
+            "c1",
+            0,
+            vec![cart_created("c1", t0()), item_added("c1", "A", 1, at(1))],
+        )
+        .await;
+        let more = append(
+            store,
+            AggregateType::Cart,
+            "c1",
+            2,
+            vec![item_added("c1", "B", 2, at(2))],
+        )
+        .await;
+        append(
+            store,
+            AggregateType::Cart,
+            "c2",
+            0,
+            vec![cart_created("c2", t0())],
+        )
+        .await;
+        let all: Vec<StoredEvent> = cart.iter().chain(&more).cloned().collect();
+        for after in 0..=4 {
+            let newer = store
+                .load_aggregate_after(AggregateType::Cart, "c1", after)
+                .await
+                .unwrap();
+            let expected: Vec<StoredEvent> = all
+                .iter()
+                .filter(|e| e.envelope.version > after)
+                .cloned()
+                .collect();
+            assert_eq!(newer, expected, "after version {after}");
+        }
+        assert!(store
+            .load_aggregate_after(AggregateType::Order, "c1", 0)
+            .await
+            .unwrap()
+            .is_empty());
     }
 
     pub async fn checkpoints_never_move_backwards(store: Arc<dyn EventStore>) {

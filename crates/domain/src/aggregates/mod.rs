@@ -15,7 +15,7 @@ use crate::events::DomainEvent;
 /// An event-sourced aggregate. The initial state is `Default::default()`: an aggregate
 /// that has no events yet ("does not exist").
 pub trait Aggregate:
-    Default + Clone + std::fmt::Debug + PartialEq + Serialize + Send + Sync
+    Default + Clone + std::fmt::Debug + PartialEq + Serialize + Send + Sync + 'static
 {
     const TYPE: AggregateType;
     type Command;
