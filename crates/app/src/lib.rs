@@ -142,13 +142,12 @@ pub struct CommandBus {
 /// stays the source of truth.
 #[derive(Default)]
 struct StateCache {
-    entries: std::sync::Mutex<
-        std::collections::HashMap<
-            (AggregateType, String),
-            (u64, Arc<dyn std::any::Any + Send + Sync>),
-        >,
-    >,
+    entries: std::sync::Mutex<std::collections::HashMap<CacheKey, CachedState>>,
 }
+
+type CacheKey = (AggregateType, String);
+/// A state and its version, type-erased (each aggregate type downcasts its own).
+type CachedState = (u64, Arc<dyn std::any::Any + Send + Sync>);
 
 /// Aggregates kept in the [`StateCache`]; past this it starts again empty (cheap, and
 /// the hot ones come back at once).
