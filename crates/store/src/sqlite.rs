@@ -4,7 +4,7 @@
 //! time anyway; queueing writers in our pool instead of in SQLite's busy handler keeps
 //! latency predictable, and it makes the global order trivially safe: positions are
 //! assigned and committed by one transaction after another. Reads use a separate pool and,
-//! thanks to WAL, never wait for the writer. Appends are group-committed: those that
+//! thanks to WAL, never wait for the writer. Writes are group-committed: those that
 //! arrive while a commit is being made durable share the next commit (and its fsync).
 
 use std::path::Path;
@@ -20,6 +20,7 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::*;
@@ -28,8 +29,8 @@ pub struct SqliteEventStore {
     writer: SqlitePool,
     reader: SqlitePool,
     head: Arc<watch::Sender<u64>>,
-    /// Appends go to the group-commit writer (see [`run_group_commit`]).
-    appends: mpsc::Sender<PendingAppend>,
+    /// Every write goes to the group-commit writer (see [`run_group_commit`]).
+    writes: mpsc::Sender<WriteJob>,
 }
 
 const COLUMNS: &str = "position, event_id, event_type, aggregate_type, aggregate_id, version, \
@@ -67,13 +68,13 @@ impl SqliteEventStore {
             .fetch_one(&reader)
             .await?;
         let head = Arc::new(watch::Sender::new(head as u64));
-        let (appends, queue) = mpsc::channel(4 * GROUP_COMMIT_MAX);
+        let (writes, queue) = mpsc::channel(4 * GROUP_COMMIT_MAX);
         tokio::spawn(run_group_commit(writer.clone(), head.clone(), queue));
         Ok(Self {
             writer,
             reader,
             head,
-            appends,
+            writes,
         })
     }
 }
@@ -87,46 +88,117 @@ fn from_micros(us: i64) -> Result<DateTime<Utc>, StoreError> {
         .ok_or_else(|| StoreError::Corrupt(format!("timestamp {us} is out of range")))
 }
 
-/// An append waiting for the group-commit writer, and where its answer goes.
-struct PendingAppend {
-    request: AppendRequest,
-    reply: oneshot::Sender<Result<Vec<StoredEvent>, StoreError>>,
+/// A write waiting for the group-commit writer: it runs on the writer's connection inside
+/// the batch's transaction and says whether it succeeded, and what to do once the batch
+/// is committed (or not).
+type WriteJob = Box<
+    dyn for<'c> FnOnce(&'c mut sqlx::SqliteConnection) -> BoxFuture<'c, (bool, Box<dyn Finish>)>
+        + Send,
+>;
+
+/// What a write does after its batch's commit: answer its caller (only now, when the
+/// outcome is durable) and report the log position it reached, if it appended.
+trait Finish: Send {
+    fn finish(self: Box<Self>, commit: Result<(), &StoreError>) -> Option<u64>;
 }
 
-/// Most appends one commit takes: bounds the latency a commit adds to the first of them.
+/// The answer to one write, held until the commit.
+struct Answer<T> {
+    outcome: Result<T, StoreError>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+    /// Runs on a committed success; returns the log position reached (appends).
+    on_commit: fn(&T) -> Option<u64>,
+}
+
+impl<T: Send> Finish for Answer<T> {
+    fn finish(self: Box<Self>, commit: Result<(), &StoreError>) -> Option<u64> {
+        let outcome = match (commit, self.outcome) {
+            (Ok(()), outcome) => outcome,
+            // The commit failed: nothing of the batch is stored.
+            (Err(e), Ok(_)) => Err(shared_failure(e)),
+            (Err(_), Err(e)) => Err(e),
+        };
+        let position = outcome.as_ref().ok().and_then(self.on_commit);
+        let _ = self.reply.send(outcome);
+        position
+    }
+}
+
+/// Most writes one commit takes: bounds the latency a commit adds to the first of them.
 const GROUP_COMMIT_MAX: usize = 256;
 
-/// Group commit: appends queue here while the previous commit is being made durable, and
-/// the next commit takes all of them (up to [`GROUP_COMMIT_MAX`]) in one transaction, so
-/// that they share one fsync. Each runs under its own savepoint: one that fails (a version
-/// conflict, a used idempotency or dedupe key) is rolled back alone and answered with its
-/// error; the others commit. Nobody is answered before the commit is durable. Other
-/// writes (checkpoints, timers, ...) take the one writer connection between batches.
+impl SqliteEventStore {
+    /// Runs `write` in the writer's next group commit and answers once that commit is
+    /// durable (or failed).
+    async fn write<T, F>(&self, write: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut sqlx::SqliteConnection) -> BoxFuture<'c, Result<T, StoreError>>
+            + Send
+            + 'static,
+    {
+        self.write_then(write, |_| None).await
+    }
+
+    async fn write_then<T, F>(
+        &self,
+        write: F,
+        on_commit: fn(&T) -> Option<u64>,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut sqlx::SqliteConnection) -> BoxFuture<'c, Result<T, StoreError>>
+            + Send
+            + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: WriteJob = Box::new(move |conn| {
+            Box::pin(async move {
+                let outcome = write(conn).await;
+                let succeeded = outcome.is_ok();
+                let answer: Box<dyn Finish> = Box::new(Answer {
+                    outcome,
+                    reply,
+                    on_commit,
+                });
+                (succeeded, answer)
+            })
+        });
+        self.writes
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?
+    }
+}
+
+/// Group commit: every write (appends, checkpoints, timers, notifications, leases, ...)
+/// queues here while the previous commit is being made durable, and the next commit takes
+/// all of them (up to [`GROUP_COMMIT_MAX`]) in one transaction, so that they share one
+/// fsync. Each runs under its own savepoint: one that fails (a version conflict, a used
+/// idempotency or dedupe key) is rolled back alone and answered with its error; the
+/// others commit. Nobody is answered before the commit is durable.
 async fn run_group_commit(
     writer: SqlitePool,
     head: Arc<watch::Sender<u64>>,
-    mut queue: mpsc::Receiver<PendingAppend>,
+    mut queue: mpsc::Receiver<WriteJob>,
 ) {
     let mut batch = Vec::with_capacity(GROUP_COMMIT_MAX);
     while queue.recv_many(&mut batch, GROUP_COMMIT_MAX).await > 0 {
-        let pending = std::mem::take(&mut batch);
-        let mut answers = Vec::with_capacity(pending.len());
-        let committed = commit_group(&writer, pending, &mut answers).await;
+        let jobs = std::mem::take(&mut batch);
+        let mut answers = Vec::with_capacity(jobs.len());
+        let committed = commit_group(&writer, jobs, &mut answers).await;
         let mut last_position = None;
-        for (reply, outcome) in answers {
-            let outcome = match (&committed, outcome) {
-                (Ok(()), outcome) => outcome,
-                // The commit failed: nothing of the batch is stored.
-                (Err(e), Ok(_)) => Err(shared_failure(e)),
-                (Err(_), Err(e)) => Err(e),
+        for (answer, ran) in answers {
+            let commit = match (&committed, &ran) {
+                (Ok(()), Ok(())) => Ok(()),
+                (Err(e), _) | (_, Err(e)) => Err(e),
             };
-            if let Ok(stored) = &outcome {
-                count_stored(stored);
-                if let Some(last) = stored.last() {
-                    last_position = Some(last.position);
-                }
+            if let Some(position) = answer.finish(commit) {
+                last_position = Some(position);
             }
-            let _ = reply.send(outcome);
         }
         if let Some(position) = last_position {
             head.send_if_modified(|head| {
@@ -140,48 +212,41 @@ async fn run_group_commit(
     }
 }
 
-/// The error each append of a batch gets when the batch as a whole failed (sqlx errors are
+/// The error each write of a batch gets when the batch as a whole failed (sqlx errors are
 /// not `Clone`).
 fn shared_failure(e: &StoreError) -> StoreError {
     StoreError::Database(sqlx::Error::Io(std::io::Error::other(format!(
-        "the commit of this append's batch failed: {e}"
+        "the commit of this write's batch failed: {e}"
     ))))
 }
 
-/// Runs each pending append under a savepoint of one transaction and commits it; the
-/// outcome of each goes into `answers` (valid only if the commit succeeds).
-#[allow(clippy::type_complexity)]
+/// A write's answer, and whether its savepoint could be released (`Err` when not: its
+/// effects are gone, so even a success must not be reported as one).
+type Ran = (Box<dyn Finish>, Result<(), StoreError>);
+
+/// Runs each job under a savepoint of one transaction and commits it.
 async fn commit_group(
     writer: &SqlitePool,
-    pending: Vec<PendingAppend>,
-    answers: &mut Vec<(
-        oneshot::Sender<Result<Vec<StoredEvent>, StoreError>>,
-        Result<Vec<StoredEvent>, StoreError>,
-    )>,
+    jobs: Vec<WriteJob>,
+    answers: &mut Vec<Ran>,
 ) -> Result<(), StoreError> {
-    let mut tx = match writer.begin().await {
-        Ok(tx) => tx,
-        Err(e) => {
-            let failure = StoreError::from(e);
-            for p in pending {
-                answers.push((p.reply, Err(shared_failure(&failure))));
-            }
-            return Err(failure);
-        }
-    };
-    for PendingAppend { request, reply } in pending {
-        let outcome = match sqlx::Connection::begin(&mut *tx).await {
-            Ok(mut savepoint) => match append_in(&mut savepoint, request).await {
-                Ok(stored) => match savepoint.commit().await {
-                    Ok(()) => Ok(stored),
-                    Err(e) => Err(e.into()),
-                },
-                // Dropping the savepoint rolls this append back, and only it.
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e.into()),
+    let mut tx = writer.begin().await?;
+    for job in jobs {
+        let mut savepoint = match sqlx::Connection::begin(&mut *tx).await {
+            Ok(savepoint) => savepoint,
+            // Without a savepoint the job cannot run alone: fail the batch (the
+            // transaction rolls back when dropped; the jobs not run yet are dropped, and
+            // their callers get an error).
+            Err(e) => return Err(e.into()),
         };
-        answers.push((reply, outcome));
+        let (succeeded, answer) = job(&mut savepoint).await;
+        let released = if succeeded {
+            savepoint.commit().await.map_err(StoreError::from)
+        } else {
+            // Dropping the savepoint rolls this job back, and only it.
+            Ok(())
+        };
+        answers.push((answer, released));
     }
     tx.commit().await.map_err(StoreError::from)
 }
@@ -334,14 +399,14 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 #[async_trait]
 impl EventStore for SqliteEventStore {
     async fn append(&self, request: AppendRequest) -> Result<Vec<StoredEvent>, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.appends
-            .send(PendingAppend { request, reply })
-            .await
-            .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?
+        self.write_then(
+            move |conn| Box::pin(append_in(conn, request)),
+            |stored: &Vec<StoredEvent>| {
+                count_stored(stored);
+                stored.last().map(|e| e.position)
+            },
+        )
+        .await
     }
 
     async fn load_aggregate(
@@ -516,17 +581,23 @@ impl EventStore for SqliteEventStore {
     }
 
     async fn save_checkpoint(&self, consumer: &str, position: u64) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO checkpoints (consumer, position, updated_us) VALUES (?, ?, ?) \
-             ON CONFLICT (consumer) DO UPDATE SET position = MAX(position, excluded.position), \
-             updated_us = excluded.updated_us",
-        )
-        .bind(consumer)
-        .bind(position as i64)
-        .bind(micros(Utc::now()))
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        let consumer = consumer.to_string();
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO checkpoints (consumer, position, updated_us) VALUES (?, ?, ?) \
+                     ON CONFLICT (consumer) DO UPDATE SET \
+                     position = MAX(position, excluded.position), updated_us = excluded.updated_us",
+                )
+                .bind(consumer)
+                .bind(position as i64)
+                .bind(micros(Utc::now()))
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
@@ -553,7 +624,15 @@ impl EventStore for SqliteEventStore {
         attempts: u32,
         first_failed_at: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        let id: i64 = sqlx::query_scalar(
+        let consumer = consumer.to_string();
+        let event_id = event.envelope.event_id.to_string();
+        let position = event.position as i64;
+        let event_type = event.envelope.event_type.clone();
+        let aggregate_id = event.envelope.aggregate_id.clone();
+        let error = error.to_string();
+        self.write(move |conn| {
+            Box::pin(async move {
+                let id: i64 = sqlx::query_scalar(
             "INSERT INTO dead_letters (consumer, event_id, position, event_type, aggregate_id, \
              error, attempts, first_failed_us, last_failed_us, status) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending') \
@@ -563,17 +642,20 @@ impl EventStore for SqliteEventStore {
              RETURNING id",
         )
         .bind(consumer)
-        .bind(event.envelope.event_id.to_string())
-        .bind(event.position as i64)
-        .bind(&event.envelope.event_type)
-        .bind(&event.envelope.aggregate_id)
+        .bind(event_id)
+        .bind(position)
+        .bind(event_type)
+        .bind(aggregate_id)
         .bind(error)
         .bind(attempts as i64)
         .bind(micros(first_failed_at))
         .bind(micros(Utc::now()))
-        .fetch_one(&self.writer)
+        .fetch_one(&mut *conn)
         .await?;
-        Ok(id as u64)
+                Ok(id as u64)
+            })
+        })
+        .await
     }
 
     async fn dead_letters(&self, status: Option<&str>) -> Result<Vec<DeadLetter>, StoreError> {
@@ -601,26 +683,37 @@ impl EventStore for SqliteEventStore {
     }
 
     async fn resolve_dead_letter(&self, id: u64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE dead_letters SET status = 'resolved' WHERE id = ?")
-            .bind(id as i64)
-            .execute(&self.writer)
-            .await?;
-        Ok(())
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query("UPDATE dead_letters SET status = 'resolved' WHERE id = ?")
+                    .bind(id as i64)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     async fn schedule_timer(&self, timer: &Timer) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO timers (key, kind, due_us, payload) VALUES (?, ?, ?, ?) \
+        let timer = timer.clone();
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO timers (key, kind, due_us, payload) VALUES (?, ?, ?, ?) \
              ON CONFLICT (key) DO UPDATE SET due_us = MAX(due_us, excluded.due_us), \
              kind = excluded.kind, payload = excluded.payload",
-        )
-        .bind(&timer.key)
-        .bind(&timer.kind)
-        .bind(micros(timer.due_at))
-        .bind(timer.payload.to_string())
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+                )
+                .bind(&timer.key)
+                .bind(&timer.kind)
+                .bind(micros(timer.due_at))
+                .bind(timer.payload.to_string())
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     async fn due_timers(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Timer>, StoreError> {
@@ -653,17 +746,25 @@ impl EventStore for SqliteEventStore {
     }
 
     async fn complete_timer(&self, timer: &Timer) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM timers WHERE key = ? AND due_us = ?")
-            .bind(&timer.key)
-            .bind(micros(timer.due_at))
-            .execute(&self.writer)
-            .await?;
-        Ok(())
+        let (key, due) = (timer.key.clone(), micros(timer.due_at));
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query("DELETE FROM timers WHERE key = ? AND due_us = ?")
+                    .bind(key)
+                    .bind(due)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     async fn record_publications(&self, published: &[Publication]) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
-        for p in published {
+        let published = published.to_vec();
+        self.write(move |conn| {
+            Box::pin(async move {
+        for p in &published {
             sqlx::query(
                 "UPDATE events SET topic = ?, kafka_partition = ?, kafka_offset = ? WHERE position = ?",
             )
@@ -671,22 +772,26 @@ impl EventStore for SqliteEventStore {
             .bind(p.partition)
             .bind(p.offset)
             .bind(p.position as i64)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
         }
-        tx.commit().await?;
         Ok(())
+            })
+        })
+        .await
     }
 
     async fn record_notifications(
         &self,
         notifications: &[NewNotification],
     ) -> Result<u64, StoreError> {
-        let mut tx = self.writer.begin().await?;
-        let mut inserted = 0;
-        for n in notifications {
-            let created = micros(n.created_at);
-            inserted += sqlx::query(
+        let notifications = notifications.to_vec();
+        self.write(move |conn| {
+            Box::pin(async move {
+                let mut inserted = 0;
+                for n in &notifications {
+                    let created = micros(n.created_at);
+                    inserted += sqlx::query(
                 "INSERT INTO notifications (event_id, event_type, channel, template, order_id, \
                  customer_id, recipient, subject, body_text, body_html, status, attempts, \
                  next_attempt_us, created_us, updated_us, correlation_id, trace_id) \
@@ -708,12 +813,14 @@ impl EventStore for SqliteEventStore {
             .bind(created)
             .bind(&n.correlation_id)
             .bind(&n.trace_id)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?
             .rows_affected();
-        }
-        tx.commit().await?;
-        Ok(inserted)
+                }
+                Ok(inserted)
+            })
+        })
+        .await
     }
 
     async fn due_notifications(
@@ -750,22 +857,28 @@ impl EventStore for SqliteEventStore {
     }
 
     async fn update_notification(&self, update: &NotificationUpdate) -> Result<bool, StoreError> {
-        let changed = sqlx::query(
-            "UPDATE notifications SET status = ?, attempts = ?, \
+        let update = update.clone();
+        self.write(move |conn| {
+            Box::pin(async move {
+                let changed = sqlx::query(
+                    "UPDATE notifications SET status = ?, attempts = ?, \
              provider_message_id = COALESCE(?, provider_message_id), last_error = ?, \
              next_attempt_us = ?, updated_us = ? \
              WHERE id = ? AND status IN ('pending', 'retrying')",
-        )
-        .bind(&update.status)
-        .bind(i64::from(update.attempts))
-        .bind(&update.provider_message_id)
-        .bind(&update.last_error)
-        .bind(micros(update.next_attempt_at))
-        .bind(micros(Utc::now()))
-        .bind(update.id as i64)
-        .execute(&self.writer)
-        .await?;
-        Ok(changed.rows_affected() == 1)
+                )
+                .bind(&update.status)
+                .bind(i64::from(update.attempts))
+                .bind(&update.provider_message_id)
+                .bind(&update.last_error)
+                .bind(micros(update.next_attempt_at))
+                .bind(micros(Utc::now()))
+                .bind(update.id as i64)
+                .execute(&mut *conn)
+                .await?;
+                Ok(changed.rows_affected() == 1)
+            })
+        })
+        .await
     }
 
     async fn notifications(
@@ -800,6 +913,9 @@ impl EventStore for SqliteEventStore {
     ) -> Result<bool, StoreError> {
         let now = Utc::now();
         let expires = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        let (name, holder) = (name.to_string(), holder.to_string());
+        self.write(move |conn| {
+            Box::pin(async move {
         let taken = sqlx::query(
             "INSERT INTO leases (name, holder, expires_us) VALUES (?, ?, ?) \
              ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_us = excluded.expires_us \
@@ -809,18 +925,27 @@ impl EventStore for SqliteEventStore {
         .bind(holder)
         .bind(micros(expires))
         .bind(micros(now))
-        .execute(&self.writer)
+        .execute(&mut *conn)
         .await?;
         Ok(taken.rows_affected() == 1)
+            })
+        })
+        .await
     }
 
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM leases WHERE name = ? AND holder = ?")
-            .bind(name)
-            .bind(holder)
-            .execute(&self.writer)
-            .await?;
-        Ok(())
+        let (name, holder) = (name.to_string(), holder.to_string());
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query("DELETE FROM leases WHERE name = ? AND holder = ?")
+                    .bind(name)
+                    .bind(holder)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
     }
 }
 
