@@ -124,6 +124,9 @@ impl<T: Send> Finish for Answer<T> {
     }
 }
 
+/// Events per INSERT statement (12 parameters each; SQLite allows 32,766 per statement).
+const INSERT_CHUNK: usize = 1000;
+
 /// Most writes one commit takes: bounds the latency a commit adds to the first of them.
 const GROUP_COMMIT_MAX: usize = 256;
 
@@ -273,42 +276,24 @@ async fn append_in(
         });
     }
 
+    // The stored events as they will be read back (the store keeps microseconds); their
+    // positions come from the inserts.
     let mut stored = Vec::with_capacity(request.events.len());
+    let mut rows = Vec::with_capacity(request.events.len());
     for (i, event) in request.events.into_iter().enumerate() {
-        let version = request.expected_version + 1 + i as u64;
-        // The store keeps microseconds: return the timestamp as it will be read back.
-        let timestamp = from_micros(micros(event.timestamp))?;
         let metadata = serde_json::to_string(&event.metadata)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        rows.push((event.data.to_string(), metadata));
         let trace_id = event.resolved_trace_id();
-        let position: i64 = sqlx::query_scalar(
-            "INSERT INTO events (event_id, event_type, aggregate_type, aggregate_id, version, \
-                 schema_version, timestamp_us, data, metadata, correlation_id, causation_id, \
-                 trace_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING position",
-        )
-        .bind(event.event_id.to_string())
-        .bind(&event.event_type)
-        .bind(request.aggregate_type.as_str())
-        .bind(&request.aggregate_id)
-        .bind(version as i64)
-        .bind(event.schema_version as i64)
-        .bind(micros(event.timestamp))
-        .bind(event.data.to_string())
-        .bind(metadata)
-        .bind(&event.metadata.correlation_id)
-        .bind(&event.metadata.causation_id)
-        .bind(&trace_id)
-        .fetch_one(&mut *conn)
-        .await?;
         stored.push(StoredEvent {
-            position: position as u64,
+            position: 0,
             envelope: EventEnvelope {
                 event_id: event.event_id,
                 event_type: event.event_type,
                 aggregate_id: request.aggregate_id.clone(),
                 aggregate_type: request.aggregate_type,
-                timestamp,
-                version,
+                timestamp: from_micros(micros(event.timestamp))?,
+                version: request.expected_version + 1 + i as u64,
                 schema_version: event.schema_version,
                 data: event.data,
                 metadata: event.metadata,
@@ -318,6 +303,45 @@ async fn append_in(
             offset: None,
             trace_id,
         });
+    }
+    // One multi-row INSERT per chunk: a batch of events is one statement, not one per
+    // event (each statement is a round trip to sqlx's SQLite worker thread).
+    for (chunk, chunk_rows) in stored
+        .chunks_mut(INSERT_CHUNK)
+        .zip(rows.chunks(INSERT_CHUNK))
+    {
+        let mut sql = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO events (event_id, event_type, aggregate_type, aggregate_id, version, \
+             schema_version, timestamp_us, data, metadata, correlation_id, causation_id, \
+             trace_id) ",
+        );
+        sql.push_values(
+            chunk.iter().zip(chunk_rows),
+            |mut row, (e, (data, meta))| {
+                let envelope = &e.envelope;
+                row.push_bind(envelope.event_id.to_string())
+                    .push_bind(envelope.event_type.clone())
+                    .push_bind(envelope.aggregate_type.as_str())
+                    .push_bind(envelope.aggregate_id.clone())
+                    .push_bind(envelope.version as i64)
+                    .push_bind(i64::from(envelope.schema_version))
+                    .push_bind(micros(envelope.timestamp))
+                    .push_bind(data.clone())
+                    .push_bind(meta.clone())
+                    .push_bind(envelope.metadata.correlation_id.clone())
+                    .push_bind(envelope.metadata.causation_id.clone())
+                    .push_bind(e.trace_id.clone());
+            },
+        );
+        // RETURNING's row order is not promised: match the positions by version.
+        sql.push(" RETURNING version, position");
+        let inserted = sql.build().fetch_all(&mut *conn).await?;
+        let first_version = chunk[0].envelope.version;
+        for row in inserted {
+            let version: i64 = row.try_get("version")?;
+            let position: i64 = row.try_get("position")?;
+            chunk[(version as u64 - first_version) as usize].position = position as u64;
+        }
     }
 
     if let Some(response) = &request.idempotency {
