@@ -30,6 +30,10 @@ pub const RELAY_LEASE: &str = "outbox-relay";
 /// The relay's checkpoint in the store: the last position published.
 pub const RELAY_CHECKPOINT: &str = "outbox-relay";
 
+/// Events the relay reads, publishes and records per round: the deliveries of a round are
+/// awaited together, and their offsets recorded in one statement.
+const RELAY_BATCH: u32 = 2000;
+
 /// Where Kafka is and how topics are laid out.
 #[derive(Debug, Clone)]
 pub struct KafkaSettings {
@@ -274,7 +278,7 @@ pub async fn run_relay(
         head.borrow_and_update();
         let result = async {
             let after = store.checkpoint(RELAY_CHECKPOINT).await?;
-            let batch = store.read_log(after, 500).await?;
+            let batch = store.read_log(after, RELAY_BATCH).await?;
             if batch.is_empty() {
                 return Ok::<bool, RelayError>(false);
             }

@@ -871,20 +871,24 @@ impl EventStore for PgEventStore {
     }
 
     async fn record_publications(&self, published: &[Publication]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        for p in published {
-            sqlx::query(
-                "UPDATE events SET topic = $1, kafka_partition = $2, kafka_offset = $3 \
-                 WHERE position = $4",
-            )
-            .bind(&p.topic)
-            .bind(p.partition)
-            .bind(p.offset)
-            .bind(p.position as i64)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
+        // One statement for the whole batch (arrays unnested), not one round trip per event.
+        let positions: Vec<i64> = published.iter().map(|p| p.position as i64).collect();
+        let topics: Vec<&str> = published.iter().map(|p| p.topic.as_str()).collect();
+        let partitions: Vec<i32> = published.iter().map(|p| p.partition).collect();
+        let offsets: Vec<i64> = published.iter().map(|p| p.offset).collect();
+        sqlx::query(
+            "UPDATE events AS e SET topic = u.topic, kafka_partition = u.kafka_partition, \
+             kafka_offset = u.kafka_offset \
+             FROM UNNEST($1::bigint[], $2::text[], $3::int[], $4::bigint[]) \
+             AS u(position, topic, kafka_partition, kafka_offset) \
+             WHERE e.position = u.position",
+        )
+        .bind(&positions)
+        .bind(&topics)
+        .bind(&partitions)
+        .bind(&offsets)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
