@@ -1,0 +1,726 @@
+#!/usr/bin/python3
+"""Runs every benchmark of one configuration and writes the table (issue 8).
+
+    bench/run.sh [--embedded | --production] [--quick] [--out DIR]
+
+Each figure stands beside the same machine's limit measured in the same run, as the
+ratio ours/limit. Figures are reported, never asserted: a figure short of its aim is
+marked "short" in the table and the run still succeeds. Python 3 standard library only.
+
+Embedded (default): the SQLite store in a temporary directory with the settings `serve`
+uses (WAL, synchronous=FULL), one `cornershop serve` process.
+Production: PostgreSQL + Kafka from `scripts/stack.sh` (CORNERSHOP_TEST_DATABASE_URL and
+CORNERSHOP_TEST_KAFKA_BROKERS, or --database-url and --kafka-brokers); every database and
+topic it makes is new (a random name) and dropped at the end.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import random
+import re
+import resource
+import shutil
+import signal
+import string
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
+CORNERSHOP = os.path.join(TARGET, "release", "cornershop")
+
+
+def log(message):
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def run(cmd, check=True, capture=True, timeout=None, env=None, cwd=None):
+    """Runs a command; returns (exit code, stdout, stderr)."""
+    proc = subprocess.run(
+        cmd,
+        stdout=subprocess.PIPE if capture else None,
+        stderr=subprocess.PIPE if capture else None,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=cwd,
+    )
+    if check and proc.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(cmd)} exited with {proc.returncode}\n{proc.stdout or ''}\n{proc.stderr or ''}"
+        )
+    return proc.returncode, proc.stdout or "", proc.stderr or ""
+
+
+def json_lines(text):
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+    return out
+
+
+def rand_suffix(n=8):
+    return "".join(random.choice(string.ascii_lowercase + string.digits) for _ in range(n))
+
+
+# ---------------------------------------------------------------- build
+
+
+def build():
+    log("building release binaries (cargo build --release, cargo bench --no-run)")
+    run(["cargo", "build", "--release", "-p", "cornershop-server"], capture=False, cwd=REPO)
+    _, out, _ = run(
+        ["cargo", "bench", "-p", "cornershop-bench", "--no-run", "--message-format=json"],
+        cwd=REPO,
+    )
+    for msg in json_lines(out):
+        if msg.get("reason") == "compiler-artifact" and msg.get("executable") and \
+                msg.get("target", {}).get("kind") == ["bench"]:
+            return msg["executable"]
+    raise RuntimeError("cargo bench --no-run named no bench executable")
+
+
+def bench(exe, *args, timeout=1800):
+    _, out, err = run([exe, *args], timeout=timeout)
+    return json_lines(out)
+
+
+def has_simulate():
+    code, _, _ = run([CORNERSHOP, "simulate", "--help"], check=False)
+    return code == 0
+
+
+# ---------------------------------------------------------------- machine
+
+
+def machine():
+    facts = {"nproc": os.cpu_count(), "kernel": platform.release()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    facts["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    facts["memTotalKiB"] = meminfo("MemTotal")
+    _, out, _ = run(["df", "-h", "--output=source,fstype,size,avail", tempfile.gettempdir()],
+                    check=False)
+    facts["tmpDisk"] = " ".join(out.split("\n")[1].split()) if "\n" in out else ""
+    facts["load1"] = os.getloadavg()[0]
+    return facts
+
+
+def meminfo(key):
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def vm_hwm_kib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def cpu_snapshot(ours):
+    """CPU seconds so far of every process, grouped: our shop processes (by pid), the
+    simulator, PostgreSQL, the Kafka broker, everything else; and of the machine."""
+    tick = os.sysconf("SC_CLK_TCK")
+    groups = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        seconds = (int(fields[11]) + int(fields[12])) / tick
+        if int(pid) in ours:
+            group = ours[int(pid)]
+        elif "cornershop simulate" in cmdline or " simulate --target" in cmdline:
+            group = "simulator"
+        elif cmdline.startswith("postgres") or "/postgresql/" in cmdline:
+            group = "postgresql"
+        elif "kafka.Kafka" in cmdline:
+            group = "kafka"
+        else:
+            group = "other (incl. other users' builds and tests)"
+        groups[(group, int(pid))] = seconds
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    busy = (sum(values[:8]) - values[3] - values[4]) / tick
+    # The simulator starts and ends between two snapshots: it counts as a waited child.
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    groups[("simulator", 0)] = children.ru_utime + children.ru_stime
+    return time.time(), groups, busy
+
+
+def cpu_usage(before, after):
+    """Cores used per group between two snapshots (processes present in both)."""
+    wall = after[0] - before[0]
+    usage = {}
+    for key, seconds in after[1].items():
+        if key in before[1]:
+            usage[key[0]] = usage.get(key[0], 0) + (seconds - before[1][key]) / wall
+    return {"seconds": round(wall, 1), "machineBusyCores": round((after[2] - before[2]) / wall, 2),
+            "cores": {k: round(v, 2) for k, v in sorted(usage.items(), key=lambda kv: -kv[1])}}
+
+
+# ---------------------------------------------------------------- the shop
+
+
+class Shop:
+    """One `cornershop serve` process on a free port; its log goes to a file."""
+
+    def __init__(self, args, logfile, env=None):
+        self.logfile = logfile
+        self.out = open(logfile, "w")
+        cmd = [CORNERSHOP, "serve", "--listen", "127.0.0.1:0", "--log-format", "json", *args]
+        self.proc = subprocess.Popen(cmd, stdout=self.out, stderr=subprocess.STDOUT, env=env)
+        self.address = self._wait_listening()
+        self._wait_ready()
+
+    def _wait_listening(self, timeout=120):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"cornershop serve exited early; see {self.logfile}")
+            with open(self.logfile) as f:
+                for line in f:
+                    if "cornershop is listening" in line:
+                        try:
+                            return json.loads(line)["address"]
+                        except (json.JSONDecodeError, KeyError):
+                            m = re.search(r"address[=\":\s]+([\d.]+:\d+)", line)
+                            if m:
+                                return m.group(1)
+            time.sleep(0.1)
+        raise RuntimeError(f"cornershop serve did not start; see {self.logfile}")
+
+    def _wait_ready(self, timeout=120):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://{self.address}/health/ready", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"cornershop at {self.address} never became ready; see {self.logfile}")
+
+    @property
+    def url(self):
+        return f"http://{self.address}"
+
+    def peak_kib(self):
+        return vm_hwm_kib(self.proc.pid)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.out.close()
+
+
+def simulate(url, duration, concurrency, rate=None, poll_interval=None):
+    cmd = [CORNERSHOP, "simulate", "--target", url, "--duration", duration,
+           "--concurrency", str(concurrency), "--json", "--no-progress"]
+    if rate:
+        cmd += ["--rate", str(rate)]
+    if poll_interval:
+        cmd += ["--poll-interval", poll_interval]
+    log(" ".join(cmd[1:]))
+    code, out, err = run(cmd, check=False, timeout=600)
+    if code != 0:
+        raise RuntimeError(f"simulate exited with {code}: {err.strip()[-2000:]}")
+    start, end = out.find("{"), out.rfind("}")
+    return json.loads(out[start:end + 1])
+
+
+def drain(api_url, quiet=3, timeout=180):
+    """Waits until the workflow has caught up: the store's event count unchanged for
+    `quiet` polls half a second apart. Returns the seconds waited."""
+    start, last, same = time.time(), None, 0
+    while time.time() - start < timeout:
+        try:
+            with urllib.request.urlopen(f"{api_url}/api/eventstore/stats", timeout=10) as r:
+                total = json.load(r).get("totalEvents")
+        except (urllib.error.URLError, OSError, ValueError):
+            total = None
+        same = same + 1 if total is not None and total == last else 0
+        if same >= quiet:
+            break
+        last = total
+        time.sleep(0.5)
+    return round(time.time() - start, 1)
+
+
+def lifecycle(shops, api_url, results, opts):
+    """Max rate (as many orders as `--concurrency` shoppers complete), then half of it for
+    the p99; peak memory of every process after. The simulator's own defaults otherwise
+    (its polls back off, and it takes checkout-to-confirmed from the events' timestamps)."""
+    ours = {shop.proc.pid: f"cornershop serve ({name})" for name, shop in shops.items()}
+    before = cpu_snapshot(ours)
+    peak = simulate(api_url, opts.duration, opts.concurrency, poll_interval=opts.max_poll_interval)
+    results.append({"kind": "lifecycle", "case": "max", **peak})
+    results.append({"kind": "cpu", "case": "max", **cpu_usage(before, cpu_snapshot(ours))})
+    # The max-rate run leaves work queued in the consumers; the half-rate run starts on an
+    # idle shop, or its latencies would measure the backlog.
+    results.append({"kind": "drain", "seconds": drain(api_url)})
+    half = max(1, round(peak.get("ordersPerSecond", 0) / 2, 1))
+    before = cpu_snapshot(ours)
+    at_half = simulate(api_url, opts.duration, opts.concurrency, rate=half)
+    results.append({"kind": "cpu", "case": "half", **cpu_usage(before, cpu_snapshot(ours))})
+    results.append({"kind": "lifecycle", "case": "half", "rate": half, **at_half})
+    memory = {name: shop.peak_kib() for name, shop in shops.items()}
+    results.append({"kind": "memory", "processes": memory,
+                    "totalKiB": sum(v or 0 for v in memory.values())})
+
+
+# ---------------------------------------------------------------- PostgreSQL and Kafka
+
+
+def db_url(base, name):
+    parts = urllib.parse.urlsplit(base)
+    return urllib.parse.urlunsplit(parts._replace(path="/" + name))
+
+
+def psql(url, sql):
+    run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", url, "-c", sql])
+
+
+def create_db(base, name):
+    psql(base, f"CREATE DATABASE {name}")
+    return db_url(base, name)
+
+
+def drop_db(base, name):
+    # A connection of ours may take a moment to go; FORCE cannot end another role's
+    # session (autovacuum), so a refusal is tried again.
+    for attempt in range(10):
+        try:
+            psql(base, f"DROP DATABASE IF EXISTS {name}" + (" WITH (FORCE)" if attempt % 2 else ""))
+            return
+        except Exception as e:  # noqa: BLE001 - tidying up must not hide the results
+            error = e
+            time.sleep(1)
+    log(f"could not drop database {name}: {error}")
+
+
+# The row the store appends (an ItemAddedToCart of bench.rs's shape). A space follows every
+# colon inside the JSON: pgbench would take `:name` for one of its variables.
+PG_ROW = ("gen_random_uuid(), 'ItemAddedToCart', 'Cart', 'raw-' || :client_id || '-' || :aid, "
+          "nextval('raw_version'), 1, now(), "
+          "'{\"cartId\": \"raw-cart-0000000000\", \"sku\": \"SKU-0042\", "
+          "\"name\": \"Enamel mug, 350 ml\", \"quantity\": 2, \"unitPrice\": \"9.99\"}'::json, "
+          "'{\"correlationId\": \"5f0c2b1e-8d4a-4a53-9a4e-0c6f2d1b7e11\", "
+          "\"causationId\": \"5f0c2b1e-8d4a-4a53-9a4e-0c6f2d1b7e11\", \"userId\": null, "
+          "\"source\": \"CartService\"}'::json, "
+          "gen_random_uuid()::text, gen_random_uuid()::text, replace(gen_random_uuid()::text, '-', '')")
+PG_COLUMNS = ("event_id, event_type, aggregate_type, aggregate_id, version, schema_version, "
+              "occurred_at, data, metadata, correlation_id, causation_id, trace_id")
+
+
+def pgbench(url, workdir, results, seconds):
+    """PostgreSQL's own limit for the same rows: the store's migrations (the same events
+    table, columns, indexes and constraints) in a database of its own, plain INSERTs with pgbench,
+    one transaction per row or per 100 rows."""
+    migrations = os.path.join(REPO, "crates/store/migrations/postgres")
+    for name in sorted(n for n in os.listdir(migrations) if n.endswith(".sql")):
+        run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", url, "-f", os.path.join(migrations, name)])
+    psql(url, "CREATE SEQUENCE raw_version")
+    single = os.path.join(workdir, "insert1.sql")
+    with open(single, "w") as f:
+        f.write("\\set aid random(1, 10000)\n")
+        f.write(f"INSERT INTO events ({PG_COLUMNS}) VALUES ({PG_ROW});\n")
+    batch = os.path.join(workdir, "insert100.sql")
+    with open(batch, "w") as f:
+        f.write("\\set aid random(1, 10000)\n")
+        f.write(f"INSERT INTO events ({PG_COLUMNS}) SELECT {PG_ROW} FROM generate_series(1, 100);\n")
+    cases = [("raw insert, 1 row/transaction", single, 1, 1),
+             ("raw insert, 100 rows/transaction", batch, 100, 1),
+             ("raw insert, 1 row/transaction, 64 clients", single, 1, 64)]
+    for label, script, rows, clients in cases:
+        prefix = os.path.join(workdir, f"pgbench-{rows}-{clients}")
+        cmd = ["pgbench", "-n", "-M", "prepared", "-f", script, "-c", str(clients),
+               "-j", str(min(clients, 2)), "-T", str(max(1, int(round(seconds)))),
+               "-l", "--log-prefix", prefix, url]
+        log(" ".join(cmd[:-1]) + " <url>")
+        _, out, _ = run(cmd, timeout=600)
+        tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
+        latencies = []
+        for name in os.listdir(workdir):
+            if name.startswith(os.path.basename(prefix) + "."):
+                with open(os.path.join(workdir, name)) as f:
+                    latencies += [int(line.split()[2]) for line in f if line.strip()]
+        latencies.sort()
+
+        def pct(p):
+            if not latencies:
+                return 0
+            return latencies[min(len(latencies) - 1, max(0, int(len(latencies) * p + 0.999999) - 1))] / 1000
+
+        results.append({"kind": "raw-insert", "backend": "postgres", "case": label,
+                        "batch": rows, "clients": clients,
+                        "transactionsPerSecond": tps, "eventsPerSecond": round(tps * rows, 1),
+                        "p50Ms": pct(0.5), "p99Ms": pct(0.99), "transactions": len(latencies)})
+
+
+def kafka_libs():
+    run_dir = os.environ.get("KAFKA_RUN_DIR") or os.path.join(
+        os.environ.get("CORNERSHOP_DEPLOY_RUN") or os.path.join(REPO, ".deploy-run"), "kafka")
+    libs = os.path.join(run_dir, "libs")
+    if not (os.path.isdir(libs) and any(n.startswith("kafka-tools-") for n in os.listdir(libs))):
+        run([os.path.join(REPO, "scripts/kafka.sh"), "install"], capture=False)
+    return run_dir, libs
+
+
+def kafka_tool(*args):
+    return run([os.path.join(REPO, "scripts/kafka.sh"), "tool", *args], timeout=300)
+
+
+def producer_performance(brokers, topic, records, size, results):
+    """Kafka's own producer benchmark with our producer's settings: acks=all,
+    idempotence, linger.ms=5; the record size is our average envelope."""
+    run_dir, libs = kafka_libs()
+    kafka_tool("org.apache.kafka.tools.TopicCommand", "--bootstrap-server", brokers, "--create",
+               "--topic", topic, "--partitions", "3", "--replication-factor", "1")
+    cmd = ["java", "-Xmx512m", "-XX:+UseG1GC",
+           f"-Dlog4j2.configurationFile={os.path.join(run_dir, 'log4j2-tools.properties')}",
+           "-cp", os.path.join(libs, "*"), "org.apache.kafka.tools.ProducerPerformance",
+           "--topic", topic, "--num-records", str(records), "--record-size", str(size),
+           "--throughput", "-1", "--producer-props", "acks=all", "enable.idempotence=true",
+           "linger.ms=5", f"bootstrap.servers={brokers}"]
+    log(" ".join(cmd[cmd.index("org.apache.kafka.tools.ProducerPerformance"):]))
+    _, out, _ = run(cmd, timeout=600)
+    last = [l for l in out.splitlines() if "records sent" in l][-1]
+    m = re.search(r"([\d.]+) records/sec.*?([\d.]+) ms avg latency.*?([\d.]+) ms max latency", last)
+    results.append({"kind": "producer-performance", "records": records, "recordSize": size,
+                    "eventsPerSecond": float(m.group(1)), "avgLatencyMs": float(m.group(2)),
+                    "summary": last.strip()})
+
+
+def delete_topics(brokers, namespace):
+    try:
+        kafka_tool("org.apache.kafka.tools.TopicCommand", "--bootstrap-server", brokers,
+                   "--delete", "--if-exists", "--topic", re.escape(namespace) + ".*")
+    except Exception as e:  # noqa: BLE001
+        log(f"could not delete topics {namespace}*: {e}")
+
+
+# ---------------------------------------------------------------- the table
+
+
+def fmt(x, unit=""):
+    if x is None:
+        return "—"
+    if isinstance(x, float) and x < 100:
+        s = f"{x:,.2f}" if x < 10 else f"{x:,.1f}"
+    else:
+        s = f"{x:,.0f}"
+    return s + unit
+
+
+def find(results, kind, **match):
+    for r in results:
+        if r.get("kind") == kind and all(r.get(k) == v for k, v in match.items()):
+            return r
+    return None
+
+
+def table(results, config):
+    """Rows: (benchmark, ours, limit, limit's description, ratio, aim)."""
+    backend = "sqlite" if config == "embedded" else "postgres"
+    rows = []
+    raw_single = find(results, "raw-insert", backend=backend, batch=1, clients=1)
+    raw_batch = find(results, "raw-insert", backend=backend, batch=100, clients=1)
+    raw_64 = find(results, "raw-insert", backend=backend, batch=1, clients=64)
+    engine = "SQLite" if backend == "sqlite" else "PostgreSQL (pgbench)"
+
+    def ratio_aim(ratio, minimum):
+        if ratio is None:
+            return "—"
+        return f"≥ {minimum:.0%} of the limit: " + ("met" if ratio >= minimum else "**short**")
+
+    def abs_aim(value, minimum, unit="/s"):
+        if value is None:
+            return "—"
+        return f"≥ {minimum:,}{unit}: " + ("met" if value >= minimum else "**short**")
+
+    for r in [x for x in results if x.get("kind") == "append"]:
+        raw = raw_batch if r["batch"] > 1 else (raw_64 if r["clients"] > 1 else raw_single)
+        ours = r["eventsPerSecond"]
+        limit = raw["eventsPerSecond"] if raw else None
+        ratio = ours / limit if limit else None
+        if config == "production":
+            aim = ratio_aim(ratio, 0.5)
+        elif r["batch"] > 1:
+            aim = abs_aim(ours, 100_000, " events/s")
+        elif r["clients"] == 64:
+            aim = abs_aim(ours, 10_000, " events/s")
+        else:
+            aim = "—"
+        rows.append((f"append: {r['case']} (events/s; p99 {fmt(r['p99Ms'])} ms)", fmt(ours),
+                     fmt(limit), f"{engine} raw insert, {raw['case'].split(', ', 1)[1]}" if raw else "",
+                     ratio, aim))
+
+    peak = find(results, "lifecycle", case="max")
+    half = find(results, "lifecycle", case="half")
+    if peak:
+        ops = peak.get("ordersPerSecond")
+        epo = peak.get("eventsPerSecond", 0) / ops if ops else None
+        limit = raw_64["transactionsPerSecond"] / epo if raw_64 and epo else None
+        aim_orders = 1000 if config == "embedded" else 300
+        errors = peak.get("errors") or {}
+        errors = sum(errors.values()) if isinstance(errors, dict) else errors
+        rows.append((f"order lifecycle: completed orders/s at max rate, {peak.get('concurrency')} clients "
+                     f"({fmt(peak.get('completedOrders'))} orders, {errors} errors)",
+                     fmt(ops), fmt(limit),
+                     f"raw 1-row commits/s with 64 clients ÷ {fmt(epo)} events per order",
+                     ops / limit if limit else None, abs_aim(ops, aim_orders, " orders/s")))
+    if half:
+        p99 = half.get("checkoutToConfirmedP99Ms")
+        commit = raw_single["p99Ms"] if raw_single else None
+        aim = ("≤ 50 ms: " + ("met" if p99 is not None and p99 <= 50 else "**short**")) \
+            if config == "embedded" and p99 is not None else "—"
+        rows.append((f"order lifecycle: checkout-to-confirmed p99 at {fmt(half.get('rate'))} orders/s "
+                     f"(half the max; p50 {fmt(half.get('checkoutToConfirmedP50Ms'))} ms; "
+                     f"achieved {fmt(half.get('ordersPerSecond'))} orders/s)",
+                     fmt(p99, " ms"), fmt(commit, " ms"), "one raw durable commit, p99 (1 client)",
+                     p99 / commit if p99 is not None and commit else None, aim))
+    lifecycle_skipped = find(results, "skipped", what="lifecycle")
+    if lifecycle_skipped:
+        rows.append(("order lifecycle", "not run", "—", lifecycle_skipped["why"], None, "—"))
+
+    rb = find(results, "rebuild")
+    gen = find(results, "generate")
+    scan = find(results, "scan", case="raw scan")
+    if rb:
+        limit = scan["eventsPerSecond"] if scan else None
+        rows.append((f"projection rebuild, {fmt(rb['events'])} events of {fmt(gen['orders'] if gen else None)} "
+                     "orders (events/s)", fmt(rb["eventsPerSecond"]),
+                     fmt(limit), "raw scan of the same events table (pages of 2,000)",
+                     rb["eventsPerSecond"] / limit if limit else None,
+                     abs_aim(rb["eventsPerSecond"], 200_000, " events/s")))
+
+    relay = find(results, "relay")
+    perf = find(results, "producer-performance")
+    if relay:
+        limit = perf["eventsPerSecond"] if perf else None
+        ratio = relay["eventsPerSecond"] / limit if limit else None
+        rows.append((f"relay to Kafka, {fmt(relay['events'])} events (events/s)", fmt(relay["eventsPerSecond"]),
+                     fmt(limit), f"ProducerPerformance, {perf['recordSize']} B records, acks=all, idempotent"
+                     if perf else "", ratio, ratio_aim(ratio, 0.5)))
+
+    mem = find(results, "memory")
+    if mem:
+        total = mem["totalKiB"]
+        mem_total = meminfo("MemTotal")
+        detail = ", ".join(f"{k} {fmt((v or 0) / 1024)} MiB" for k, v in mem["processes"].items())
+        rows.append((f"peak memory of the server under load (VmHWM; {detail})", fmt(total / 1024, " MiB"),
+                     fmt(mem_total / 1024, " MiB"), "the machine's memory (MemTotal)",
+                     total / mem_total if mem_total else None, "—"))
+
+    lines = ["| benchmark | ours | limit | limit (what it is) | ours/limit | aim |",
+             "|---|---:|---:|---|---:|---|"]
+    for name, ours, limit, what, ratio, aim in rows:
+        r = "—" if ratio is None else (f"{ratio:.3f}" if ratio < 0.1 else f"{ratio:.2f}")
+        lines.append(f"| {name} | {ours} | {limit} | {what} | {r} | {aim} |")
+    for case, label in (("max", "the max-rate run"), ("half", "the half-rate run")):
+        cpu = find(results, "cpu", case=case)
+        if cpu:
+            parts = ", ".join(f"{k} {v:.2f}" for k, v in cpu["cores"].items() if v >= 0.01)
+            lines.append(f"\nCPU during {label} ({cpu['seconds']} s), in cores of {os.cpu_count()}: "
+                         f"machine busy {cpu['machineBusyCores']:.2f}; {parts}.")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- configurations
+
+
+def embedded(exe, opts, workdir, results):
+    log("event store appends on SQLite (and raw SQLite inserts of the same rows)")
+    results += bench(exe, "append", "--backend", "sqlite", "--dir", workdir,
+                     "--seconds", str(opts.seconds))
+    log(f"projection rebuild of {opts.rebuild_orders} orders (and a raw scan of the same events)")
+    results += bench(exe, "rebuild", "--dir", workdir, "--orders", str(opts.rebuild_orders))
+    data = os.path.join(workdir, "shop")
+    if not has_simulate():
+        why = "`cornershop simulate` is not in this build yet"
+        log(f"skipping the order lifecycle and peak memory: {why}")
+        results.append({"kind": "skipped", "what": "lifecycle", "why": why})
+        return
+    shop = Shop(["--data-dir", data], os.path.join(workdir, "shop.log"))
+    try:
+        lifecycle({"cornershop": shop}, shop.url, results, opts)
+    finally:
+        shop.stop()
+
+
+def production(exe, opts, workdir, results):
+    base, brokers = opts.database_url, opts.kafka_brokers
+    tag = rand_suffix()
+    dbs = {k: f"cs_bench_{tag}_{k}" for k in ("store", "raw", "rebuild", "relay", "shop")}
+    namespace_relay, namespace_shop = f"bench{tag}relay.", f"bench{tag}shop."
+    created = []
+    try:
+        log("event store appends on PostgreSQL")
+        created.append(dbs["store"])
+        url = create_db(base, dbs["store"])
+        results += bench(exe, "append", "--backend", "postgres", "--database-url", url,
+                         "--seconds", str(opts.seconds))
+        drop_db(base, dbs["store"])
+        log("raw PostgreSQL inserts of the same rows (pgbench)")
+        created.append(dbs["raw"])
+        pgbench(create_db(base, dbs["raw"]), workdir, results, opts.seconds)
+        drop_db(base, dbs["raw"])
+
+        log(f"projection rebuild of {opts.rebuild_orders} orders (and a raw scan of the same events)")
+        created.append(dbs["rebuild"])
+        results += bench(exe, "rebuild", "--database-url", create_db(base, dbs["rebuild"]),
+                         "--orders", str(opts.rebuild_orders))
+        drop_db(base, dbs["rebuild"])
+
+        log(f"relay to Kafka: {opts.relay_events} events")
+        created.append(dbs["relay"])
+        url = create_db(base, dbs["relay"])
+        load = bench(exe, "load", "--database-url", url, "--events", str(opts.relay_events))[0]
+        results.append(load)
+        relay = Shop(["--roles", "relay", "--database-url", url, "--kafka-brokers", brokers,
+                      "--kafka-namespace", namespace_relay], os.path.join(workdir, "relay.log"))
+        try:
+            results += bench(exe, "relay-wait", "--database-url", url,
+                             "--events", str(opts.relay_events))
+        finally:
+            relay.stop()
+        drop_db(base, dbs["relay"])
+        producer_performance(brokers, f"{namespace_relay}perf", opts.relay_events,
+                             load["avgPayloadBytes"], results)
+        delete_topics(brokers, namespace_relay)
+
+        if not has_simulate():
+            why = "`cornershop simulate` is not in this build yet"
+            log(f"skipping the order lifecycle and peak memory: {why}")
+            results.append({"kind": "skipped", "what": "lifecycle", "why": why})
+            return
+        created.append(dbs["shop"])
+        url = create_db(base, dbs["shop"])
+        common = ["--database-url", url, "--kafka-brokers", brokers,
+                  "--kafka-namespace", namespace_shop]
+        shops = {}
+        try:
+            # The layout of the README: three processes, two relays (one active by lease).
+            for name, roles in (("api,relay", "api,relay"),
+                                ("order,inventory,reporting", "order,inventory,reporting"),
+                                ("payment,notification,relay", "payment,notification,relay")):
+                shops[name] = Shop(["--roles", roles, *common],
+                                   os.path.join(workdir, f"shop-{roles.replace(',', '-')}.log"))
+            lifecycle(shops, shops["api,relay"].url, results, opts)
+        finally:
+            for shop in shops.values():
+                shop.stop()
+    finally:
+        for name in created:
+            drop_db(base, name)
+        delete_topics(brokers, f"bench{tag}")
+
+
+def stack_env():
+    code, out, _ = run([os.path.join(REPO, "scripts/stack.sh"), "env"], check=False)
+    env = {}
+    for line in out.splitlines():
+        if "=" in line:
+            k, v = line.split("=", 1)
+            env[k.strip()] = v.strip().strip("'\"")
+    return env
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--embedded", action="store_true", help="SQLite, one process (default)")
+    g.add_argument("--production", action="store_true", help="PostgreSQL + Kafka, a process per role group")
+    p.add_argument("--quick", action="store_true", help="short runs, for a smoke check (< 2 min)")
+    p.add_argument("--out", default=os.path.join(REPO, "bench", "results"), help="where the table goes")
+    p.add_argument("--database-url", help="PostgreSQL (default: CORNERSHOP_TEST_DATABASE_URL)")
+    p.add_argument("--kafka-brokers", help="Kafka (default: CORNERSHOP_TEST_KAFKA_BROKERS)")
+    p.add_argument("--concurrency", type=int, default=64, help="simulated clients (default 64)")
+    p.add_argument("--max-poll-interval",
+                   help="the simulator's --poll-interval in the max-rate run (default: its own)")
+    opts = p.parse_args()
+    config = "production" if opts.production else "embedded"
+    opts.seconds = 1.0 if opts.quick else 5.0
+    opts.duration = "5s" if opts.quick else "30s"
+    opts.relay_events = 10_000 if opts.quick else 100_000
+    opts.rebuild_orders = 1_000 if opts.quick else 10_000
+    if config == "production":
+        env = stack_env()
+        opts.database_url = opts.database_url or os.environ.get("CORNERSHOP_TEST_DATABASE_URL") \
+            or env.get("CORNERSHOP_TEST_DATABASE_URL")
+        opts.kafka_brokers = opts.kafka_brokers or os.environ.get("CORNERSHOP_TEST_KAFKA_BROKERS") \
+            or env.get("CORNERSHOP_TEST_KAFKA_BROKERS")
+        if not opts.database_url or not opts.kafka_brokers:
+            sys.exit("bench: --production needs PostgreSQL and Kafka: run scripts/stack.sh start")
+
+    started = time.time()
+    exe = build()
+    facts = machine()
+    results = []
+    workdir = tempfile.mkdtemp(prefix=f"cornershop-bench-{config}-")
+    try:
+        (production if config == "production" else embedded)(exe, opts, workdir, results)
+    finally:
+        if os.environ.get("BENCH_KEEP_WORKDIR"):
+            log(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    facts["load1After"] = os.getloadavg()[0]
+    md = table(results, config)
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M")
+    _, commit, _ = run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], check=False)
+    header = (f"# CornerShop benchmarks: {config}{' (quick)' if opts.quick else ''}, {stamp}\n\n"
+              f"Machine: {facts['nproc']} cores ({facts.get('cpu', '?')}), "
+              f"{facts['memTotalKiB'] / 1048576:.1f} GiB, kernel {facts['kernel']}, "
+              f"temp dir on {facts['tmpDisk']}; load average {facts['load1']:.2f} before, "
+              f"{facts['load1After']:.2f} after. Commit {commit.strip()}. "
+              f"Run time {time.time() - started:.0f} s.\n\n")
+    os.makedirs(opts.out, exist_ok=True)
+    name = os.path.join(opts.out, f"{stamp}-{config}{'-quick' if opts.quick else ''}")
+    with open(name + ".md", "w") as f:
+        f.write(header + md + "\n\n<details><summary>raw measurements (JSON lines)</summary>\n\n```\n"
+                + "\n".join(json.dumps(r) for r in results) + "\n```\n</details>\n")
+    print(header + md)
+    log(f"wrote {name}.md")
+
+
+if __name__ == "__main__":
+    main()
