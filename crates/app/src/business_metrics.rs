@@ -5,7 +5,6 @@
 //! the shop's currency unit (a counter is an integer; cents keep it exact).
 
 use cornershop_domain::{DomainEvent, Money};
-use cornershop_store::StoredEvent;
 use rust_decimal::prelude::ToPrimitive;
 
 /// The `status` label values of `orders_total`.
@@ -18,18 +17,23 @@ pub const ORDER_STATUSES: &[&str] = &[
     "cancelled",
 ];
 
-/// Counts the business figures of freshly appended events.
-pub fn count(events: &[StoredEvent]) {
+/// Counts the business figures of events just appended (the decided events, so that
+/// nothing is decoded again).
+pub fn count(events: &[DomainEvent]) {
     for event in events {
-        let status = match event.envelope.event_type.as_str() {
-            "OrderCreated" => "created",
-            "OrderValidated" => "validated",
-            "OrderConfirmed" => "confirmed",
-            "OrderShipped" => "shipped",
-            "OrderDelivered" => "delivered",
-            "OrderCancelled" => "cancelled",
-            "PaymentCompleted" | "PaymentRefunded" => {
-                count_amount(event);
+        let status = match event {
+            DomainEvent::OrderCreated(_) => "created",
+            DomainEvent::OrderValidated(_) => "validated",
+            DomainEvent::OrderConfirmed(_) => "confirmed",
+            DomainEvent::OrderShipped(_) => "shipped",
+            DomainEvent::OrderDelivered(_) => "delivered",
+            DomainEvent::OrderCancelled(_) => "cancelled",
+            DomainEvent::PaymentCompleted(e) => {
+                count_cents("revenue_cents_total", e.amount);
+                continue;
+            }
+            DomainEvent::PaymentRefunded(e) => {
+                count_cents("refunds_cents_total", e.amount);
                 continue;
             }
             _ => continue,
@@ -38,12 +42,7 @@ pub fn count(events: &[StoredEvent]) {
     }
 }
 
-fn count_amount(event: &StoredEvent) {
-    let (name, amount) = match event.envelope.decode() {
-        Ok(DomainEvent::PaymentCompleted(e)) => ("revenue_cents_total", e.amount),
-        Ok(DomainEvent::PaymentRefunded(e)) => ("refunds_cents_total", e.amount),
-        _ => return,
-    };
+fn count_cents(name: &'static str, amount: Money) {
     if let Some(cents) = (amount * Money::ONE_HUNDRED).round().to_u64() {
         metrics::counter!(name).increment(cents);
     }

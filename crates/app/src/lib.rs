@@ -360,7 +360,7 @@ impl CommandBus {
             };
             match self.store.append(request).await {
                 Ok(stored) => {
-                    business_metrics::count(&stored);
+                    business_metrics::count(&decided);
                     self.states.put(id, &executed.state, executed.version);
                     executed.events = stored;
                     return Ok((Some(executed), built));

@@ -61,8 +61,7 @@ pub async fn run_embedded(consumer: Consumer, mut shutdown: watch::Receiver<bool
         } else {
             for event in &batch {
                 if consumer.handler.handles(&event.envelope.event_type)
-                    && deliver_traced(&consumer, event, &mut shutdown).await
-                        == Delivery::Interrupted
+                    && consumer.deliver_traced(event, &mut shutdown).await == Delivery::Interrupted
                 {
                     break;
                 }
@@ -83,25 +82,6 @@ pub async fn run_embedded(consumer: Consumer, mut shutdown: watch::Receiver<bool
         }
     }
     tracing::info!(consumer = name, position, "consumer stopped");
-}
-
-/// Delivers one event inside its `consume` span (its business transaction's ids and
-/// trace).
-async fn deliver_traced(
-    consumer: &Consumer,
-    event: &cornershop_store::StoredEvent,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Delivery {
-    let span = tracing::info_span!(
-        "consume",
-        consumer = consumer.name(),
-        eventType = %event.envelope.event_type,
-        aggregateId = %event.envelope.aggregate_id,
-        correlationId = %event.envelope.metadata.correlation_id,
-        traceId = %event.trace_id,
-    );
-    crate::tracecontext::join_event(&span, event);
-    tracing::Instrument::instrument(consumer.deliver(event, shutdown), span).await
 }
 
 /// Delivers the wanted events of `batch` grouped by correlation id: up to the handler's
@@ -133,7 +113,7 @@ async fn deliver_concurrently(
             let mut shutdown = shutdown.clone();
             async move {
                 for at in group {
-                    if deliver_traced(consumer, &batch[at], &mut shutdown).await
+                    if consumer.deliver_traced(&batch[at], &mut shutdown).await
                         == Delivery::Interrupted
                     {
                         return Delivery::Interrupted;

@@ -463,21 +463,7 @@ pub async fn run_kafka_consumer(
                         trace_id: message_trace_id(&message, &envelope),
                         envelope,
                     };
-                    let span = tracing::info_span!(
-                        "consume",
-                        consumer = consumer.name(),
-                        eventType = %event.envelope.event_type,
-                        aggregateId = %event.envelope.aggregate_id,
-                        correlationId = %event.envelope.metadata.correlation_id,
-                        traceId = %event.trace_id,
-                        topic = message.topic(),
-                    );
-                    crate::tracecontext::join_event(&span, &event);
-                    let delivery = tracing::Instrument::instrument(
-                        consumer.deliver(&event, &mut shutdown),
-                        span,
-                    )
-                    .await;
+                    let delivery = consumer.deliver_traced(&event, &mut shutdown).await;
                     if delivery == Delivery::Interrupted {
                         break;
                     }

@@ -119,6 +119,26 @@ impl Consumer {
         self.handler.name()
     }
 
+    /// [`deliver`](Self::deliver) inside the event's `consume` span: its business
+    /// transaction's ids (on every log line of the handling) and its trace.
+    pub async fn deliver_traced(
+        &self,
+        event: &StoredEvent,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Delivery {
+        let span = tracing::info_span!(
+            "consume",
+            consumer = self.name(),
+            eventType = %event.envelope.event_type,
+            aggregateId = %event.envelope.aggregate_id,
+            correlationId = %event.envelope.metadata.correlation_id,
+            traceId = %event.trace_id,
+            topic = event.topic.as_deref(),
+        );
+        tracecontext::join_event(&span, event);
+        tracing::Instrument::instrument(self.deliver(event, shutdown), span).await
+    }
+
     /// Delivers one event, retrying with backoff; dead-letters it after the last attempt.
     pub async fn deliver(
         &self,

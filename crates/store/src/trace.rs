@@ -11,10 +11,24 @@
 
 use uuid::Uuid;
 
+/// The ids of a valid version-00 `traceparent` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceParent {
+    /// 32 lowercase hex digits.
+    pub trace_id: String,
+    /// The caller's span: 16 lowercase hex digits.
+    pub parent_id: String,
+}
+
 /// The trace id (32 lowercase hex digits) of a valid version-00 `traceparent` header, or
 /// `None` when the value is malformed or its trace or parent id is all zeros (the spec
 /// says to start a new trace then).
 pub fn trace_id_from_traceparent(value: &str) -> Option<String> {
+    parse_traceparent(value).map(|parsed| parsed.trace_id)
+}
+
+/// Both ids of a `traceparent` header; `None` as for [`trace_id_from_traceparent`].
+pub fn parse_traceparent(value: &str) -> Option<TraceParent> {
     let parts: Vec<&str> = value.trim().split('-').collect();
     let [version, trace_id, parent_id, flags] = parts[..] else {
         return None;
@@ -31,7 +45,10 @@ pub fn trace_id_from_traceparent(value: &str) -> Option<String> {
         && hex(flags, 2)
         && !zeros(trace_id)
         && !zeros(parent_id))
-    .then(|| trace_id.to_string())
+    .then(|| TraceParent {
+        trace_id: trace_id.to_string(),
+        parent_id: parent_id.to_string(),
+    })
 }
 
 /// The trace id of a business transaction that arrived without trace context: derived from

@@ -64,9 +64,9 @@ pub async fn correlate(mut request: Request, next: Next) -> Response {
         .headers()
         .get(TRACEPARENT)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| Some((trace::trace_id_from_traceparent(value)?, value)))
+        .and_then(trace::parse_traceparent)
     {
-        Some((trace_id, value)) => (trace_id, value.trim()[36..52].to_string()),
+        Some(parent) => (parent.trace_id, parent.parent_id),
         None => {
             let trace_id = trace::trace_id_for_correlation(&correlation_id);
             let root = trace_id[..16].to_string();
