@@ -233,10 +233,23 @@ impl Consumer {
 }
 
 /// Every consumer by name, so that a dead letter can be re-driven through the consumer
-/// that parked it.
+/// that parked it; and the other owners of dead letters (see [`DeadLetterOwner`]).
 #[derive(Clone, Default)]
 pub struct ConsumerRegistry {
     consumers: BTreeMap<&'static str, Consumer>,
+    owners: BTreeMap<&'static str, Arc<dyn DeadLetterOwner>>,
+}
+
+/// Parks dead letters under a name that is not a consumer of the log, and knows what
+/// re-driving one means: a notification dispatcher, for example, dead-letters a message
+/// its provider refused, and re-driving it queues the message to be sent again.
+#[async_trait]
+pub trait DeadLetterOwner: Send + Sync {
+    /// The dead letters' `consumer` names this owner answers for.
+    fn names(&self) -> Vec<&'static str>;
+
+    /// Sets the dead letter's work going again and resolves the dead letter.
+    async fn redrive(&self, store: &dyn EventStore, letter: &DeadLetter) -> Result<(), StoreError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -264,8 +277,15 @@ impl ConsumerRegistry {
         self.consumers.values()
     }
 
+    pub fn add_owner(&mut self, owner: Arc<dyn DeadLetterOwner>) {
+        for name in owner.names() {
+            self.owners.insert(name, owner.clone());
+        }
+    }
+
     /// Runs a dead letter's event through its consumer's handler once more. On success
     /// the dead letter is resolved; on failure it stays pending with the new error.
+    /// A dead letter of another [`DeadLetterOwner`] is handed to that owner.
     pub async fn redrive(
         &self,
         store: &dyn EventStore,
@@ -275,6 +295,14 @@ impl ConsumerRegistry {
             .dead_letter(id)
             .await?
             .ok_or(RedriveError::NotFound(id))?;
+        if let Some(owner) = self.owners.get(letter.consumer.as_str()) {
+            owner.redrive(store, &letter).await?;
+            tracing::info!(consumer = %letter.consumer, id, "dead letter handed back to its owner");
+            return store
+                .dead_letter(id)
+                .await?
+                .ok_or(RedriveError::NotFound(id));
+        }
         let consumer = self
             .consumers
             .get(letter.consumer.as_str())

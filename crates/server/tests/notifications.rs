@@ -285,6 +285,11 @@ impl HttpSink {
             .insert(recipient.to_string(), status);
     }
 
+    /// Stops refusing `recipient` (the provider's cause is fixed).
+    fn answer_normally(&self, recipient: &str) {
+        self.state.always.lock().unwrap().remove(recipient);
+    }
+
     fn answer_first(&self, recipient: &str, statuses: &[u16]) {
         self.state
             .scripted
@@ -952,6 +957,81 @@ async fn a_refusing_provider_fails_the_notification_into_the_dead_letters_and_th
     for order_id in [&refused_sms, &refused_mail, &later] {
         app.wait_for_order(order_id, &["Cancelled"]).await;
     }
+}
+
+/// The operator fixes the cause (the SMS provider accepts the number again) and re-drives
+/// the dead letter: the SMS goes out once, with the same idempotency key, and the dead
+/// letter is resolved. A re-drive while the cause is not fixed fails again into the same,
+/// pending dead letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_notification_is_sent_once_when_re_driven_after_the_fix() {
+    let smtp = SmtpServer::started().await;
+    let sink = HttpSink::start().await;
+    let app = spawn_shop(&smtp, &sink, |_| {}).await;
+    sink.answer_always("+15550401", 400);
+    let order_id = order(
+        &app,
+        "cust-401",
+        "fixed@example.com",
+        Some("+15550401"),
+        "tok_chargeDeclined",
+    )
+    .await;
+    let sms = wait_settled(&app, &format!("orderId={order_id}&channel=sms"), 1).await;
+    assert_eq!(sms[0]["status"], "failed", "{sms:#?}");
+    let letter_of_sms = || async {
+        let letters = app.json("/api/deadletters").await;
+        letters
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["consumer"] == "notification-service:sms")
+            .cloned()
+            .unwrap_or_else(|| panic!("no SMS dead letter: {letters:#?}"))
+    };
+    let letter = letter_of_sms().await;
+    let retry = format!("/api/deadletters/{}/retry", letter["id"]);
+
+    // Not fixed yet: the re-drive is taken, the send fails again, the letter is pending.
+    let response = app.post(&retry, &json!({})).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sink.requests("sms").len() < 2 || letter_of_sms().await["status"] != "pending" {
+        assert!(
+            Instant::now() < deadline,
+            "the second refusal never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(letter_of_sms().await["attempts"], 2, "one more attempt");
+    assert!(sink.delivered("sms").is_empty());
+
+    // Fixed: the re-drive sends it once, and the dead letter is resolved.
+    sink.answer_normally("+15550401");
+    let response = app.post(&retry, &json!({})).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let resolved: Value = response.json().await.unwrap();
+    assert_eq!(resolved["status"], "resolved", "{resolved:#?}");
+    assert_eq!(resolved["id"], letter["id"]);
+    let sms = wait_settled(&app, &format!("orderId={order_id}&channel=sms"), 1).await;
+    assert_eq!(sms[0]["status"], "sent", "{sms:#?}");
+    let delivered = sink.delivered("sms");
+    assert_eq!(delivered.len(), 1, "{delivered:#?}");
+    assert_eq!(delivered[0].body["to"], "+15550401");
+    let requests = sink.requests("sms");
+    assert_eq!(requests.len(), 3, "two refusals and one delivery");
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.idempotency_key == requests[0].idempotency_key),
+        "one idempotency key for every attempt: {requests:#?}"
+    );
+    assert_eq!(letter_of_sms().await["status"], "resolved");
+    // A letter already resolved: re-driving it again sends nothing more.
+    let response = app.post(&retry, &json!({})).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(sink.requests("sms").len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -240,5 +240,8 @@ pub fn consumers(
             }
         }
     }
+    // Any process may re-drive a failed notification: that only queues it again in the
+    // store, for whichever process sends its channel.
+    registry.add_owner(Arc::new(notifications::FailedNotifications));
     registry
 }

@@ -456,6 +456,18 @@ pub trait EventStore: Send + Sync + 'static {
     /// pending or retrying (another dispatcher settled it). Returns whether it changed.
     async fn update_notification(&self, update: &NotificationUpdate) -> Result<bool, StoreError>;
 
+    /// Re-drives a failed notification, in one transaction: the dead letter `dead_letter_id`
+    /// is resolved and the failed notification of (`event_id`, `channel`) starts over
+    /// (`retrying`, no attempts counted, due now), so that the channel's dispatcher sends it
+    /// again. Should that send fail for good too, the dispatcher records the dead letter
+    /// again and it is pending once more. Returns whether a failed notification was found.
+    async fn redrive_notification(
+        &self,
+        dead_letter_id: u64,
+        event_id: Uuid,
+        channel: &str,
+    ) -> Result<bool, StoreError>;
+
     /// Notifications matching every filter given, newest first.
     async fn notifications(
         &self,

@@ -981,6 +981,32 @@ impl EventStore for PgEventStore {
         Ok(changed.rows_affected() == 1)
     }
 
+    async fn redrive_notification(
+        &self,
+        dead_letter_id: u64,
+        event_id: Uuid,
+        channel: &str,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE dead_letters SET status = 'resolved' WHERE id = $1")
+            .bind(dead_letter_id as i64)
+            .execute(&mut *tx)
+            .await?;
+        let now = Utc::now();
+        let requeued = sqlx::query(
+            "UPDATE notifications SET status = 'retrying', attempts = 0, \
+             next_attempt_at = $1, updated_at = $1 \
+             WHERE event_id = $2::uuid AND channel = $3 AND status = 'failed'",
+        )
+        .bind(truncate(now)?)
+        .bind(event_id.to_string())
+        .bind(channel)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(requeued.rows_affected() == 1)
+    }
+
     async fn notifications(
         &self,
         query: &NotificationQuery,

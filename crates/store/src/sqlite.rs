@@ -905,6 +905,37 @@ impl EventStore for SqliteEventStore {
         .await
     }
 
+    async fn redrive_notification(
+        &self,
+        dead_letter_id: u64,
+        event_id: Uuid,
+        channel: &str,
+    ) -> Result<bool, StoreError> {
+        let channel = channel.to_string();
+        self.write(move |conn| {
+            Box::pin(async move {
+                let now = micros(Utc::now());
+                sqlx::query("UPDATE dead_letters SET status = 'resolved' WHERE id = ?")
+                    .bind(dead_letter_id as i64)
+                    .execute(&mut *conn)
+                    .await?;
+                let requeued = sqlx::query(
+                    "UPDATE notifications SET status = 'retrying', attempts = 0, \
+                     next_attempt_us = ?, updated_us = ? \
+                     WHERE event_id = ? AND channel = ? AND status = 'failed'",
+                )
+                .bind(now)
+                .bind(now)
+                .bind(event_id.to_string())
+                .bind(channel)
+                .execute(&mut *conn)
+                .await?;
+                Ok(requeued.rows_affected() == 1)
+            })
+        })
+        .await
+    }
+
     async fn notifications(
         &self,
         query: &NotificationQuery,

@@ -71,6 +71,7 @@ macro_rules! contract_tests {
                 a_lease_has_one_holder_until_it_expires_or_is_released,
                 notifications_are_recorded_once_per_event_and_channel,
                 due_notifications_follow_their_status_time_and_outcomes,
+                a_redriven_notification_starts_over_and_resolves_its_dead_letter,
             );
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -2085,6 +2086,83 @@ mod contract {
         assert_eq!(failed[0].last_error.as_deref(), Some("550 no such user"));
         assert!(due("email", at(100), 10).await.is_empty());
         assert_eq!(due("sms", at(100), 10).await.len(), 1);
+    }
+
+    pub async fn a_redriven_notification_starts_over_and_resolves_its_dead_letter(
+        store: Arc<dyn EventStore>,
+    ) {
+        let store = &*store;
+        let events = append(
+            store,
+            AggregateType::Cart,
+            "nr",
+            0,
+            vec![cart_created("nr", at(0))],
+        )
+        .await;
+        let event_id = events[0].envelope.event_id;
+        let sms = notification(event_id, "sms", "o-nr", at(0));
+        let email = notification(event_id, "email", "o-nr", at(0));
+        store.record_notifications(&[sms, email]).await.unwrap();
+        let recorded = store.notifications(&query(10)).await.unwrap();
+        let id_of = |channel: &str| recorded.iter().find(|n| n.channel == channel).unwrap().id;
+        let failed = NotificationUpdate {
+            id: id_of("sms"),
+            status: "failed".to_string(),
+            attempts: 3,
+            provider_message_id: None,
+            last_error: Some("HTTP 400".to_string()),
+            next_attempt_at: at(0),
+        };
+        assert!(store.update_notification(&failed).await.unwrap());
+        let letter = store
+            .record_dead_letter("notification-service:sms", &events[0], "HTTP 400", 3, at(0))
+            .await
+            .unwrap();
+
+        let before = Utc::now() - chrono::Duration::seconds(1);
+        assert!(store
+            .redrive_notification(letter, event_id, "sms")
+            .await
+            .unwrap());
+        let dl = store.dead_letter(letter).await.unwrap().unwrap();
+        assert_eq!(dl.status, "resolved");
+        let due = store
+            .due_notifications("sms", Utc::now() + chrono::Duration::seconds(1), 10)
+            .await
+            .unwrap();
+        assert_eq!(due.len(), 1, "the failed SMS is due again: {due:?}");
+        assert_eq!((due[0].status.as_str(), due[0].attempts), ("retrying", 0));
+        assert!(due[0].next_attempt_at >= before);
+        assert_eq!(due[0].last_error.as_deref(), Some("HTTP 400"));
+
+        // Nothing failed is left to re-drive, and the other channel was never touched.
+        assert!(!store
+            .redrive_notification(letter, event_id, "sms")
+            .await
+            .unwrap());
+        let email = store
+            .notifications(&NotificationQuery {
+                channel: Some("email".to_string()),
+                ..query(10)
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            (email[0].status.as_str(), email[0].attempts),
+            ("pending", 0)
+        );
+
+        // Failing for good again puts the same dead letter back to pending.
+        let again = store
+            .record_dead_letter("notification-service:sms", &events[0], "HTTP 400", 1, at(0))
+            .await
+            .unwrap();
+        assert_eq!(again, letter);
+        assert_eq!(
+            store.dead_letter(letter).await.unwrap().unwrap().status,
+            "pending"
+        );
     }
 
     /// Writers that hold their transaction open after inserting (they drew their positions

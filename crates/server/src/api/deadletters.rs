@@ -43,6 +43,9 @@ pub async fn list(
 
 /// Run the event through its consumer once more. 200 with the resolved dead letter when
 /// it succeeds; 409 with the new error when it fails again (the dead letter stays pending).
+/// A failed notification (`notification-service:<channel>`) is queued to be sent again and
+/// its dead letter resolved (200); should the send fail again, the dead letter is pending
+/// once more.
 #[utoipa::path(post, path = "/api/deadletters/{id}/retry", tag = "deadletters",
     params(("id" = u64, Path)),
     responses(

@@ -12,10 +12,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use cornershop_messaging::RetryPolicy;
+use cornershop_messaging::{DeadLetterOwner, RetryPolicy};
 use cornershop_store::{
-    notification_status as status, EventStore, Notification, NotificationUpdate, StoreError,
+    notification_status as status, DeadLetter, EventStore, Notification, NotificationUpdate,
+    StoreError,
 };
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -62,6 +64,35 @@ pub fn dead_letter_consumer(channel: super::Channel) -> &'static str {
         super::Channel::Email => "notification-service:email",
         super::Channel::Sms => "notification-service:sms",
         super::Channel::Push => "notification-service:push",
+    }
+}
+
+/// Re-drives the dead letters of failed notifications: the notification is queued to be
+/// sent again (with the same idempotency key) and its dead letter resolved, in one store
+/// transaction. The channel's dispatcher sends it when it next looks for due work.
+pub struct FailedNotifications;
+
+#[async_trait]
+impl DeadLetterOwner for FailedNotifications {
+    fn names(&self) -> Vec<&'static str> {
+        super::Channel::ALL
+            .into_iter()
+            .map(dead_letter_consumer)
+            .collect()
+    }
+
+    async fn redrive(&self, store: &dyn EventStore, letter: &DeadLetter) -> Result<(), StoreError> {
+        let channel = super::Channel::ALL
+            .into_iter()
+            .find(|c| dead_letter_consumer(*c) == letter.consumer)
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("'{}' is no notification channel", letter.consumer))
+            })?;
+        let requeued = store
+            .redrive_notification(letter.id, letter.event_id, channel.as_str())
+            .await?;
+        tracing::info!(%channel, eventId = %letter.event_id, requeued, "failed notification re-driven");
+        Ok(())
     }
 }
 

@@ -41,7 +41,7 @@ use cornershop_store::{EventStore, NewNotification, StoredEvent};
 use tokio::sync::Notify;
 
 use crate::handler_error;
-pub use dispatcher::{dead_letter_consumer, DispatchPolicy, Dispatcher};
+pub use dispatcher::{dead_letter_consumer, DispatchPolicy, Dispatcher, FailedNotifications};
 use providers::{HttpProvider, LogProvider, Provider, ProviderConfigError, SmtpProvider};
 pub use templates::{Occasion, OrderFacts};
 
