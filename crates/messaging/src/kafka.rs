@@ -129,9 +129,14 @@ impl KafkaSettings {
     }
 }
 
+/// The header that carries the event's position in the store's global log, so that a
+/// consumer's dead letters and the projection's checkpoint name it without asking the store.
+pub const POSITION_HEADER: &str = "position";
+
 fn headers(event: &StoredEvent) -> OwnedHeaders {
     let envelope = &event.envelope;
     let trace = event.traceparent();
+    let position = event.position.to_string();
     OwnedHeaders::new()
         .insert(Header {
             key: "eventType",
@@ -148,6 +153,10 @@ fn headers(event: &StoredEvent) -> OwnedHeaders {
         .insert(Header {
             key: "traceparent",
             value: Some(trace.as_str()),
+        })
+        .insert(Header {
+            key: POSITION_HEADER,
+            value: Some(position.as_str()),
         })
 }
 
@@ -320,18 +329,25 @@ pub async fn run_relay(
 /// Why a message cannot be handed to a handler at all.
 /// The trace the message belongs to: its `traceparent` header (set by the relay), or for a
 /// message without one (another producer) the trace derived from its correlation id.
-fn message_trace_id(message: &BorrowedMessage<'_>, envelope: &EventEnvelope) -> String {
+fn header<'m>(message: &'m BorrowedMessage<'_>, key: &str) -> Option<&'m str> {
     message
         .headers()
-        .and_then(|headers| {
-            headers
-                .iter()
-                .find(|h| h.key == "traceparent")
-                .and_then(|h| h.value)
-        })
+        .and_then(|headers| headers.iter().find(|h| h.key == key).and_then(|h| h.value))
         .and_then(|value| std::str::from_utf8(value).ok())
+}
+
+fn message_trace_id(message: &BorrowedMessage<'_>, envelope: &EventEnvelope) -> String {
+    header(message, "traceparent")
         .and_then(trace::trace_id_from_traceparent)
         .unwrap_or_else(|| trace::trace_id_for_correlation(&envelope.metadata.correlation_id))
+}
+
+/// The store position the relay put in the headers; 0 (unknown) on a message produced by
+/// anything else.
+fn message_position(message: &BorrowedMessage<'_>) -> u64 {
+    header(message, POSITION_HEADER)
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0)
 }
 
 fn parse(message: &BorrowedMessage<'_>) -> Result<EventEnvelope, String> {
@@ -454,9 +470,9 @@ pub async fn run_kafka_consumer(
             Ok(envelope) => {
                 if consumer.handler.handles(&envelope.event_type) {
                     let event = StoredEvent {
-                        // The global position is the store's, not Kafka's; consumers on
-                        // Kafka work by eventId.
-                        position: 0,
+                        // The global position is the store's, not Kafka's (the relay sends
+                        // it in a header); consumers on Kafka work by eventId.
+                        position: message_position(&message),
                         topic: Some(message.topic().to_string()),
                         partition: Some(message.partition()),
                         offset: Some(message.offset()),

@@ -55,8 +55,9 @@ impl Handler for ReportingProjection {
         let started = Instant::now();
         let mut projected = ProjectedEvent::from_stored(event).map_err(handler_error)?;
         if projected.position == 0 {
-            // From Kafka: the message does not carry the log position; the store knows it
-            // (for the projection's checkpoint and lag only; the effect does not need it).
+            // From Kafka, a message without the relay's position header (one published
+            // before the header existed): the store knows the position (for the
+            // projection's checkpoint and lag only; the effect does not need it).
             if let Some(stored) = self.store.find_event(projected.event_id).await? {
                 projected.position = stored.position;
             }

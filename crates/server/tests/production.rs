@@ -259,6 +259,16 @@ async fn kafka_carries_the_seed_envelope_key_and_headers() {
             &event_id.replace('-', "")[..16],
             "span id of {event_id}"
         );
+        // The store's global position, for the consumers' dead letters and checkpoints.
+        let position = stored
+            .iter()
+            .find(|e| e.event_id == event_id)
+            .map(|e| e.position.to_string());
+        assert_eq!(
+            m.header("position"),
+            position.as_deref(),
+            "position of {event_id}"
+        );
     }
     // Different business transactions are different traces.
     let distinct: HashSet<&String> = traces.values().collect();
