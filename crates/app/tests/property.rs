@@ -273,6 +273,9 @@ enum InventoryOp {
     Release {
         order: usize,
     },
+    Ship {
+        order: usize,
+    },
 }
 
 fn inventory_op() -> impl Strategy<Value = InventoryOp> {
@@ -282,6 +285,7 @@ fn inventory_op() -> impl Strategy<Value = InventoryOp> {
         ),
         5 => (0usize..6, 0u32..=40).prop_map(|(order, quantity)| InventoryOp::Reserve { order, quantity }),
         3 => (0usize..6).prop_map(|order| InventoryOp::Release { order }),
+        2 => (0usize..6).prop_map(|order| InventoryOp::Ship { order }),
     ]
 }
 
@@ -326,6 +330,9 @@ fn inventory_command(sku: &str, op: &InventoryOp) -> InventoryCommand {
         InventoryOp::Release { order } => InventoryCommand::Release {
             order_id: format!("order-{order}"),
             reason: "cancelled".into(),
+        },
+        InventoryOp::Ship { order } => InventoryCommand::Ship {
+            order_id: format!("order-{order}"),
         },
     }
 }

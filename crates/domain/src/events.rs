@@ -227,6 +227,16 @@ pub struct StockReleased {
     pub reason: String,
 }
 
+/// An order's reserved units left the warehouse with its shipment: they are no longer
+/// reserved, and they never come back to available.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StockShipped {
+    pub sku: String,
+    pub order_id: String,
+    pub quantity: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LowStockAlert {
@@ -313,6 +323,7 @@ domain_events! {
     StockUpdated => Inventory, sku;
     StockReserved => Inventory, sku;
     StockReleased => Inventory, sku;
+    StockShipped => Inventory, sku;
     LowStockAlert => Inventory, sku;
 }
 
@@ -344,7 +355,12 @@ mod tests {
         for name in seed {
             assert!(DomainEvent::TYPES.contains(&name), "{name} missing");
         }
-        for extra in ["ItemRemovedFromCart", "OrderCancelled", "PaymentRefunded"] {
+        for extra in [
+            "ItemRemovedFromCart",
+            "OrderCancelled",
+            "PaymentRefunded",
+            "StockShipped",
+        ] {
             assert!(DomainEvent::TYPES.contains(&extra), "{extra} missing");
         }
     }

@@ -369,7 +369,7 @@ pub fn is_projected(event_type: &str) -> bool {
         || event_type.starts_with("Payment")
         || matches!(
             event_type,
-            "StockUpdated" | "StockReserved" | "StockReleased"
+            "StockUpdated" | "StockReserved" | "StockReleased" | "StockShipped"
         )
 }
 

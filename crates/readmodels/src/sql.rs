@@ -524,6 +524,9 @@ impl SqlReadModels {
                 let q = i64::from(s.quantity);
                 self.stock_move(c, p, &s.sku, version, q, -q)?
             }
+            DomainEvent::StockShipped(s) => {
+                self.stock_move(c, p, &s.sku, version, 0, -i64::from(s.quantity))?
+            }
             _ => {}
         }
         Ok(())

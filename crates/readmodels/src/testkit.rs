@@ -349,6 +349,17 @@ impl Generator {
                             },
                             at,
                         );
+                        for item in &items {
+                            let at = tick();
+                            self.stock_step(
+                                &item.sku,
+                                InventoryCommand::Ship {
+                                    order_id: plan.order_id.clone(),
+                                },
+                                at,
+                                &correlation,
+                            );
+                        }
                         if plan.outcome == Outcome::Delivered {
                             let at = tick();
                             on_order(&mut order, OrderCommand::Deliver, at);

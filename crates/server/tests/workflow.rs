@@ -43,6 +43,18 @@ async fn a_three_line_order_runs_the_seed_flow_in_causal_order_to_delivery() {
     assert!(shipped["trackingNumber"]
         .as_str()
         .is_some_and(|t| !t.is_empty()));
+    // The shipment takes the reserved units out of the warehouse: none stays reserved.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    for (sku, left) in [("A", 9), ("B", 8), ("C", 7)] {
+        while app.inventory(sku).await != (left, 0) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{sku} is still reserved after shipping: {:?}",
+                app.inventory(sku).await
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
     let delivered = app
         .post(&format!("/api/orders/{order_id}/deliver"), &json!({}))
         .await;
@@ -63,6 +75,9 @@ async fn a_three_line_order_runs_the_seed_flow_in_causal_order_to_delivery() {
             "PaymentCompleted",
             "OrderConfirmed",
             "OrderShipped",
+            "StockShipped",
+            "StockShipped",
+            "StockShipped",
             "OrderDelivered"
         ]
     );
@@ -103,6 +118,7 @@ async fn a_three_line_order_runs_the_seed_flow_in_causal_order_to_delivery() {
     assert_eq!(cause_of("PaymentAuthorized"), id_of("PaymentInitiated"));
     assert_eq!(cause_of("PaymentCompleted"), id_of("PaymentAuthorized"));
     assert_eq!(cause_of("OrderConfirmed"), id_of("PaymentCompleted"));
+    assert_eq!(cause_of("StockShipped"), id_of("OrderShipped"));
 
     // All share the checkout's correlation id.
     let replay = app
@@ -113,7 +129,7 @@ async fn a_three_line_order_runs_the_seed_flow_in_causal_order_to_delivery() {
         assert_eq!(event["metadata"]["correlationId"], correlation);
     }
     assert_eq!(replay["state"]["status"], "Delivered");
-    assert_eq!(app.inventory("C").await, (7, 3));
+    assert_eq!(app.inventory("C").await, (7, 0));
 }
 
 #[tokio::test]

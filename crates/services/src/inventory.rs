@@ -3,9 +3,11 @@
 //! OrderCreated → StockReserved for every line, then OrderValidated. When a line cannot
 //! be reserved, the lines already reserved are released (StockReleased) and the order is
 //! cancelled with the reason. OrderCancelled → every line's reservation released.
+//! OrderShipped → every line's reservation shipped (StockShipped): the units have left
+//! the warehouse, so they are neither reserved nor available any more.
 //!
-//! Both reactions run in this one consumer, which sees an order's events in order, so a
-//! reservation can never land after the release of a cancelled order.
+//! All three reactions run in this one consumer, which sees an order's events in order,
+//! so a reservation can never land after the release or the shipment of its order.
 
 use async_trait::async_trait;
 use cornershop_app::{AppError, CommandBus};
@@ -36,7 +38,10 @@ impl Handler for InventoryService {
     }
 
     fn handles(&self, event_type: &str) -> bool {
-        matches!(event_type, "OrderCreated" | "OrderCancelled")
+        matches!(
+            event_type,
+            "OrderCreated" | "OrderCancelled" | "OrderShipped"
+        )
     }
 
     fn concurrency(&self) -> usize {
@@ -63,9 +68,26 @@ impl Handler for InventoryService {
                 )
                 .await
             }
+            DomainEvent::OrderShipped(shipped) => {
+                let order = react.order(&shipped.order_id).await?;
+                ship_all(&react, &order).await
+            }
             _ => Ok(()),
         }
     }
+}
+
+async fn ship_all(react: &Reactor<'_>, order: &Order) -> Result<(), HandlerError> {
+    for line in &order.items {
+        let ship = InventoryCommand::Ship {
+            order_id: order.order_id.clone(),
+        };
+        react
+            .once::<Inventory>(&line.sku, &ship, &format!("ship:{}", line.sku))
+            .await
+            .map_err(handler_error)?;
+    }
+    Ok(())
 }
 
 async fn reserve_order(react: &Reactor<'_>, order: &Order) -> Result<(), HandlerError> {

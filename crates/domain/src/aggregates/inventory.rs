@@ -1,6 +1,7 @@
 //! Stock of one SKU. Available stock never goes below zero; each order holds at most
-//! one reservation per SKU (so a repeated reservation is a no-op); a LowStockAlert is
-//! raised once each time available falls to or below the threshold.
+//! one reservation per SKU (so a repeated reservation is a no-op) until it is released
+//! (back to available) or shipped (gone from the warehouse); a LowStockAlert is raised
+//! once each time available falls to or below the threshold.
 
 use std::collections::BTreeMap;
 
@@ -49,6 +50,10 @@ pub enum InventoryCommand {
     Release {
         order_id: String,
         reason: String,
+    },
+    /// The order's reservation leaves with its shipment.
+    Ship {
+        order_id: String,
     },
 }
 
@@ -184,6 +189,18 @@ impl Aggregate for Inventory {
                     None => vec![],
                 })
             }
+            InventoryCommand::Ship { order_id } => {
+                self.require_exists()?;
+                Ok(match self.reservations.get(order_id) {
+                    Some(&quantity) => vec![StockShipped {
+                        sku: self.sku.clone(),
+                        order_id: order_id.clone(),
+                        quantity,
+                    }
+                    .into()],
+                    None => vec![],
+                })
+            }
         }
     }
 
@@ -212,6 +229,10 @@ impl Aggregate for Inventory {
                 if self.available > self.low_stock_threshold {
                     self.low_stock_alerted = false;
                 }
+            }
+            DomainEvent::StockShipped(e) => {
+                self.reserved -= e.quantity;
+                self.reservations.remove(&e.order_id);
             }
             DomainEvent::LowStockAlert(_) => self.low_stock_alerted = true,
             _ => {}
@@ -288,6 +309,38 @@ mod tests {
         assert_eq!(types(&events), ["StockReleased"]);
         assert_eq!((inv.available, inv.reserved), (10, 0));
         assert_eq!(inv.decide(&release("o1")), Ok(vec![]));
+    }
+
+    #[test]
+    fn shipping_takes_the_reserved_units_out_for_good() {
+        let ship = |order: &str| InventoryCommand::Ship {
+            order_id: order.into(),
+        };
+        let (inv, _) = run(
+            Inventory::default(),
+            [set(10, 0), reserve("o1", 4), reserve("o2", 1)],
+        )
+        .unwrap();
+        let (inv, events) = run(inv, [ship("o1")]).unwrap();
+        assert_eq!(types(&events), ["StockShipped"]);
+        assert_eq!(
+            events[0],
+            DomainEvent::from(StockShipped {
+                sku: "MUG-1".into(),
+                order_id: "o1".into(),
+                quantity: 4
+            })
+        );
+        assert_eq!((inv.available, inv.reserved), (5, 1));
+        // Shipped units are gone: neither shipped again nor released back to available.
+        assert_eq!(inv.decide(&ship("o1")), Ok(vec![]));
+        assert_eq!(inv.decide(&release("o1")), Ok(vec![]));
+        // An order that holds nothing here ships nothing.
+        assert_eq!(inv.decide(&ship("o9")), Ok(vec![]));
+        assert!(matches!(
+            Inventory::default().decide(&ship("o1")),
+            Err(DomainError::NotFound { .. })
+        ));
     }
 
     #[test]
