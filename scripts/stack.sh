@@ -33,6 +33,8 @@ install_debian_packages() {
     command -v kcat >/dev/null 2>&1 || missing+=(kcat)
     # The notification tests' SMTP server (tests/support/smtp_sink.py).
     dpkg -s python3-aiosmtpd >/dev/null 2>&1 || missing+=(python3-aiosmtpd)
+    # The notification tests' private CA and certificates (TLS to the providers).
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
     # The observability tests (crates/server/tests/observability.rs): promtool and a real
     # Prometheus, and PostgreSQL's exporter for the Infrastructure dashboard.
     command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)

@@ -180,8 +180,10 @@ impl Default for WorkflowArgs {
 /// which only logs what it would send.
 #[derive(Debug, Clone, Args)]
 pub struct NotificationArgs {
-    /// SMTP server for email, e.g. smtp://127.0.0.1:2525 or smtp://user:password@host:587
-    /// (plain SMTP; credentials percent-encoded). Unset: emails are only logged.
+    /// SMTP server for email: smtp://127.0.0.1:2525 (plain, for a local relay),
+    /// smtp://user:password@host:587?tls=required (STARTTLS) or smtps://user:password@host
+    /// (TLS from the start, port 465); credentials percent-encoded. Unset: emails are only
+    /// logged.
     #[arg(long, env = "CORNERSHOP_SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<String>,
 
@@ -193,7 +195,8 @@ pub struct NotificationArgs {
     )]
     pub mail_from: String,
 
-    /// SMS provider endpoint (http://...): POST {"to", "from", "body"} with a bearer token.
+    /// SMS provider endpoint (https://... or http://...): POST {"to", "from", "body"} with a
+    /// bearer token.
     /// Unset: SMS are only logged.
     #[arg(long, env = "CORNERSHOP_SMS_URL")]
     pub sms_url: Option<String>,
@@ -206,7 +209,7 @@ pub struct NotificationArgs {
     #[arg(long, env = "CORNERSHOP_SMS_FROM", default_value = "CornerShop")]
     pub sms_from: String,
 
-    /// Push provider endpoint (http://...): POST {"to": "/topics/customer-<id>",
+    /// Push provider endpoint (https://... or http://...): POST {"to": "/topics/customer-<id>",
     /// "notification": {"title", "body"}, "data"} with a bearer token. Unset: pushes are
     /// only logged.
     #[arg(long, env = "CORNERSHOP_PUSH_URL")]
@@ -215,6 +218,11 @@ pub struct NotificationArgs {
     /// Bearer token for the push provider.
     #[arg(long, env = "CORNERSHOP_PUSH_TOKEN", hide_env_values = true)]
     pub push_token: Option<String>,
+
+    /// A PEM file of CA certificates that the SMTP, SMS and push connections trust besides
+    /// the public web roots built in (for providers behind a private CA).
+    #[arg(long, env = "CORNERSHOP_PROVIDER_CA_FILE")]
+    pub provider_ca_file: Option<std::path::PathBuf>,
 
     /// The first retry's delay after a provider error that may pass; each next one doubles
     /// (with jitter), up to 5 minutes.
@@ -244,6 +252,7 @@ impl Default for NotificationArgs {
             sms_from: "CornerShop".to_string(),
             push_url: None,
             push_token: None,
+            provider_ca_file: None,
             notification_retry_delay: std::time::Duration::from_secs(1).into(),
             notification_max_attempts: 8,
         }

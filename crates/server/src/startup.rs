@@ -87,6 +87,7 @@ fn notification_settings(args: &ServeArgs) -> NotificationSettings {
         sms_from: n.sms_from.clone(),
         push_url: n.push_url.clone(),
         push_token: n.push_token.clone(),
+        provider_ca_file: n.provider_ca_file.clone(),
         policy,
     }
 }

@@ -82,6 +82,8 @@ struct SmtpServer {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Certificate and key: the server requires STARTTLS.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl SmtpServer {
@@ -91,7 +93,16 @@ impl SmtpServer {
             port: free_port(),
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
+            tls: None,
         }
+    }
+
+    /// A server that takes mail only after STARTTLS, with the PKI's server certificate.
+    async fn started_with_starttls(pki: &TestPki) -> Self {
+        let mut server = Self::reserve();
+        server.tls = Some((pki.server_cert(), pki.server_key()));
+        server.start().await;
+        server
     }
 
     async fn started() -> Self {
@@ -114,6 +125,7 @@ impl SmtpServer {
             .arg(support_script())
             .args(["serve", "127.0.0.1", &self.port.to_string()])
             .arg(self.maildir())
+            .args(self.tls.iter().flat_map(|(cert, key)| [cert, key]))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
@@ -175,6 +187,131 @@ impl SmtpServer {
 impl Drop for SmtpServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+// ---- TLS: a private CA and an HTTPS front for the sink ----------------------------------
+
+/// A private certificate authority and a server certificate it signed for 127.0.0.1, made
+/// with the openssl command line tool.
+struct TestPki {
+    dir: tempfile::TempDir,
+}
+
+impl TestPki {
+    fn create() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let openssl = |args: &[&str]| {
+            let output = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .expect("openssl runs (Debian's openssl package; scripts/stack.sh installs it)");
+            assert!(
+                output.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+        openssl(
+            &[
+                &["req", "-x509", "-nodes", "-days", "2"][..],
+                &ec,
+                &["-subj", "/CN=CornerShop test CA"],
+                &["-keyout", "ca.key", "-out", "ca.pem"],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[
+                &["req", "-new", "-nodes"][..],
+                &ec,
+                &["-subj", "/CN=127.0.0.1"],
+                &["-keyout", "server.key", "-out", "server.csr"],
+            ]
+            .concat(),
+        );
+        std::fs::write(
+            dir.path().join("server.ext"),
+            "basicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature,keyEncipherment\n\
+             extendedKeyUsage=serverAuth\n\
+             subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .expect("extensions file");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.pem",
+        ]);
+        Self { dir }
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn server_cert(&self) -> PathBuf {
+        self.dir.path().join("server.pem")
+    }
+
+    fn server_key(&self) -> PathBuf {
+        self.dir.path().join("server.key")
+    }
+}
+
+/// Terminates TLS (the PKI's server certificate) in front of a plain local port.
+struct TlsProxy {
+    port: u16,
+    child: Child,
+}
+
+impl TlsProxy {
+    async fn start(upstream: &str, pki: &TestPki) -> Self {
+        let upstream_port = upstream.rsplit(':').next().unwrap().to_string();
+        let port = free_port();
+        let child = Command::new(python())
+            .arg(support_script())
+            .args(["tls-proxy", "127.0.0.1", &port.to_string(), &upstream_port])
+            .arg(pki.server_cert())
+            .arg(pki.server_key())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the TLS proxy starts");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "the TLS proxy never listened");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { port, child }
+    }
+
+    fn url(&self, channel: &str) -> String {
+        format!("https://127.0.0.1:{}/{channel}", self.port)
+    }
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -957,6 +1094,69 @@ async fn a_refusing_provider_fails_the_notification_into_the_dead_letters_and_th
     for order_id in [&refused_sms, &refused_mail, &later] {
         app.wait_for_order(order_id, &["Cancelled"]).await;
     }
+}
+
+/// Providers behind TLS: the mail server requires STARTTLS and the SMS and push endpoints
+/// are https://, all with certificates of a private CA that `--provider-ca-file` trusts.
+/// Without that file the same certificates are refused, and nothing is sent in plain text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_every_channel_reaches_providers_whose_ca_is_trusted() {
+    let pki = TestPki::create();
+    let smtp = SmtpServer::started_with_starttls(&pki).await;
+    let sink = HttpSink::start().await;
+    let https = TlsProxy::start(&sink.base, &pki).await;
+    let tls_settings = |args: &mut ServeArgs, trust: bool| {
+        let n = &mut args.notifications;
+        n.smtp_url = Some(format!("smtp://127.0.0.1:{}?tls=required", smtp.port));
+        n.sms_url = Some(https.url("sms"));
+        n.push_url = Some(https.url("push"));
+        n.provider_ca_file = trust.then(|| pki.ca());
+    };
+
+    let app = spawn_shop(&smtp, &sink, |args| tls_settings(args, true)).await;
+    let order_id = order(
+        &app,
+        "cust-tls",
+        "secure@example.com",
+        Some("+15550443"),
+        "tok_visa",
+    )
+    .await;
+    ship_and_deliver(&app, &order_id, "TRK-TLS").await;
+    // OrderCreated, PaymentCompleted, OrderConfirmed, OrderShipped and OrderDelivered by
+    // email; the shipment by SMS; the delivery by push.
+    let sent = wait_settled(&app, &format!("orderId={order_id}"), 7).await;
+    assert!(sent.iter().all(|n| n["status"] == "sent"), "{sent:#?}");
+    let mails = smtp.messages();
+    assert_eq!(mails.len(), 5, "{mails:#?}");
+    assert!(mails.iter().all(|m| m.rcpt_to == "secure@example.com"));
+    let sms = sink.delivered("sms");
+    assert_eq!(sms.len(), 1, "{sms:#?}");
+    assert!(sms[0].body["body"].as_str().unwrap().contains("TRK-TLS"));
+    assert_eq!(sink.delivered("push").len(), 1);
+
+    // The same providers, their CA not trusted: every channel refuses to send.
+    let untrusting = spawn_shop(&smtp, &sink, |args| {
+        tls_settings(args, false);
+        args.notifications.notification_max_attempts = 1;
+    })
+    .await;
+    let refused = order(
+        &untrusting,
+        "cust-untrusted",
+        "untrusted@example.com",
+        Some("+15550444"),
+        "tok_chargeDeclined",
+    )
+    .await;
+    let failed = wait_settled(&untrusting, &format!("orderId={refused}"), 3).await;
+    for n in &failed {
+        assert_eq!(n["status"], "failed", "{n:#?}");
+        let error = n["lastError"].as_str().unwrap().to_lowercase();
+        assert!(error.contains("certificate"), "{n:#?}");
+    }
+    assert_eq!(smtp.messages().len(), 5, "no mail went out untrusted");
+    assert_eq!(sink.delivered("sms").len(), 1);
 }
 
 /// The operator fixes the cause (the SMS provider accepts the number again) and re-drives

@@ -42,7 +42,9 @@ use tokio::sync::Notify;
 
 use crate::handler_error;
 pub use dispatcher::{dead_letter_consumer, DispatchPolicy, Dispatcher, FailedNotifications};
-use providers::{HttpProvider, LogProvider, Provider, ProviderConfigError, SmtpProvider};
+use providers::{
+    HttpProvider, LogProvider, Provider, ProviderConfigError, SmtpProvider, TrustedRoots,
+};
 pub use templates::{Occasion, OrderFacts};
 
 pub const NAME: &str = "notification-service";
@@ -299,7 +301,7 @@ impl Handler for NotificationService {
 /// provider.
 #[derive(Debug, Clone)]
 pub struct NotificationSettings {
-    /// `smtp://[user[:password]@]host[:port]`.
+    /// `smtp://[user[:password]@]host[:port][?tls=required]` or `smtps://…`.
     pub smtp_url: Option<String>,
     pub mail_from: String,
     pub sms_url: Option<String>,
@@ -307,6 +309,8 @@ pub struct NotificationSettings {
     pub sms_from: String,
     pub push_url: Option<String>,
     pub push_token: Option<String>,
+    /// A PEM file of CA certificates the providers trust besides the public roots.
+    pub provider_ca_file: Option<std::path::PathBuf>,
     pub policy: DispatchPolicy,
 }
 
@@ -320,6 +324,7 @@ impl Default for NotificationSettings {
             sms_from: "CornerShop".to_string(),
             push_url: None,
             push_token: None,
+            provider_ca_file: None,
             policy: DispatchPolicy::default(),
         }
     }
@@ -338,8 +343,17 @@ pub fn providers(
         .send_timeout
         .saturating_sub(Duration::from_millis(500))
         .max(Duration::from_millis(500));
+    let roots = match &settings.provider_ca_file {
+        Some(path) => TrustedRoots::from_pem_file(path)?,
+        None => TrustedRoots::default(),
+    };
     let email: Arc<dyn Provider> = match given(&settings.smtp_url) {
-        Some(url) => Arc::new(SmtpProvider::new(url, &settings.mail_from, timeout)?),
+        Some(url) => Arc::new(SmtpProvider::new(
+            url,
+            &settings.mail_from,
+            timeout,
+            &roots,
+        )?),
         None => Arc::new(LogProvider::new(Channel::Email)),
     };
     let sms: Arc<dyn Provider> = match given(&settings.sms_url) {
@@ -349,6 +363,7 @@ pub fn providers(
             settings.sms_token.clone(),
             settings.sms_from.clone(),
             timeout,
+            &roots,
         )?),
         None => Arc::new(LogProvider::new(Channel::Sms)),
     };
@@ -359,6 +374,7 @@ pub fn providers(
             settings.push_token.clone(),
             String::new(),
             timeout,
+            &roots,
         )?),
         None => Arc::new(LogProvider::new(Channel::Push)),
     };
@@ -531,9 +547,28 @@ mod tests {
             ]
         );
         let bad = NotificationSettings {
-            smtp_url: Some("smtps://mail.example.com".into()),
+            smtp_url: Some("smtp+tls://mail.example.com".into()),
             ..NotificationSettings::default()
         };
         assert!(providers(&bad).is_err());
+        let missing_ca = NotificationSettings {
+            provider_ca_file: Some("/no/such/ca.pem".into()),
+            ..NotificationSettings::default()
+        };
+        let error = providers(&missing_ca)
+            .err()
+            .expect("a missing CA file is refused");
+        assert!(
+            error.0.contains("--provider-ca-file /no/such/ca.pem"),
+            "{error}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let not_pem = dir.path().join("ca.pem");
+        std::fs::write(&not_pem, "not a certificate").unwrap();
+        let not_pem = NotificationSettings {
+            provider_ca_file: Some(not_pem),
+            ..NotificationSettings::default()
+        };
+        assert!(providers(&not_pem).is_err());
     }
 }

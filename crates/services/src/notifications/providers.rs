@@ -18,6 +18,7 @@ use cornershop_store::Notification;
 use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::json;
 
@@ -43,10 +44,67 @@ impl SendError {
     }
 }
 
+/// An error and its causes, outermost first: the cause is what tells an operator what to
+/// fix ("invalid peer certificate: UnknownIssuer" under "error sending request").
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let next = e.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = e.source();
+    }
+    text
+}
+
 /// A provider's settings are wrong (a bad URL or address): the process does not start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct ProviderConfigError(pub String);
+
+/// The certificate authorities the providers' TLS connections trust: the public web roots
+/// (Mozilla's, built in), plus those of a PEM file for a private CA
+/// (`--provider-ca-file`).
+#[derive(Debug, Clone, Default)]
+pub struct TrustedRoots {
+    /// The extra certificates, PEM, as read from the file (checked when read).
+    pem: Option<Vec<u8>>,
+}
+
+impl TrustedRoots {
+    /// Reads and checks a PEM file of one or more CA certificates.
+    pub fn from_pem_file(path: &std::path::Path) -> Result<Self, ProviderConfigError> {
+        let bad = |why: String| {
+            ProviderConfigError(format!("--provider-ca-file {}: {why}", path.display()))
+        };
+        let pem = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| bad(format!("not PEM certificates: {e}")))?;
+        if certificates.is_empty() {
+            return Err(bad("it holds no PEM certificate".to_string()));
+        }
+        Ok(Self { pem: Some(pem) })
+    }
+
+    fn http_roots(&self) -> Vec<reqwest::Certificate> {
+        self.pem
+            .as_deref()
+            .and_then(|pem| reqwest::Certificate::from_pem_bundle(pem).ok())
+            .unwrap_or_default()
+    }
+
+    fn smtp_parameters(&self, host: &str) -> Result<TlsParameters, String> {
+        let mut builder = TlsParameters::builder(host.to_string());
+        if let Some(pem) = &self.pem {
+            builder = builder
+                .add_root_certificate(Certificate::from_pem(pem).map_err(|e| e.to_string())?);
+        }
+        builder.build_rustls().map_err(|e| e.to_string())
+    }
+}
 
 /// Sends the notifications of one channel.
 #[async_trait]
@@ -134,26 +192,62 @@ pub struct SmtpProvider {
 }
 
 impl SmtpProvider {
-    /// `url` is `smtp://[user[:password]@]host[:port]` (port 25 by default; a plain
-    /// connection, for a local relay: this build has no TLS). `from` is a mailbox such as
+    /// `url` is `smtp://[user[:password]@]host[:port][?tls=required|opportunistic]` or
+    /// `smtps://[user[:password]@]host[:port]`, as lettre reads them:
+    /// - `smtp://` alone is a plain connection (port 25), for a trusted local relay;
+    /// - `?tls=required` upgrades it with STARTTLS and refuses to send without (port 587
+    ///   is the usual one); `?tls=opportunistic` upgrades when the server offers it;
+    /// - `smtps://` is TLS from the first byte (port 465 by default).
+    ///
+    /// Certificates are checked against `roots`. `from` is a mailbox such as
     /// `CornerShop <orders@cornershop.local>`.
-    pub fn new(url: &str, from: &str, timeout: Duration) -> Result<Self, ProviderConfigError> {
+    pub fn new(
+        url: &str,
+        from: &str,
+        timeout: Duration,
+        roots: &TrustedRoots,
+    ) -> Result<Self, ProviderConfigError> {
         let bad = |why: String| ProviderConfigError(format!("--smtp-url: {why}"));
         let parsed =
             reqwest::Url::parse(url).map_err(|e| bad(format!("'{url}' is not a URL: {e}")))?;
-        if parsed.scheme() != "smtp" {
-            return Err(bad(format!(
-                "the scheme must be smtp:// (this build has no TLS), not {}://",
-                parsed.scheme()
-            )));
-        }
         let host = parsed
             .host_str()
             .filter(|h| !h.is_empty())
             .ok_or_else(|| bad(format!("'{url}' names no host")))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
+        let tls_mode = parsed
+            .query_pairs()
+            .find(|(key, _)| key == "tls")
+            .map(|(_, value)| value.into_owned());
+        let tls = |host: &str| {
+            roots
+                .smtp_parameters(host)
+                .map_err(|e| bad(format!("TLS: {e}")))
+        };
+        let (security, default_port) = match (parsed.scheme(), tls_mode.as_deref()) {
+            ("smtp", None | Some("none")) => (Tls::None, 25),
+            ("smtp", Some("required")) => (Tls::Required(tls(host)?), 587),
+            ("smtp", Some("opportunistic")) => (Tls::Opportunistic(tls(host)?), 587),
+            ("smtps", None) => (Tls::Wrapper(tls(host)?), 465),
+            ("smtp", Some(other)) => {
+                return Err(bad(format!(
+                    "tls={other} is not known: use tls=required or tls=opportunistic"
+                )))
+            }
+            ("smtps", Some(_)) => {
+                return Err(bad(
+                    "smtps:// is always TLS; tls= belongs to smtp:// (STARTTLS)".to_string(),
+                ))
+            }
+            (scheme, _) => {
+                return Err(bad(format!(
+                    "the scheme must be smtp:// or smtps://, not {scheme}://"
+                )))
+            }
+        };
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-            .port(parsed.port().unwrap_or(25))
+            .port(parsed.port().unwrap_or(default_port))
+            .tls(security)
             .timeout(Some(timeout));
         if !parsed.username().is_empty() {
             builder = builder.credentials(Credentials::new(
@@ -219,9 +313,11 @@ impl Provider for SmtpProvider {
         match self.transport.send(message).await {
             Ok(_) => Ok(Some(self.message_id(n))),
             // 5xx: the server refuses this message for good (no such mailbox, ...).
-            Err(e) if e.is_permanent() => Err(SendError::Permanent(format!("SMTP: {e}"))),
-            // 4xx, timeouts, refused or broken connections: may pass later.
-            Err(e) => Err(SendError::Transient(format!("SMTP: {e}"))),
+            Err(e) if e.is_permanent() => {
+                Err(SendError::Permanent(format!("SMTP: {}", with_causes(&e))))
+            }
+            // 4xx, timeouts, refused or broken connections, TLS failures: may pass later.
+            Err(e) => Err(SendError::Transient(format!("SMTP: {}", with_causes(&e)))),
         }
     }
 }
@@ -275,6 +371,7 @@ impl HttpProvider {
         token: Option<String>,
         from: String,
         timeout: Duration,
+        roots: &TrustedRoots,
     ) -> Result<Self, ProviderConfigError> {
         let flag = match channel {
             Channel::Sms => "--sms-url",
@@ -283,15 +380,20 @@ impl HttpProvider {
         };
         let url = reqwest::Url::parse(url)
             .map_err(|e| ProviderConfigError(format!("{flag}: '{url}' is not a URL: {e}")))?;
-        if url.scheme() != "http" {
+        if url.scheme() != "http" && url.scheme() != "https" {
             return Err(ProviderConfigError(format!(
-                "{flag}: the scheme must be http:// (this build has no TLS), not {}://",
+                "{flag}: the scheme must be https:// or http://, not {}://",
                 url.scheme()
             )));
         }
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder()
+            .use_rustls_tls()
             .timeout(timeout)
-            .connect_timeout(timeout)
+            .connect_timeout(timeout);
+        for root in roots.http_roots() {
+            client = client.add_root_certificate(root);
+        }
+        let client = client
             .build()
             .map_err(|e| ProviderConfigError(format!("{flag}: cannot build a client: {e}")))?;
         Ok(Self {
@@ -343,8 +445,12 @@ impl Provider for HttpProvider {
             if e.is_builder() {
                 SendError::Permanent(format!("cannot build the request: {e}"))
             } else {
-                // Timeouts, refused and broken connections.
-                SendError::Transient(format!("{} provider unreachable: {e}", self.channel))
+                // Timeouts, refused and broken connections, TLS failures.
+                SendError::Transient(format!(
+                    "{} provider unreachable: {}",
+                    self.channel,
+                    with_causes(&e)
+                ))
             }
         })?;
         let status = response.status();
@@ -422,6 +528,7 @@ mod tests {
             None,
             "x".into(),
             second,
+            &TrustedRoots::default(),
         )
         .unwrap();
         assert_eq!(
@@ -438,6 +545,7 @@ mod tests {
             Some("t".into()),
             "CornerShop".into(),
             second,
+            &TrustedRoots::default(),
         )
         .unwrap();
         let n = notification("sms", "+15550001");
@@ -449,17 +557,23 @@ mod tests {
             idempotency_key(&n),
             "00000000-0000-0000-0000-000000000007:sms"
         );
-        assert!(HttpProvider::new(Channel::Sms, "https://x", None, "x".into(), second).is_err());
-        assert!(HttpProvider::new(Channel::Sms, "not a url", None, "x".into(), second).is_err());
+        let roots = TrustedRoots::default();
+        let http =
+            |url: &str| HttpProvider::new(Channel::Sms, url, None, "x".into(), second, &roots);
+        assert!(http("https://sms.example.com/send").is_ok());
+        assert!(http("ftp://x").is_err());
+        assert!(http("not a url").is_err());
     }
 
     #[test]
     fn smtp_settings_are_checked_and_the_message_id_is_deterministic() {
         let second = Duration::from_secs(1);
+        let roots = TrustedRoots::default();
         let smtp = SmtpProvider::new(
             "smtp://user%40x:p%3Ass@127.0.0.1:2525",
             "CornerShop <orders@cornershop.local>",
             second,
+            &roots,
         )
         .unwrap();
         let n = notification("email", "ada@example.com");
@@ -476,8 +590,18 @@ mod tests {
             smtp.message(&notification("email", "not an address")),
             Err(SendError::Permanent(_))
         ));
-        assert!(SmtpProvider::new("smtps://h:465", "a@b.c", second).is_err());
-        assert!(SmtpProvider::new("smtp://h", "not a mailbox", second).is_err());
+        let smtp = |url: &str, from: &str| SmtpProvider::new(url, from, second, &roots);
+        for url in [
+            "smtps://mail.example.com",
+            "smtp://mail.example.com:587?tls=required",
+            "smtp://mail.example.com?tls=opportunistic",
+        ] {
+            assert!(smtp(url, "a@b.c").is_ok(), "{url}");
+        }
+        assert!(smtp("smtp://h?tls=sometimes", "a@b.c").is_err());
+        assert!(smtp("smtps://h?tls=required", "a@b.c").is_err());
+        assert!(smtp("http://h", "a@b.c").is_err());
+        assert!(smtp("smtp://h", "not a mailbox").is_err());
         assert_eq!(percent_decode("user%40x"), "user@x");
         assert_eq!(percent_decode("p%3Ass%"), "p:ss%");
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
