@@ -133,7 +133,13 @@ pub struct CommandBus {
     clock: Arc<dyn Clock>,
     max_attempts: u32,
     states: Arc<StateCache>,
+    appended: Option<AppendObserver>,
 }
+
+/// Told of every append the bus makes, with the stored events, inside the span of the
+/// request or consumer that sent the command (the server exports the events' trace spans
+/// this way when OTLP export is on).
+pub type AppendObserver = Arc<dyn Fn(&[StoredEvent]) + Send + Sync>;
 
 /// The latest state this process has seen of recently used aggregates, with its version.
 /// A load reads only the events after the cached version (another process may have
@@ -191,7 +197,14 @@ impl CommandBus {
             clock,
             max_attempts: 200,
             states: Arc::default(),
+            appended: None,
         }
+    }
+
+    /// The same bus, telling `observer` of every append.
+    pub fn with_append_observer(mut self, observer: AppendObserver) -> Self {
+        self.appended = Some(observer);
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {
@@ -361,6 +374,9 @@ impl CommandBus {
             match self.store.append(request).await {
                 Ok(stored) => {
                     business_metrics::count(&decided);
+                    if let Some(observer) = &self.appended {
+                        observer(&stored);
+                    }
                     self.states.put(id, &executed.state, executed.version);
                     executed.events = stored;
                     return Ok((Some(executed), built));

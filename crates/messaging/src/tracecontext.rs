@@ -5,8 +5,11 @@
 //! the client's request) as its remote parent. Without an OpenTelemetry layer installed
 //! this does nothing.
 
-use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
-use opentelemetry::Context;
+use opentelemetry::trace::{
+    Span as _, SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState,
+    Tracer as _,
+};
+use opentelemetry::{Context, KeyValue};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Makes `span` a child of the remote span `parent_span_id` (16 hex digits) in trace
@@ -36,4 +39,49 @@ pub fn join_event(span: &tracing::Span, event: &cornershop_store::StoredEvent) {
         &event.trace_id,
         &cornershop_store::trace::span_id(event.envelope.event_id),
     );
+}
+
+/// Exports one span per stored event (`event <eventType>`), with the span id that every
+/// consumer of the event takes as its parent (`trace::span_id(eventId)`, also in the Kafka
+/// `traceparent` header), as a child of the span that appended it: the client's request,
+/// or a consumer's handling of the cause. Without these spans the consumers' spans would
+/// name parents that no collector ever receives. An instant span, at the append.
+///
+/// Uses the global tracer provider (the server installs its OTLP provider there); with
+/// none installed it does nothing.
+pub fn export_event_spans(events: &[cornershop_store::StoredEvent]) {
+    let tracer = opentelemetry::global::tracer("cornershop");
+    let appender = tracing::Span::current().context();
+    let appender_trace = appender.span().span_context().trace_id();
+    for event in events {
+        let envelope = &event.envelope;
+        let (Ok(trace_id), Ok(span_id)) = (
+            TraceId::from_hex(&event.trace_id),
+            SpanId::from_hex(&cornershop_store::trace::span_id(envelope.event_id)),
+        ) else {
+            continue;
+        };
+        // The appender's span is the parent when it is in the event's trace; otherwise
+        // (a timer firing, a span not exported) the event's span starts the trace.
+        let parent = if appender.span().span_context().is_valid() && appender_trace == trace_id {
+            appender.clone()
+        } else {
+            Context::new()
+        };
+        let builder = tracer
+            .span_builder(format!("event {}", envelope.event_type))
+            .with_kind(SpanKind::Producer)
+            .with_trace_id(trace_id)
+            .with_span_id(span_id)
+            .with_attributes([
+                KeyValue::new("eventId", envelope.event_id.to_string()),
+                KeyValue::new("eventType", envelope.event_type.clone()),
+                KeyValue::new("aggregateType", envelope.aggregate_type.to_string()),
+                KeyValue::new("aggregateId", envelope.aggregate_id.clone()),
+                KeyValue::new("version", envelope.version as i64),
+                KeyValue::new("position", event.position as i64),
+                KeyValue::new("correlationId", envelope.metadata.correlation_id.clone()),
+            ]);
+        tracer.build_with_context(builder, &parent).end();
+    }
 }

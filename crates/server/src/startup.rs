@@ -117,7 +117,13 @@ impl Application {
         crate::metrics::handle();
         let store = open_store(&args).await?;
         let read_models = open_read_models(&args.store_args()).await?;
-        let bus = CommandBus::new(store.clone(), Arc::new(SystemClock));
+        let mut bus = CommandBus::new(store.clone(), Arc::new(SystemClock));
+        if args.log.otlp_endpoint.is_some() {
+            // The events' own spans, which the consumers' spans name as parents.
+            bus = bus.with_append_observer(Arc::new(
+                cornershop_messaging::tracecontext::export_event_spans,
+            ));
+        }
         let workflow = &args.workflow;
         let config = ServicesConfig {
             cart_ttl: workflow.cart_ttl.into(),

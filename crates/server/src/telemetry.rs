@@ -66,6 +66,9 @@ pub fn init(args: &LogArgs) -> anyhow::Result<Telemetry> {
     };
     let traces = tracer_provider.as_ref().map(|provider| {
         use opentelemetry::trace::TracerProvider as _;
+        // Also the global provider: the events' spans are built with it directly (they
+        // need the span ids the consumers already use; see tracecontext).
+        opentelemetry::global::set_tracer_provider(provider.clone());
         tracing_opentelemetry::layer().with_tracer(provider.tracer("cornershop"))
     });
     tracing_subscriber::registry()

@@ -1406,26 +1406,55 @@ async fn with_an_otlp_endpoint_spans_are_exported_in_the_clients_trace() {
             .filter_map(|s| span_attribute(s, "consumer"))
             .collect();
         let notified = ours.iter().any(|s| s["name"] == "notify");
+        // Every parent is in the collector too (the client's own span aside): the events'
+        // spans link the request to the consumers and the consumers to each other.
+        let exported: BTreeSet<&str> = ours.iter().filter_map(|s| s["spanId"].as_str()).collect();
+        let orphans: Vec<&Value> = ours
+            .iter()
+            .filter(|s| {
+                let parent = s["parentSpanId"].as_str().unwrap_or("");
+                !parent.is_empty() && parent != client_span && !exported.contains(parent)
+            })
+            .collect();
         let done = request.is_some()
             && expected_consumers.iter().all(|c| consumers.contains(c))
-            && notified;
+            && notified
+            && orphans.is_empty();
         if done {
             assert!(ours
                 .iter()
                 .all(|s| s["serviceName"] == "cornershop-otlp-test"));
-            // A consume span's parent is the span of the event it handles.
+            // A consume span's parent is the span of the event it handles, and that span
+            // is the event's: named for it, with the span id its traceparent carries.
+            let by_id: BTreeMap<&str, &Value> = ours
+                .iter()
+                .filter_map(|s| Some((s["spanId"].as_str()?, s)))
+                .collect();
             let consume = ours.iter().find(|s| s["name"] == "consume").unwrap();
+            let event = by_id[consume["parentSpanId"].as_str().unwrap()];
+            let event_type = span_attribute(consume, "eventType").expect("consume eventType");
+            assert_eq!(event["name"], format!("event {event_type}"), "{event}");
+            let event_id = span_attribute(event, "eventId").expect("event span eventId");
             assert_eq!(
-                consume["parentSpanId"].as_str().map(str::len),
-                Some(16),
-                "{consume}"
+                event["spanId"].as_str().unwrap(),
+                &event_id.replace('-', "")[..16]
+            );
+            // The checkout's event is a child of the request that appended it.
+            let checked_out = ours
+                .iter()
+                .find(|s| s["name"] == "event CartCheckedOut")
+                .expect("the CartCheckedOut span");
+            assert_eq!(
+                by_id[checked_out["parentSpanId"].as_str().unwrap()]["name"],
+                "request"
             );
             break;
         }
         assert!(
             Instant::now() < deadline,
             "after 30 s the collector has, in trace {trace_id}: request as the client's \
-             child: {}, consumers {consumers:?}, notify: {notified}; {} spans in all\n{}",
+             child: {}, consumers {consumers:?}, notify: {notified}, spans whose parent \
+             is missing: {orphans:#?}; {} spans in all\n{}",
             request.is_some(),
             spans.lock().unwrap().len(),
             shop.log_tail(20)
