@@ -115,6 +115,47 @@ impl Process {
         }
     }
 
+    /// Sends `signal` (`TERM`, `INT`, ...) with kill(1) and waits up to `limit` for the
+    /// process to exit; returns how it exited. Panics with the log tail if it does not.
+    pub async fn signal_and_wait(
+        &mut self,
+        signal: &str,
+        limit: Duration,
+    ) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("the process is running");
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill(1) runs");
+        assert!(sent.success(), "kill -{signal} failed");
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for the process") {
+                self.child = None;
+                return status;
+            }
+            if Instant::now() > deadline {
+                let text = self.log_since_start();
+                let tail: Vec<&str> = text.lines().rev().take(20).collect();
+                panic!(
+                    "{} still runs {limit:?} after SIG{signal}; log tail (newest first):\n{}",
+                    self.name,
+                    tail.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// This start's log lines, parsed (lines that are not JSON are left out).
+    pub fn messages_since_start(&self) -> Vec<serde_json::Value> {
+        self.log_since_start()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
     /// Starts the process again with the same settings (after [`kill`](Self::kill)).
     pub async fn restart(&mut self) {
         self.kill();
