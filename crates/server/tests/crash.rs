@@ -115,12 +115,58 @@ fn spawn_writers(
     (writes, writers)
 }
 
-/// Waits until the writers have `count` acknowledged writes (or 20 s have passed).
-async fn until_acknowledged(writes: &Writes, count: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while writes.acknowledged.lock().unwrap().len() < count && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+/// A fresh shop with eight SKUs in stock and eight writers running, once they have 300
+/// acknowledged writes (or 20 s have passed).
+struct ShopUnderWrites {
+    data_dir: tempfile::TempDir,
+    server: Process,
+    client: reqwest::Client,
+    writes: Arc<Writes>,
+    writers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl ShopUnderWrites {
+    async fn start() -> Self {
+        let data_dir = tempfile::tempdir().unwrap();
+        let server = start(data_dir.path(), &[]).await;
+        let client = reqwest::Client::new();
+        stock_eight(&client, &server.base()).await;
+        let (writes, writers) = spawn_writers(&client, &server.base());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while writes.acknowledged.lock().unwrap().len() < 300 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self {
+            data_dir,
+            server,
+            client,
+            writes,
+            writers,
+        }
     }
+
+    /// Once the server is gone: waits for the writers, restarts the server on the same
+    /// data, and checks that every acknowledged write is there.
+    async fn restart_and_check(self) -> (Process, reqwest::Client, Arc<Writes>, tempfile::TempDir) {
+        for w in self.writers {
+            w.await.unwrap();
+        }
+        let server = start(self.data_dir.path(), &[]).await;
+        assert_every_acknowledged_write_is_there(&self.client, &server.base(), &self.writes).await;
+        (server, self.client, self.writes, self.data_dir)
+    }
+}
+
+/// A cart as replayed from the store.
+async fn replay_cart(client: &reqwest::Client, base: &str, cart: &str) -> Value {
+    client
+        .get(format!("{base}/api/eventstore/replay/Cart/{cart}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// Every acknowledged write is in the store the server at `base` reads, each cart's
@@ -142,14 +188,7 @@ async fn assert_every_acknowledged_write_is_there(
         *v = (*v).max(*version);
     }
     for (cart, version) in &highest {
-        let replay: Value = client
-            .get(format!("{base}/api/eventstore/replay/Cart/{cart}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let replay = replay_cart(client, base, cart).await;
         let stored = replay["version"].as_u64().unwrap_or(0);
         assert!(
             stored >= *version,
@@ -174,21 +213,10 @@ async fn assert_every_acknowledged_write_is_there(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_acknowledged_event_survives_sigkill() {
-    let data_dir = tempfile::tempdir().unwrap();
-    let mut server = start(data_dir.path(), &[]).await;
-    let client = reqwest::Client::new();
-    stock_eight(&client, &server.base()).await;
-
     // Kill -9 in the middle of the writers' stream.
-    let (writes, writers) = spawn_writers(&client, &server.base());
-    until_acknowledged(&writes, 300).await;
-    server.kill();
-    for w in writers {
-        w.await.unwrap();
-    }
-
-    let mut server = start(data_dir.path(), &[]).await;
-    assert_every_acknowledged_write_is_there(&client, &server.base(), &writes).await;
+    let mut shop = ShopUnderWrites::start().await;
+    shop.server.kill();
+    let (mut server, _client, _writes, _data) = shop.restart_and_check().await;
     server.kill();
 }
 
@@ -202,24 +230,17 @@ async fn sigterm_and_ctrl_c_shut_down_gracefully_and_lose_nothing() {
         ("TERM", "SIGTERM received; shutting down"),
         ("INT", "Ctrl-C received; shutting down"),
     ] {
-        let data_dir = tempfile::tempdir().unwrap();
-        let mut server = start(data_dir.path(), &[]).await;
-        let client = reqwest::Client::new();
-        stock_eight(&client, &server.base()).await;
-
-        let (writes, writers) = spawn_writers(&client, &server.base());
-        until_acknowledged(&writes, 300).await;
-        let status = server
+        let mut shop = ShopUnderWrites::start().await;
+        let status = shop
+            .server
             .signal_and_wait(signal, Duration::from_secs(30))
             .await;
-        for w in writers {
-            w.await.unwrap();
-        }
         assert!(
             status.success(),
             "SIG{signal}: the server exited with {status}"
         );
-        let messages: Vec<String> = server
+        let messages: Vec<String> = shop
+            .server
             .messages_since_start()
             .iter()
             .filter_map(|m| m["message"].as_str().map(str::to_string))
@@ -230,25 +251,14 @@ async fn sigterm_and_ctrl_c_shut_down_gracefully_and_lose_nothing() {
             said_at.is_some() && stopped_at > said_at,
             "SIG{signal}: no '{said}' followed by 'cornershop stopped' in {messages:#?}"
         );
+
+        let (mut server, client, writes, _data) = shop.restart_and_check().await;
         let bad = writes.bad_answers.lock().unwrap().clone();
         assert!(bad.is_empty(), "SIG{signal}: answers cut short: {bad:?}");
-
-        let mut server = start(data_dir.path(), &[]).await;
-        assert_every_acknowledged_write_is_there(&client, &server.base(), &writes).await;
         // What went unanswered was not applied: nothing was done and left unsaid.
         let unanswered = writes.unanswered.lock().unwrap().clone();
         for (cart, acknowledged) in &unanswered {
-            let replay: Value = client
-                .get(format!(
-                    "{}/api/eventstore/replay/Cart/{cart}",
-                    server.base()
-                ))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let replay = replay_cart(&client, &server.base(), cart).await;
             assert_eq!(
                 replay["version"].as_u64(),
                 Some(*acknowledged),
