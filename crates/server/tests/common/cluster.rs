@@ -249,6 +249,40 @@ pub struct Cluster {
     pub database_url: String,
     pub namespace: String,
     pub brokers: String,
+    /// Its topics and database are gone (by `dispose`, or by the drop).
+    disposed: bool,
+}
+
+/// A cluster that a test drops without `dispose` (a `TestApp`, or a test that panicked)
+/// still deletes its topics and database, so that runs do not pile partitions up on the
+/// shared broker. A drop may run inside the test's runtime, so the async clean-up runs on
+/// a thread of its own.
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.disposed {
+            return;
+        }
+        for process in &mut self.processes {
+            process.kill();
+        }
+        let (namespace, brokers, database_url) = (
+            self.namespace.clone(),
+            self.brokers.clone(),
+            self.database_url.clone(),
+        );
+        let cleaned = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the clean-up")
+                .block_on(remove_topics_and_database(
+                    &namespace,
+                    &brokers,
+                    &database_url,
+                ))
+        });
+        let _ = cleaned.join();
+    }
 }
 
 impl Cluster {
@@ -293,6 +327,7 @@ impl Cluster {
             database_url,
             namespace,
             brokers,
+            disposed: false,
         }
     }
 
@@ -314,6 +349,57 @@ impl Cluster {
 
     pub fn topic(&self, base: &str) -> String {
         format!("{}{}", self.namespace, base)
+    }
+}
+
+/// Deletes a cluster's topics (the four event topics and their dead-letter topics) and
+/// drops its database, unless `CORNERSHOP_TEST_KEEP_LOGS` is set. Failures only warn.
+async fn remove_topics_and_database(namespace: &str, brokers: &str, database_url: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+
+    if std::env::var_os("CORNERSHOP_TEST_KEEP_LOGS").is_some() {
+        return;
+    }
+    let topics: Vec<String> = ["carts", "orders", "payments", "inventory"]
+        .iter()
+        .flat_map(|t| {
+            [
+                format!("{namespace}{t}.events"),
+                format!("{namespace}{t}.events.dlq"),
+            ]
+        })
+        .collect();
+    let admin: Result<AdminClient<DefaultClientContext>, _> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create();
+    match admin {
+        Ok(admin) => {
+            let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+            let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+            match admin.delete_topics(&names, &options).await {
+                // A topic that was never created (no dead letters) is not an error here.
+                Ok(_) => {}
+                Err(e) => eprintln!("could not delete the topics {namespace}*: {e}"),
+            }
+        }
+        Err(e) => eprintln!("no Kafka admin client for {brokers}: {e}"),
+    }
+    let Some((_, database)) = database_url.rsplit_once('/') else {
+        return;
+    };
+    let dropped = async {
+        let mut admin =
+            <sqlx::PgConnection as sqlx::Connection>::connect(&required_env(DATABASE_ENV)).await?;
+        sqlx::Executor::execute(
+            &mut admin,
+            format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)").as_str(),
+        )
+        .await
+    }
+    .await;
+    if let Err(e) = dropped {
+        eprintln!("could not drop the database {database}: {e}");
     }
 }
 
@@ -431,55 +517,16 @@ impl Cluster {
 
     /// Stops every process, deletes this cluster's Kafka topics and drops its database, so
     /// that test runs do not pile up on the shared broker (whose start-up, and so the
-    /// recovery after a restart, slows down with every partition it holds). Nothing is
-    /// deleted with `CORNERSHOP_TEST_KEEP_LOGS` set. Failures only warn.
+    /// recovery after a restart, slows down with every partition it holds; a consumer
+    /// group whose session times out while the broker works through them stalls for
+    /// about 20 s). Nothing is deleted with `CORNERSHOP_TEST_KEEP_LOGS` set. Failures only
+    /// warn. (Dropping a cluster does the same.)
     pub async fn dispose(mut self) {
         for process in &mut self.processes {
             process.kill();
         }
-        if std::env::var_os("CORNERSHOP_TEST_KEEP_LOGS").is_some() {
-            return;
-        }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka.sh");
-        let pattern = format!("{}.*", self.namespace.replace('.', "\\."));
-        let mut delete = tokio::process::Command::new(script);
-        delete
-            .args([
-                "tool",
-                "org.apache.kafka.tools.TopicCommand",
-                "--bootstrap-server",
-            ])
-            .args([&self.brokers, "--delete", "--topic", &pattern])
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        match tokio::time::timeout(Duration::from_secs(60), delete.output()).await {
-            Ok(Ok(out)) if out.status.success() => {}
-            Ok(Ok(out)) => eprintln!(
-                "could not delete the topics {pattern}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ),
-            Ok(Err(e)) => eprintln!("could not run kafka.sh to delete the topics {pattern}: {e}"),
-            Err(_) => eprintln!("deleting the topics {pattern} took more than 60 s"),
-        }
-        let database = self
-            .database_url
-            .rsplit_once('/')
-            .map(|(_, name)| name.to_string())
-            .unwrap_or_default();
-        let dropped = async {
-            let mut admin =
-                <sqlx::PgConnection as sqlx::Connection>::connect(&required_env(DATABASE_ENV))
-                    .await?;
-            sqlx::Executor::execute(
-                &mut admin,
-                format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)").as_str(),
-            )
-            .await
-        }
-        .await;
-        if let Err(e) = dropped {
-            eprintln!("could not drop the database {database}: {e}");
-        }
+        remove_topics_and_database(&self.namespace, &self.brokers, &self.database_url).await;
+        self.disposed = true;
     }
 
     /// Logs of every process, last lines first per process (for failure messages).
