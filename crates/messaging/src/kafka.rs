@@ -435,9 +435,15 @@ pub async fn run_kafka_consumer(
         return;
     }
     tracing::info!(group, "Kafka consumer started");
+    let mut handled = HandledOffsets::default();
     loop {
+        let commit_due = handled.due_in();
         let message = tokio::select! {
             m = kafka.recv() => m,
+            _ = tokio::time::sleep(commit_due.unwrap_or_default()), if commit_due.is_some() => {
+                handled.commit(&kafka, &group, CommitMode::Async);
+                continue;
+            }
             _ = shutdown.wait_for(|s| *s) => break,
         };
         let message = match message {
@@ -486,13 +492,65 @@ pub async fn run_kafka_consumer(
                 }
             }
         }
-        if let Err(e) = kafka.commit_message(&message, CommitMode::Async) {
-            tracing::warn!(group, error = %e, "offset commit failed; the message may be delivered again");
+        handled.record(&message);
+        if handled.due_in() == Some(Duration::ZERO) {
+            handled.commit(&kafka, &group, CommitMode::Async);
         }
     }
-    // Whatever was handled is committed before leaving the group.
-    let _ = kafka.commit_consumer_state(CommitMode::Sync);
+    // Whatever was handled (and only that: not a message whose handling was interrupted)
+    // is committed before leaving the group.
+    handled.commit(&kafka, &group, CommitMode::Sync);
     tracing::info!(group, "Kafka consumer stopped");
+}
+
+/// How often a consumer commits the offsets it has handled. One OffsetCommit per message
+/// queues up on the connection to the group coordinator, and the group's heartbeats wait
+/// behind it: a broker slow to write commits (one just started) then misses heartbeats for
+/// the session timeout, and the group stalls about 20 s to rejoin. A crash loses at most
+/// this much of the commits, and the handlers are idempotent, so the repeats are harmless.
+const COMMIT_EVERY: Duration = Duration::from_millis(250);
+
+/// The next offset of every partition whose messages are handled (or parked) and not yet
+/// committed.
+#[derive(Default)]
+struct HandledOffsets {
+    next: std::collections::BTreeMap<(String, i32), i64>,
+    last_commit: Option<tokio::time::Instant>,
+}
+
+impl HandledOffsets {
+    fn record(&mut self, message: &BorrowedMessage<'_>) {
+        self.next.insert(
+            (message.topic().to_string(), message.partition()),
+            message.offset() + 1,
+        );
+    }
+
+    /// How long until a commit is due; `None` when there is nothing to commit.
+    fn due_in(&self) -> Option<Duration> {
+        if self.next.is_empty() {
+            return None;
+        }
+        Some(self.last_commit.map_or(Duration::ZERO, |at| {
+            COMMIT_EVERY.saturating_sub(at.elapsed())
+        }))
+    }
+
+    fn commit(&mut self, kafka: &StreamConsumer, group: &str, mode: CommitMode) {
+        self.last_commit = Some(tokio::time::Instant::now());
+        if self.next.is_empty() {
+            return;
+        }
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), next) in std::mem::take(&mut self.next) {
+            if let Err(e) = offsets.add_partition_offset(&topic, partition, Offset::Offset(next)) {
+                tracing::warn!(group, topic, partition, error = %e, "cannot list an offset to commit");
+            }
+        }
+        if let Err(e) = kafka.commit(&offsets, mode) {
+            tracing::warn!(group, error = %e, "offset commit failed; the messages since the last commit may be delivered again");
+        }
+    }
 }
 
 /// Measures `kafka_consumer_lag` (high watermark minus committed offset, per group, topic
