@@ -69,6 +69,21 @@ impl Inventory {
         })
     }
 
+    /// Ends the order's reservation with the event `settled` makes of its quantity
+    /// (released back to available, or shipped); nothing when the order holds none here.
+    fn settle_reservation<E: Into<DomainEvent>>(
+        &self,
+        order_id: &str,
+        settled: impl FnOnce(u32) -> E,
+    ) -> Result<Vec<DomainEvent>, DomainError> {
+        self.require_exists()?;
+        Ok(self
+            .reservations
+            .get(order_id)
+            .map(|&quantity| vec![settled(quantity).into()])
+            .unwrap_or_default())
+    }
+
     fn require_exists(&self) -> Result<(), DomainError> {
         if self.exists {
             Ok(())
@@ -177,28 +192,18 @@ impl Aggregate for Inventory {
                 Ok(events)
             }
             InventoryCommand::Release { order_id, reason } => {
-                self.require_exists()?;
-                Ok(match self.reservations.get(order_id) {
-                    Some(&quantity) => vec![StockReleased {
-                        sku: self.sku.clone(),
-                        order_id: order_id.clone(),
-                        quantity,
-                        reason: reason.clone(),
-                    }
-                    .into()],
-                    None => vec![],
+                self.settle_reservation(order_id, |quantity| StockReleased {
+                    sku: self.sku.clone(),
+                    order_id: order_id.clone(),
+                    quantity,
+                    reason: reason.clone(),
                 })
             }
             InventoryCommand::Ship { order_id } => {
-                self.require_exists()?;
-                Ok(match self.reservations.get(order_id) {
-                    Some(&quantity) => vec![StockShipped {
-                        sku: self.sku.clone(),
-                        order_id: order_id.clone(),
-                        quantity,
-                    }
-                    .into()],
-                    None => vec![],
+                self.settle_reservation(order_id, |quantity| StockShipped {
+                    sku: self.sku.clone(),
+                    order_id: order_id.clone(),
+                    quantity,
                 })
             }
         }
