@@ -223,6 +223,10 @@ impl CommandBus {
                     .store
                     .load_aggregate_after(A::TYPE, id, version)
                     .await?;
+                if newer.is_empty() {
+                    // The cache is current: nothing to fold and nothing to store again.
+                    return Ok((cached, version));
+                }
                 fold_onto(cached, version, &newer)?
             }
             None => {

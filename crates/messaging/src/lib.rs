@@ -295,14 +295,27 @@ impl ConsumerRegistry {
             .dead_letter(id)
             .await?
             .ok_or(RedriveError::NotFound(id))?;
-        if let Some(owner) = self.owners.get(letter.consumer.as_str()) {
-            owner.redrive(store, &letter).await?;
-            tracing::info!(consumer = %letter.consumer, id, "dead letter handed back to its owner");
-            return store
-                .dead_letter(id)
-                .await?
-                .ok_or(RedriveError::NotFound(id));
+        match self.owners.get(letter.consumer.as_str()) {
+            Some(owner) => {
+                owner.redrive(store, &letter).await?;
+                tracing::info!(consumer = %letter.consumer, id, "dead letter handed back to its owner");
+            }
+            None => self.redrive_through_consumer(store, &letter).await?,
         }
+        store
+            .dead_letter(id)
+            .await?
+            .ok_or(RedriveError::NotFound(id))
+    }
+
+    /// Runs the letter's event through the consumer that parked it: resolved on success,
+    /// pending again with the new error on failure.
+    async fn redrive_through_consumer(
+        &self,
+        store: &dyn EventStore,
+        letter: &DeadLetter,
+    ) -> Result<(), RedriveError> {
+        let id = letter.id;
         let consumer = self
             .consumers
             .get(letter.consumer.as_str())
@@ -332,9 +345,6 @@ impl ConsumerRegistry {
                 return Err(RedriveError::FailedAgain(error));
             }
         }
-        store
-            .dead_letter(id)
-            .await?
-            .ok_or(RedriveError::NotFound(id))
+        Ok(())
     }
 }

@@ -15,12 +15,12 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 /// Makes `span` a child of the remote span `parent_span_id` (16 hex digits) in trace
 /// `trace_id` (32 hex digits). Malformed ids leave the span as it is (its own trace).
 pub fn join(span: &tracing::Span, trace_id: &str, parent_span_id: &str) {
-    let (Ok(trace_id), Ok(span_id)) = (
-        TraceId::from_hex(trace_id),
-        SpanId::from_hex(parent_span_id),
-    ) else {
-        return;
-    };
+    if let Some(parent) = ids(trace_id, parent_span_id) {
+        set_remote_parent(span, parent);
+    }
+}
+
+fn set_remote_parent(span: &tracing::Span, (trace_id, span_id): (TraceId, SpanId)) {
     let parent = SpanContext::new(
         trace_id,
         span_id,
@@ -32,13 +32,27 @@ pub fn join(span: &tracing::Span, trace_id: &str, parent_span_id: &str) {
     let _ = span.set_parent(Context::new().with_remote_span_context(parent));
 }
 
-/// Joins `span` to the trace of `event`, as a child of the event's own span.
-pub fn join_event(span: &tracing::Span, event: &cornershop_store::StoredEvent) {
-    join(
-        span,
+/// A trace id (32 hex digits) and a span id (16), parsed; `None` when either is malformed.
+fn ids(trace_id: &str, span_id: &str) -> Option<(TraceId, SpanId)> {
+    Some((
+        TraceId::from_hex(trace_id).ok()?,
+        SpanId::from_hex(span_id).ok()?,
+    ))
+}
+
+/// The trace of `event` and its own span's id.
+fn event_ids(event: &cornershop_store::StoredEvent) -> Option<(TraceId, SpanId)> {
+    ids(
         &event.trace_id,
         &cornershop_store::trace::span_id(event.envelope.event_id),
-    );
+    )
+}
+
+/// Joins `span` to the trace of `event`, as a child of the event's own span.
+pub fn join_event(span: &tracing::Span, event: &cornershop_store::StoredEvent) {
+    if let Some(parent) = event_ids(event) {
+        set_remote_parent(span, parent);
+    }
 }
 
 /// Exports one span per stored event (`event <eventType>`), with the span id that every
@@ -52,18 +66,15 @@ pub fn join_event(span: &tracing::Span, event: &cornershop_store::StoredEvent) {
 pub fn export_event_spans(events: &[cornershop_store::StoredEvent]) {
     let tracer = opentelemetry::global::tracer("cornershop");
     let appender = tracing::Span::current().context();
-    let appender_trace = appender.span().span_context().trace_id();
+    let appender_span = appender.span().span_context().clone();
     for event in events {
         let envelope = &event.envelope;
-        let (Ok(trace_id), Ok(span_id)) = (
-            TraceId::from_hex(&event.trace_id),
-            SpanId::from_hex(&cornershop_store::trace::span_id(envelope.event_id)),
-        ) else {
+        let Some((trace_id, span_id)) = event_ids(event) else {
             continue;
         };
         // The appender's span is the parent when it is in the event's trace; otherwise
         // (a timer firing, a span not exported) the event's span starts the trace.
-        let parent = if appender.span().span_context().is_valid() && appender_trace == trace_id {
+        let parent = if appender_span.is_valid() && appender_span.trace_id() == trace_id {
             appender.clone()
         } else {
             Context::new()

@@ -72,6 +72,54 @@ impl NewEvent {
     }
 }
 
+/// The store keeps microseconds (truncating towards the past), on both backends.
+pub(crate) fn truncate_to_micros(t: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError> {
+    let us = t.timestamp_micros();
+    DateTime::from_timestamp_micros(us)
+        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {us} is out of range")))
+}
+
+/// An event's `data` and `metadata` as the JSON text an insert writes.
+pub(crate) type EventJson = (String, String);
+
+/// An append's events as the store will read them back (timestamps cut to microseconds,
+/// versions after the expected one; the insert fills in the positions), and each event's
+/// data and metadata as the JSON text the insert writes.
+pub(crate) fn events_to_store(
+    aggregate_type: AggregateType,
+    aggregate_id: &str,
+    expected_version: u64,
+    events: Vec<NewEvent>,
+) -> Result<(Vec<StoredEvent>, Vec<EventJson>), StoreError> {
+    let mut stored = Vec::with_capacity(events.len());
+    let mut rows = Vec::with_capacity(events.len());
+    for (i, event) in events.into_iter().enumerate() {
+        let metadata = serde_json::to_string(&event.metadata)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        rows.push((event.data.to_string(), metadata));
+        let trace_id = event.resolved_trace_id();
+        stored.push(StoredEvent {
+            position: 0,
+            envelope: EventEnvelope {
+                event_id: event.event_id,
+                event_type: event.event_type,
+                aggregate_id: aggregate_id.to_string(),
+                aggregate_type,
+                timestamp: truncate_to_micros(event.timestamp)?,
+                version: expected_version + 1 + i as u64,
+                schema_version: event.schema_version,
+                data: event.data,
+                metadata: event.metadata,
+            },
+            topic: None,
+            partition: None,
+            offset: None,
+            trace_id,
+        });
+    }
+    Ok((stored, rows))
+}
+
 /// The trace id of a stored row: the column, or (rows stored before it existed) derived
 /// from the correlation id.
 pub(crate) fn stored_trace_id(column: Option<String>, metadata: &Metadata) -> String {

@@ -40,6 +40,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::truncate_to_micros as truncate;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cornershop_domain::{AggregateType, EventEnvelope, Metadata};
@@ -193,34 +194,12 @@ impl PgEventStore {
             }
         }
 
-        // Build the stored events (the store keeps microseconds: return the timestamps as
-        // they will be read back); positions are filled in by the insert.
-        let mut stored = Vec::with_capacity(request.events.len());
-        let mut rows = Vec::with_capacity(request.events.len());
-        for (i, event) in request.events.into_iter().enumerate() {
-            let metadata = serde_json::to_string(&event.metadata)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            rows.push((event.data.to_string(), metadata));
-            let trace_id = event.resolved_trace_id();
-            stored.push(StoredEvent {
-                position: 0,
-                envelope: EventEnvelope {
-                    event_id: event.event_id,
-                    event_type: event.event_type,
-                    aggregate_id: request.aggregate_id.clone(),
-                    aggregate_type: request.aggregate_type,
-                    timestamp: truncate(event.timestamp)?,
-                    version: request.expected_version + 1 + i as u64,
-                    schema_version: event.schema_version,
-                    data: event.data,
-                    metadata: event.metadata,
-                },
-                topic: None,
-                partition: None,
-                offset: None,
-                trace_id,
-            });
-        }
+        let (mut stored, rows) = crate::events_to_store(
+            request.aggregate_type,
+            &request.aggregate_id,
+            request.expected_version,
+            request.events,
+        )?;
 
         if !stored.is_empty() {
             // From here to the commit, appends run one at a time: see the module comment.
@@ -431,13 +410,6 @@ where
     .fetch_one(executor)
     .await?;
     Ok(version as u64)
-}
-
-/// The store keeps microseconds (truncating towards the past, like the SQLite backend).
-fn truncate(t: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError> {
-    let us = t.timestamp_micros();
-    DateTime::from_timestamp_micros(us)
-        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {us} is out of range")))
 }
 
 fn decode_row(row: &PgRow) -> Result<StoredEvent, StoreError> {

@@ -276,34 +276,12 @@ async fn append_in(
         });
     }
 
-    // The stored events as they will be read back (the store keeps microseconds); their
-    // positions come from the inserts.
-    let mut stored = Vec::with_capacity(request.events.len());
-    let mut rows = Vec::with_capacity(request.events.len());
-    for (i, event) in request.events.into_iter().enumerate() {
-        let metadata = serde_json::to_string(&event.metadata)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        rows.push((event.data.to_string(), metadata));
-        let trace_id = event.resolved_trace_id();
-        stored.push(StoredEvent {
-            position: 0,
-            envelope: EventEnvelope {
-                event_id: event.event_id,
-                event_type: event.event_type,
-                aggregate_id: request.aggregate_id.clone(),
-                aggregate_type: request.aggregate_type,
-                timestamp: from_micros(micros(event.timestamp))?,
-                version: request.expected_version + 1 + i as u64,
-                schema_version: event.schema_version,
-                data: event.data,
-                metadata: event.metadata,
-            },
-            topic: None,
-            partition: None,
-            offset: None,
-            trace_id,
-        });
-    }
+    let (mut stored, rows) = crate::events_to_store(
+        request.aggregate_type,
+        &request.aggregate_id,
+        request.expected_version,
+        request.events,
+    )?;
     // One multi-row INSERT per chunk: a batch of events is one statement, not one per
     // event (each statement is a round trip to sqlx's SQLite worker thread).
     for (chunk, chunk_rows) in stored

@@ -70,8 +70,10 @@ pub struct ProviderConfigError(pub String);
 /// (`--provider-ca-file`).
 #[derive(Debug, Clone, Default)]
 pub struct TrustedRoots {
-    /// The extra certificates, PEM, as read from the file (checked when read).
+    /// The extra certificates, PEM, as read from the file (for SMTP, which parses its own).
     pem: Option<Vec<u8>>,
+    /// The same certificates, parsed once, for the HTTP providers.
+    http: Vec<reqwest::Certificate>,
 }
 
 impl TrustedRoots {
@@ -81,19 +83,15 @@ impl TrustedRoots {
             ProviderConfigError(format!("--provider-ca-file {}: {why}", path.display()))
         };
         let pem = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
-        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+        let http = reqwest::Certificate::from_pem_bundle(&pem)
             .map_err(|e| bad(format!("not PEM certificates: {e}")))?;
-        if certificates.is_empty() {
+        if http.is_empty() {
             return Err(bad("it holds no PEM certificate".to_string()));
         }
-        Ok(Self { pem: Some(pem) })
-    }
-
-    fn http_roots(&self) -> Vec<reqwest::Certificate> {
-        self.pem
-            .as_deref()
-            .and_then(|pem| reqwest::Certificate::from_pem_bundle(pem).ok())
-            .unwrap_or_default()
+        Ok(Self {
+            pem: Some(pem),
+            http,
+        })
     }
 
     fn smtp_parameters(&self, host: &str) -> Result<TlsParameters, String> {
@@ -390,8 +388,8 @@ impl HttpProvider {
             .use_rustls_tls()
             .timeout(timeout)
             .connect_timeout(timeout);
-        for root in roots.http_roots() {
-            client = client.add_root_certificate(root);
+        for root in &roots.http {
+            client = client.add_root_certificate(root.clone());
         }
         let client = client
             .build()
