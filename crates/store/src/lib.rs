@@ -79,6 +79,23 @@ pub(crate) fn truncate_to_micros(t: DateTime<Utc>) -> Result<DateTime<Utc>, Stor
         .ok_or_else(|| StoreError::Corrupt(format!("timestamp {us} is out of range")))
 }
 
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// An insert of a key that must be new (an idempotency key, a dedupe key): a unique-key
+/// violation becomes `taken`, any other error is the store's.
+pub(crate) fn unless_taken<T>(
+    inserted: Result<T, sqlx::Error>,
+    taken: impl FnOnce() -> StoreError,
+) -> Result<(), StoreError> {
+    match inserted {
+        Err(e) if is_unique_violation(&e) => Err(taken()),
+        Err(e) => Err(e.into()),
+        Ok(_) => Ok(()),
+    }
+}
+
 /// An event's `data` and `metadata` as the JSON text an insert writes.
 pub(crate) type EventJson = (String, String);
 

@@ -167,14 +167,9 @@ impl PgEventStore {
             .bind(Utc::now())
             .execute(&mut *tx)
             .await;
-            match inserted {
-                Err(e) if is_unique_violation(&e) => {
-                    return Err(StoreError::IdempotencyKeyTaken(response.key.clone()))
-                }
-                other => {
-                    other?;
-                }
-            }
+            crate::unless_taken(inserted, || {
+                StoreError::IdempotencyKeyTaken(response.key.clone())
+            })?;
         }
         if let Some(key) = &request.dedupe_key {
             let inserted = sqlx::query(
@@ -184,14 +179,7 @@ impl PgEventStore {
             .bind(Utc::now())
             .execute(&mut *tx)
             .await;
-            match inserted {
-                Err(e) if is_unique_violation(&e) => {
-                    return Err(StoreError::AlreadyApplied(key.clone()))
-                }
-                other => {
-                    other?;
-                }
-            }
+            crate::unless_taken(inserted, || StoreError::AlreadyApplied(key.clone()))?;
         }
 
         let (mut stored, rows) = crate::events_to_store(
@@ -489,10 +477,6 @@ fn decode_notification(row: &PgRow) -> Result<Notification, StoreError> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
-}
-
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
 fn violates(e: &sqlx::Error, constraint: &str) -> bool {

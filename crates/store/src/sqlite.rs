@@ -334,14 +334,9 @@ async fn append_in(
         .bind(micros(Utc::now()))
         .execute(&mut *conn)
         .await;
-        match inserted {
-            Err(e) if is_unique_violation(&e) => {
-                return Err(StoreError::IdempotencyKeyTaken(response.key.clone()))
-            }
-            other => {
-                other?;
-            }
-        }
+        crate::unless_taken(inserted, || {
+            StoreError::IdempotencyKeyTaken(response.key.clone())
+        })?;
     }
 
     if let Some(key) = &request.dedupe_key {
@@ -351,14 +346,7 @@ async fn append_in(
                 .bind(micros(Utc::now()))
                 .execute(&mut *conn)
                 .await;
-        match inserted {
-            Err(e) if is_unique_violation(&e) => {
-                return Err(StoreError::AlreadyApplied(key.clone()))
-            }
-            other => {
-                other?;
-            }
-        }
+        crate::unless_taken(inserted, || StoreError::AlreadyApplied(key.clone()))?;
     }
 
     Ok(stored)
@@ -392,10 +380,6 @@ fn decode_row(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
         partition: row.try_get("kafka_partition")?,
         offset: row.try_get("kafka_offset")?,
     })
-}
-
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
 #[async_trait]
