@@ -470,7 +470,7 @@ proptest! {
             let commands: Vec<CartCommand> = ops.iter().map(|op| cart_command("cart-p", op)).collect();
             let outcome = run_and_check::<Cart>(&h, "cart-p", &commands).await?;
             // Cart invariants on the final state.
-            let total: Decimal = outcome.state.items.iter().map(|l| l.line_total()).sum();
+            let total: Decimal = outcome.state.items.iter().map(|l| l.line_total().unwrap()).sum();
             prop_assert_eq!(outcome.state.total_amount, total);
             prop_assert!(outcome.state.items.iter().all(|l| (1..=999).contains(&l.quantity)));
             h.close().await;

@@ -24,14 +24,18 @@ pub struct LineItem {
 }
 
 impl LineItem {
-    pub fn line_total(&self) -> Decimal {
-        self.unit_price * Decimal::from(self.quantity)
+    /// Unit price times quantity; `None` if it does not fit a `Decimal` (only an event from
+    /// a writer that did not bound its prices can get there).
+    pub fn line_total(&self) -> Option<Decimal> {
+        self.unit_price.checked_mul(Decimal::from(self.quantity))
     }
 }
 
-/// Sum of the line totals.
-pub fn total_of(items: &[LineItem]) -> Decimal {
-    items.iter().map(LineItem::line_total).sum()
+/// Sum of the line totals; `None` if any of them, or the sum, overflows.
+pub fn total_of(items: &[LineItem]) -> Option<Decimal> {
+    items.iter().try_fold(Decimal::ZERO, |sum, line| {
+        sum.checked_add(line.line_total()?)
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

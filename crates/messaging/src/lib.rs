@@ -35,16 +35,53 @@ pub enum HandlerError {
     /// dead-lettered at once.
     #[error("{0}")]
     Permanent(String),
+    /// A dependency the handler needs (the store, the read-model database) is unavailable:
+    /// not the event's fault, so it is retried for as long as the outage lasts and never
+    /// dead-lettered for it.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl From<StoreError> for HandlerError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Corrupt(_) => Self::Permanent(e.to_string()),
+            _ if e.unavailability().is_some() => Self::Unavailable(e.to_string()),
             _ => Self::Transient(e.to_string()),
         }
     }
 }
+
+/// The message of a caught panic (a `&str` or `String` payload; anything else is named
+/// as such).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
+}
+
+/// Runs a handler on one event, with a panic turned into a failure of that event (a
+/// panic is a bug in the handler or an event it cannot take, never a reason for the
+/// consumer to stop).
+async fn handle_caught(handler: &dyn Handler, event: &StoredEvent) -> Result<(), HandlerError> {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(handler.handle(event))
+        .catch_unwind()
+        .await
+    {
+        Ok(outcome) => outcome,
+        Err(payload) => Err(HandlerError::Transient(format!(
+            "the handler panicked: {}",
+            panic_message(payload.as_ref())
+        ))),
+    }
+}
+
+/// The longest pause between attempts while a dependency is unavailable: short, so that
+/// work resumes within moments of its return.
+const UNAVAILABLE_MAX_DELAY: Duration = Duration::from_secs(2);
 
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
@@ -152,10 +189,11 @@ impl Consumer {
             .clone()
             .unwrap_or_else(|| event.envelope.aggregate_type.topic().to_string());
         let mut attempt = 0;
+        let mut outages = 0;
         loop {
             attempt += 1;
             let started = std::time::Instant::now();
-            let outcome = self.handler.handle(event).await;
+            let outcome = handle_caught(self.handler.as_ref(), event).await;
             metrics::histogram!("event_consume_duration_seconds", "event_type" => event_type.clone(), "consumer_group" => self.name())
                 .record(started.elapsed().as_secs_f64());
             let error = match outcome {
@@ -169,8 +207,17 @@ impl Consumer {
             };
             metrics::counter!("events_consume_errors_total", "event_type" => event_type.clone(), "topic" => topic.clone(), "consumer_group" => self.name())
                 .increment(1);
-            let give_up =
-                matches!(error, HandlerError::Permanent(_)) || attempt >= self.policy.max_attempts;
+            let unavailable = matches!(error, HandlerError::Unavailable(_));
+            if unavailable {
+                // An outage is not this event's failure: it does not use up its attempts.
+                attempt -= 1;
+                outages += 1;
+            }
+            let give_up = match error {
+                HandlerError::Permanent(_) => true,
+                HandlerError::Unavailable(_) => false,
+                HandlerError::Transient(_) => attempt >= self.policy.max_attempts,
+            };
             tracing::warn!(
                 consumer = self.name(),
                 eventType = %event.envelope.event_type,
@@ -186,8 +233,13 @@ impl Consumer {
                     .dead_letter(event, &error, attempt, first_failed_at, shutdown)
                     .await;
             }
+            let pause = if unavailable {
+                self.policy.delay(outages).min(UNAVAILABLE_MAX_DELAY)
+            } else {
+                self.policy.delay(attempt)
+            };
             tokio::select! {
-                _ = tokio::time::sleep(self.policy.delay(attempt)) => {}
+                _ = tokio::time::sleep(pause) => {}
                 _ = shutdown.wait_for(|stop| *stop) => return Delivery::Interrupted,
             }
         }
@@ -327,7 +379,7 @@ impl ConsumerRegistry {
             .find_event(letter.event_id)
             .await?
             .ok_or(RedriveError::EventMissing(letter.event_id))?;
-        match consumer.handler.handle(&event).await {
+        match handle_caught(consumer.handler.as_ref(), &event).await {
             Ok(()) => {
                 store.resolve_dead_letter(id).await?;
                 tracing::info!(consumer = consumer.name(), id, "dead letter re-driven");

@@ -31,7 +31,6 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cornershop_domain::DomainEvent;
 use cornershop_store::{EventStore, StoreError, StoredEvent};
-use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -392,13 +391,10 @@ impl ProjectedEvent {
     }
 }
 
-/// Money in cents: the shop's amounts have at most two decimal places.
+/// Money in cents: the shop's amounts have at most two decimal places; `None` for one
+/// that is not a whole number of cents or does not fit (checked, never a panic).
 pub(crate) fn cents(amount: Decimal) -> Option<i64> {
-    let scaled = amount * Decimal::ONE_HUNDRED;
-    if !scaled.fract().is_zero() {
-        return None;
-    }
-    scaled.trunc().to_i64()
+    cornershop_domain::money::to_cents(amount)
 }
 
 pub(crate) fn money(cents: i64) -> Decimal {
@@ -421,7 +417,7 @@ pub fn lines_of(items: &[cornershop_domain::LineItem]) -> Vec<OrderLine> {
             name: l.name.clone(),
             quantity: l.quantity,
             unit_price: two_places(l.unit_price),
-            line_total: two_places(l.line_total()),
+            line_total: two_places(l.line_total().unwrap_or(Decimal::MAX)),
         })
         .collect()
 }

@@ -404,8 +404,12 @@ impl SqlReadModels {
                     let mut args = Vec::new();
                     let mut rows = Vec::new();
                     for (i, line) in o.items.iter().enumerate() {
-                        let total = cents(line.line_total())
-                            .ok_or_else(|| bad(e, "a line total has more than two places"))?;
+                        let total = line.line_total().and_then(cents).ok_or_else(|| {
+                            bad(
+                                e,
+                                "a line total is not a whole number of cents an i64 holds",
+                            )
+                        })?;
                         rows.push("(?, ?, ?, ?, ?, ?)");
                         args.extend([
                             t(&o.order_id),
@@ -949,7 +953,9 @@ impl ReadModelStore for SqlReadModels {
         }
         if let Some(min) = query.min_total {
             // Amounts are whole cents: at least `min` is at least its cents rounded up.
-            let min_cents = cents((min * Decimal::ONE_HUNDRED).ceil() / Decimal::ONE_HUNDRED)
+            let min_cents = min
+                .checked_mul(Decimal::ONE_HUNDRED)
+                .and_then(|c| cents(c.ceil() / Decimal::ONE_HUNDRED))
                 .unwrap_or(i64::MAX);
             sql.push_str(" AND total_cents >= ?");
             args.push(Arg::I(min_cents));

@@ -232,7 +232,7 @@ impl Generator {
                 cart_id: format!("cart-{}", plan.order_id),
                 order_id: plan.order_id.clone(),
                 customer_id: plan.customer_id.clone(),
-                total_amount: total_of(&items),
+                total_amount: total_of(&items).expect("generated prices are bounded"),
                 items: items.clone(),
                 payment_token: "tok_visa".into(),
                 shipping_address: ShippingAddress {
@@ -284,7 +284,7 @@ impl Generator {
                     payment_id: payment_id.clone(),
                     order_id: plan.order_id.clone(),
                     customer_id: plan.customer_id.clone(),
-                    amount: total_of(&items),
+                    amount: total_of(&items).expect("generated prices are bounded"),
                     payment_token: "tok_visa".into(),
                 },
                 tick(),

@@ -63,6 +63,9 @@ pub fn payment_id_for(order_id: &str) -> String {
 
 pub(crate) fn handler_error(e: AppError) -> HandlerError {
     match e {
+        AppError::Store(ref store) if store.unavailability().is_some() => {
+            HandlerError::Unavailable(e.to_string())
+        }
         AppError::Store(_) | AppError::Contended { .. } => HandlerError::Transient(e.to_string()),
         AppError::Domain(_)
         | AppError::Invalid(_)

@@ -18,6 +18,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -31,6 +32,9 @@ pub struct SqliteEventStore {
     head: Arc<watch::Sender<u64>>,
     /// Every write goes to the group-commit writer (see [`run_group_commit`]).
     writes: mpsc::Sender<WriteJob>,
+    /// Set by the writer while writes fail for a reason of the store's own (a full disk),
+    /// cleared by the next commit that succeeds.
+    refusal: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 const COLUMNS: &str = "position, event_id, event_type, aggregate_type, aggregate_id, version, \
@@ -54,9 +58,24 @@ impl SqliteEventStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        // SQLite rolls a whole transaction back by itself on some errors (full disk, I/O
+        // error, out of memory, busy). The group commit must know, or it would go on
+        // releasing savepoints of a transaction that is gone (see `commit_group`): the
+        // writer's connection counts every rollback of a transaction (not of a savepoint).
+        let rollbacks = Arc::new(AtomicU64::new(0));
+        let hook = rollbacks.clone();
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(60))
+            .after_connect(move |conn, _| {
+                let hook = hook.clone();
+                Box::pin(async move {
+                    conn.lock_handle().await?.set_rollback_hook(move || {
+                        hook.fetch_add(1, Ordering::SeqCst);
+                    });
+                    Ok(())
+                })
+            })
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
@@ -69,12 +88,19 @@ impl SqliteEventStore {
             .await?;
         let head = Arc::new(watch::Sender::new(head as u64));
         let (writes, queue) = mpsc::channel(4 * GROUP_COMMIT_MAX);
-        tokio::spawn(run_group_commit(writer.clone(), head.clone(), queue));
+        let refusal = Arc::new(std::sync::Mutex::new(None));
+        let writer_state = Writer {
+            pool: writer.clone(),
+            rollbacks,
+            refusal: refusal.clone(),
+        };
+        tokio::spawn(run_group_commit(writer_state, head.clone(), queue));
         Ok(Self {
             writer,
             reader,
             head,
             writes,
+            refusal,
         })
     }
 }
@@ -91,10 +117,17 @@ fn from_micros(us: i64) -> Result<DateTime<Utc>, StoreError> {
 /// A write waiting for the group-commit writer: it runs on the writer's connection inside
 /// the batch's transaction and says whether it succeeded, and what to do once the batch
 /// is committed (or not).
-type WriteJob = Box<
-    dyn for<'c> FnOnce(&'c mut sqlx::SqliteConnection) -> BoxFuture<'c, (bool, Box<dyn Finish>)>
-        + Send,
->;
+type WriteJob =
+    Box<dyn for<'c> FnOnce(&'c mut sqlx::SqliteConnection) -> BoxFuture<'c, JobOutcome> + Send>;
+
+/// What a job's run says to the group commit: how it went, and its answer to finish.
+struct JobOutcome {
+    succeeded: bool,
+    /// The job failed in a way that can end the whole transaction (see [`Unavailable`]):
+    /// the batch must not go on.
+    fatal: Option<StoreError>,
+    answer: Box<dyn Finish>,
+}
 
 /// What a write does after its batch's commit: answer its caller (only now, when the
 /// outcome is durable) and report the log position it reached, if it appended.
@@ -159,12 +192,21 @@ impl SqliteEventStore {
             Box::pin(async move {
                 let outcome = write(conn).await;
                 let succeeded = outcome.is_ok();
-                let answer: Box<dyn Finish> = Box::new(Answer {
-                    outcome,
-                    reply,
-                    on_commit,
-                });
-                (succeeded, answer)
+                let fatal = match &outcome {
+                    Err(e) => e
+                        .unavailability()
+                        .map(|kind| StoreError::unavailable(kind, e.to_string())),
+                    Ok(_) => None,
+                };
+                JobOutcome {
+                    succeeded,
+                    fatal,
+                    answer: Box::new(Answer {
+                        outcome,
+                        reply,
+                        on_commit,
+                    }),
+                }
             })
         });
         self.writes
@@ -177,14 +219,28 @@ impl SqliteEventStore {
     }
 }
 
+/// The group-commit writer's connection pool (one connection) and the count of the
+/// transaction rollbacks SQLite made on it, by itself or asked.
+struct Writer {
+    pool: SqlitePool,
+    rollbacks: Arc<AtomicU64>,
+    refusal: Arc<std::sync::Mutex<Option<String>>>,
+}
+
 /// Group commit: every write (appends, checkpoints, timers, notifications, leases, ...)
 /// queues here while the previous commit is being made durable, and the next commit takes
 /// all of them (up to [`GROUP_COMMIT_MAX`]) in one transaction, so that they share one
 /// fsync. Each runs under its own savepoint: one that fails (a version conflict, a used
 /// idempotency or dedupe key) is rolled back alone and answered with its error; the
 /// others commit. Nobody is answered before the commit is durable.
+///
+/// A failure that can end the transaction (a full disk, an I/O error, out of memory, a
+/// busy database: see [`Unavailable`]) fails the whole batch: every job of it is answered
+/// with that error and none with success, because SQLite may have rolled back everything
+/// before it. The writer then carries on with the next batch, so writes succeed again by
+/// themselves once the cause (a full disk) is gone.
 async fn run_group_commit(
-    writer: SqlitePool,
+    writer: Writer,
     head: Arc<watch::Sender<u64>>,
     mut queue: mpsc::Receiver<WriteJob>,
 ) {
@@ -193,13 +249,32 @@ async fn run_group_commit(
         let jobs = std::mem::take(&mut batch);
         let mut answers = Vec::with_capacity(jobs.len());
         let committed = commit_group(&writer, jobs, &mut answers).await;
+        let refusal = match &committed {
+            Err(e) => {
+                tracing::error!(error = %e, writes = answers.len(), "a group commit failed; none of its writes is stored");
+                e.unavailability().map(|_| {
+                    format!(
+                        "since {}: {e}",
+                        Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    )
+                })
+            }
+            Ok(()) => None,
+        };
+        {
+            let mut current = writer.refusal.lock().unwrap_or_else(|p| p.into_inner());
+            match (refusal, current.is_some()) {
+                (Some(why), false) => *current = Some(why),
+                (None, true) if committed.is_ok() => {
+                    tracing::info!("the store takes writes again");
+                    *current = None;
+                }
+                _ => {}
+            }
+        }
         let mut last_position = None;
-        for (answer, ran) in answers {
-            let commit = match (&committed, &ran) {
-                (Ok(()), Ok(())) => Ok(()),
-                (Err(e), _) | (_, Err(e)) => Err(e),
-            };
-            if let Some(position) = answer.finish(commit) {
+        for answer in answers {
+            if let Some(position) = answer.finish(committed.as_ref().map(|_| ())) {
                 last_position = Some(position);
             }
         }
@@ -216,40 +291,75 @@ async fn run_group_commit(
 }
 
 /// The error each write of a batch gets when the batch as a whole failed (sqlx errors are
-/// not `Clone`).
+/// not `Clone`). Its kind says whether the store is unavailable (a full disk, say), so
+/// that the caller can answer 507 or 503 rather than 500.
 fn shared_failure(e: &StoreError) -> StoreError {
-    StoreError::Database(sqlx::Error::Io(std::io::Error::other(format!(
-        "the commit of this write's batch failed: {e}"
-    ))))
+    let detail = format!("the commit of this write's batch failed, nothing of it is stored: {e}");
+    match e.unavailability() {
+        Some(kind) => StoreError::unavailable(kind, detail),
+        None => StoreError::Database(sqlx::Error::Io(std::io::Error::other(detail))),
+    }
 }
 
-/// A write's answer, and whether its savepoint could be released (`Err` when not: its
-/// effects are gone, so even a success must not be reported as one).
-type Ran = (Box<dyn Finish>, Result<(), StoreError>);
-
-/// Runs each job under a savepoint of one transaction and commits it.
+/// Runs each job under a savepoint of one transaction and commits it. Any error returned
+/// here fails every job of the batch (the transaction rolls back when dropped).
+///
+/// After a failed batch the connection is closed, not reused: when SQLite has rolled the
+/// transaction back by itself, sqlx's own ROLLBACK fails and its count of open
+/// transactions and savepoints no longer matches SQLite's, so its next BEGIN, COMMIT or
+/// RELEASE would not mean what it says. A new connection starts from a known state.
 async fn commit_group(
-    writer: &SqlitePool,
+    writer: &Writer,
     jobs: Vec<WriteJob>,
-    answers: &mut Vec<Ran>,
+    answers: &mut Vec<Box<dyn Finish>>,
 ) -> Result<(), StoreError> {
-    let mut tx = writer.begin().await?;
+    let mut conn = writer.pool.acquire().await?;
+    let committed = commit_group_on(&mut conn, writer, jobs, answers).await;
+    if committed.is_err() {
+        conn.close_on_drop();
+    }
+    committed
+}
+
+async fn commit_group_on(
+    conn: &mut sqlx::pool::PoolConnection<Sqlite>,
+    writer: &Writer,
+    jobs: Vec<WriteJob>,
+    answers: &mut Vec<Box<dyn Finish>>,
+) -> Result<(), StoreError> {
+    let mut tx = sqlx::Connection::begin(&mut **conn).await?;
+    let rollbacks_before = writer.rollbacks.load(Ordering::SeqCst);
+    // Whether SQLite has rolled the batch's transaction back by itself: then the
+    // savepoints released so far are gone, and a later SAVEPOINT would silently start a
+    // new transaction.
+    let transaction_lost = || writer.rollbacks.load(Ordering::SeqCst) != rollbacks_before;
     for job in jobs {
         let mut savepoint = match sqlx::Connection::begin(&mut *tx).await {
             Ok(savepoint) => savepoint,
-            // Without a savepoint the job cannot run alone: fail the batch (the
-            // transaction rolls back when dropped; the jobs not run yet are dropped, and
-            // their callers get an error).
+            // Without a savepoint the job cannot run alone: fail the batch (the jobs not
+            // run yet are dropped, and their callers get an error).
             Err(e) => return Err(e.into()),
         };
-        let (succeeded, answer) = job(&mut savepoint).await;
-        let released = if succeeded {
-            savepoint.commit().await.map_err(StoreError::from)
-        } else {
-            // Dropping the savepoint rolls this job back, and only it.
-            Ok(())
-        };
-        answers.push((answer, released));
+        let JobOutcome {
+            succeeded,
+            fatal,
+            answer,
+        } = job(&mut savepoint).await;
+        answers.push(answer);
+        if let Some(e) = fatal {
+            return Err(e);
+        }
+        if succeeded {
+            // A savepoint that cannot be released leaves the transaction in doubt.
+            savepoint.commit().await?;
+        }
+        // (A failed job's savepoint is rolled back, and only it, when dropped.)
+        if transaction_lost() {
+            return Err(StoreError::unavailable(
+                Unavailable::Unreachable,
+                "SQLite rolled the transaction back by itself",
+            ));
+        }
     }
     tx.commit().await.map_err(StoreError::from)
 }
@@ -516,6 +626,13 @@ impl EventStore for SqliteEventStore {
             })
         })
         .transpose()
+    }
+
+    fn write_refusal(&self) -> Option<String> {
+        self.refusal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn watch_head(&self) -> watch::Receiver<u64> {

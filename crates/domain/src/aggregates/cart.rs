@@ -4,10 +4,11 @@
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use super::{require_text, Aggregate};
+use super::{require_money, require_no_control, require_text, Aggregate};
 use crate::envelope::AggregateType;
 use crate::error::DomainError;
 use crate::events::*;
+use crate::money::{MAX_AMOUNT, MAX_UNIT_PRICE};
 
 pub const MAX_LINE_QUANTITY: u32 = 999;
 
@@ -117,8 +118,11 @@ impl Aggregate for Cart {
                     return Err(DomainError::InvalidQuantity(*quantity));
                 }
                 let quantity = *quantity as u32;
+                // The price comes from the inventory's events; an older writer may have
+                // stored one this shop no longer accepts.
+                require_money("unitPrice", *unit_price, MAX_UNIT_PRICE)?;
                 let already = self.line(sku).map_or(0, |l| l.quantity);
-                if already + quantity > MAX_LINE_QUANTITY {
+                if already.saturating_add(quantity) > MAX_LINE_QUANTITY {
                     return Err(DomainError::Invalid(format!(
                         "a cart line holds at most {MAX_LINE_QUANTITY} units; '{sku}' has {already} and {quantity} more were requested"
                     )));
@@ -163,12 +167,16 @@ impl Aggregate for Cart {
                 if self.items.is_empty() {
                     return Err(DomainError::EmptyCart(self.cart_id.clone()));
                 }
+                let total = total_of(&self.items).ok_or_else(|| {
+                    DomainError::Invalid("the cart's total is too large to be paid".into())
+                })?;
+                require_money("totalAmount", total, MAX_AMOUNT)?;
                 Ok(vec![CartCheckedOut {
                     cart_id: self.cart_id.clone(),
                     order_id: order_id.clone(),
                     customer_id: self.customer_id.clone(),
                     items: self.items.clone(),
-                    total_amount: self.total_amount,
+                    total_amount: total,
                     payment_token: payment_token.clone(),
                     shipping_address: shipping_address.clone(),
                     email: email.trim().to_string(),
@@ -201,7 +209,7 @@ impl Aggregate for Cart {
             DomainEvent::ItemAddedToCart(e) => {
                 match self.items.iter_mut().find(|l| l.sku == e.sku) {
                     Some(line) => {
-                        line.quantity += e.quantity;
+                        line.quantity = line.quantity.saturating_add(e.quantity);
                         // The latest price and name win: the line is priced as last added.
                         line.unit_price = e.unit_price;
                         line.name = e.name.clone();
@@ -213,11 +221,11 @@ impl Aggregate for Cart {
                         unit_price: e.unit_price,
                     }),
                 }
-                self.total_amount = total_of(&self.items);
+                self.total_amount = total_or_max(&self.items);
             }
             DomainEvent::ItemRemovedFromCart(e) => {
                 self.items.retain(|l| l.sku != e.sku);
-                self.total_amount = total_of(&self.items);
+                self.total_amount = total_or_max(&self.items);
             }
             DomainEvent::CartCheckedOut(e) => {
                 self.status = CartStatus::CheckedOut;
@@ -234,10 +242,20 @@ impl Aggregate for Cart {
     }
 }
 
+/// The total as a cart's state shows it. `evolve` cannot refuse an event already stored,
+/// so an overflowing total (only events from a writer that did not bound prices can make
+/// one) saturates here; `decide` refuses to check such a cart out.
+fn total_or_max(items: &[LineItem]) -> Decimal {
+    total_of(items).unwrap_or(Decimal::MAX)
+}
+
 fn validate_email(email: &str) -> Result<(), DomainError> {
+    // At most 254 characters as sent (white space around it included): the OpenAPI
+    // document says it with a plain `maxLength`.
+    let short = email.chars().count() <= 254;
     let email = email.trim();
-    let valid = email.len() <= 254
-        && !email.contains(char::is_whitespace)
+    let valid = short
+        && !email.contains(|c: char| c.is_whitespace() || c.is_control())
         && match email.split_once('@') {
             Some((local, domain)) => {
                 !local.is_empty()
@@ -276,6 +294,14 @@ fn validate_address(a: &ShippingAddress) -> Result<(), DomainError> {
     require_text("shippingAddress.line1", &a.line1, 200)?;
     require_text("shippingAddress.city", &a.city, 100)?;
     require_text("shippingAddress.postalCode", &a.postal_code, 20)?;
+    if let Some(line2) = &a.line2 {
+        require_no_control("shippingAddress.line2", line2)?;
+        if line2.chars().count() > 200 {
+            return Err(DomainError::Invalid(
+                "shippingAddress.line2 must be at most 200 characters".into(),
+            ));
+        }
+    }
     if a.country.len() != 2 || !a.country.chars().all(|c| c.is_ascii_alphabetic()) {
         return Err(DomainError::Invalid(format!(
             "shippingAddress.country must be a two-letter ISO country code, got '{}'",

@@ -12,6 +12,7 @@ use super::{require_money, require_text, Aggregate};
 use crate::envelope::AggregateType;
 use crate::error::DomainError;
 use crate::events::*;
+use crate::money::MAX_UNIT_PRICE;
 
 /// The most units of one SKU the shop tracks; keeps sums far from overflow.
 pub const MAX_STOCK: u32 = 1_000_000_000;
@@ -96,18 +97,22 @@ impl Inventory {
     }
 }
 
-/// A stock-keeping unit: 1 to 64 letters, digits, '-', '_' or '.'.
+/// The pattern of a stock-keeping unit, as the OpenAPI document gives it.
+pub const SKU_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$";
+
+/// A stock-keeping unit: 1 to 64 letters, digits, '-', '_' or '.', starting with a
+/// letter or digit (so never `.` or `..`, which would read as path segments).
 pub fn validate_sku(sku: &str) -> Result<(), DomainError> {
-    let ok = !sku.is_empty()
-        && sku.len() <= 64
-        && sku
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    let mut chars = sku.chars();
+    let ok = sku.len() <= 64
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     if ok {
         Ok(())
     } else {
         Err(DomainError::Invalid(format!(
-            "SKU '{sku}' is not valid: use 1 to 64 letters, digits, '-', '_' or '.'"
+            "SKU '{}' is not valid: use 1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit",
+            sku.escape_debug()
         )))
     }
 }
@@ -127,7 +132,7 @@ impl Aggregate for Inventory {
             } => {
                 validate_sku(sku)?;
                 require_text("name", name, 200)?;
-                require_money("unitPrice", *unit_price)?;
+                require_money("unitPrice", *unit_price, MAX_UNIT_PRICE)?;
                 if !(0..=MAX_STOCK as i64).contains(quantity) {
                     return Err(DomainError::Invalid(format!(
                         "quantity must be between 0 and {MAX_STOCK}, got {quantity}"
@@ -223,20 +228,22 @@ impl Aggregate for Inventory {
                 }
             }
             DomainEvent::StockReserved(e) => {
-                self.available -= e.quantity;
-                self.reserved += e.quantity;
+                // Saturating: `evolve` takes stored events as they are, and `decide` never
+                // emits one that would go below zero or past the stock bound.
+                self.available = self.available.saturating_sub(e.quantity);
+                self.reserved = self.reserved.saturating_add(e.quantity);
                 self.reservations.insert(e.order_id.clone(), e.quantity);
             }
             DomainEvent::StockReleased(e) => {
-                self.available += e.quantity;
-                self.reserved -= e.quantity;
+                self.available = self.available.saturating_add(e.quantity);
+                self.reserved = self.reserved.saturating_sub(e.quantity);
                 self.reservations.remove(&e.order_id);
                 if self.available > self.low_stock_threshold {
                     self.low_stock_alerted = false;
                 }
             }
             DomainEvent::StockShipped(e) => {
-                self.reserved -= e.quantity;
+                self.reserved = self.reserved.saturating_sub(e.quantity);
                 self.reservations.remove(&e.order_id);
             }
             DomainEvent::LowStockAlert(_) => self.low_stock_alerted = true,

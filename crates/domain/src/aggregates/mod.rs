@@ -60,6 +60,7 @@ fn require_text(field: &str, value: &str, max_len: usize) -> Result<(), DomainEr
     if trimmed.is_empty() {
         return Err(DomainError::Invalid(format!("{field} must not be empty")));
     }
+    require_no_control(field, value)?;
     if trimmed.chars().count() > max_len {
         return Err(DomainError::Invalid(format!(
             "{field} must be at most {max_len} characters"
@@ -68,17 +69,25 @@ fn require_text(field: &str, value: &str, max_len: usize) -> Result<(), DomainEr
     Ok(())
 }
 
-/// Money in this shop has at most two decimal places and is never negative.
-fn require_money(field: &str, value: rust_decimal::Decimal) -> Result<(), DomainError> {
-    if value.is_sign_negative() && !value.is_zero() {
-        return Err(DomainError::Invalid(format!(
-            "{field} must not be negative, got {value}"
-        )));
+/// Money in this shop has at most two decimal places, is never negative, and is at most
+/// `max` (see [`crate::money`]).
+fn require_money(
+    field: &str,
+    value: rust_decimal::Decimal,
+    max: rust_decimal::Decimal,
+) -> Result<(), DomainError> {
+    crate::money::check_amount(field, value, max).map_err(DomainError::Invalid)
+}
+
+/// Text that a person reads (names, ids, address lines) holds no control characters
+/// (U+0000 to U+001F, U+007F to U+009F): they break logs, e-mails and terminals, and no
+/// real name or address needs them.
+pub(crate) fn require_no_control(field: &str, value: &str) -> Result<(), DomainError> {
+    match value.chars().position(char::is_control) {
+        Some(at) => Err(DomainError::Invalid(format!(
+            "{field} must not contain control characters (one is at character {})",
+            at + 1
+        ))),
+        None => Ok(()),
     }
-    if value.normalize().scale() > 2 {
-        return Err(DomainError::Invalid(format!(
-            "{field} must have at most two decimal places, got {value}"
-        )));
-    }
-    Ok(())
 }

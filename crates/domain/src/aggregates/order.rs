@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use super::{require_text, Aggregate};
+use super::{require_money, require_text, Aggregate};
 use crate::envelope::AggregateType;
 use crate::error::DomainError;
 use crate::events::*;
@@ -99,11 +99,15 @@ impl Aggregate for Order {
                         "an order needs at least one line".into(),
                     ));
                 }
+                let total_amount = total_of(&c.items).ok_or_else(|| {
+                    DomainError::Invalid("the order's total is too large to be paid".into())
+                })?;
+                require_money("totalAmount", total_amount, crate::money::MAX_AMOUNT)?;
                 vec![OrderCreated {
                     order_id: c.order_id.clone(),
                     cart_id: c.cart_id.clone(),
                     customer_id: c.customer_id.clone(),
-                    total_amount: total_of(&c.items),
+                    total_amount,
                     items: c.items.clone(),
                     payment_token: c.payment_token.clone(),
                     shipping_address: c.shipping_address.clone(),

@@ -8,6 +8,7 @@ use super::{require_money, require_text, Aggregate};
 use crate::envelope::AggregateType;
 use crate::error::DomainError;
 use crate::events::*;
+use crate::money::MAX_AMOUNT;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub enum PaymentStatus {
@@ -96,7 +97,7 @@ impl Aggregate for Payment {
                         id: payment_id.clone(),
                     });
                 }
-                require_money("amount", *amount)?;
+                require_money("amount", *amount, MAX_AMOUNT)?;
                 if amount.is_zero() {
                     return Err(DomainError::Invalid(
                         "amount must be greater than zero".into(),

@@ -89,7 +89,9 @@ impl CartView {
                     name: l.name.clone(),
                     quantity: l.quantity,
                     unit_price: l.unit_price,
-                    line_total: l.line_total(),
+                    // Saturates like the cart's total (see `Cart::evolve`): only a line
+                    // priced by an unbounded older writer can overflow.
+                    line_total: l.line_total().unwrap_or(Decimal::MAX),
                 })
                 .collect(),
             total_amount: cart.total_amount,

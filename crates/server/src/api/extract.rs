@@ -14,10 +14,42 @@ use super::middleware::RequestIds;
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub const USER_ID: &str = "x-user-id";
 
-/// `Path`, with rejections as problems.
-#[derive(FromRequestParts)]
-#[from_request(via(axum::extract::Path), rejection(ApiError))]
+/// `Path`, with rejections as problems, and no control characters in any segment (an id
+/// or a SKU never holds one; `%00` in a URL is a probe, not a name).
 pub struct Path<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Path<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        if has_encoded_control(parts.uri.path()) {
+            return Err(ApiError::invalid(
+                "the URL path must not contain control characters (such as %00)",
+            ));
+        }
+        let axum::extract::Path(value) = axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Self(value))
+    }
+}
+
+/// Whether a raw URL path holds a percent-encoded control character (`%00` to `%1F`,
+/// `%7F`); raw ones cannot reach us (the HTTP parser refuses them).
+fn has_encoded_control(path: &str) -> bool {
+    path.as_bytes().windows(3).any(|w| {
+        w[0] == b'%'
+            && match (w[1].to_ascii_uppercase(), w[2].to_ascii_uppercase()) {
+                (b'0' | b'1', d) => d.is_ascii_hexdigit(),
+                (b'7', b'F') => true,
+                _ => false,
+            }
+    })
+}
 
 /// `Query`, with rejections as problems.
 #[derive(FromRequestParts)]
@@ -89,21 +121,24 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
-        if let Some(content_type) = parts.headers.get(header::CONTENT_TYPE) {
-            let is_json = content_type
-                .to_str()
-                .map(|ct| {
-                    let mime = ct.split(';').next().unwrap_or("").trim();
-                    mime == "application/json" || mime.ends_with("+json")
-                })
-                .unwrap_or(false);
-            if !is_json {
-                return Err(ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported-media-type",
-                    "the request body must be JSON (Content-Type: application/json)",
-                ));
-            }
+        // A body is parsed only when it says it is JSON: a form or a text sent by mistake
+        // is refused, not guessed at.
+        let is_json = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|ct| ct.to_str().ok())
+            .map(|ct| {
+                let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+                mime == "application/json"
+                    || (mime.starts_with("application/") && mime.ends_with("+json"))
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "the request body must be JSON, sent with Content-Type: application/json",
+            ));
         }
         let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state).await?;
         let mut parser = serde_json::Deserializer::from_slice(&bytes);

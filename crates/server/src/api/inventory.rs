@@ -15,7 +15,10 @@ use super::{reply, AppState};
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PutStock {
     pub name: String,
+    /// At most 1000000.00, with at most two decimal places; a JSON string (`"9.99"`) or
+    /// number, taken exactly as written.
     #[schema(value_type = String, example = "9.99")]
+    #[serde(deserialize_with = "cornershop_domain::money::exact")]
     pub unit_price: Decimal,
     /// Units available for sale (reserved units are counted separately).
     pub quantity: i64,

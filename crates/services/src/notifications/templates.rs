@@ -235,10 +235,17 @@ fn items_text(items: &[LineItem]) -> String {
                 line.name,
                 line.sku,
                 line.unit_price,
-                line.line_total()
+                line_total_text(line)
             )
         })
         .collect()
+}
+
+/// A line's total as a message shows it (an overflowing one, from an event no bounded
+/// writer made, is shown as unknown rather than failing the whole message).
+fn line_total_text(line: &LineItem) -> String {
+    line.line_total()
+        .map_or_else(|| "?".to_string(), |total| total.to_string())
 }
 
 fn items_html(items: &[LineItem]) -> String {
@@ -254,7 +261,7 @@ fn items_html(items: &[LineItem]) -> String {
                 escape_html(&line.name),
                 escape_html(&line.sku),
                 line.unit_price,
-                line.line_total()
+                line_total_text(line)
             )
         })
         .collect();
