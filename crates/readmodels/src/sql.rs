@@ -375,7 +375,7 @@ impl SqlReadModels {
         match &e.event {
             DomainEvent::OrderCreated(o) => {
                 let total = cents(o.total_amount)
-                    .ok_or_else(|| bad(e, "totalAmount has more than two decimal places"))?;
+                    .ok_or_else(|| bad(e, "totalAmount is not a whole number of cents an i64 holds"))?;
                 let items = serde_json::to_string(&o.items).expect("line items serialize");
                 push(
                     c,
@@ -484,7 +484,7 @@ impl SqlReadModels {
             }
             DomainEvent::StockUpdated(s) => {
                 let price = cents(s.unit_price)
-                    .ok_or_else(|| bad(e, "unitPrice has more than two decimal places"))?;
+                    .ok_or_else(|| bad(e, "unitPrice is not a whole number of cents an i64 holds"))?;
                 // The update sets the units available as of its version; moves with a
                 // higher version that arrived before it still count.
                 let newer = |column: &str| {

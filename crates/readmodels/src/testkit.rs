@@ -131,6 +131,14 @@ impl Generator {
         Ok(())
     }
 
+    /// Appends one event as it is, without asking its aggregate: what an older or buggy
+    /// writer could have stored (a price this shop no longer accepts, say).
+    pub async fn raw(&mut self, event: DomainEvent, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let id = event.aggregate_id().to_string();
+        let new = new_event(&event, at, &Uuid::new_v4().to_string());
+        self.append(event.aggregate_type(), &id, vec![new]).await
+    }
+
     /// Puts a product in stock (StockUpdated, now).
     pub async fn stock(
         &mut self,

@@ -202,3 +202,71 @@ async fn a_concurrent_consumer_overlaps_transactions_but_keeps_each_in_order() {
         "deliveries never overlapped"
     );
 }
+
+/// A consumer that panics on carts of the customer "panic" (a bug, or an event it cannot
+/// take), and records the others.
+struct Panicky {
+    handled: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Handler for Panicky {
+    fn name(&self) -> &'static str {
+        "panicky-test-consumer"
+    }
+    fn handles(&self, event_type: &str) -> bool {
+        event_type == "CartCreated"
+    }
+    async fn handle(&self, event: &StoredEvent) -> Result<(), HandlerError> {
+        let customer = event.envelope.data["customerId"].as_str().unwrap();
+        if customer == "panic" {
+            panic!("this handler cannot digest customer '{customer}'");
+        }
+        self.handled.lock().unwrap().push(customer.to_string());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_handler_that_panics_dead_letters_the_event_with_the_panic_and_handles_the_next() {
+    let panicky = Arc::new(Panicky {
+        handled: Mutex::default(),
+    });
+    let app = spawn_app_with(
+        |args| {
+            args.workflow.consumer_max_attempts = 2;
+            args.workflow.consumer_retry_delay = Duration::from_millis(10).into();
+        },
+        vec![panicky.clone()],
+    )
+    .await;
+    app.new_cart("before").await;
+    app.new_cart("panic").await;
+    app.new_cart("after").await;
+    app.settle().await;
+    assert_eq!(*panicky.handled.lock().unwrap(), ["before", "after"]);
+    let letters = app.json("/api/deadletters").await;
+    let letters = letters.as_array().unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let letter = &letters[0];
+    assert_eq!(letter["consumer"], "panicky-test-consumer");
+    assert_eq!(letter["attempts"], 2);
+    let error = letter["error"].as_str().unwrap();
+    assert!(
+        error.contains("panicked") && error.contains("cannot digest customer 'panic'"),
+        "{error}"
+    );
+    // A re-drive that panics again is a failed retry, not a dead request.
+    let id = letter["id"].as_u64().unwrap();
+    let again = app
+        .post(&format!("/api/deadletters/{id}/retry"), &json!({}))
+        .await;
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+    // And the consumer is still alive: a new event after all that is handled.
+    app.new_cart("later").await;
+    app.settle().await;
+    assert_eq!(
+        *panicky.handled.lock().unwrap(),
+        ["before", "after", "later"]
+    );
+}

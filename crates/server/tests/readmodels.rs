@@ -505,6 +505,86 @@ async fn filters_pagination_and_the_sales_report_give_the_right_figures_on_a_kno
 // ---------------------------------------------------------------------------------------
 // Verify after the end-to-end scenarios
 
+/// An event the read models cannot take (a price of 10^27, as an older writer without
+/// bounds could have stored; its cents overflow) costs that event only: the
+/// reporting-service dead-letters it with its reason and the orders after it still appear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_the_read_models_cannot_take_is_dead_lettered_and_the_next_orders_appear() {
+    let shop = ReportingShop::start(async |store| {
+        let mut g = Generator::new(store);
+        let now = Utc::now();
+        g.stock("MUG", "Mug", "5.00".parse().unwrap(), 100, 0, now)
+            .await
+            .unwrap();
+        let huge: Decimal = "1000000000000000000000000000".parse().unwrap();
+        g.raw(
+            cornershop_domain::StockUpdated {
+                sku: "P27".into(),
+                name: "p".into(),
+                unit_price: huge,
+                quantity: 1,
+                low_stock_threshold: 0,
+            }
+            .into(),
+            now,
+        )
+        .await
+        .unwrap();
+        for id in ["after-1", "after-2"] {
+            g.order(&OrderPlan {
+                order_id: id.into(),
+                customer_id: "ada".into(),
+                lines: vec![line("MUG", 1, "5.00")],
+                outcome: Outcome::Confirmed,
+                at: now,
+                step: chrono::Duration::milliseconds(10),
+            })
+            .await
+            .unwrap();
+        }
+        g.flush().await.unwrap();
+    })
+    .await;
+    let app = &shop.app;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let letter = loop {
+        let letters = app.json("/api/deadletters").await;
+        let found = letters
+            .as_array()
+            .expect("dead letters")
+            .iter()
+            .find(|l| l["consumer"] == REPORTING && l["eventType"] == "StockUpdated")
+            .cloned();
+        let after = app.get("/api/orders/after-2").await;
+        if let (Some(letter), StatusCode::OK) = (found, after.status()) {
+            let order: Value = after.json().await.unwrap();
+            if order["status"] == "Confirmed" {
+                break letter;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no dead letter for the bad StockUpdated, or order after-2 not projected as Confirmed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(letter["aggregateId"], "P27", "{letter}");
+    assert!(
+        letter["error"].as_str().is_some_and(|e| e.contains("unitPrice")),
+        "the dead letter says why: {letter}"
+    );
+    assert_eq!(app.json("/api/orders/after-1").await["status"], "Confirmed");
+    // The stock that could be projected is there; the bad one is not.
+    let inventory = app.json("/api/inventory").await;
+    let skus: Vec<&str> = inventory
+        .as_array()
+        .expect("inventory rows")
+        .iter()
+        .filter_map(|i| i["sku"].as_str())
+        .collect();
+    assert!(skus.contains(&"MUG") && !skus.contains(&"P27"), "{inventory}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_finds_no_mismatch_after_the_workflow_scenarios_and_names_a_tampered_order() {
     let app = spawn_app().await;
