@@ -303,6 +303,8 @@ pub struct ProjectionState {
     /// Incremented by every rebuild's swap.
     pub generation: u64,
     pub rebuilt_at: Option<DateTime<Utc>>,
+    /// Why the last rebuild failed (with when), until one succeeds.
+    pub rebuild_error: Option<String>,
 }
 
 /// Progress of a rebuild: the log position reached and the head when it started.
@@ -347,6 +349,8 @@ pub enum ReadModelError {
     UnknownProjection(String),
     #[error("a rebuild of '{name}' is already running ({holder})")]
     RebuildRunning { name: String, holder: String },
+    #[error("{0}")]
+    RebuildFailed(String),
 }
 
 /// An event ready to be projected: decoded, with what the envelope says about it.

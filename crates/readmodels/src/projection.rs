@@ -111,6 +111,8 @@ pub struct ProjectionStatus {
     /// How many times the read models were built (1 + rebuilds).
     pub generation: u64,
     pub rebuilt_at: Option<DateTime<Utc>>,
+    /// Why the last rebuild failed (with when), until a rebuild succeeds.
+    pub last_rebuild_error: Option<String>,
 }
 
 /// Where each projection stands; also sets the lag gauge.
@@ -137,6 +139,7 @@ pub async fn status(
             events_applied: state.events_applied,
             generation: state.generation,
             rebuilt_at: state.rebuilt_at,
+            last_rebuild_error: state.rebuild_error,
         });
     }
     Ok(all)

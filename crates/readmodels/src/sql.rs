@@ -40,6 +40,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cornershop_domain::{DomainEvent, LineItem};
 use cornershop_store::EventStore;
+use futures::FutureExt;
 use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
 use sqlx::query::Query;
 use sqlx::AnyConnection;
@@ -374,8 +375,9 @@ impl SqlReadModels {
         let correlation = || Arg::T(e.correlation_id.clone());
         match &e.event {
             DomainEvent::OrderCreated(o) => {
-                let total = cents(o.total_amount)
-                    .ok_or_else(|| bad(e, "totalAmount is not a whole number of cents an i64 holds"))?;
+                let total = cents(o.total_amount).ok_or_else(|| {
+                    bad(e, "totalAmount is not a whole number of cents an i64 holds")
+                })?;
                 let items = serde_json::to_string(&o.items).expect("line items serialize");
                 push(
                     c,
@@ -483,8 +485,9 @@ impl SqlReadModels {
                 self.payment(c, p, e, &x.order_id, &x.payment_id, "Refunded")?
             }
             DomainEvent::StockUpdated(s) => {
-                let price = cents(s.unit_price)
-                    .ok_or_else(|| bad(e, "unitPrice is not a whole number of cents an i64 holds"))?;
+                let price = cents(s.unit_price).ok_or_else(|| {
+                    bad(e, "unitPrice is not a whole number of cents an i64 holds")
+                })?;
                 // The update sets the units available as of its version; moves with a
                 // higher version that arrived before it still count.
                 let newer = |column: &str| {
@@ -727,9 +730,21 @@ impl SqlReadModels {
             if !is_projected(&stored.envelope.event_type) {
                 continue;
             }
-            let event = ProjectedEvent::from_stored(stored)?;
-            let mut statements = Vec::new();
-            self.effect(&mut statements, "rm_shadow_", &event)?;
+            // An event the read models cannot take is left out, as the live projection
+            // leaves it out (it dead-letters it): the rebuilt models match the live ones.
+            let effect = ProjectedEvent::from_stored(stored).and_then(|event| {
+                let mut statements = Vec::new();
+                self.effect(&mut statements, "rm_shadow_", &event)?;
+                Ok((event, statements))
+            });
+            let (event, mut statements) = match effect {
+                Ok(effect) => effect,
+                Err(e @ ReadModelError::BadEvent { .. }) => {
+                    tracing::warn!(error = %e, position = stored.position, "the rebuild leaves out an event the read models cannot take");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             push(
                 &mut statements,
                 "INSERT INTO rm_shadow_applied (event_id) VALUES (?)",
@@ -835,7 +850,7 @@ impl SqlReadModels {
             &mut tx,
             "UPDATE rm_projection_state SET position = ?, events_applied = ?, updated_us = ?, \
              generation = generation + 1, rebuilt_us = ?, rebuild_holder = NULL, \
-             rebuild_heartbeat_us = NULL WHERE name = ?",
+             rebuild_heartbeat_us = NULL, rebuild_error = NULL WHERE name = ?",
             vec![
                 Arg::I(position as i64),
                 Arg::I(applied as i64),
@@ -1131,8 +1146,8 @@ impl ReadModelStore for SqlReadModels {
     ) -> Result<Option<ProjectionState>, ReadModelError> {
         let rows = self
             .read(
-                "SELECT name, position, events_applied, updated_us, generation, rebuilt_us \
-                 FROM rm_projection_state WHERE name = ?",
+                "SELECT name, position, events_applied, updated_us, generation, rebuilt_us, \
+                 rebuild_error FROM rm_projection_state WHERE name = ?",
                 vec![t(name)],
             )
             .await?;
@@ -1145,6 +1160,7 @@ impl ReadModelStore for SqlReadModels {
                     updated_at: opt_time(row.try_get("updated_us")?)?,
                     generation: row.try_get::<i64, _>("generation")?.max(0) as u64,
                     rebuilt_at: opt_time(row.try_get("rebuilt_us")?)?,
+                    rebuild_error: row.try_get("rebuild_error")?,
                 })
             })
             .transpose()
@@ -1161,17 +1177,45 @@ impl ReadModelStore for SqlReadModels {
         }
         let holder = format!("pid{}-{}", std::process::id(), Uuid::new_v4().simple());
         self.take_lease(name, &holder).await?;
-        let result = self.rebuild_inner(name, &holder, source, progress).await;
-        if result.is_err() {
-            if let Ok(mut conn) = self.writer.acquire().await {
-                let _ = self
-                    .exec(
-                        &mut conn,
-                        "UPDATE rm_projection_state SET rebuild_holder = NULL, \
-                         rebuild_heartbeat_us = NULL WHERE name = ? AND rebuild_holder = ?",
-                        vec![t(name), t(&holder)],
-                    )
-                    .await;
+        // Whatever ends the rebuild early (an error, a panic in the code it runs), its
+        // lease is released and the failure recorded for `GET /api/projections`.
+        let result =
+            match std::panic::AssertUnwindSafe(self.rebuild_inner(name, &holder, source, progress))
+                .catch_unwind()
+                .await
+            {
+                Ok(result) => result,
+                Err(panic) => Err(ReadModelError::RebuildFailed(format!(
+                    "the rebuild panicked: {}",
+                    cornershop_messaging::panic_message(panic.as_ref())
+                ))),
+            };
+        if let Err(e) = &result {
+            tracing::error!(projection = name, error = %e, "the rebuild failed; its lease is released");
+            let why = format!(
+                "{}: {e}",
+                Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+            // Released in its own statement, retried a few times: a lease left behind
+            // would refuse every rebuild until it went stale.
+            for attempt in 0..3 {
+                let released = match self.writer.acquire().await {
+                    Ok(mut conn) => self
+                        .exec(
+                            &mut conn,
+                            "UPDATE rm_projection_state SET rebuild_holder = NULL, \
+                             rebuild_heartbeat_us = NULL, rebuild_error = ? \
+                             WHERE name = ? AND rebuild_holder = ?",
+                            vec![t(&why), t(name), t(&holder)],
+                        )
+                        .await
+                        .is_ok(),
+                    Err(_) => false,
+                };
+                if released {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
             }
         }
         result

@@ -541,3 +541,60 @@ fn cursors_are_opaque_and_round_trip() {
         assert_eq!(OrderCursor::decode(bad), None, "{bad}");
     }
 }
+
+/// A rebuild that fails partway (here the code it runs panics; a database error takes the
+/// same way out) releases its lease and records why; the next rebuild runs and clears it.
+async fn failed_rebuild_releases_its_lease(backend: Backend) {
+    let mut world = World::new().await;
+    for i in 0..5 {
+        world
+            .order(
+                &format!("c{i}"),
+                vec![line("A", 1, dec!(2.50))],
+                Outcome::Delivered,
+            )
+            .await;
+    }
+    world.generator.flush().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rm = read_models(backend, dir.path()).await;
+    apply_all(rm.as_ref(), &world.projected().await).await;
+
+    let failed = rm
+        .rebuild(REPORTING, world.store.as_ref(), &|progress| {
+            if progress.events > 0 {
+                panic!("the disk went away mid-rebuild");
+            }
+        })
+        .await;
+    match failed {
+        Err(ReadModelError::RebuildFailed(why)) => {
+            assert!(why.contains("the disk went away mid-rebuild"), "{why}")
+        }
+        other => panic!("expected a failed rebuild, got {other:?}"),
+    }
+    let state = rm.projection_state(REPORTING).await.unwrap().unwrap();
+    let error = state.rebuild_error.expect("the failure is recorded");
+    assert!(error.contains("the disk went away"), "{error}");
+    assert_eq!(state.generation, 1, "nothing was swapped in");
+
+    // The lease is free: the next rebuild runs (no "already running"), and clears the error.
+    let report = rm
+        .rebuild(REPORTING, world.store.as_ref(), &|_| {})
+        .await
+        .expect("the next rebuild runs");
+    assert_eq!(report.generation, 2);
+    let state = rm.projection_state(REPORTING).await.unwrap().unwrap();
+    assert_eq!(state.rebuild_error, None);
+    assert_verified(&world, rm.as_ref()).await;
+}
+
+#[tokio::test]
+async fn sqlite_a_failed_rebuild_releases_its_lease_and_the_next_one_runs() {
+    failed_rebuild_releases_its_lease(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_a_failed_rebuild_releases_its_lease_and_the_next_one_runs() {
+    failed_rebuild_releases_its_lease(Backend::Postgres).await;
+}
