@@ -11,6 +11,7 @@
 
 pub mod embedded;
 pub mod kafka;
+pub mod stall;
 pub mod tracecontext;
 
 use std::collections::BTreeMap;
@@ -24,6 +25,7 @@ use rand::Rng;
 use tokio::sync::watch;
 
 pub use embedded::{count_publications, run_embedded};
+pub use stall::StallWatch;
 
 /// Why a handler could not handle an event.
 #[derive(Debug, Clone, thiserror::Error)]

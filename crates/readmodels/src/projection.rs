@@ -113,12 +113,15 @@ pub struct ProjectionStatus {
     pub rebuilt_at: Option<DateTime<Utc>>,
     /// Why the last rebuild failed (with when), until a rebuild succeeds.
     pub last_rebuild_error: Option<String>,
+    /// Behind the log head and not moving for `--stall-after`: stuck, not just busy.
+    pub stalled: bool,
 }
 
 /// Where each projection stands; also sets the lag gauge.
 pub async fn status(
     read_models: &dyn ReadModelStore,
     store: &dyn EventStore,
+    stalls: &cornershop_messaging::StallWatch,
 ) -> Result<Vec<ProjectionStatus>, ReadModelError> {
     let head = store.head_position().await?;
     let mut all = Vec::new();
@@ -140,6 +143,7 @@ pub async fn status(
             generation: state.generation,
             rebuilt_at: state.rebuilt_at,
             last_rebuild_error: state.rebuild_error,
+            stalled: stalls.observe(name, checkpoint, head),
         });
     }
     Ok(all)

@@ -270,3 +270,122 @@ async fn a_handler_that_panics_dead_letters_the_event_with_the_panic_and_handles
         ["before", "after", "later"]
     );
 }
+
+/// A consumer that cannot get past carts of the customer "stuck" while its dependency is
+/// away (it says `Unavailable`, so the event is retried, never dead-lettered).
+struct Stuck {
+    away: AtomicBool,
+}
+
+#[async_trait]
+impl Handler for Stuck {
+    fn name(&self) -> &'static str {
+        "stuck-test-consumer"
+    }
+    fn handles(&self, event_type: &str) -> bool {
+        event_type == "CartCreated"
+    }
+    async fn handle(&self, event: &StoredEvent) -> Result<(), HandlerError> {
+        if event.envelope.data["customerId"] == "stuck" && self.away.load(Ordering::SeqCst) {
+            return Err(HandlerError::Unavailable("its database is away".into()));
+        }
+        Ok(())
+    }
+}
+
+fn stalled_consumer(consumers: &Value, name: &str) -> Option<bool> {
+    consumers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["consumer"] == name)
+        .map(|c| c["stalled"].as_bool().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_consumer_is_reported_by_the_api_readiness_and_the_gauge() {
+    let stuck = Arc::new(Stuck {
+        away: AtomicBool::new(true),
+    });
+    let app = spawn_app_with(
+        |args| {
+            args.workflow.stall_after = Duration::from_secs(1).into();
+            args.workflow.consumer_retry_delay = Duration::from_millis(10).into();
+        },
+        vec![stuck.clone()],
+    )
+    .await;
+    app.new_cart("fine").await;
+    app.settle().await;
+    assert_eq!(
+        stalled_consumer(&app.json("/api/consumers").await, "stuck-test-consumer"),
+        Some(false),
+        "a consumer at the head is idle, not stalled"
+    );
+    app.new_cart("stuck").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let consumers = app.json("/api/consumers").await;
+        if stalled_consumer(&consumers, "stuck-test-consumer") == Some(true) {
+            let me = consumers
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["consumer"] == "stuck-test-consumer")
+                .unwrap();
+            assert!(me["lag"].as_u64().unwrap() >= 1, "{me}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never reported stalled: {consumers}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ready = app.get("/health/ready").await;
+    assert_eq!(
+        ready.status(),
+        StatusCode::OK,
+        "readiness stays about serving"
+    );
+    let ready: Value = ready.json().await.unwrap();
+    assert!(
+        ready["stalled"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|n| n == "stuck-test-consumer")),
+        "{ready}"
+    );
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("consumer_stalled{")
+            && l.contains("consumer_group=\"stuck-test-consumer\"")
+            && l.ends_with(" 1")),
+        "the gauge says 1:\n{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("consumer_stalled"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        app.json("/api/deadletters")
+            .await
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "an outage dead-letters nothing"
+    );
+
+    // The dependency is back: the consumer moves on and is no longer stalled.
+    stuck.away.store(false, Ordering::SeqCst);
+    app.settle().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while stalled_consumer(&app.json("/api/consumers").await, "stuck-test-consumer") != Some(false)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still stalled after recovering"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
