@@ -33,6 +33,15 @@ pub enum DomainError {
     CartNotOpen { cart_id: String, status: String },
     #[error("cart '{0}' is empty; add at least one item before checking out")]
     EmptyCart(String),
+    /// A valid request that the line's current quantity does not leave room for: a
+    /// conflict with the cart's state, not a malformed request.
+    #[error("a cart line holds at most {max} units; '{sku}' has {already} and {requested} more were requested")]
+    LineFull {
+        sku: String,
+        already: u32,
+        requested: u32,
+        max: u32,
+    },
     #[error("item '{sku}' is not in cart '{cart_id}'")]
     ItemNotInCart { cart_id: String, sku: String },
     #[error("{aggregate} '{id}' is {from}; it cannot {action}")]
@@ -58,6 +67,7 @@ impl DomainError {
             Self::AlreadyExists { .. }
             | Self::CartNotOpen { .. }
             | Self::EmptyCart(_)
+            | Self::LineFull { .. }
             | Self::InvalidTransition { .. }
             | Self::InsufficientStock { .. } => ErrorKind::Conflict,
         }

@@ -563,3 +563,174 @@ async fn health_and_openapi_answer() {
         assert!(paths.contains_key(path), "OpenAPI lacks {path}");
     }
 }
+
+/// What a fuzzer and a careless client found: out-of-range money, money finer than a
+/// cent, control characters, dot-only SKUs, a body without a JSON Content-Type. Each gets
+/// a 4xx problem that names what is wrong, and nothing is appended.
+#[tokio::test]
+async fn odd_values_are_refused_at_the_edge_with_a_problem_naming_the_field() {
+    let app = spawn_app().await;
+    app.stock("MUG-1", "9.99", 10).await;
+    let cart = app.new_cart("c").await;
+    let before = app.total_events().await;
+
+    let put = async |sku: &str, body: Value| app.put(&format!("/api/inventory/{sku}"), &body).await;
+    // Above the documented maximum price, as a string and as a JSON number.
+    let detail = assert_problem(
+        put(
+            "P27",
+            json!({"name": "p", "unitPrice": "1000000000000000000000000000", "quantity": 1}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(
+        detail.contains("unitPrice") && detail.contains("1000000.00"),
+        "{detail}"
+    );
+    let detail = assert_problem(
+        put(
+            "P26",
+            json!({"name": "p", "unitPrice": 1e26, "quantity": 1}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(detail.contains("unitPrice"), "{detail}");
+    // Finer than a cent, however it is written.
+    for price in [json!(1e-300), json!("0.001"), json!(0.001)] {
+        let detail = assert_problem(
+            put(
+                "P1",
+                json!({"name": "p", "unitPrice": price, "quantity": 1}),
+            )
+            .await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+        assert!(detail.contains("unitPrice"), "{price}: {detail}");
+    }
+    // Control characters in names, ids and addresses; SKUs made of dots.
+    let detail = assert_problem(
+        put(
+            "P2",
+            json!({"name": "a\u{0}b", "unitPrice": "1.00", "quantity": 1}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(
+        detail.contains("name") && detail.contains("control"),
+        "{detail}"
+    );
+    let detail = assert_problem(
+        app.post("/api/carts", &json!({"customerId": "cust\u{1b}[31m"}))
+            .await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(detail.contains("customerId"), "{detail}");
+    // (`.` and `..` cannot be sent: every client resolves them away; the domain tests them.)
+    for sku in ["...", ".hidden", "-x"] {
+        let detail = assert_problem(
+            put(
+                sku,
+                json!({"name": "p", "unitPrice": "1.00", "quantity": 1}),
+            )
+            .await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+        assert!(detail.contains("SKU"), "{sku}: {detail}");
+    }
+    assert_problem(app.get("/api/carts/a%00b").await, StatusCode::BAD_REQUEST).await;
+    let mut checkout = json!({
+        "paymentToken": "tok_visa",
+        "shippingAddress": address(),
+        "email": "ada@example.com",
+    });
+    checkout["shippingAddress"]["line1"] = json!("12 Row\u{7}");
+    app.add(&cart, "MUG-1", 1).await;
+    let adds = app.total_events().await;
+    let detail = assert_problem(
+        app.post(&format!("/api/carts/{cart}/checkout"), &checkout)
+            .await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(detail.contains("shippingAddress.line1"), "{detail}");
+    // A body that does not say it is JSON.
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let mut request = app
+            .client
+            .post(app.url("/api/carts"))
+            .body(r#"{"customerId": "c"}"#);
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        let detail = assert_problem(
+            request.send().await.unwrap(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        )
+        .await;
+        assert!(
+            detail.contains("application/json"),
+            "{content_type:?}: {detail}"
+        );
+    }
+    // A minTotal beyond any order is refused, not overflowed.
+    assert_problem(
+        app.get("/api/orders?minTotal=79228162514264337593543950335")
+            .await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_eq!(
+        app.total_events().await,
+        adds,
+        "nothing appended by a refusal"
+    );
+    assert_eq!(adds, before + 1);
+}
+
+/// A price an older, unbounded writer stored (10²⁶) cannot overflow a cart line: adding
+/// 999 units is refused with a problem naming unitPrice, not a panic.
+#[tokio::test]
+async fn a_stored_price_beyond_the_bound_is_refused_when_added_to_a_cart() {
+    let app = spawn_app().await;
+    app.stock("MUG-1", "9.99", 10).await;
+    {
+        let store: std::sync::Arc<dyn cornershop_store::EventStore> = std::sync::Arc::new(
+            cornershop_store::SqliteEventStore::open(app.data_dir.path())
+                .await
+                .expect("open the shop's store beside it"),
+        );
+        let mut g = cornershop_readmodels::testkit::Generator::new(store.clone());
+        g.raw(
+            cornershop_domain::StockUpdated {
+                sku: "HUGE".into(),
+                name: "huge".into(),
+                unit_price: "100000000000000000000000000".parse().unwrap(),
+                quantity: 1000,
+                low_stock_threshold: 0,
+            }
+            .into(),
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+        store.close().await;
+    }
+    let cart = app.new_cart("c").await;
+    let detail = assert_problem(app.add(&cart, "HUGE", 999).await, StatusCode::BAD_REQUEST).await;
+    assert!(detail.contains("unitPrice"), "{detail}");
+    // The cart still works.
+    assert_eq!(app.add(&cart, "MUG-1", 1).await.status(), StatusCode::OK);
+}

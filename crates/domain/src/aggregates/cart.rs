@@ -123,9 +123,12 @@ impl Aggregate for Cart {
                 require_money("unitPrice", *unit_price, MAX_UNIT_PRICE)?;
                 let already = self.line(sku).map_or(0, |l| l.quantity);
                 if already.saturating_add(quantity) > MAX_LINE_QUANTITY {
-                    return Err(DomainError::Invalid(format!(
-                        "a cart line holds at most {MAX_LINE_QUANTITY} units; '{sku}' has {already} and {quantity} more were requested"
-                    )));
+                    return Err(DomainError::LineFull {
+                        sku: sku.clone(),
+                        already,
+                        requested: quantity,
+                        max: MAX_LINE_QUANTITY,
+                    });
                 }
                 Ok(vec![ItemAddedToCart {
                     cart_id: self.cart_id.clone(),
@@ -397,10 +400,10 @@ mod tests {
     #[test]
     fn a_line_never_exceeds_999_units() {
         let (cart, _) = run(created(), [add("A", 998)]).unwrap();
-        assert!(matches!(
-            cart.decide(&add("A", 2)),
-            Err(DomainError::Invalid(_))
-        ));
+        let refused = cart.decide(&add("A", 2)).unwrap_err();
+        assert!(matches!(refused, DomainError::LineFull { already: 998, requested: 2, .. }));
+        // The request is fine; the line has no room for it: a conflict (409), not 400.
+        assert_eq!(refused.kind(), crate::ErrorKind::Conflict);
     }
 
     #[test]

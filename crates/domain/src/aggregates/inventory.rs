@@ -259,6 +259,26 @@ impl Aggregate for Inventory {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn skus_start_with_a_letter_or_digit_and_are_never_dots() {
+        for ok in ["MUG-1", "a", "A.b_c-9", &"x".repeat(64)] {
+            assert!(validate_sku(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            ".",
+            "..",
+            "...",
+            ".hidden",
+            "-x",
+            "",
+            "a b",
+            "a\u{0}",
+            &"x".repeat(65),
+        ] {
+            assert!(validate_sku(bad).is_err(), "{bad:?}");
+        }
+    }
+
     use super::*;
     use crate::aggregates::run;
     use rust_decimal_macros::dec;
