@@ -276,7 +276,7 @@ impl PgEventStore {
         if let Some(delay) = delay {
             tokio::time::sleep(delay).await;
         }
-        tx.commit().await?;
+        tx.commit().await.map_err(commit_failure)?;
         count_stored(&stored);
         if let Some(last) = stored.last() {
             raise(&self.head, last.position);
@@ -881,7 +881,7 @@ impl EventStore for PgEventStore {
             .await?
             .rows_affected();
         }
-        tx.commit().await?;
+        tx.commit().await.map_err(commit_failure)?;
         Ok(inserted)
     }
 
@@ -959,7 +959,7 @@ impl EventStore for PgEventStore {
         .bind(channel)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        tx.commit().await.map_err(commit_failure)?;
         Ok(requeued.rows_affected() == 1)
     }
 
@@ -1017,5 +1017,20 @@ impl EventStore for PgEventStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+/// A COMMIT that failed because the connection broke (rather than because PostgreSQL
+/// refused it, as on a full disk) may have been applied or not: it is reported as an
+/// unknown outcome, never as a success and never as "nothing stored".
+fn commit_failure(e: sqlx::Error) -> StoreError {
+    match sqlx_unavailability(&e) {
+        Some(Unavailable::Unreachable) if !matches!(e, sqlx::Error::Database(_)) => {
+            StoreError::unavailable(
+                Unavailable::OutcomeUnknown,
+                format!("the connection broke during the commit: {e}"),
+            )
+        }
+        _ => e.into(),
     }
 }
