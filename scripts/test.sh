@@ -9,6 +9,8 @@
 #    the production-path fault tests (separate processes on PostgreSQL + Kafka).
 # 3. Runs the end-to-end workflow suite a second time, on PostgreSQL + Kafka with the
 #    services in separate processes.
+# 4. Fuzzes the HTTP API against its OpenAPI document (scripts/fuzz.sh: Schemathesis,
+#    every check, a fixed seed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,3 +32,6 @@ CORNERSHOP_TEST_BACKEND=production cargo test --locked --workspace --test workfl
 
 echo "== the read models on PostgreSQL + Kafka: queries, verify after the workflow's kinds of orders, rebuild, a killed reporting process"
 CORNERSHOP_TEST_BACKEND=production cargo test --locked --workspace --test readmodels
+
+echo "== API fuzzing: Schemathesis (--checks all) against a real embedded shop (scripts/fuzz.sh)"
+./scripts/fuzz.sh

@@ -33,6 +33,10 @@ pub enum DomainError {
     CartNotOpen { cart_id: String, status: String },
     #[error("cart '{0}' is empty; add at least one item before checking out")]
     EmptyCart(String),
+    /// Every order is paid for (the payment service refuses an amount of zero), so a cart
+    /// of free products only cannot be checked out.
+    #[error("cart '{0}' totals 0.00; an order needs something to pay, so add a priced item before checking out")]
+    NothingToPay(String),
     /// A valid request that the line's current quantity does not leave room for: a
     /// conflict with the cart's state, not a malformed request.
     #[error("a cart line holds at most {max} units; '{sku}' has {already} and {requested} more were requested")]
@@ -67,6 +71,7 @@ impl DomainError {
             Self::AlreadyExists { .. }
             | Self::CartNotOpen { .. }
             | Self::EmptyCart(_)
+            | Self::NothingToPay(_)
             | Self::LineFull { .. }
             | Self::InvalidTransition { .. }
             | Self::InsufficientStock { .. } => ErrorKind::Conflict,

@@ -44,9 +44,27 @@ pub fn to_cents(amount: Decimal) -> Option<i64> {
     scaled.trunc().to_i64()
 }
 
-/// Parses a decimal exactly, as a person wrote it: no rounding, no float. `None` when the
-/// text is not a decimal a `Decimal` can hold exactly (too many digits, an exponent that
-/// pushes it past 28 places, not a number at all).
+/// Parses an amount written as text, strictly as the API documents it: digits, then
+/// optionally a point and one or two digits (`"19.99"`, `"7"`, `"0.5"`). No sign, no
+/// exponent, no spaces, no separators: what a person meant is never guessed.
+pub fn parse_text(text: &str) -> Option<Decimal> {
+    let (whole, fraction) = match text.split_once('.') {
+        Some((whole, fraction)) => (whole, Some(fraction)),
+        None => (text, None),
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let ok = digits(whole)
+        && whole.len() <= 20
+        && fraction.is_none_or(|f| digits(f) && f.len() <= MONEY_SCALE as usize);
+    if !ok {
+        return None;
+    }
+    Decimal::from_str_exact(text).ok()
+}
+
+/// Parses a decimal exactly, exponents allowed (the text of a JSON number): no rounding,
+/// no float. `None` when the text is not a decimal a `Decimal` can hold exactly (too many
+/// digits, an exponent that pushes it past 28 places, not a number at all).
 pub fn parse_exact(text: &str) -> Option<Decimal> {
     let text = text.trim();
     if text.is_empty() || text.len() > 64 {
@@ -75,16 +93,21 @@ pub fn exact<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Decima
         }
 
         fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Decimal, E> {
-            parse_exact(v).ok_or_else(|| {
+            parse_text(v).ok_or_else(|| {
                 E::custom(format!(
-                    "'{v}' is not an amount; write it as a decimal such as \"19.99\""
+                    "'{}' is not an amount; write digits with at most two decimal places, such as \"19.99\"",
+                    v.escape_debug()
                 ))
             })
         }
 
         fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Decimal, E> {
             // `{:?}` is the shortest text that reads back as `v` (and may use an exponent).
-            self.visit_str(&format!("{v:?}"))
+            parse_exact(&format!("{v:?}")).ok_or_else(|| {
+                E::custom(format!(
+                    "{v} is not an amount this shop can take exactly; write it as a decimal such as \"19.99\""
+                ))
+            })
         }
 
         fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Decimal, E> {
@@ -129,6 +152,19 @@ mod tests {
         assert_eq!(parse_exact("0.1234567890123456789012345678901"), None);
         assert_eq!(parse_exact("abc"), None);
         assert_eq!(parse_exact(""), None);
+    }
+
+    #[test]
+    fn amount_text_is_digits_and_at_most_two_places() {
+        assert_eq!(parse_text("19.99"), Some(dec!(19.99)));
+        assert_eq!(parse_text("7"), Some(dec!(7)));
+        assert_eq!(parse_text("0.5"), Some(dec!(0.5)));
+        for bad in [
+            "1e2", "1E2", " 1", "1 ", "1.000", "+1", "-1", "-0", "1_0", ".5", "1.", "", "abc",
+            "1,5",
+        ] {
+            assert_eq!(parse_text(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

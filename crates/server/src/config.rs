@@ -24,8 +24,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    // Boxed: its settings are many more than the other commands'.
     /// Run the shop: the HTTP API and every service, on the embedded store by default.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Rebuild or verify the read models of the reporting service (CQRS projections).
     #[command(subcommand)]
     Projections(ProjectionsCommand),
@@ -105,6 +106,9 @@ pub struct ServeArgs {
     pub max_body_bytes: usize,
 
     #[command(flatten)]
+    pub http: HttpArgs,
+
+    #[command(flatten)]
     pub workflow: WorkflowArgs,
 
     /// Boxed: the settings are many, and `ServeArgs` sits in the `Command` enum.
@@ -141,6 +145,37 @@ pub struct KafkaArgs {
     pub relay_lease_ttl: Option<humantime::Duration>,
 }
 
+/// Bounds on what one request and one connection may hold of the HTTP server.
+#[derive(Debug, Clone, Args)]
+pub struct HttpArgs {
+    /// Longest a request may take from its head read to its answer; past it, it is
+    /// abandoned and answered 503 (a command may or may not have been stored: repeat it
+    /// with the same Idempotency-Key), so a hung dependency cannot pile requests up. A
+    /// projection rebuild (POST /api/projections/{name}/rebuild) answers when it is done.
+    #[arg(long, env = "CORNERSHOP_REQUEST_TIMEOUT", default_value = "30s")]
+    pub request_timeout: humantime::Duration,
+
+    /// A connection that has not sent a whole request head this long after it opened, or
+    /// after its previous answer (an idle keep-alive connection), is closed.
+    #[arg(long, env = "CORNERSHOP_HEADER_READ_TIMEOUT", default_value = "5s")]
+    pub header_read_timeout: humantime::Duration,
+
+    /// Most client connections open at once; one more is answered 503 (Retry-After) and
+    /// closed.
+    #[arg(long, env = "CORNERSHOP_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+}
+
+impl Default for HttpArgs {
+    fn default() -> Self {
+        Self {
+            request_timeout: std::time::Duration::from_secs(30).into(),
+            header_read_timeout: std::time::Duration::from_secs(5).into(),
+            max_connections: 10_000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct WorkflowArgs {
     /// A cart idle this long gets CartExpired (e.g. "30m", "1s").
@@ -162,6 +197,12 @@ pub struct WorkflowArgs {
     /// The first retry's delay; each next one doubles (with jitter), up to 10s.
     #[arg(long, env = "CORNERSHOP_CONSUMER_RETRY_DELAY", default_value = "200ms")]
     pub consumer_retry_delay: humantime::Duration,
+
+    /// A consumer or projection whose checkpoint stays behind the log head this long is
+    /// reported as stalled (GET /api/consumers, /api/projections, /health/ready, the
+    /// consumer_stalled gauge).
+    #[arg(long, env = "CORNERSHOP_STALL_AFTER", default_value = "60s")]
+    pub stall_after: humantime::Duration,
 }
 
 impl Default for WorkflowArgs {
@@ -172,6 +213,7 @@ impl Default for WorkflowArgs {
             payment_latency: std::time::Duration::ZERO.into(),
             consumer_max_attempts: 5,
             consumer_retry_delay: std::time::Duration::from_millis(200).into(),
+            stall_after: std::time::Duration::from_secs(60).into(),
         }
     }
 }
@@ -424,6 +466,7 @@ impl ServeArgs {
             database_url: None,
             kafka: KafkaArgs::default(),
             max_body_bytes: 64 * 1024,
+            http: HttpArgs::default(),
             workflow: WorkflowArgs::default(),
             notifications: Box::default(),
             log: LogArgs {

@@ -8,7 +8,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let telemetry = telemetry::init(&args.log)?;
-            let app = Application::build(args).await?;
+            let app = Application::build(*args).await?;
             tracing::info!(address = %app.local_addr(), "cornershop is listening");
             app.run_until_stopped(telemetry::shutdown_signal()).await?;
             tracing::info!("cornershop stopped");

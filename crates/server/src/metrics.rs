@@ -92,3 +92,38 @@ pub async fn refresh_store_size(
         }
     }
 }
+
+/// Looks at every consumer's checkpoint and every projection every few seconds, so that
+/// the `consumer_stalled` gauge (and the alert on it) knows a stuck one even when nobody
+/// asks the API.
+pub async fn watch_stalls(
+    store: std::sync::Arc<dyn cornershop_store::EventStore>,
+    read_models: std::sync::Arc<dyn cornershop_readmodels::ReadModelStore>,
+    stalls: std::sync::Arc<cornershop_messaging::StallWatch>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let every = (stalls.after() / 4).clamp(
+        std::time::Duration::from_millis(200),
+        std::time::Duration::from_secs(5),
+    );
+    while !*shutdown.borrow() {
+        if let (Ok(head), Ok(checkpoints)) =
+            (store.head_position().await, store.checkpoints().await)
+        {
+            for checkpoint in &checkpoints {
+                stalls.observe(&checkpoint.consumer, checkpoint.position, head);
+            }
+        }
+        // Observes each projection as a side effect.
+        let _ = cornershop_readmodels::projection::status(
+            read_models.as_ref(),
+            store.as_ref(),
+            &stalls,
+        )
+        .await;
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+    }
+}

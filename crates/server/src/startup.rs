@@ -1,6 +1,6 @@
 //! Wiring: open the store, start this process's roles (consumers on the embedded log or on
-//! Kafka, the relay, the timers), build the router, bind the listener, serve until told to
-//! stop, then stop the rest.
+//! Kafka, the relay, the timers), build the router, bind the listener, serve its
+//! connections (`serve`) until told to stop, then stop the rest.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,10 +20,12 @@ use tokio::task::JoinHandle;
 use crate::api::{self, AppState};
 use crate::config::{ServeArgs, StoreArgs};
 use crate::roles::{Role, Roles};
+use crate::serve::ConnectionLimits;
 
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
+    connections: ConnectionLimits,
     store: Arc<dyn EventStore>,
     read_models: Arc<dyn ReadModelStore>,
     stop_background: watch::Sender<bool>,
@@ -222,6 +224,15 @@ impl Application {
         for dispatcher in dispatchers {
             background.push(tokio::spawn(dispatcher.run(stopped.clone())));
         }
+        let stalls = Arc::new(cornershop_messaging::StallWatch::new(
+            args.workflow.stall_after.into(),
+        ));
+        background.push(tokio::spawn(crate::metrics::watch_stalls(
+            store.clone(),
+            read_models.clone(),
+            stalls.clone(),
+            stopped.clone(),
+        )));
         background.push(tokio::spawn(crate::metrics::refresh_store_size(
             store.clone(),
             Duration::from_secs(10),
@@ -246,16 +257,25 @@ impl Application {
                 bus,
                 registry,
                 read_models: read_models.clone(),
+                stalls: stalls.clone(),
             },
-            args.max_body_bytes,
+            api::RequestLimits {
+                max_body_bytes: args.max_body_bytes,
+                request_timeout: args.http.request_timeout.into(),
+            },
             roles.has(Role::Api),
         );
+        let connections = ConnectionLimits {
+            header_read_timeout: args.http.header_read_timeout.into(),
+            max_connections: args.http.max_connections as usize,
+        };
         let listener = TcpListener::bind(args.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
         Ok(Self {
             listener,
             router,
+            connections,
             store,
             read_models,
             stop_background,
@@ -273,9 +293,7 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        crate::serve::serve(self.listener, self.router, self.connections, shutdown).await?;
         // The API has stopped taking requests; let the consumers finish the event in hand.
         let _ = self.stop_background.send(true);
         for task in self.background {

@@ -570,7 +570,9 @@ async fn an_event_the_read_models_cannot_take_is_dead_lettered_and_the_next_orde
     };
     assert_eq!(letter["aggregateId"], "P27", "{letter}");
     assert!(
-        letter["error"].as_str().is_some_and(|e| e.contains("unitPrice")),
+        letter["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unitPrice")),
         "the dead letter says why: {letter}"
     );
     assert_eq!(app.json("/api/orders/after-1").await["status"], "Confirmed");
@@ -582,7 +584,10 @@ async fn an_event_the_read_models_cannot_take_is_dead_lettered_and_the_next_orde
         .iter()
         .filter_map(|i| i["sku"].as_str())
         .collect();
-    assert!(skus.contains(&"MUG") && !skus.contains(&"P27"), "{inventory}");
+    assert!(
+        skus.contains(&"MUG") && !skus.contains(&"P27"),
+        "{inventory}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -96,7 +96,10 @@ impl PgEventStore {
         };
         let pool = PgPoolOptions::new()
             .max_connections(16)
-            .acquire_timeout(Duration::from_secs(60))
+            // While PostgreSQL is away the pool keeps trying to connect until this runs
+            // out: long enough for a busy pool's queue, short enough that a request is
+            // answered 503 (with Retry-After) within moments of an outage.
+            .acquire_timeout(Duration::from_secs(10))
             .connect_with(named("cornershop"))
             .await?;
         // sqlx takes an advisory lock while migrating: processes starting together are safe.

@@ -174,6 +174,9 @@ impl Aggregate for Cart {
                     DomainError::Invalid("the cart's total is too large to be paid".into())
                 })?;
                 require_money("totalAmount", total, MAX_AMOUNT)?;
+                if total.is_zero() {
+                    return Err(DomainError::NothingToPay(self.cart_id.clone()));
+                }
                 Ok(vec![CartCheckedOut {
                     cart_id: self.cart_id.clone(),
                     order_id: order_id.clone(),
@@ -401,7 +404,14 @@ mod tests {
     fn a_line_never_exceeds_999_units() {
         let (cart, _) = run(created(), [add("A", 998)]).unwrap();
         let refused = cart.decide(&add("A", 2)).unwrap_err();
-        assert!(matches!(refused, DomainError::LineFull { already: 998, requested: 2, .. }));
+        assert!(matches!(
+            refused,
+            DomainError::LineFull {
+                already: 998,
+                requested: 2,
+                ..
+            }
+        ));
         // The request is fine; the line has no room for it: a conflict (409), not 400.
         assert_eq!(refused.kind(), crate::ErrorKind::Conflict);
     }

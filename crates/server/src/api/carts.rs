@@ -28,6 +28,7 @@ pub struct CartCreatedResponse {
 pub struct AddItem {
     pub sku: String,
     /// 1 to 999.
+    #[serde(deserialize_with = "super::number::integer")]
     pub quantity: i64,
 }
 
@@ -161,7 +162,7 @@ pub async fn get_cart(
         (status = 200, body = CartView),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "unknown cart or SKU", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "the cart is checked out or expired", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "the cart is checked out or expired, or the line would hold more than 999 units", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn add_item(
     State(state): State<AppState>,

@@ -5,8 +5,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use cornershop_messaging::RedriveError;
 use cornershop_store::{Checkpoint, DeadLetter};
-use serde::Deserialize;
-use utoipa::IntoParams;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, Problem};
 use super::extract::{Path, Query};
@@ -19,7 +19,7 @@ pub struct DeadLetterParams {
     pub status: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/deadletters", tag = "deadletters",
+#[utoipa::path(get, path = "/api/deadletters", tag = "deadletters", operation_id = "list_dead_letters",
     params(DeadLetterParams),
     responses((status = 200, body = [DeadLetter])))]
 pub async fn list(
@@ -76,10 +76,41 @@ pub async fn retry(
     }
 }
 
-/// Each consumer's checkpoint: how far it has processed the log.
+/// A consumer's checkpoint, how far behind the log head it is, and whether it is stuck.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerState {
+    #[serde(flatten)]
+    pub checkpoint: Checkpoint,
+    /// Events in the log after the checkpoint.
+    pub lag: u64,
+    /// Behind the log head and not moving for `--stall-after`.
+    pub stalled: bool,
+}
+
+/// Each consumer's checkpoint: how far it has processed the log, its lag, and whether it
+/// is stalled.
 #[utoipa::path(get, path = "/api/consumers", tag = "deadletters",
-    responses((status = 200, body = [Checkpoint])))]
-pub async fn consumers(State(state): State<AppState>) -> Result<Json<Vec<Checkpoint>>, ApiError> {
-    let checkpoints = state.bus.store().checkpoints().await?;
-    Ok(Json(checkpoints))
+    responses((status = 200, body = [ConsumerState])))]
+pub async fn consumers(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<ConsumerState>>, ApiError> {
+    Ok(Json(consumer_states(&state).await?))
+}
+
+/// Every consumer with a checkpoint in the store, as [`ConsumerState`]s.
+pub async fn consumer_states(state: &AppState) -> Result<Vec<ConsumerState>, ApiError> {
+    let store = state.bus.store();
+    let head = store.head_position().await?;
+    let checkpoints = store.checkpoints().await?;
+    Ok(checkpoints
+        .into_iter()
+        .map(|checkpoint| ConsumerState {
+            lag: head.saturating_sub(checkpoint.position),
+            stalled: state
+                .stalls
+                .observe(&checkpoint.consumer, checkpoint.position, head),
+            checkpoint,
+        })
+        .collect())
 }

@@ -6,6 +6,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cornershop_app::AppError;
 use cornershop_domain::ErrorKind;
+use cornershop_store::Unavailable;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -15,6 +16,8 @@ pub struct ApiError {
     /// Short, stable identifier of the kind of problem; becomes `type` = /problems/{slug}.
     pub slug: &'static str,
     pub detail: String,
+    /// Sent as `Retry-After` (seconds): the request may succeed later unchanged.
+    pub retry_after: Option<u32>,
 }
 
 /// The body of every error response.
@@ -34,6 +37,7 @@ impl ApiError {
             status,
             slug,
             detail: detail.into(),
+            retry_after: None,
         }
     }
 
@@ -44,7 +48,39 @@ impl ApiError {
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not-found", detail)
     }
+
+    /// The store cannot take the request now: 507 while the disk is full, else 503; both
+    /// with `Retry-After`, since the same request may pass later unchanged.
+    pub fn unavailable(kind: Option<Unavailable>, error: &dyn std::fmt::Display) -> Self {
+        tracing::warn!(error = %error, "the store is unavailable; answering with Retry-After");
+        let (status, slug, detail) = match kind {
+            Some(Unavailable::DiskFull) => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                "storage-full",
+                "the shop's storage is full, so it cannot record changes now; nothing of this \
+                 request was stored, reads still work, and writes resume once space is freed",
+            ),
+            Some(Unavailable::OutcomeUnknown) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "outcome-unknown",
+                "the connection to the database broke while this request was being stored, so \
+                 it cannot be told whether it was; repeat it with the same Idempotency-Key",
+            ),
+            _ => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store-unavailable",
+                "the shop's database cannot be reached right now; nothing of this request was \
+                 stored; try again in a few seconds",
+            ),
+        };
+        let mut problem = Self::new(status, slug, detail);
+        problem.retry_after = Some(RETRY_AFTER_SECONDS);
+        problem
+    }
 }
+
+/// What `Retry-After` tells a client when the store is unavailable.
+pub(crate) const RETRY_AFTER_SECONDS: u32 = 2;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -59,12 +95,18 @@ impl IntoResponse for ApiError {
             detail: self.detail,
         };
         let body = serde_json::to_vec(&problem).expect("a problem serializes");
-        (
+        let mut response = (
             self.status,
             [(header::CONTENT_TYPE, "application/problem+json")],
             body,
         )
-            .into_response()
+            .into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -87,6 +129,9 @@ impl From<AppError> for ApiError {
                 "idempotency-key-reused",
                 error.to_string(),
             ),
+            AppError::Store(store) if store.unavailability().is_some() => {
+                Self::unavailable(store.unavailability(), store)
+            }
             AppError::Store(_) | AppError::Decode(_) => {
                 tracing::error!(error = %error, cause = ?std::error::Error::source(&error), "request failed inside the server");
                 Self::new(

@@ -128,7 +128,12 @@ where
             .get(header::CONTENT_TYPE)
             .and_then(|ct| ct.to_str().ok())
             .map(|ct| {
-                let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+                let mime = ct
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
                 mime == "application/json"
                     || (mime.starts_with("application/") && mime.ends_with("+json"))
             })

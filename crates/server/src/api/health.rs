@@ -1,10 +1,16 @@
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::error::ApiError;
+use super::error::{ApiError, RETRY_AFTER_SECONDS};
 use super::AppState;
+
+/// How long readiness waits for the event store: a database that is away makes the
+/// store's pool wait for a connection far longer than a probe should.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The process is up.
 #[utoipa::path(get, path = "/health/live", tag = "health", responses((status = 200)))]
@@ -12,16 +18,64 @@ pub async fn live() -> Json<Value> {
     Json(json!({ "status": "live" }))
 }
 
-/// The process can serve: its event store answers.
+/// The process can serve: its event store answers (within 2 s).
 #[utoipa::path(get, path = "/health/ready", tag = "health",
     responses((status = 200), (status = 503)))]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    match state.bus.store().head_position().await {
-        Ok(head) => Ok(Json(json!({ "status": "ready", "headPosition": head }))),
-        Err(e) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not-ready",
-            format!("the event store does not answer: {e}"),
-        )),
+    let detail = match tokio::time::timeout(READY_TIMEOUT, state.bus.store().head_position()).await
+    {
+        // Reads work while writes are refused (a full disk): the process still serves,
+        // and says why its writes fail.
+        // A stalled consumer is reported too, but readiness stays about serving: it
+        // answers 200, since this process can still take requests.
+        Ok(Ok(head)) => {
+            let mut body = json!({ "status": "ready", "headPosition": head });
+            if let Some(why) = state.bus.store().write_refusal() {
+                body["status"] = json!("degraded");
+                body["writes"] = json!(format!("refused: {why}"));
+            }
+            let stalled = stalled(&state).await;
+            if !stalled.is_empty() {
+                body["stalled"] = json!(stalled);
+            }
+            return Ok(Json(body));
+        }
+        Ok(Err(e)) => format!("the event store does not answer: {e}"),
+        Err(_) => format!(
+            "the event store did not answer within {}",
+            humantime::format_duration(READY_TIMEOUT)
+        ),
+    };
+    let mut problem = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", detail);
+    problem.retry_after = Some(RETRY_AFTER_SECONDS);
+    Err(problem)
+}
+
+/// The consumers and projections that stand still behind the log head (best effort: a
+/// store that does not answer here is reported by the readiness check itself).
+async fn stalled(state: &AppState) -> Vec<String> {
+    let mut names: Vec<String> = super::deadletters::consumer_states(state)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c.stalled)
+        .map(|c| c.checkpoint.consumer)
+        .collect();
+    if let Ok(projections) = cornershop_readmodels::projection::status(
+        state.read_models.as_ref(),
+        state.bus.store().as_ref(),
+        &state.stalls,
+    )
+    .await
+    {
+        names.extend(
+            projections
+                .into_iter()
+                .filter(|p| p.stalled)
+                .map(|p| p.name),
+        );
     }
+    names.sort();
+    names.dedup();
+    names
 }

@@ -21,9 +21,10 @@ pub struct PutStock {
     #[serde(deserialize_with = "cornershop_domain::money::exact")]
     pub unit_price: Decimal,
     /// Units available for sale (reserved units are counted separately).
+    #[serde(deserialize_with = "super::number::integer")]
     pub quantity: i64,
     /// A LowStockAlert is raised when available falls to or below this. Default 0.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::number::integer")]
     pub low_stock_threshold: i64,
 }
 

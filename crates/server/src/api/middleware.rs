@@ -3,10 +3,10 @@
 //! `traceparent`, or derived from the correlation id), carried in a tracing span; the
 //! correlation id is echoed back in the response.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request};
-use axum::http::HeaderValue;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use cornershop_store::trace;
@@ -124,4 +124,53 @@ pub async fn track(request: Request, next: Next) -> Response {
     metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The answer to a handler that panicked (a bug, never an outage): 500 problem+json,
+/// with the panic's message in the log (inside the request's span), never in the body.
+pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(a panic without a message)");
+    tracing::error!(panic = message, "a request handler panicked");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the server could not complete the request; it has been logged",
+    )
+    .into_response()
+}
+
+/// Turns the request deadline's bare 503 (tower-http's `TimeoutLayer` answers with an
+/// empty body) into problem+json with `Retry-After`. Every answer of ours has a content
+/// type, so one without is the deadline's.
+pub async fn timeout_problem(
+    State(limit): State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let response = next.run(request).await;
+    if response.status() != StatusCode::SERVICE_UNAVAILABLE
+        || response.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return response;
+    }
+    tracing::warn!(
+        limit = %humantime::format_duration(limit),
+        "the request took longer than --request-timeout; abandoned"
+    );
+    let mut problem = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "request-timeout",
+        format!(
+            "the request was not done within {}, so the server gave up on it; a change it \
+             asked for may or may not have been stored: repeat it (with the same \
+             Idempotency-Key) in a moment",
+            humantime::format_duration(limit)
+        ),
+    );
+    problem.retry_after = Some(super::error::RETRY_AFTER_SECONDS);
+    problem.into_response()
 }

@@ -2,6 +2,7 @@
 //! handlers' annotations.
 
 pub mod carts;
+pub mod contract;
 pub mod deadletters;
 pub mod error;
 pub mod eventstore;
@@ -10,8 +11,11 @@ pub mod health;
 pub mod inventory;
 pub mod middleware;
 pub mod notifications;
+pub mod number;
 pub mod orders;
 pub mod reports;
+
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
@@ -20,6 +24,8 @@ use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use cornershop_app::{CommandBus, Reply};
 use cornershop_messaging::ConsumerRegistry;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
 
 use error::ApiError;
@@ -31,6 +37,8 @@ pub struct AppState {
     pub registry: ConsumerRegistry,
     /// The reporting service's read models: what the queries read.
     pub read_models: std::sync::Arc<dyn cornershop_readmodels::ReadModelStore>,
+    /// Which consumers and projections stand still behind the log head.
+    pub stalls: std::sync::Arc<cornershop_messaging::StallWatch>,
 }
 
 #[derive(OpenApi)]
@@ -72,15 +80,23 @@ pub struct AppState {
 )]
 pub struct ApiDoc;
 
+/// What one request may take of the server.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    /// Larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// A request still unanswered after this is abandoned and answered 503.
+    pub request_timeout: Duration,
+}
+
 /// The routes. A process without the api role serves only its health, its consumers'
 /// checkpoints, dead letters and the notification log.
-pub fn router(state: AppState, max_body_bytes: usize, shop_api: bool) -> Router {
+pub fn router(state: AppState, limits: RequestLimits, shop_api: bool) -> Router {
     let mut router = Router::new()
         .route("/api/deadletters", get(deadletters::list))
         .route("/api/deadletters/{id}/retry", post(deadletters::retry))
         .route("/api/consumers", get(deadletters::consumers))
         .route("/api/projections", get(reports::projections))
-        .route("/api/projections/{name}/rebuild", post(reports::rebuild))
         .route("/api/notifications", get(notifications::list))
         .route("/api/openapi.json", get(openapi))
         .route("/health/live", get(health::live))
@@ -119,17 +135,68 @@ pub fn router(state: AppState, max_body_bytes: usize, shop_api: bool) -> Router 
             .route("/api/eventstore/events", get(eventstore::events))
             .route("/api/eventstore/stats", get(eventstore::stats));
     }
-    router
+    // A rebuild takes as long as the log is long: it answers when it is done, without the
+    // request deadline (it runs in a task of its own, which a deadline could not stop
+    // anyway).
+    let untimed = Router::new().route("/api/projections/{name}/rebuild", post(reports::rebuild));
+    common_layers(
+        with_deadline(router, limits.request_timeout).merge(untimed),
+        limits.max_body_bytes,
+    )
+    .with_state(state)
+}
+
+/// Wraps routes in what every request goes through: the request deadline, and
+/// [`common_layers`]. Public so that tests can put routes of their own (a panicking one,
+/// a slow one) behind the same stack.
+pub fn with_layers<S>(routes: Router<S>, limits: RequestLimits) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    common_layers(
+        with_deadline(routes, limits.request_timeout),
+        limits.max_body_bytes,
+    )
+}
+
+/// A route still unanswered after `timeout` is abandoned (its future dropped) and
+/// answered 503 problem+json.
+fn with_deadline<S>(routes: Router<S>, timeout: Duration) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    routes
+        .route_layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            timeout,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            timeout,
+            middleware::timeout_problem,
+        ))
+}
+
+/// Correlation ids and the access log, the body limit, problem+json for unknown routes
+/// and methods, and per route the metrics (`track`) and a 500 problem+json for a panic.
+fn common_layers<S>(routes: Router<S>, max_body_bytes: usize) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    // Route layers run inside out: the last one added is the outermost. `track` sees the
+    // answer of the deadline and of a caught panic, so both are counted.
+    routes
+        .route_layer(CatchPanicLayer::custom(middleware::panic_response))
         .route_layer(axum::middleware::from_fn(middleware::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn(middleware::correlate))
-        .with_state(state)
 }
 
-async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+/// The document utoipa derives, with the rules, statuses, headers and links the server
+/// enforces written in (see `contract`).
+async fn openapi() -> Json<&'static serde_json::Value> {
+    Json(contract::document())
 }
 
 async fn not_found() -> ApiError {

@@ -25,7 +25,7 @@ pub struct NotificationParams {
 }
 
 /// The notifications matching every filter given, newest first (at most 1000).
-#[utoipa::path(get, path = "/api/notifications", tag = "notifications",
+#[utoipa::path(get, path = "/api/notifications", tag = "notifications", operation_id = "list_notifications",
     params(NotificationParams),
     responses(
         (status = 200, body = [Notification]),

@@ -128,6 +128,7 @@ pub struct OrderListParams {
     pub to: Option<DateTime<Utc>>,
     /// Orders whose total is at least this amount.
     #[param(value_type = Option<String>, example = "25.00")]
+    #[serde(default, deserialize_with = "cornershop_domain::money::exact_option")]
     pub min_total: Option<Decimal>,
     /// Page size, 1 to 500; default 50.
     pub limit: Option<u32>,
@@ -174,11 +175,12 @@ fn order_query(params: OrderListParams) -> Result<OrderQuery, ApiError> {
     };
     window(params.from, params.to)?;
     if let Some(min) = params.min_total {
-        if min.is_sign_negative() && !min.is_zero() {
-            return Err(ApiError::invalid(format!(
-                "minTotal must not be negative, got {min}"
-            )));
-        }
+        cornershop_domain::money::check_amount(
+            "minTotal",
+            min,
+            cornershop_domain::money::MAX_AMOUNT,
+        )
+        .map_err(ApiError::invalid)?;
     }
     if let Some(customer) = &params.customer_id {
         if customer.trim().is_empty() {

@@ -9,6 +9,7 @@ use cornershop_readmodels::projection::{self, ProjectionStatus};
 use cornershop_readmodels::{
     GroupBy, InventoryReadModel, ReadModelError, RebuildReport, SalesQuery, SalesReport,
 };
+use cornershop_store::sqlx_unavailability;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -22,6 +23,20 @@ pub fn read_model_error(error: ReadModelError) -> ApiError {
         ReadModelError::UnknownProjection(_) => ApiError::not_found(error.to_string()),
         ReadModelError::RebuildRunning { .. } => {
             ApiError::new(StatusCode::CONFLICT, "rebuild-running", error.to_string())
+        }
+        ReadModelError::RebuildFailed(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "rebuild-failed",
+            format!(
+                "{error}; the rebuild's lease is released, so it can be started again \
+                 (GET /api/projections shows the failure until a rebuild succeeds)"
+            ),
+        ),
+        ReadModelError::Database(ref e) if sqlx_unavailability(e).is_some() => {
+            ApiError::unavailable(sqlx_unavailability(e), &error)
+        }
+        ReadModelError::Store(ref e) if e.unavailability().is_some() => {
+            ApiError::unavailable(e.unavailability(), &error)
         }
         _ => {
             tracing::error!(error = %error, "read-model request failed inside the server");
@@ -132,15 +147,20 @@ pub async fn sales(
 pub async fn projections(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<ProjectionStatus>>, ApiError> {
-    let all = projection::status(state.read_models.as_ref(), state.bus.store().as_ref())
-        .await
-        .map_err(read_model_error)?;
+    let all = projection::status(
+        state.read_models.as_ref(),
+        state.bus.store().as_ref(),
+        &state.stalls,
+    )
+    .await
+    .map_err(read_model_error)?;
     Ok(Json(all))
 }
 
 /// Rebuild a projection from the event store: shadow tables are filled from the log and
 /// swapped in atomically; queries keep answering from the current read models meanwhile.
-/// Answers when the swap is done.
+/// Answers when the swap is done (this route has no request deadline: a rebuild takes as
+/// long as the log is long); a client that hangs up does not stop it.
 #[utoipa::path(post, path = "/api/projections/{name}/rebuild", tag = "reports",
     params(("name" = String, Path, description = "reporting-service")),
     responses(
@@ -153,11 +173,27 @@ pub async fn rebuild(
     Path(name): Path<String>,
 ) -> Result<Json<RebuildReport>, ApiError> {
     tracing::info!(projection = %name, "rebuild requested");
-    let report = state
-        .read_models
-        .rebuild(&name, state.bus.store().as_ref(), &|_| {})
-        .await
-        .map_err(read_model_error)?;
+    // A task of its own: a client that hangs up does not stop a rebuild halfway.
+    let (read_models, store, projection) = (
+        state.read_models.clone(),
+        state.bus.store().clone(),
+        name.clone(),
+    );
+    let report = tokio::spawn(async move {
+        read_models
+            .rebuild(&projection, store.as_ref(), &|_| {})
+            .await
+    })
+    .await
+    .map_err(|e| {
+        tracing::error!(projection = %name, error = %e, "the rebuild task failed");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the server could not complete the request; it has been logged",
+        )
+    })?
+    .map_err(read_model_error)?;
     tracing::info!(projection = %name, events = report.events_read, position = report.position, generation = report.generation, "rebuild swapped in");
     Ok(Json(report))
 }

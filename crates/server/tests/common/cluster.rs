@@ -241,6 +241,7 @@ pub fn workflow_flags(args: &ServeArgs) -> Vec<String> {
         format!("--payment-latency={}", w.payment_latency),
         format!("--consumer-max-attempts={}", w.consumer_max_attempts),
         format!("--consumer-retry-delay={}", w.consumer_retry_delay),
+        format!("--stall-after={}", w.stall_after),
     ]
 }
 
