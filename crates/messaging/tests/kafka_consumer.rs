@@ -1,6 +1,7 @@
 //! The Kafka consumer against a real broker (`CORNERSHOP_TEST_KAFKA_BROKERS`, as
 //! `scripts/stack.sh start` prints it): an offset is committed only for a message whose
-//! handling finished, also when the consumer stops in the middle of a retry.
+//! handling finished, also when the consumer stops in the middle of a retry; a handler
+//! that panics costs only its event (dead-lettered with the panic) and the next flows.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -63,8 +64,8 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_consumer_stopped_in_the_middle_of_a_retry_gets_the_message_again() {
+/// Topics of their own on the test broker (deleted by [`delete_topics`]).
+async fn fresh_topics() -> KafkaSettings {
     let brokers = std::env::var("CORNERSHOP_TEST_KAFKA_BROKERS").unwrap_or_else(|_| {
         panic!(
             "CORNERSHOP_TEST_KAFKA_BROKERS is not set: this test needs Kafka. Run \
@@ -72,20 +73,22 @@ async fn a_consumer_stopped_in_the_middle_of_a_retry_gets_the_message_again() {
         )
     });
     let settings = KafkaSettings {
-        brokers: brokers.clone(),
+        brokers,
         namespace: format!("kc{:x}.", rand::random::<u64>()),
         partitions: 1,
         replication: 1,
     };
     settings.ensure_topics().await.expect("create the topics");
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteEventStore::open(dir.path()).await.unwrap());
+    settings
+}
 
+/// Publishes a CartCreated of `customer` to the carts topic; returns its eventId.
+async fn publish_cart(settings: &KafkaSettings, cart: &str, customer: &str) -> String {
     let event_id = uuid::Uuid::new_v4().to_string();
     let envelope = json!({
-        "eventId": event_id, "eventType": "CartCreated", "aggregateId": "cart-1",
+        "eventId": event_id, "eventType": "CartCreated", "aggregateId": cart,
         "aggregateType": "Cart", "timestamp": "2026-01-01T00:00:00Z", "version": 1,
-        "schemaVersion": 1, "data": {"cartId": "cart-1", "customerId": "ada"},
+        "schemaVersion": 1, "data": {"cartId": cart, "customerId": customer},
         "metadata": {"correlationId": "c", "causationId": "c", "userId": null,
                      "source": "CartService"},
     })
@@ -95,11 +98,31 @@ async fn a_consumer_stopped_in_the_middle_of_a_retry_gets_the_message_again() {
         .producer()
         .unwrap()
         .send(
-            FutureRecord::to(&topic).key("cart-1").payload(&envelope),
+            FutureRecord::to(&topic).key(cart).payload(&envelope),
             Duration::from_secs(30),
         )
         .await
         .expect("the event is in Kafka");
+    event_id
+}
+
+async fn delete_topics(settings: &KafkaSettings) {
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .create()
+        .unwrap();
+    let topics = settings.topics();
+    let dlqs: Vec<String> = topics.iter().map(|t| format!("{t}.dlq")).collect();
+    let names: Vec<&str> = topics.iter().chain(&dlqs).map(String::as_str).collect();
+    let _ = admin.delete_topics(&names, &AdminOptions::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_stopped_in_the_middle_of_a_retry_gets_the_message_again() {
+    let settings = fresh_topics().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteEventStore::open(dir.path()).await.unwrap());
+    let event_id = publish_cart(&settings, "cart-1", "ada").await;
 
     // First life: every attempt fails, and the consumer stops while it waits to retry.
     let attempts = Arc::new(AtomicUsize::new(0));
@@ -146,13 +169,72 @@ async fn a_consumer_stopped_in_the_middle_of_a_retry_gets_the_message_again() {
     .await;
     stop.send(true).unwrap();
     let _ = tokio::time::timeout(Duration::from_secs(30), second).await;
+    delete_topics(&settings).await;
+}
 
-    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()
+/// Panics on carts of the customer "panic" (a bug, or an event it cannot take); records
+/// the others.
+struct Panicky(Arc<Mutex<Vec<String>>>);
+
+#[async_trait]
+impl Handler for Panicky {
+    fn name(&self) -> &'static str {
+        "panicky-kafka-consumer"
+    }
+    fn handles(&self, _event_type: &str) -> bool {
+        true
+    }
+    async fn handle(&self, event: &StoredEvent) -> Result<(), HandlerError> {
+        if event.envelope.data["customerId"] == "panic" {
+            panic!("cannot digest this customer");
+        }
+        self.0
+            .lock()
+            .unwrap()
+            .push(event.envelope.event_id.to_string());
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_kafka_a_handler_panic_dead_letters_the_event_and_the_next_is_handled() {
+    let settings = fresh_topics().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteEventStore::open(dir.path()).await.unwrap());
+    let poison = publish_cart(&settings, "cart-1", "panic").await;
+    let next = publish_cart(&settings, "cart-1", "ada").await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (stop, stopped) = watch::channel(false);
+    let consumer = tokio::spawn(run_kafka_consumer(
+        Consumer {
+            handler: Arc::new(Panicky(seen.clone())),
+            store: store.clone(),
+            policy: RetryPolicy {
+                max_attempts: 2,
+                base_delay: Duration::from_millis(10),
+                max_delay: Duration::from_millis(10),
+            },
+        },
+        settings.clone(),
+        stopped,
+    ));
+    wait_until(
+        "the event after the panicking one was never handled",
+        || seen.lock().unwrap().contains(&next),
+    )
+    .await;
+    let letters = cornershop_store::EventStore::dead_letters(store.as_ref(), None)
+        .await
         .unwrap();
-    let topics = settings.topics();
-    let dlqs: Vec<String> = topics.iter().map(|t| format!("{t}.dlq")).collect();
-    let names: Vec<&str> = topics.iter().chain(&dlqs).map(String::as_str).collect();
-    let _ = admin.delete_topics(&names, &AdminOptions::new()).await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].event_id.to_string(), poison);
+    assert_eq!(letters[0].attempts, 2);
+    assert!(
+        letters[0].error.contains("panicked") && letters[0].error.contains("cannot digest"),
+        "{}",
+        letters[0].error
+    );
+    stop.send(true).unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(30), consumer).await;
+    delete_topics(&settings).await;
 }

@@ -167,8 +167,22 @@ async fn logged_carts(client: &reqwest::Client, base: &str) -> BTreeSet<String> 
     }
 }
 
-fn missing(acknowledged: &BTreeSet<String>, logged: &BTreeSet<String>) -> Vec<String> {
-    acknowledged.difference(logged).cloned().collect()
+/// Every acknowledged cart is in the log (counted by reading the log back).
+async fn assert_all_logged(
+    client: &reqwest::Client,
+    base: &str,
+    acknowledged: &BTreeSet<String>,
+    when: &str,
+) {
+    let logged = logged_carts(client, base).await;
+    let lost: Vec<&String> = acknowledged.difference(&logged).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged carts are not in the log ({when}), e.g. {:?}",
+        lost.len(),
+        acknowledged.len(),
+        &lost[..lost.len().min(3)]
+    );
 }
 
 async fn start(data_dir: &Path, log: PathBuf) -> Process {
@@ -235,16 +249,7 @@ async fn a_full_disk_refuses_writes_loses_no_acknowledged_one_and_recovers_by_it
         &refused[..3]
     );
 
-    // Every acknowledged cart is in the log.
-    let logged = logged_carts(&client, &base).await;
-    let lost = missing(&acknowledged, &logged);
-    assert!(
-        lost.is_empty(),
-        "{} of {} acknowledged carts are not in the log (before a restart), e.g. {:?}",
-        lost.len(),
-        acknowledged.len(),
-        &lost[..lost.len().min(3)]
-    );
+    assert_all_logged(&client, &base, &acknowledged, "before a restart").await;
 
     // While full: reads work, readiness says why writes fail.
     let some_cart = acknowledged.iter().next().expect("some cart was created");
@@ -303,15 +308,6 @@ async fn a_full_disk_refuses_writes_loses_no_acknowledged_one_and_recovers_by_it
     // And after a SIGKILL restart, every acknowledged cart is still there.
     let acknowledged = seen.acknowledged.lock().unwrap().clone();
     shop.restart().await;
-    let base = shop.base();
-    let logged = logged_carts(&client, &base).await;
-    let lost = missing(&acknowledged, &logged);
-    assert!(
-        lost.is_empty(),
-        "{} of {} acknowledged carts are not in the log after a restart, e.g. {:?}",
-        lost.len(),
-        acknowledged.len(),
-        &lost[..lost.len().min(3)]
-    );
+    assert_all_logged(&client, &shop.base(), &acknowledged, "after a restart").await;
     shop.kill();
 }
