@@ -559,11 +559,12 @@ pub async fn monitor_lag(
     settings: KafkaSettings,
     consumers: Vec<String>,
     every: Duration,
+    stalls: std::sync::Arc<crate::StallWatch>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     while !*shutdown.borrow() {
-        let (s, c) = (settings.clone(), consumers.clone());
-        match tokio::task::spawn_blocking(move || measure_lag(&s, &c)).await {
+        let (s, c, w) = (settings.clone(), consumers.clone(), stalls.clone());
+        match tokio::task::spawn_blocking(move || measure_lag(&s, &c, &w)).await {
             Ok(Err(e)) => tracing::debug!(error = %e, "cannot measure consumer lag"),
             Err(e) => tracing::debug!(error = %e, "lag measurement panicked"),
             Ok(Ok(())) => {}
@@ -575,7 +576,14 @@ pub async fn monitor_lag(
     }
 }
 
-fn measure_lag(settings: &KafkaSettings, consumers: &[String]) -> Result<(), KafkaError> {
+/// Sets `kafka_consumer_lag` per partition and tells the stall watch where each group
+/// stands: its committed offsets summed over the partitions, against the same plus its
+/// lag (a group is stalled when it has messages to take and its commits stand still).
+fn measure_lag(
+    settings: &KafkaSettings,
+    consumers: &[String],
+    stalls: &crate::StallWatch,
+) -> Result<(), KafkaError> {
     let timeout = Duration::from_secs(5);
     let topics = settings.topics();
     for consumer in consumers {
@@ -596,6 +604,7 @@ fn measure_lag(settings: &KafkaSettings, consumers: &[String]) -> Result<(), Kaf
             }
         }
         let committed = client.committed_offsets(partitions, timeout)?;
+        let (mut progress, mut behind) = (0u64, 0u64);
         for element in committed.elements() {
             let (low, high) =
                 client.fetch_watermarks(element.topic(), element.partition(), timeout)?;
@@ -610,7 +619,12 @@ fn measure_lag(settings: &KafkaSettings, consumers: &[String]) -> Result<(), Kaf
                 "partition" => element.partition().to_string()
             )
             .set(lag.max(0) as f64);
+            if let Offset::Offset(committed) = element.offset() {
+                progress += committed.max(0) as u64;
+            }
+            behind += lag.max(0) as u64;
         }
+        stalls.observe(&group, progress, progress + behind);
     }
     Ok(())
 }

@@ -171,6 +171,9 @@ impl Application {
 
         let (stop_background, stopped) = watch::channel(false);
         let mut background = Vec::new();
+        let stalls = Arc::new(cornershop_messaging::StallWatch::new(
+            args.workflow.stall_after.into(),
+        ));
         match &kafka {
             Some(settings) => {
                 settings.ensure_topics().await.map_err(|e| {
@@ -191,6 +194,7 @@ impl Application {
                     settings.clone(),
                     groups,
                     Duration::from_secs(10),
+                    stalls.clone(),
                     stopped.clone(),
                 )));
                 if roles.has(Role::Relay) {
@@ -224,9 +228,6 @@ impl Application {
         for dispatcher in dispatchers {
             background.push(tokio::spawn(dispatcher.run(stopped.clone())));
         }
-        let stalls = Arc::new(cornershop_messaging::StallWatch::new(
-            args.workflow.stall_after.into(),
-        ));
         background.push(tokio::spawn(crate::metrics::watch_stalls(
             store.clone(),
             read_models.clone(),
