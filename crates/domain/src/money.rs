@@ -55,8 +55,7 @@ pub fn parse_text(text: &str) -> Option<Decimal> {
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     // (However many digits: one too large for a `Decimal` is refused below, and one that
     // fits but exceeds the field's maximum is refused by its bound, which names it.)
-    let ok = digits(whole)
-        && fraction.is_none_or(|f| digits(f) && f.len() <= MONEY_SCALE as usize);
+    let ok = digits(whole) && fraction.is_none_or(|f| digits(f) && f.len() <= MONEY_SCALE as usize);
     if !ok {
         return None;
     }
