@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct StallWatch {
     after: Duration,
-    seen: Mutex<HashMap<String, (u64, Instant)>>,
+    /// Per consumer: its last checkpoint, since when it has not moved, and whether the
+    /// last look found it stalled.
+    seen: Mutex<HashMap<String, (u64, Instant, bool)>>,
 }
 
 impl StallWatch {
@@ -36,16 +38,30 @@ impl StallWatch {
         self.observe_at(consumer, checkpoint, head, Instant::now())
     }
 
+    /// The consumers the last look found stalled (the background sampler looks every few
+    /// seconds), by name: for readiness, which must not query the store for it.
+    pub fn stalled(&self) -> Vec<String> {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut names: Vec<String> = seen
+            .iter()
+            .filter(|(_, (_, _, stalled))| *stalled)
+            .map(|(name, _)| name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
     fn observe_at(&self, consumer: &str, checkpoint: u64, head: u64, now: Instant) -> bool {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let entry = seen
             .entry(consumer.to_string())
-            .or_insert((checkpoint, now));
+            .or_insert((checkpoint, now, false));
         // Moved, or nothing to do: the clock starts again.
         if entry.0 != checkpoint || checkpoint >= head {
-            *entry = (checkpoint, now);
+            *entry = (checkpoint, now, false);
         }
         let stalled = checkpoint < head && now.duration_since(entry.1) >= self.after;
+        entry.2 = stalled;
         metrics::gauge!("consumer_stalled", "consumer_group" => consumer.to_string())
             .set(if stalled { 1.0 } else { 0.0 });
         stalled
@@ -67,6 +83,7 @@ mod tests {
             watch.observe_at("c", 10, 20, later(60)),
             "behind and still for 60 s"
         );
+        assert_eq!(watch.stalled(), ["c"]);
         assert!(
             !watch.observe_at("c", 11, 20, later(61)),
             "it moved: busy, not stalled"

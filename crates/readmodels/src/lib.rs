@@ -395,11 +395,9 @@ impl ProjectedEvent {
     }
 }
 
-/// Money in cents: the shop's amounts have at most two decimal places; `None` for one
-/// that is not a whole number of cents or does not fit (checked, never a panic).
-pub(crate) fn cents(amount: Decimal) -> Option<i64> {
-    cornershop_domain::money::to_cents(amount)
-}
+/// Money in cents (`None` for an amount that is not a whole number of cents or does not
+/// fit: checked, never a panic).
+pub(crate) use cornershop_domain::money::to_cents as cents;
 
 pub(crate) fn money(cents: i64) -> Decimal {
     Decimal::new(cents, 2)

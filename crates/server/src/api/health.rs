@@ -34,7 +34,7 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
                 body["status"] = json!("degraded");
                 body["writes"] = json!(format!("refused: {why}"));
             }
-            let stalled = stalled(&state).await;
+            let stalled = state.stalls.stalled();
             if !stalled.is_empty() {
                 body["stalled"] = json!(stalled);
             }
@@ -49,33 +49,4 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
     let mut problem = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", detail);
     problem.retry_after = Some(RETRY_AFTER_SECONDS);
     Err(problem)
-}
-
-/// The consumers and projections that stand still behind the log head (best effort: a
-/// store that does not answer here is reported by the readiness check itself).
-async fn stalled(state: &AppState) -> Vec<String> {
-    let mut names: Vec<String> = super::deadletters::consumer_states(state)
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|c| c.stalled)
-        .map(|c| c.checkpoint.consumer)
-        .collect();
-    if let Ok(projections) = cornershop_readmodels::projection::status(
-        state.read_models.as_ref(),
-        state.bus.store().as_ref(),
-        &state.stalls,
-    )
-    .await
-    {
-        names.extend(
-            projections
-                .into_iter()
-                .filter(|p| p.stalled)
-                .map(|p| p.name),
-        );
-    }
-    names.sort();
-    names.dedup();
-    names
 }
