@@ -90,7 +90,8 @@ cleanup() {
 trap cleanup EXIT
 
 log "starting the shop on a fresh data dir ($DATA_DIR)"
-"$BINARY" serve --data-dir "$DATA_DIR" --listen 127.0.0.1:0 >"$SHOP_LOG" 2>&1 &
+# No limit on failed authentications: the fuzzer's auth checks send many bad tokens.
+"$BINARY" serve --data-dir "$DATA_DIR" --listen 127.0.0.1:0 --auth-failure-limit 0 >"$SHOP_LOG" 2>&1 &
 SHOP_PID=$!
 
 # Wait for the address the shop reports ("cornershop is listening"), then for readiness.
@@ -126,6 +127,9 @@ sys.exit("the shop did not become ready within 60 s")
 PY
 )" || { log "the shop did not start:"; tail -n 20 "$SHOP_LOG" >&2; exit 1; }
 log "the shop answers at $BASE_URL"
+# An admin's token from the shop's own issuer: every route is reachable, and the
+# fuzzer's ignored_auth check sends requests without it and with a broken one.
+TOKEN="$("$BINARY" token --role admin --sub fuzzer --ttl 2h --data-dir "$DATA_DIR")"
 
 log "schemathesis $SCHEMATHESIS_VERSION: --checks all, seed $SEED, at most $MAX_EXAMPLES examples per operation"
 started=$SECONDS
@@ -134,6 +138,7 @@ SCHEMATHESIS_HOOKS="$REPO_ROOT/scripts/fuzz/hooks.py" \
     "$VENV/bin/schemathesis" --config-file "$REPO_ROOT/scripts/fuzz/schemathesis.toml" \
     run "$BASE_URL/api/openapi.json" \
     --checks all \
+    --header "Authorization: Bearer $TOKEN" \
     --seed "$SEED" \
     --max-examples "$MAX_EXAMPLES" \
     --generation-database none \

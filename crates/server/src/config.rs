@@ -33,7 +33,108 @@ pub enum Command {
     /// Drive real HTTP traffic through whole order lives (stock, carts, checkout, payment,
     /// ship, deliver) against a running shop, and summarize throughput and latencies.
     Simulate(SimulateArgs),
+    /// Print an access token signed with the embedded shop's own key (the one `serve`
+    /// creates under --data-dir when no --oidc-issuer is given), for curl and scripts.
+    Token(TokenArgs),
 }
+
+/// `cornershop token`: a bearer token from the embedded issuer.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The token's roles (customer, staff or admin); repeat or comma-separate for more.
+    #[arg(long = "role", value_enum, value_delimiter = ',', required = true)]
+    pub roles: Vec<crate::auth::Role>,
+
+    /// Whom the token names (its `sub`): for a customer, the customer id.
+    #[arg(long)]
+    pub sub: String,
+
+    /// How long the token is valid, e.g. 15m, 1h, 7d.
+    #[arg(long, default_value = "1h")]
+    pub ttl: humantime::Duration,
+
+    /// The data directory of the shop whose key signs the token.
+    #[arg(long, env = "CORNERSHOP_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// The signing key file, when not the data directory's.
+    #[arg(long, env = "CORNERSHOP_SIGNING_KEY_FILE")]
+    pub signing_key_file: Option<PathBuf>,
+
+    /// The token's audience; must match the shop's --oidc-audience.
+    #[arg(long, env = "CORNERSHOP_OIDC_AUDIENCE", default_value = "cornershop")]
+    pub oidc_audience: String,
+}
+
+/// Whether requests are authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    On,
+    /// Nothing is checked and every caller is an admin: for local experiments only.
+    Off,
+}
+
+/// Who may call the API: OpenID Connect bearer tokens (see `auth`).
+#[derive(Debug, Clone, Args)]
+pub struct AuthArgs {
+    /// `on` (the default): every route but health, metrics, the OpenAPI document and the
+    /// issuer's keys needs a bearer token. `off`: nothing is checked, X-User-Id is
+    /// believed, and a warning is logged at start; never on a network.
+    #[arg(long = "auth", env = "CORNERSHOP_AUTH", value_enum, default_value_t = AuthMode::On)]
+    pub auth: AuthMode,
+
+    /// The OpenID Connect issuer whose access tokens are accepted, e.g.
+    /// https://idp.example.com/realms/cornershop; its discovery document names the keys.
+    /// Without it the shop is its own issuer: it signs tokens (`cornershop token`) with a
+    /// key kept under --data-dir.
+    #[arg(long, env = "CORNERSHOP_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+
+    /// The audience (`aud`) a token must name.
+    #[arg(long, env = "CORNERSHOP_OIDC_AUDIENCE", default_value = "cornershop")]
+    pub oidc_audience: String,
+
+    /// The claim holding the caller's roles (customer, staff, admin). Keycloak's
+    /// realm_access.roles is read too.
+    #[arg(long, env = "CORNERSHOP_OIDC_ROLES_CLAIM", default_value = "roles")]
+    pub oidc_roles_claim: String,
+
+    /// The embedded issuer's signing key (created, mode 0600, when missing). Default:
+    /// signing-key.pem in --data-dir. Processes of one shop that sign their own tokens
+    /// share this file.
+    #[arg(long, env = "CORNERSHOP_SIGNING_KEY_FILE")]
+    pub signing_key_file: Option<PathBuf>,
+
+    /// Failed authentications allowed per client address and minute (a burst of as many);
+    /// past that, requests without a valid token get 429 with Retry-After. 0: no limit.
+    #[arg(long, env = "CORNERSHOP_AUTH_FAILURE_LIMIT", default_value_t = 60)]
+    pub auth_failure_limit: u32,
+}
+
+impl Default for AuthArgs {
+    fn default() -> Self {
+        Self {
+            auth: AuthMode::On,
+            oidc_issuer: None,
+            oidc_audience: "cornershop".to_string(),
+            oidc_roles_claim: "roles".to_string(),
+            signing_key_file: None,
+            auth_failure_limit: 60,
+        }
+    }
+}
+
+impl AuthArgs {
+    /// Where the embedded issuer's key is.
+    pub fn signing_key_path(&self, data_dir: &std::path::Path) -> PathBuf {
+        self.signing_key_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join(SIGNING_KEY_FILE))
+    }
+}
+
+/// The embedded issuer's key, in the data directory.
+pub const SIGNING_KEY_FILE: &str = "signing-key.pem";
 
 #[derive(Debug, Subcommand)]
 pub enum ProjectionsCommand {
@@ -107,6 +208,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub http: HttpArgs,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
 
     #[command(flatten)]
     pub workflow: WorkflowArgs,
@@ -426,6 +530,25 @@ pub struct SimulateArgs {
     /// No progress bar (it is drawn on stderr, and only on a terminal).
     #[arg(long, env = "CORNERSHOP_SIMULATE_NO_PROGRESS")]
     pub no_progress: bool,
+
+    /// The bearer token sent with every request; it needs the admin role (the simulator
+    /// stocks, ships and reads the store's statistics). Without --token or --token-file,
+    /// the simulator signs its own with the embedded shop's key in --data-dir.
+    #[arg(long, env = "CORNERSHOP_SIMULATE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// A file holding the bearer token (safer than --token: not in the process list).
+    #[arg(long, env = "CORNERSHOP_SIMULATE_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+
+    /// The embedded shop's data directory, whose signing key the simulator mints its
+    /// token with when none is given (a shop without one gets no token).
+    #[arg(long, env = "CORNERSHOP_SIMULATE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// The signing key file, when not the data directory's.
+    #[arg(long, env = "CORNERSHOP_SIMULATE_SIGNING_KEY_FILE")]
+    pub signing_key_file: Option<PathBuf>,
 }
 
 impl SimulateArgs {
@@ -467,6 +590,7 @@ impl ServeArgs {
             kafka: KafkaArgs::default(),
             max_body_bytes: 64 * 1024,
             http: HttpArgs::default(),
+            auth: AuthArgs::default(),
             workflow: WorkflowArgs::default(),
             notifications: Box::default(),
             log: LogArgs {

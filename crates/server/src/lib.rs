@@ -6,6 +6,7 @@
 //! client of that API.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod metrics;
 pub mod projections;

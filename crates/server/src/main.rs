@@ -24,6 +24,16 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
+        Command::Token(args) => {
+            let path = args.signing_key_file.clone().unwrap_or_else(|| {
+                args.data_dir
+                    .join(cornershop_server::config::SIGNING_KEY_FILE)
+            });
+            let issuer = cornershop_server::auth::issuer::LocalIssuer::open_or_create(&path)?;
+            let token =
+                issuer.mint(&args.sub, &args.roles, args.ttl.into(), &args.oidc_audience)?;
+            println!("{token}");
+        }
         Command::Simulate(args) => {
             let json = args.json;
             match cornershop_server::simulate::run(args).await {

@@ -291,10 +291,50 @@ pub enum SimulateError {
     Invalid(String),
 }
 
+/// The token to send: --token, else --token-file's, else one signed with the embedded
+/// shop's key (admin, `sub` simulator, valid an hour) when that key exists.
+fn bearer_token(args: &SimulateArgs) -> Result<Option<String>, SimulateError> {
+    if let Some(token) = &args.token {
+        return Ok(Some(token.trim().to_string()));
+    }
+    if let Some(file) = &args.token_file {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            SimulateError::Invalid(format!("cannot read --token-file {}: {e}", file.display()))
+        })?;
+        return Ok(Some(text.trim().to_string()));
+    }
+    let key = args
+        .signing_key_file
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join(crate::config::SIGNING_KEY_FILE));
+    if !key.exists() {
+        return Ok(None);
+    }
+    let issuer = crate::auth::issuer::LocalIssuer::open_or_create(&key)
+        .map_err(|e| SimulateError::Invalid(format!("{e:#}")))?;
+    issuer
+        .mint(
+            "simulator",
+            &[crate::auth::Role::Admin],
+            Duration::from_secs(3600),
+            "cornershop",
+        )
+        .map(Some)
+        .map_err(|e| SimulateError::Invalid(format!("{e:#}")))
+}
+
 /// Runs the simulation described by `args` and returns its report.
 pub async fn run(args: SimulateArgs) -> Result<Report, SimulateError> {
     let settings = Settings::from_args(&args)?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = bearer_token(&args)? {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| SimulateError::Invalid("the token is not ASCII text".into()))?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     let http = reqwest::Client::builder()
+        .default_headers(headers)
         .timeout(*args.request_timeout)
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)

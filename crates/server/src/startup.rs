@@ -253,12 +253,18 @@ impl Application {
             "starting"
         );
 
+        let auth = std::sync::Arc::new(crate::auth::Authenticator::from_config(
+            &args.auth,
+            &args.data_dir,
+        )?);
+        auth.warm_up().await;
         let router = api::router(
             AppState {
                 bus,
                 registry,
                 read_models: read_models.clone(),
                 stalls: stalls.clone(),
+                auth,
             },
             api::RequestLimits {
                 max_body_bytes: args.max_body_bytes,

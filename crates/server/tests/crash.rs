@@ -129,7 +129,7 @@ impl ShopUnderWrites {
     async fn start() -> Self {
         let data_dir = tempfile::tempdir().unwrap();
         let server = start(data_dir.path(), &[]).await;
-        let client = reqwest::Client::new();
+        let client = server.client();
         stock_eight(&client, &server.base()).await;
         let (writes, writers) = spawn_writers(&client, &server.base());
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -460,7 +460,7 @@ async fn orders_in_flight_survive_sigkill() {
     let flags = ["--payment-latency", "5ms"];
     let data_dir = tempfile::tempdir().unwrap();
     let mut server = start(data_dir.path(), &flags).await;
-    let client = reqwest::Client::new();
+    let client = server.client();
     let base = server.base();
 
     for (sku, price, quantity) in SKUS {
@@ -733,7 +733,7 @@ async fn cart_expires_after_a_restart_between_last_add_and_deadline() {
     let flags = ["--cart-ttl", "1s"];
     let data_dir = tempfile::tempdir().unwrap();
     let mut server = start(data_dir.path(), &flags).await;
-    let client = reqwest::Client::new();
+    let client = server.client();
     let base = server.base();
     let r = client
         .put(format!("{base}/api/inventory/CRASH-MUG"))

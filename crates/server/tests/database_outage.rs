@@ -245,10 +245,10 @@ async fn a_database_outage_under_load_answers_503_and_every_acknowledged_checkou
 
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
+    let client = common::authorized(
+        reqwest::Client::builder().timeout(Duration::from_secs(60)),
+        &app.token(common::Role::Admin, common::TEST_ADMIN),
+    );
     let shoppers: Vec<_> = (0..SHOPPERS)
         .map(|shopper| {
             let (client, base, seen, stop) =

@@ -202,7 +202,7 @@ async fn a_full_disk_refuses_writes_loses_no_acknowledged_one_and_recovers_by_it
     let log = logs.path().join("server.log");
     let mut shop = start(&data_dir, log.clone()).await;
     let base = shop.base();
-    let client = reqwest::Client::new();
+    let client = shop.client();
     let filler = disk.fill_leaving(3 << 20);
 
     // Eight writers until each has been refused 25 times (bounded: 60 s, 20,000 carts).

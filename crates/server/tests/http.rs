@@ -431,12 +431,14 @@ async fn a_repeated_idempotency_key_gets_the_first_answer_and_appends_nothing() 
 async fn metadata_carries_correlation_user_and_source() {
     let app = spawn_app().await;
     app.stock("A", "3.00", 10).await;
+    // Who did it is the token's subject; an X-User-Id header claiming someone else is
+    // not believed.
     let response = app
-        .client
+        .client_as(common::Role::Customer, "user-7")
         .post(app.url("/api/carts"))
         .header("x-correlation-id", "corr-123")
-        .header("x-user-id", "user-7")
-        .json(&json!({"customerId": "c"}))
+        .header("x-user-id", "somebody-else")
+        .json(&json!({"customerId": "user-7"}))
         .send()
         .await
         .unwrap();

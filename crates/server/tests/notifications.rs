@@ -1308,7 +1308,7 @@ async fn on_kafka_the_confirmation_email_arrives_exactly_once() {
     ];
     let shop = cluster::Cluster::start(layout, &flags, logs.path()).await;
     let base = shop.api_base();
-    let client = reqwest::Client::new();
+    let client = common::admin_client(&shop.signing_key);
     let stocked = client
         .put(format!("{base}/api/inventory/MUG-1"))
         .json(&json!({"name": "Product MUG-1", "unitPrice": "9.99", "quantity": 100}))

@@ -981,8 +981,7 @@ async fn assert_every_seed_metric(processes: &[(String, String)], limit: Duratio
 
 /// One order through a shop's HTTP API (stock, cart, item, checkout, wait until
 /// Confirmed), without the in-process helpers.
-async fn one_order(base: &str) {
-    let client = reqwest::Client::new();
+async fn one_order(base: &str, client: &reqwest::Client) {
     let ok = |r: reqwest::Response, what: &str| {
         assert!(r.status().is_success(), "{what}: {}", r.status());
         r
@@ -1064,7 +1063,7 @@ async fn every_seed_metric_is_exposed_after_one_order_on_the_embedded_default() 
     )
     .await;
     let base = shop.base();
-    one_order(&base).await;
+    one_order(&base, &shop.client()).await;
     assert_every_seed_metric(
         &[("embedded".to_string(), base.clone())],
         Duration::from_secs(15),
@@ -1097,7 +1096,7 @@ async fn every_seed_metric_is_exposed_after_one_order_on_the_embedded_default() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_seed_metric_is_exposed_after_one_order_on_kafka() {
     let (app, kafka) = cluster::start_shop(LAYOUT, &[]).await;
-    one_order(&app.base).await;
+    one_order(&app.base, &app.client).await;
     let processes: Vec<(String, String)> = kafka
         .processes
         .iter()
@@ -1345,7 +1344,7 @@ async fn with_an_otlp_endpoint_spans_are_exported_in_the_clients_trace() {
     )
     .await;
     let base = shop.base();
-    let client = reqwest::Client::new();
+    let client = shop.client();
     let r = client
         .put(format!("{base}/api/inventory/OTLP-1"))
         .json(&json!({"name": "Traced", "unitPrice": "2.00", "quantity": 5}))

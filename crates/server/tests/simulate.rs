@@ -20,6 +20,7 @@ fn args(app: &TestApp, orders: u64) -> SimulateArgs {
     args.skus = 4;
     args.mix = "happy=50,declined=25,outOfStock=25".parse().unwrap();
     args.no_progress = true;
+    args.signing_key_file = Some(app.signing_key());
     args
 }
 
@@ -130,6 +131,7 @@ async fn the_binary_prints_one_json_object_with_the_contract_fields() {
         .args([
             "simulate", "--target", &app.base, "--orders", "10", "--json",
         ])
+        .env("CORNERSHOP_SIMULATE_SIGNING_KEY_FILE", app.signing_key())
         .kill_on_drop(true)
         .output()
         .await

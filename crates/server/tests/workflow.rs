@@ -395,3 +395,108 @@ async fn an_idle_cart_expires_and_a_busy_one_does_not_yet() {
     let refused = app.add(&idle, "A", 1).await;
     assert_eq!(refused.status(), StatusCode::CONFLICT);
 }
+
+/// Who did it: every event's `metadata.userId` is the `sub` of the token whose request
+/// started its chain; a customer's checkout through payment and confirmation is the
+/// customer's, the shipment (and the stock it moves) the staff member's.
+#[tokio::test]
+async fn every_event_names_the_caller_at_the_start_of_its_chain() {
+    let app = stocked(&[("U", "3.00", 10)]).await;
+    let customer = app.client_as(common::Role::Customer, "cust-who");
+    let staff = app.client_as(common::Role::Staff, "staff-who");
+    let cart: Value = customer
+        .post(app.url("/api/carts"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cart = cart["cartId"].as_str().unwrap();
+    let r = customer
+        .post(app.url(&format!("/api/carts/{cart}/items")))
+        .json(&json!({"sku": "U", "quantity": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let accepted: Value = customer
+        .post(app.url(&format!("/api/carts/{cart}/checkout")))
+        .json(
+            &json!({"paymentToken": "tok_visa", "shippingAddress": common::address(),
+                      "email": "who@example.com"}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let order = accepted["orderId"].as_str().unwrap().to_string();
+    app.wait_for_order(&order, &["Confirmed"]).await;
+    let r = staff
+        .post(app.url(&format!("/api/orders/{order}/ship")))
+        .json(&json!({"carrier": "DHL"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    app.settle().await;
+
+    let timeline = app.timeline(&order).await;
+    // The cart's own requests (each its own transaction).
+    let cart_events = app
+        .json(&format!("/api/eventstore/replay/cart/{cart}"))
+        .await;
+    let cart_events = cart_events["events"].as_array().unwrap();
+    assert_eq!(cart_events.len(), 3, "created, item added, checked out");
+    for event in cart_events {
+        assert_eq!(
+            event["metadata"]["userId"], "cust-who",
+            "{}",
+            event["eventType"]
+        );
+    }
+    // The checkout's transaction, from the cart to the confirmation, and the shipment.
+    let by_customer = [
+        "CartCheckedOut",
+        "OrderCreated",
+        "StockReserved",
+        "OrderValidated",
+        "PaymentInitiated",
+        "PaymentAuthorized",
+        "PaymentCompleted",
+        "OrderConfirmed",
+    ];
+    let by_staff = ["OrderShipped", "StockShipped"];
+    let mut seen = HashSet::new();
+    for event in &timeline {
+        let kind = event["eventType"].as_str().unwrap();
+        let replay = app
+            .json(&format!(
+                "/api/eventstore/replay/{}/{}",
+                event["aggregateType"].as_str().unwrap().to_lowercase(),
+                event["aggregateId"].as_str().unwrap()
+            ))
+            .await;
+        let stored = replay["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["eventId"] == event["eventId"])
+            .unwrap_or_else(|| panic!("{kind} not in its aggregate's replay"));
+        let user = &stored["metadata"]["userId"];
+        if by_customer.contains(&kind) {
+            assert_eq!(user, "cust-who", "{kind}");
+        } else if by_staff.contains(&kind) {
+            assert_eq!(user, "staff-who", "{kind}");
+        } else {
+            panic!("an event this test does not expect: {kind}");
+        }
+        seen.insert(kind.to_string());
+    }
+    for kind in by_customer.iter().chain(&by_staff) {
+        assert!(seen.contains(*kind), "no {kind} in the timeline");
+    }
+}

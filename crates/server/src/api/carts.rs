@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::auth::Caller;
+
 use super::error::{ApiError, Problem};
 use super::extract::{Command, Ctx, Path};
 use super::{reply, AppState};
@@ -14,7 +16,10 @@ use super::{reply, AppState};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateCart {
-    pub customer_id: String,
+    /// Whose cart it is. A customer opens carts only for itself: this must be its token's
+    /// `sub`, or absent (then it is taken from there).
+    #[serde(default)]
+    pub customer_id: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -114,15 +119,28 @@ impl CartView {
     responses(
         (status = 201, body = CartCreatedResponse),
         (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "a customer named another customer", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create_cart(
     State(state): State<AppState>,
+    caller: Caller,
     command: Command<CreateCart>,
 ) -> Result<axum::response::Response, ApiError> {
+    let customer_id = command
+        .body
+        .customer_id
+        .unwrap_or_else(|| caller.sub.clone());
+    if !caller.may_act_for(&customer_id) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "forbidden",
+            "a customer opens carts only for itself: leave customerId out, or give your own",
+        ));
+    }
     let cart_id = Uuid::new_v4().to_string();
     let create = CartCommand::Create {
         cart_id: cart_id.clone(),
-        customer_id: command.body.customer_id,
+        customer_id,
     };
     let result = state
         .bus
@@ -142,15 +160,33 @@ pub async fn create_cart(
     ))]
 pub async fn get_cart(
     State(state): State<AppState>,
+    caller: Caller,
     Path(cart_id): Path<String>,
 ) -> Result<Json<CartView>, ApiError> {
     let (cart, version) = state.bus.load::<Cart>(&cart_id).await?;
-    if cart.status == CartStatus::New {
-        return Err(ApiError::not_found(format!(
-            "cart '{cart_id}' does not exist"
-        )));
+    if cart.status == CartStatus::New || !caller.may_act_for(&cart.customer_id) {
+        return Err(no_such_cart(&cart_id));
     }
     Ok(Json(CartView::of(&cart, version)))
+}
+
+/// Another customer's cart answers as one that does not exist: whether it does is none
+/// of the caller's business.
+fn no_such_cart(cart_id: &str) -> ApiError {
+    ApiError::not_found(format!("cart '{cart_id}' does not exist"))
+}
+
+/// Refuses a customer's command on a cart that is not its own (staff may act on any).
+/// A cart's customer never changes, so the check cannot go stale before the command.
+async fn check_owner(state: &AppState, caller: &Caller, cart_id: &str) -> Result<(), ApiError> {
+    if caller.only_customer().is_none() {
+        return Ok(());
+    }
+    let (cart, _) = state.bus.load::<Cart>(cart_id).await?;
+    if cart.status == CartStatus::New || !caller.may_act_for(&cart.customer_id) {
+        return Err(no_such_cart(cart_id));
+    }
+    Ok(())
 }
 
 /// Add units of a product (ItemAddedToCart); the name and unit price come from the
@@ -166,9 +202,11 @@ pub async fn get_cart(
     ))]
 pub async fn add_item(
     State(state): State<AppState>,
+    caller: Caller,
     Path(cart_id): Path<String>,
     command: Command<AddItem>,
 ) -> Result<axum::response::Response, ApiError> {
+    check_owner(&state, &caller, &cart_id).await?;
     let AddItem { sku, quantity } = command.body;
     let (product, version) = state.bus.load::<Inventory>(&sku).await?;
     if version == 0 {
@@ -202,9 +240,11 @@ pub async fn add_item(
     ))]
 pub async fn remove_item(
     State(state): State<AppState>,
+    caller: Caller,
     Path((cart_id, sku)): Path<(String, String)>,
     Ctx(ctx): Ctx,
 ) -> Result<axum::response::Response, ApiError> {
+    check_owner(&state, &caller, &cart_id).await?;
     let remove = CartCommand::RemoveItem { sku };
     let result = state
         .bus
@@ -229,9 +269,11 @@ pub async fn remove_item(
     ))]
 pub async fn checkout(
     State(state): State<AppState>,
+    caller: Caller,
     Path(cart_id): Path<String>,
     command: Command<Checkout>,
 ) -> Result<axum::response::Response, ApiError> {
+    check_owner(&state, &caller, &cart_id).await?;
     let body = command.body;
     let order_id = Uuid::new_v4().to_string();
     let checkout = CartCommand::Checkout {
@@ -255,9 +297,7 @@ pub async fn checkout(
 /// A cart that was never created has no id in its empty state; name the one asked for.
 fn unknown_cart(error: AppError, cart_id: &str) -> ApiError {
     match error {
-        AppError::Domain(cornershop_domain::DomainError::NotFound { .. }) => {
-            ApiError::not_found(format!("cart '{cart_id}' does not exist"))
-        }
+        AppError::Domain(cornershop_domain::DomainError::NotFound { .. }) => no_such_cart(cart_id),
         other => other.into(),
     }
 }

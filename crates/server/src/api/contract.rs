@@ -11,8 +11,10 @@
 //!   extractor (413, 415), the command bus (409, 422, 507), a panic (500); every error is
 //!   `application/problem+json` with the `Problem` schema, and 503 and 507 carry
 //!   `Retry-After`;
-//! - the request headers the server reads (`X-Correlation-Id`, `Idempotency-Key`,
-//!   `X-User-Id`);
+//! - the request headers the server reads (`X-Correlation-Id`, `Idempotency-Key`);
+//! - who may call each route: the bearer scheme, and per operation its `security` and
+//!   `x-required-role` from `access::ROUTES` (the table the guard enforces), with the
+//!   401, 403 and 429 answers of the guard;
 //! - the links between operations (create a cart -> add an item -> check out -> the
 //!   order), so that a client, or a fuzzer, can follow a cart to its order.
 //!
@@ -50,6 +52,7 @@ fn build() -> Value {
         route_rules(&mut doc, operation, traits);
     }
     every_route_is_listed(&doc);
+    security(&mut doc);
     health_answers(&mut doc);
     links(&mut doc);
     doc
@@ -643,12 +646,6 @@ fn route_rules(doc: &mut Value, id: &str, traits: &[Trait]) {
             255,
             true,
         ));
-        headers.push(header(
-            "X-User-Id",
-            "Who sent the command; recorded in the events' metadata.",
-            200,
-            true,
-        ));
     }
     if traits.contains(&Command) || traits.contains(&Writes) {
         statuses.push((
@@ -708,6 +705,83 @@ fn every_route_is_listed(doc: &Value) {
                 ROUTES.iter().any(|(listed, _)| *listed == id),
                 "operation {id} has no row in contract::ROUTES"
             );
+        }
+    }
+}
+
+/// The bearer scheme, and on each operation who may call it: the access of
+/// `access::ROUTES`, the table the guard enforces; a route missing there panics here.
+fn security(doc: &mut Value) {
+    doc["components"]["securitySchemes"] = json!({
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "An OpenID Connect access token from the shop's identity \
+                provider (RS256, PS256 or ES256; `iss`, `aud`, `exp` checked). Its `sub` is \
+                the caller (a customer's customer id, and every event's userId); its roles \
+                claim names customer, staff or admin. The embedded shop issues its own: \
+                `cornershop token --role customer --sub cust-42`.",
+        }
+    });
+    let paths = doc["paths"].as_object_mut().expect("paths");
+    for (path, item) in paths.iter_mut() {
+        for (method, op) in item.as_object_mut().expect("a path item") {
+            let access = super::access::required_for_document(method, path)
+                .unwrap_or_else(|| panic!("{method} {path} has no row in access::ROUTES"));
+            let role = match access {
+                crate::auth::Access::Open => {
+                    op["security"] = json!([]);
+                    continue;
+                }
+                crate::auth::Access::Needs(role) => role,
+            };
+            op["security"] = json!([{ "bearer": [] }]);
+            op["x-required-role"] = json!(role.as_str());
+            let responses = op["responses"].as_object_mut().expect("responses");
+            let mut unauthorized = problem(
+                "No valid bearer token: missing, malformed, expired, not yet valid, signed \
+                 by an unknown key or badly, from another issuer or for another audience. \
+                 Nothing was done.",
+            );
+            unauthorized["headers"] = json!({
+                "WWW-Authenticate": {
+                    "description": "Bearer realm=\"cornershop\", error=\"invalid_token\", error_description=\"...\"",
+                    "required": true,
+                    "schema": { "type": "string" },
+                }
+            });
+            responses.insert("401".to_string(), unauthorized);
+            let needs = format!(
+                "The token is valid but lacks the role this route needs ({}). Nothing was \
+                 done.",
+                role.as_str()
+            );
+            match responses.get_mut("403") {
+                Some(own) => {
+                    own["description"] = json!(format!(
+                        "{} Or: {}",
+                        own["description"].as_str().unwrap_or_default(),
+                        needs
+                    ))
+                }
+                None => {
+                    responses.insert("403".to_string(), problem(&needs));
+                }
+            }
+            responses.insert(
+                "429".to_string(),
+                retry_after(problem(
+                    "Too many failed authentications from this address; try again after \
+                     Retry-After seconds with a valid token.",
+                )),
+            );
+            if role == crate::auth::Role::Customer && path.contains('{') {
+                // A customer's view of another's cart or order: as if it did not exist.
+                responses.entry("404".to_string()).or_insert_with(|| {
+                    problem("No such resource, or one that belongs to another customer.")
+                });
+            }
         }
     }
 }
@@ -910,6 +984,36 @@ mod tests {
     }
 
     #[test]
+    fn every_operation_declares_who_may_call_it() {
+        let doc = document();
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let open = path.starts_with("/health/");
+                if open {
+                    assert_eq!(op["security"], json!([]), "{method} {path}");
+                } else {
+                    assert_eq!(op["security"], json!([{"bearer": []}]), "{method} {path}");
+                    assert!(
+                        ["customer", "staff", "admin"]
+                            .contains(&op["x-required-role"].as_str().unwrap_or("")),
+                        "{method} {path}"
+                    );
+                    assert!(op["responses"]["401"]["headers"]["WWW-Authenticate"].is_object());
+                    assert!(op["responses"]["403"].is_object());
+                }
+            }
+        }
+        let role = |path: &str, method: &str| doc["paths"][path][method]["x-required-role"].clone();
+        assert_eq!(role("/api/carts", "post"), "customer");
+        assert_eq!(role("/api/inventory/{sku}", "put"), "staff");
+        assert_eq!(role("/api/eventstore/stats", "get"), "admin");
+    }
+
+    #[test]
     fn every_error_is_a_problem_and_unavailability_says_when_to_retry() {
         let doc = document();
         for item in doc["paths"].as_object().unwrap().values() {
@@ -922,7 +1026,7 @@ mod tests {
                             "{id} {status}"
                         );
                     }
-                    if status == "503" || status == "507" {
+                    if status == "503" || status == "507" || status == "429" {
                         assert_eq!(response["headers"]["Retry-After"]["required"], true);
                     }
                 }

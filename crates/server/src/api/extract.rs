@@ -12,7 +12,6 @@ use super::error::{json_error, ApiError};
 use super::middleware::RequestIds;
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
-pub const USER_ID: &str = "x-user-id";
 
 /// `Path`, with rejections as problems, and no control characters in any segment (an id
 /// or a SKU never holds one; `%00` in a URL is a probe, not a name).
@@ -83,12 +82,25 @@ fn context(parts: &Parts, body: &[u8]) -> Result<CommandContext, ApiError> {
         .get::<RequestIds>()
         .cloned()
         .unwrap_or_default();
-    let idempotency_key = header_text(&parts.headers, IDEMPOTENCY_KEY, 255)?
-        .map(|key| IdempotencyKey::new(key, parts.method.as_str(), parts.uri.path(), body));
+    // Who did it is the token's subject (or, with authentication off, X-User-Id as sent),
+    // never a header of its own.
+    let user_id = parts
+        .extensions
+        .get::<crate::auth::Caller>()
+        .map(|caller| caller.sub.clone());
+    // A key is the caller's own: another caller sending the same one is another request,
+    // never the answer stored for the first.
+    let idempotency_key = header_text(&parts.headers, IDEMPOTENCY_KEY, 255)?.map(|key| {
+        let key = match &user_id {
+            Some(sub) => format!("{sub} {key}"),
+            None => key,
+        };
+        IdempotencyKey::new(key, parts.method.as_str(), parts.uri.path(), body)
+    });
     Ok(CommandContext {
         correlation_id: ids.correlation_id,
         causation_id: ids.request_id,
-        user_id: header_text(&parts.headers, USER_ID, 200)?,
+        user_id,
         idempotency_key,
         trace_id: Some(ids.trace_id),
     })

@@ -1,6 +1,7 @@
 //! The HTTP API: routes, shared state, and the OpenAPI document generated from the
 //! handlers' annotations.
 
+pub mod access;
 pub mod carts;
 pub mod contract;
 pub mod deadletters;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub read_models: std::sync::Arc<dyn cornershop_readmodels::ReadModelStore>,
     /// Which consumers and projections stand still behind the log head.
     pub stalls: std::sync::Arc<cornershop_messaging::StallWatch>,
+    /// Checks the callers' tokens (see `auth` and `access`).
+    pub auth: std::sync::Arc<crate::auth::Authenticator>,
 }
 
 #[derive(OpenApi)]
@@ -102,6 +105,14 @@ pub fn router(state: AppState, limits: RequestLimits, shop_api: bool) -> Router 
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(crate::metrics::render));
+    if state.auth.local_issuer().is_some() {
+        router = router
+            .route("/.well-known/jwks.json", get(well_known_jwks))
+            .route(
+                "/.well-known/openid-configuration",
+                get(well_known_configuration),
+            );
+    }
     if shop_api {
         router = router
             .route(
@@ -139,6 +150,19 @@ pub fn router(state: AppState, limits: RequestLimits, shop_api: bool) -> Router 
     // request deadline (it runs in a task of its own, which a deadline could not stop
     // anyway).
     let untimed = Router::new().route("/api/projections/{name}/rebuild", post(reports::rebuild));
+    // Every route's caller is checked first (inside the deadline, so a slow identity
+    // provider cannot hold a request past it).
+    let guard = crate::auth::Guard {
+        auth: state.auth.clone(),
+    };
+    let router = router.route_layer(axum::middleware::from_fn_with_state(
+        guard.clone(),
+        crate::auth::guard,
+    ));
+    let untimed = untimed.route_layer(axum::middleware::from_fn_with_state(
+        guard,
+        crate::auth::guard,
+    ));
     common_layers(
         with_deadline(router, limits.request_timeout).merge(untimed),
         limits.max_body_bytes,
@@ -197,6 +221,37 @@ where
 /// enforces written in (see `contract`).
 async fn openapi() -> Json<&'static serde_json::Value> {
     Json(contract::document())
+}
+
+/// The embedded issuer's public keys.
+async fn well_known_jwks(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let issuer = state
+        .auth
+        .local_issuer()
+        .ok_or_else(|| ApiError::not_found("this shop does not issue tokens"))?;
+    Ok(Json(issuer.jwks()))
+}
+
+/// The embedded issuer's discovery document, its `jwks_uri` on the host the client used.
+async fn well_known_configuration(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let issuer = state
+        .auth
+        .local_issuer()
+        .ok_or_else(|| ApiError::not_found("this shop does not issue tokens"))?;
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".:-[]".contains(&b))
+        })
+        .unwrap_or("localhost");
+    Ok(Json(issuer.discovery(&format!("http://{host}"))))
 }
 
 async fn not_found() -> ApiError {

@@ -7,6 +7,8 @@ use cornershop_store::{notification_status, Notification, NotificationQuery};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use crate::auth::Caller;
+
 use super::error::{ApiError, Problem};
 use super::extract::Query;
 use super::AppState;
@@ -33,8 +35,21 @@ pub struct NotificationParams {
     ))]
 pub async fn list(
     State(state): State<AppState>,
-    Query(params): Query<NotificationParams>,
+    caller: Caller,
+    Query(mut params): Query<NotificationParams>,
 ) -> Result<Json<Vec<Notification>>, ApiError> {
+    // A customer sees only its own: its filter is always its own id, and one naming
+    // another customer matches nothing.
+    if let Some(own) = caller.only_customer() {
+        if params
+            .customer_id
+            .as_deref()
+            .is_some_and(|asked| asked != own)
+        {
+            return Ok(Json(Vec::new()));
+        }
+        params.customer_id = Some(own.to_string());
+    }
     if let Some(channel) = &params.channel {
         if !["email", "sms", "push"].contains(&channel.as_str()) {
             return Err(ApiError::invalid(format!(

@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use crate::auth::Caller;
+
 use super::error::{ApiError, Problem};
 use super::extract::{Command, Ctx, Path, Query};
 use super::reports::{read_model_error, window};
@@ -66,6 +68,7 @@ pub struct Timeline {
 
 async fn load_order(
     state: &AppState,
+    caller: &Caller,
     order_id: &str,
 ) -> Result<(Order, Vec<StoredEvent>), ApiError> {
     let events = state
@@ -74,12 +77,20 @@ async fn load_order(
         .load_aggregate(AggregateType::Order, order_id, TimeRange::default())
         .await?;
     if events.is_empty() {
-        return Err(ApiError::not_found(format!(
-            "order '{order_id}' does not exist (an order appears shortly after its checkout)"
-        )));
+        return Err(no_such_order(order_id));
     }
     let (order, _) = fold_stored::<Order>(&events)?;
+    if !caller.may_act_for(&order.customer_id) {
+        return Err(no_such_order(order_id));
+    }
     Ok((order, events))
+}
+
+/// Another customer's order answers exactly as one that does not exist.
+fn no_such_order(order_id: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "order '{order_id}' does not exist (an order appears shortly after its checkout)"
+    ))
 }
 
 /// The order as its events say it is now (the answer to a command on it, which must not
@@ -100,6 +111,7 @@ async fn replayed(state: &AppState, order_id: &str) -> Result<OrderReadModel, Ap
     ))]
 pub async fn get_order(
     State(state): State<AppState>,
+    caller: Caller,
     Path(order_id): Path<String>,
 ) -> Result<Json<OrderReadModel>, ApiError> {
     match state
@@ -108,10 +120,8 @@ pub async fn get_order(
         .await
         .map_err(read_model_error)?
     {
-        Some(order) => Ok(Json(order)),
-        None => Err(ApiError::not_found(format!(
-            "order '{order_id}' does not exist (an order appears shortly after its checkout)"
-        ))),
+        Some(order) if caller.may_act_for(&order.customer_id) => Ok(Json(order)),
+        _ => Err(no_such_order(&order_id)),
     }
 }
 
@@ -234,12 +244,19 @@ pub async fn list_orders(
     responses(
         (status = 200, body = OrderPage),
         (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "another customer (a customer sees only its own orders)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn customer_orders(
     State(state): State<AppState>,
+    caller: Caller,
     Path(customer_id): Path<String>,
     Query(params): Query<CustomerOrdersParams>,
 ) -> Result<Json<OrderPage>, ApiError> {
+    if !caller.may_act_for(&customer_id) {
+        return Err(ApiError::not_found(format!(
+            "customer '{customer_id}' does not exist"
+        )));
+    }
     let query = order_query(OrderListParams {
         status: params.status,
         customer_id: Some(customer_id),
@@ -265,9 +282,10 @@ pub async fn customer_orders(
     ))]
 pub async fn timeline(
     State(state): State<AppState>,
+    caller: Caller,
     Path(order_id): Path<String>,
 ) -> Result<Json<Timeline>, ApiError> {
-    let (_, events) = load_order(&state, &order_id).await?;
+    let (_, events) = load_order(&state, &caller, &order_id).await?;
     let correlation_id = events[0].envelope.metadata.correlation_id.clone();
     let all = state
         .bus
@@ -298,11 +316,12 @@ pub async fn timeline(
 /// Runs an order command in the order's own business transaction.
 async fn order_command(
     state: &AppState,
+    caller: &Caller,
     order_id: &str,
     command: OrderCommand,
     mut ctx: CommandContext,
 ) -> Result<axum::response::Response, ApiError> {
-    let (_, events) = load_order(state, order_id).await?;
+    let (_, events) = load_order(state, caller, order_id).await?;
     ctx.correlation_id = events[0].envelope.metadata.correlation_id.clone();
     ctx.trace_id = Some(events[0].trace_id.clone());
     state
@@ -329,6 +348,7 @@ async fn order_command(
     ))]
 pub async fn ship(
     State(state): State<AppState>,
+    caller: Caller,
     Path(order_id): Path<String>,
     command: Command<ShipOrder>,
 ) -> Result<axum::response::Response, ApiError> {
@@ -342,7 +362,7 @@ pub async fn ship(
         carrier: command.body.carrier,
         tracking_number,
     };
-    order_command(&state, &order_id, ship, command.ctx).await
+    order_command(&state, &caller, &order_id, ship, command.ctx).await
 }
 
 /// Mark a shipped order delivered (OrderDelivered).
@@ -355,10 +375,11 @@ pub async fn ship(
     ))]
 pub async fn deliver(
     State(state): State<AppState>,
+    caller: Caller,
     Path(order_id): Path<String>,
     Ctx(ctx): Ctx,
 ) -> Result<axum::response::Response, ApiError> {
-    order_command(&state, &order_id, OrderCommand::Deliver, ctx).await
+    order_command(&state, &caller, &order_id, OrderCommand::Deliver, ctx).await
 }
 
 /// Cancel an order before it ships (OrderCancelled). Its stock is released and a
@@ -373,11 +394,12 @@ pub async fn deliver(
     ))]
 pub async fn cancel(
     State(state): State<AppState>,
+    caller: Caller,
     Path(order_id): Path<String>,
     command: Command<CancelOrder>,
 ) -> Result<axum::response::Response, ApiError> {
     let cancel = OrderCommand::Cancel {
         reason: command.body.reason,
     };
-    order_command(&state, &order_id, cancel, command.ctx).await
+    order_command(&state, &caller, &order_id, cancel, command.ctx).await
 }

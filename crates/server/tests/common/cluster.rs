@@ -29,6 +29,8 @@ pub fn required_env(name: &str) -> String {
 
 pub struct Process {
     pub name: String,
+    /// The key its tokens are checked with.
+    pub signing_key: PathBuf,
     /// The port the process listens on, as it reported it (each start binds port 0 and
     /// logs the address the kernel gave it, so two processes can never race for a port).
     pub port: u16,
@@ -64,10 +66,24 @@ impl Process {
         process
     }
 
-    fn new(name: &str, args: Vec<String>, log: PathBuf) -> Self {
+    fn new(name: &str, mut args: Vec<String>, log: PathBuf) -> Self {
+        // Each process checks tokens with a key file the test can mint from: the one
+        // given, else one beside its log (kept over restarts).
+        let signing_key = match args
+            .iter()
+            .find_map(|a| a.strip_prefix("--signing-key-file="))
+        {
+            Some(path) => PathBuf::from(path),
+            None => {
+                let path = log.with_extension("signing-key.pem");
+                args.push(format!("--signing-key-file={}", path.display()));
+                path
+            }
+        };
         Self {
             name: name.to_string(),
             port: 0,
+            signing_key,
             args,
             env: Vec::new(),
             child: None,
@@ -78,6 +94,11 @@ impl Process {
 
     pub fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// An admin's client for this process.
+    pub fn client(&self) -> reqwest::Client {
+        super::admin_client(&self.signing_key)
     }
 
     fn spawn(&mut self) {
@@ -247,6 +268,8 @@ pub fn workflow_flags(args: &ServeArgs) -> Vec<String> {
 
 pub struct Cluster {
     pub processes: Vec<Process>,
+    /// The signing key every process checks tokens with (the embedded issuer's, shared).
+    pub signing_key: PathBuf,
     pub database_url: String,
     pub namespace: String,
     pub brokers: String,
@@ -305,6 +328,7 @@ impl Cluster {
             None => panic!("{DATABASE_ENV} must end with /<database>"),
         };
         let namespace = format!("e2e{suffix:x}.");
+        let signing_key = logs.join(cornershop_server::config::SIGNING_KEY_FILE);
         let mut processes = Vec::new();
         for (index, group) in roles.iter().enumerate() {
             let name = group.join("+");
@@ -314,6 +338,7 @@ impl Cluster {
                 format!("--kafka-brokers={brokers}"),
                 format!("--kafka-namespace={namespace}"),
                 "--relay-lease-ttl=2s".to_string(),
+                format!("--signing-key-file={}", signing_key.display()),
             ];
             args.extend(extra_flags.iter().cloned());
             let mut process = Process::new(&name, args, logs.join(format!("{index}-{name}.log")));
@@ -325,6 +350,7 @@ impl Cluster {
         }
         Self {
             processes,
+            signing_key,
             database_url,
             namespace,
             brokers,
@@ -466,7 +492,7 @@ pub async fn start_shop(layout: &[&[&str]], extra_flags: &[String]) -> (super::T
     let cluster = Cluster::start(layout, &flags, data_dir.path()).await;
     let app = super::TestApp {
         base: cluster.api_base(),
-        client: reqwest::Client::new(),
+        client: super::admin_client(&cluster.signing_key),
         data_dir,
         stop: None,
         cluster: None,

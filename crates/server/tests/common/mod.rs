@@ -5,6 +5,8 @@
 
 pub mod cluster;
 
+use cornershop_server::auth::issuer::LocalIssuer;
+pub use cornershop_server::auth::Role;
 use cornershop_server::config::ServeArgs;
 use cornershop_server::startup::Application;
 use reqwest::{Response, StatusCode};
@@ -26,6 +28,46 @@ impl Drop for TestApp {
     }
 }
 
+/// A client whose every request carries `token` as its bearer token.
+pub fn client_with_token(token: &str) -> reqwest::Client {
+    authorized(reqwest::Client::builder(), token)
+}
+
+/// `builder`'s client, its every request carrying `token` as its bearer token.
+pub fn authorized(builder: reqwest::ClientBuilder, token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+        .expect("a token is ASCII");
+    value.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    builder
+        .default_headers(headers)
+        .build()
+        .expect("an HTTP client")
+}
+
+/// The subject of the tests' admin tokens.
+pub const TEST_ADMIN: &str = "test-admin";
+
+/// A token from the embedded issuer whose key is `key_file` (created when missing, as
+/// the shop would), for `sub` with `role`, valid for an hour.
+pub fn mint(key_file: &std::path::Path, role: Role, sub: &str) -> String {
+    LocalIssuer::open_or_create(key_file)
+        .expect("the signing key")
+        .mint(
+            sub,
+            &[role],
+            std::time::Duration::from_secs(3600),
+            "cornershop",
+        )
+        .expect("a token")
+}
+
+/// An admin's client for a shop whose key is `key_file`.
+pub fn admin_client(key_file: &std::path::Path) -> reqwest::Client {
+    client_with_token(&mint(key_file, Role::Admin, TEST_ADMIN))
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}, Vec::new()).await
 }
@@ -38,6 +80,7 @@ pub async fn spawn_app_with(
     let data_dir = tempfile::tempdir().expect("temp dir");
     let mut args = ServeArgs::for_data_dir(data_dir.path());
     configure(&mut args);
+    let key_file = args.auth.signing_key_path(&args.data_dir);
     if cluster::production() {
         assert!(
             handlers.is_empty(),
@@ -48,7 +91,7 @@ pub async fn spawn_app_with(
             cluster::Cluster::start(cluster::DEFAULT_LAYOUT, &flags, data_dir.path()).await;
         return TestApp {
             base: cluster.api_base(),
-            client: reqwest::Client::new(),
+            client: admin_client(&cluster.signing_key),
             data_dir,
             stop: None,
             cluster: Some(cluster),
@@ -64,7 +107,7 @@ pub async fn spawn_app_with(
     }));
     TestApp {
         base,
-        client: reqwest::Client::new(),
+        client: admin_client(&key_file),
         data_dir,
         stop: Some(stop),
         cluster: None,
@@ -82,6 +125,27 @@ pub fn address() -> Value {
 }
 
 impl TestApp {
+    /// The embedded issuer's key of this shop (one for all its processes).
+    pub fn signing_key(&self) -> std::path::PathBuf {
+        match &self.cluster {
+            Some(cluster) => cluster.signing_key.clone(),
+            None => self
+                .data_dir
+                .path()
+                .join(cornershop_server::config::SIGNING_KEY_FILE),
+        }
+    }
+
+    /// A token of this shop for `sub` with `role`.
+    pub fn token(&self, role: Role, sub: &str) -> String {
+        mint(&self.signing_key(), role, sub)
+    }
+
+    /// A client of this shop acting as `sub` with `role`.
+    pub fn client_as(&self, role: Role, sub: &str) -> reqwest::Client {
+        client_with_token(&self.token(role, sub))
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
