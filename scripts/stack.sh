@@ -1,20 +1,30 @@
 #!/usr/bin/env bash
-# The local test stack: a single-node Kafka broker (scripts/kafka.sh) and a private
-# PostgreSQL cluster (scripts/postgres.sh), plus Debian's kcat, python3-aiosmtpd,
-# prometheus (with promtool) and prometheus-postgres-exporter for tests.
+# The local test stack: a single-node Kafka broker (scripts/kafka.sh), a private
+# PostgreSQL cluster (scripts/postgres.sh) and an OpenID Connect provider, Keycloak in dev
+# mode with the test realm deploy/keycloak/cornershop-realm.json (scripts/keycloak.sh),
+# plus Debian's kcat, python3-aiosmtpd, prometheus (with promtool),
+# prometheus-postgres-exporter, curl and jq for tests.
 #
 # Usage: scripts/stack.sh {start|stop|status|env}
 #
-#   start    install what is missing (one apt-get update at most), start both services,
-#            then print the environment the tests read, one KEY=value per line on stdout
-#            (progress goes to stderr), e.g.
+#   start    install what is missing (one apt-get update at most), start the three
+#            services, then print the environment the tests read, one KEY=value per line
+#            on stdout (progress goes to stderr), e.g.
 #                set -a; eval "$(scripts/stack.sh start)"; set +a
-#   stop     stop both services (data is kept)
-#   status   show both; exit 0 only if both run
-#   env      print the environment lines only
+#   stop     stop the three services (data is kept)
+#   status   show all three; exit 0 only if all run
+#   env      print the environment lines only:
+#              CORNERSHOP_TEST_DATABASE_URL        postgres://... (postgres.sh url)
+#              CORNERSHOP_TEST_KAFKA_BROKERS       127.0.0.1:$KAFKA_PORT
+#              CORNERSHOP_TEST_OIDC_ISSUER         http://127.0.0.1:$KEYCLOAK_PORT/realms/cornershop
+#              CORNERSHOP_TEST_OIDC_CLIENT_ID      cornershop-tests (password grant)
+#              CORNERSHOP_TEST_OIDC_CLIENT_SECRET  its test-only secret
+#              CORNERSHOP_TEST_OIDC_ADMIN_URL      http://127.0.0.1:$KEYCLOAK_PORT (admin REST
+#                                                  API; admin/admin in the master realm)
+#            The realm's users and their passwords: see scripts/keycloak.sh.
 #
-# Ports and run dirs follow the variables of kafka.sh and postgres.sh (KAFKA_PORT,
-# KAFKA_CONTROLLER_PORT, PGPORT, CORNERSHOP_DEPLOY_RUN, ...).
+# Ports and run dirs follow the variables of kafka.sh, postgres.sh and keycloak.sh
+# (KAFKA_PORT, KAFKA_CONTROLLER_PORT, PGPORT, KEYCLOAK_PORT, CORNERSHOP_DEPLOY_RUN, ...).
 set -euo pipefail
 
 SCRIPTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -25,6 +35,7 @@ log() { echo "stack.sh: $*" >&2; }
 print_env() {
     echo "CORNERSHOP_TEST_DATABASE_URL=$("$SCRIPTS/postgres.sh" url)"
     echo "CORNERSHOP_TEST_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT"
+    "$SCRIPTS/keycloak.sh" env
 }
 
 # Everything the stack needs from Debian, in one apt-get update + install.
@@ -41,6 +52,11 @@ install_debian_packages() {
     command -v prometheus-postgres-exporter >/dev/null 2>&1 || missing+=(prometheus-postgres-exporter)
     command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
     command -v mvn >/dev/null 2>&1 || missing+=(maven)
+    # Keycloak: its distribution is a zip; curl for its readiness probe and admin REST API,
+    # jq for scripts/keycloak.sh's token and rotate-key.
+    command -v unzip >/dev/null 2>&1 || missing+=(unzip)
+    command -v curl >/dev/null 2>&1 || missing+=(curl)
+    command -v jq >/dev/null 2>&1 || missing+=(jq)
     if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! id postgres >/dev/null 2>&1; then
         missing+=(postgresql)
     fi
@@ -56,13 +72,19 @@ case "${1:-}" in
 start)
     install_debian_packages
     "$SCRIPTS/kafka.sh" install
+    "$SCRIPTS/keycloak.sh" install
+    # Keycloak takes longest (15-25 s, a minute or more on first use): launch it first,
+    # start the others meanwhile, then wait for it.
+    "$SCRIPTS/keycloak.sh" launch
     "$SCRIPTS/postgres.sh" start
     "$SCRIPTS/kafka.sh" start
+    "$SCRIPTS/keycloak.sh" start
     log "stack is up"
     print_env
     ;;
 stop)
     rc=0
+    "$SCRIPTS/keycloak.sh" stop || rc=1
     "$SCRIPTS/kafka.sh" stop || rc=1
     "$SCRIPTS/postgres.sh" stop || rc=1
     exit "$rc"
@@ -71,6 +93,7 @@ status)
     rc=0
     "$SCRIPTS/kafka.sh" status || rc=3
     "$SCRIPTS/postgres.sh" status || rc=3
+    "$SCRIPTS/keycloak.sh" status || rc=3
     exit "$rc"
     ;;
 env)

@@ -2,7 +2,9 @@
 //! document against every kind of caller (no token, forged and stale tokens, two
 //! customers, staff, admin), what a customer may see of another, the limit on failed
 //! authentications, and the embedded issuer with the real binary (its key, its
-//! `cornershop token`, and no token in any log line).
+//! `cornershop token`, and no token in any log line). The guard and the handlers' checks
+//! are the same code on both backends, so these run in-process on the embedded default
+//! always; `oidc.rs` (Keycloak) and `workflow.rs` drive tokens through PostgreSQL + Kafka.
 
 mod common;
 
@@ -10,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use common::{assert_problem, cluster, spawn_app_with, Role, TestApp};
+use common::{assert_problem, cluster, spawn_embedded_with, Role, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -391,7 +393,7 @@ async fn send(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_answers_every_kind_of_caller_as_its_role_and_owner_say() {
-    let app = spawn_app_with(|args| args.auth.auth_failure_limit = 0, Vec::new()).await;
+    let app = spawn_embedded_with(|args| args.auth.auth_failure_limit = 0).await;
     let fixtures = Fixtures::new(&app).await;
     let doc = app.json("/api/openapi.json").await;
     let mut checked = 0;
@@ -455,7 +457,7 @@ fn path_or(path: &str) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn customer_b_cannot_see_or_touch_what_is_customer_as() {
-    let app = spawn_app_with(|_| {}, Vec::new()).await;
+    let app = spawn_embedded_with(|_| {}).await;
     app.stock("AUTH-1", "4.00", 1000).await;
     let a = app.client_as(Role::Customer, A);
     let b = app.client_as(Role::Customer, B);
@@ -561,7 +563,7 @@ async fn customer_b_cannot_see_or_touch_what_is_customer_as() {
 
 #[tokio::test]
 async fn failed_authentications_from_one_address_are_limited_and_counted() {
-    let app = spawn_app_with(|args| args.auth.auth_failure_limit = 5, Vec::new()).await;
+    let app = spawn_embedded_with(|args| args.auth.auth_failure_limit = 5).await;
     let bad = reqwest::Client::new();
     for n in 0..5 {
         let r = bad

@@ -21,7 +21,7 @@ pub fn production() -> bool {
 pub fn required_env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!(
-            "{name} is not set: the production-path tests need PostgreSQL and Kafka. \
+            "{name} is not set: the production-path tests need PostgreSQL, Kafka and Keycloak. \
              Run ./scripts/test.sh, or `set -a; eval \"$(scripts/stack.sh start)\"; set +a`"
         )
     })
@@ -263,6 +263,7 @@ pub fn workflow_flags(args: &ServeArgs) -> Vec<String> {
         format!("--consumer-max-attempts={}", w.consumer_max_attempts),
         format!("--consumer-retry-delay={}", w.consumer_retry_delay),
         format!("--stall-after={}", w.stall_after),
+        format!("--auth-failure-limit={}", args.auth.auth_failure_limit),
     ]
 }
 

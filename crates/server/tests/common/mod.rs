@@ -77,11 +77,25 @@ pub async fn spawn_app_with(
     configure: impl FnOnce(&mut ServeArgs),
     handlers: Vec<std::sync::Arc<dyn cornershop_messaging::Handler>>,
 ) -> TestApp {
+    spawn(configure, handlers, false).await
+}
+
+/// The application in this process on the embedded default, whatever
+/// `CORNERSHOP_TEST_BACKEND` says: for tests of the HTTP layer alone.
+pub async fn spawn_embedded_with(configure: impl FnOnce(&mut ServeArgs)) -> TestApp {
+    spawn(configure, Vec::new(), true).await
+}
+
+async fn spawn(
+    configure: impl FnOnce(&mut ServeArgs),
+    handlers: Vec<std::sync::Arc<dyn cornershop_messaging::Handler>>,
+    embedded_only: bool,
+) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let mut args = ServeArgs::for_data_dir(data_dir.path());
     configure(&mut args);
     let key_file = args.auth.signing_key_path(&args.data_dir);
-    if cluster::production() {
+    if cluster::production() && !embedded_only {
         assert!(
             handlers.is_empty(),
             "extra consumers only run in-process, on the embedded default"
