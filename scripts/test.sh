@@ -2,8 +2,9 @@
 # The one command that runs every test on a fresh machine (the README's test command).
 #
 # 1. Installs and starts what the production-path tests need: PostgreSQL (Debian's
-#    package) and Apache Kafka in KRaft mode (jars from Maven Central, started with java),
-#    with scripts/stack.sh. They keep running afterwards; `scripts/stack.sh stop` stops them.
+#    package), Apache Kafka in KRaft mode (jars from Maven Central, started with java) and
+#    Keycloak, the identity provider of tests/oidc.rs (Maven Central's zip), with
+#    scripts/stack.sh. They keep running afterwards; `scripts/stack.sh stop` stops them.
 # 2. Runs the whole workspace's tests: unit tests, the store contract suite on SQLite and
 #    PostgreSQL, the HTTP and workflow tests on the embedded default, the crash tests, and
 #    the production-path fault tests (separate processes on PostgreSQL + Kafka).
@@ -19,7 +20,7 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
-echo "== starting PostgreSQL and Kafka (scripts/stack.sh start)"
+echo "== starting PostgreSQL, Kafka and Keycloak (scripts/stack.sh start)"
 set -a
 eval "$(scripts/stack.sh start)"
 set +a

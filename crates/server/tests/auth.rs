@@ -775,3 +775,62 @@ async fn the_embedded_shop_issues_its_own_tokens_and_never_logs_one() {
     }
     drop(shop);
 }
+
+#[tokio::test]
+async fn a_method_a_route_does_not_take_answers_405_to_anyone() {
+    let app = spawn_embedded_with(|_| {}).await;
+    for client in [reqwest::Client::new(), app.client.clone()] {
+        let r = client
+            .patch(app.url("/api/carts"))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_problem(r, StatusCode::METHOD_NOT_ALLOWED).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_off_trusts_every_caller_and_says_so_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("shop.log");
+    let shop = cluster::Process::start(
+        "auth-off",
+        vec![
+            format!("--data-dir={}", dir.path().join("data").display()),
+            "--auth=off".to_string(),
+        ],
+        log.clone(),
+    )
+    .await;
+    let base = shop.base();
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{base}/api/carts"))
+        .header("x-user-id", "experimenter")
+        .json(&json!({"customerId": "cust-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let cart = r.json::<Value>().await.unwrap()["cartId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let replay: Value = http
+        .get(format!("{base}/api/eventstore/replay/cart/{cart}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(replay["events"][0]["metadata"]["userId"], "experimenter");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("WARN") && l.contains("authentication is OFF")),
+        "no warning at start:\n{text}"
+    );
+    drop(shop);
+}

@@ -79,6 +79,11 @@ pub fn required(method: &Method, route: &str) -> Option<Access> {
         .map(|(_, _, access)| *access)
 }
 
+/// Whether the route is in the table with some method.
+pub fn is_listed(route: &str) -> bool {
+    ROUTES.iter().any(|(_, path, _)| *path == route)
+}
+
 /// The same, for a path as the OpenAPI document spells it (`/api/carts/{cartId}`):
 /// parameters compare by position, not name.
 pub fn required_for_document(method: &str, path: &str) -> Option<Access> {
