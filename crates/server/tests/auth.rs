@@ -285,6 +285,13 @@ async fn request_for(
             f.cart.clone()
         }
     };
+    let order = || async {
+        if fresh {
+            order_of_a(app, &a).await
+        } else {
+            f.order.clone()
+        }
+    };
     match (method, path) {
         ("post", "/api/carts") => ("/api/carts".into(), Some(json!({})), 201),
         ("get", "/api/carts/{cartId}") => (format!("/api/carts/{}", f.cart), None, 200),
@@ -307,33 +314,19 @@ async fn request_for(
         ("get", "/api/orders/{orderId}/timeline") => {
             (format!("/api/orders/{}/timeline", f.order), None, 200)
         }
-        ("post", "/api/orders/{orderId}/cancel") => {
-            let order = if fresh {
-                order_of_a(app, &a).await
-            } else {
-                f.order.clone()
-            };
-            (
-                format!("/api/orders/{order}/cancel"),
-                Some(json!({"reason": "changed my mind"})),
-                200,
-            )
-        }
-        ("post", "/api/orders/{orderId}/ship") => {
-            let order = if fresh {
-                order_of_a(app, &a).await
-            } else {
-                f.order.clone()
-            };
-            (
-                format!("/api/orders/{order}/ship"),
-                Some(json!({"carrier": "DHL"})),
-                200,
-            )
-        }
+        ("post", "/api/orders/{orderId}/cancel") => (
+            format!("/api/orders/{}/cancel", order().await),
+            Some(json!({"reason": "changed my mind"})),
+            200,
+        ),
+        ("post", "/api/orders/{orderId}/ship") => (
+            format!("/api/orders/{}/ship", order().await),
+            Some(json!({"carrier": "DHL"})),
+            200,
+        ),
         ("post", "/api/orders/{orderId}/deliver") => {
-            let order = if fresh {
-                let order = order_of_a(app, &a).await;
+            let order = order().await;
+            if fresh {
                 let r = staff
                     .post(app.url(&format!("/api/orders/{order}/ship")))
                     .json(&json!({"carrier": "DHL"}))
@@ -341,10 +334,7 @@ async fn request_for(
                     .await
                     .unwrap();
                 assert_eq!(r.status(), StatusCode::OK);
-                order
-            } else {
-                f.order.clone()
-            };
+            }
             (format!("/api/orders/{order}/deliver"), None, 200)
         }
         ("get", "/api/customers/{customerId}/orders") => {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use common::cluster;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 struct Keycloak {
@@ -138,21 +138,36 @@ fn part(token: &str, index: usize) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(text).unwrap()).unwrap()
 }
 
-/// Polls `path` as `client` until its JSON `field` is `want` (at most 30 s).
-async fn wait_for(base: &str, client: &reqwest::Client, path: &str, field: &str, want: &str) {
+/// `method url` as `client`, with a JSON body or none: the status and the JSON answer
+/// (null when it is not JSON).
+async fn call(
+    client: &reqwest::Client,
+    method: Method,
+    url: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let mut request = client.request(method, url);
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let response = request.send().await.expect("request sent");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+const GET: Method = Method::GET;
+const PUT: Method = Method::PUT;
+const POST: Method = Method::POST;
+
+/// Polls the order at `url` as `client` until its status is `want` (at most 30 s).
+async fn wait_for(client: &reqwest::Client, url: &str, want: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let r = client.get(format!("{base}{path}")).send().await.unwrap();
-        if r.status() == StatusCode::OK {
-            let body: Value = r.json().await.unwrap();
-            if body[field] == want {
-                return;
-            }
+        let (status, order) = call(client, GET, url, None).await;
+        if status == 200 && order["status"] == want {
+            return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{path} never had {field} = {want}"
-        );
+        assert!(Instant::now() < deadline, "{url} never became {want}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -177,146 +192,63 @@ async fn keycloak_tokens_drive_an_order_on_postgres_and_kafka_and_a_new_key_is_p
     let ada = common::client_with_token(&keycloak.token("ada").await);
 
     // The embedded issuer's tokens mean nothing to a shop on Keycloak.
-    let r = app
-        .client
-        .get(format!("{base}/api/inventory"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let inventory = format!("{base}/api/inventory");
+    assert_eq!(call(&app.client, GET, &inventory, None).await.0, 401);
 
     // Staff stocks; a customer may not.
+    let mug = format!("{base}/api/inventory/KC-MUG");
     let stock = json!({"name": "Mug", "unitPrice": "9.99", "quantity": 10});
-    let r = alice
-        .put(format!("{base}/api/inventory/KC-MUG"))
-        .json(&stock)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    let r = sam
-        .put(format!("{base}/api/inventory/KC-MUG"))
-        .json(&stock)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    assert_eq!(call(&alice, PUT, &mug, Some(&stock)).await.0, 403);
+    assert_eq!(call(&sam, PUT, &mug, Some(&stock)).await.0, 200);
 
-    // Alice shops as herself (her customer id is her token's sub).
-    let r = alice
-        .post(format!("{base}/api/carts"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let cart = r.json::<Value>().await.unwrap()["cartId"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let r = alice
-        .post(format!("{base}/api/carts/{cart}/items"))
-        .json(&json!({"sku": "KC-MUG", "quantity": 2}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let r = bob
-        .post(format!("{base}/api/carts/{cart}/checkout"))
-        .json(
-            &json!({"paymentToken": "tok_visa", "shippingAddress": common::address(),
-                      "email": "bob@example.com"}),
-        )
-        .send()
-        .await
-        .unwrap();
+    // Alice shops as herself (her customer id is her token's sub); Bob cannot touch it.
+    let (status, cart) = call(&alice, POST, &format!("{base}/api/carts"), Some(&json!({}))).await;
+    assert_eq!(status, 201);
+    let cart = cart["cartId"].as_str().unwrap().to_string();
+    let item = json!({"sku": "KC-MUG", "quantity": 2});
+    let items = format!("{base}/api/carts/{cart}/items");
+    assert_eq!(call(&alice, POST, &items, Some(&item)).await.0, 200);
+    let checkout = format!("{base}/api/carts/{cart}/checkout");
+    let body = json!({"paymentToken": "tok_visa", "shippingAddress": common::address(),
+                      "email": "alice@example.com"});
+    assert_eq!(call(&bob, POST, &checkout, Some(&body)).await.0, 404);
+    let (status, accepted) = call(&alice, POST, &checkout, Some(&body)).await;
+    assert_eq!(status, 202);
+    let order = accepted["orderId"].as_str().unwrap().to_string();
+    let order_url = format!("{base}/api/orders/{order}");
+    wait_for(&alice, &order_url, "Confirmed").await;
     assert_eq!(
-        r.status(),
-        StatusCode::NOT_FOUND,
-        "Bob cannot check out Alice's cart"
-    );
-    let r = alice
-        .post(format!("{base}/api/carts/{cart}/checkout"))
-        .json(
-            &json!({"paymentToken": "tok_visa", "shippingAddress": common::address(),
-                      "email": "alice@example.com"}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let order = r.json::<Value>().await.unwrap()["orderId"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    wait_for(
-        &base,
-        &alice,
-        &format!("/api/orders/{order}"),
-        "status",
-        "Confirmed",
-    )
-    .await;
-    let r = bob
-        .get(format!("{base}/api/orders/{order}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        r.status(),
-        StatusCode::NOT_FOUND,
-        "Bob cannot see Alice's order"
+        call(&bob, GET, &order_url, None).await.0,
+        404,
+        "Bob cannot see it"
     );
 
     // Staff ships and delivers; Alice sees it; only the admin reads the event store.
-    let r = sam
-        .post(format!("{base}/api/orders/{order}/ship"))
-        .json(&json!({"carrier": "DHL"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let r = sam
-        .post(format!("{base}/api/orders/{order}/deliver"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    wait_for(
-        &base,
-        &alice,
-        &format!("/api/orders/{order}"),
-        "status",
-        "Delivered",
-    )
-    .await;
-    let r = sam
-        .get(format!("{base}/api/eventstore/stats"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    let cart_events: Value = ada
-        .get(format!("{base}/api/eventstore/replay/cart/{cart}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ship = json!({"carrier": "DHL"});
+    assert_eq!(
+        call(&sam, POST, &format!("{order_url}/ship"), Some(&ship))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        call(&sam, POST, &format!("{order_url}/deliver"), None)
+            .await
+            .0,
+        200
+    );
+    wait_for(&alice, &order_url, "Delivered").await;
+    let stats = format!("{base}/api/eventstore/stats");
+    assert_eq!(call(&sam, GET, &stats, None).await.0, 403);
+    assert_eq!(call(&ada, GET, &stats, None).await.0, 200);
+    let replay = |kind: &str, id: &str| format!("{base}/api/eventstore/replay/{kind}/{id}");
+    let (_, cart_events) = call(&ada, GET, &replay("cart", &cart), None).await;
     let cart_events = cart_events["events"].as_array().unwrap();
     assert_eq!(cart_events.len(), 3);
     for event in cart_events {
         assert_eq!(event["metadata"]["userId"], alice_sub.as_str());
     }
-    let order_events: Value = ada
-        .get(format!("{base}/api/eventstore/replay/order/{order}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, order_events) = call(&ada, GET, &replay("order", &order), None).await;
     for event in order_events["events"].as_array().unwrap() {
         let want = match event["eventType"].as_str().unwrap() {
             "OrderShipped" | "OrderDelivered" => &sam_sub,
@@ -339,27 +271,17 @@ async fn keycloak_tokens_drive_an_order_on_postgres_and_kafka_and_a_new_key_is_p
     let rotated = common::client_with_token(&rotated);
     let deadline = Instant::now() + Duration::from_secs(15);
     let picked_up = loop {
-        let r = rotated
-            .get(format!("{base}/api/orders/{order}"))
-            .send()
-            .await
-            .unwrap();
-        if r.status() == StatusCode::OK {
-            break true;
+        match call(&rotated, GET, &order_url, None).await.0 {
+            200 => break true,
+            401 if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(500)).await
+            }
+            401 => break false,
+            other => panic!("a token of the rotated key got {other}"),
         }
-        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-        if Instant::now() > deadline {
-            break false;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     };
     // The old key is still published, so its tokens still pass.
-    let r = alice
-        .get(format!("{base}/api/orders/{order}"))
-        .send()
-        .await
-        .unwrap();
-    let old_still_passes = r.status() == StatusCode::OK;
+    let old_still_passes = call(&alice, GET, &order_url, None).await.0 == 200;
     keycloak.remove(&provider).await;
     assert!(picked_up, "a token of the rotated key was refused for 15 s");
     assert!(old_still_passes);
