@@ -10,6 +10,7 @@ pub mod aggregates;
 pub mod envelope;
 pub mod error;
 pub mod events;
+pub mod ids;
 pub mod money;
 
 pub use aggregates::{

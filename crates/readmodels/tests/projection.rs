@@ -258,7 +258,7 @@ async fn converges_whatever_the_order(backend: Backend) {
     // The payment of order 1 completes before the order exists: not shown yet, but kept.
     let first_payments: Vec<_> = payments_first
         .iter()
-        .filter(|e| e.event.aggregate_id() == cornershop_services::payment_id_for("order-0001"))
+        .filter(|e| e.event.aggregate_id() == cornershop_domain::ids::payment_id_for("order-0001"))
         .cloned()
         .collect();
     assert_eq!(first_payments.len(), 3);

@@ -26,7 +26,6 @@ use cornershop_app::{AppError, CommandBus, CommandContext, Executed};
 use cornershop_domain::{Aggregate, DomainError, Order};
 use cornershop_messaging::{Consumer, ConsumerRegistry, HandlerError, RetryPolicy};
 use cornershop_store::StoredEvent;
-use uuid::Uuid;
 
 /// How many business transactions (orders) a workflow consumer works on at once on the
 /// embedded log (see `Handler::concurrency`): their commands share group commits.
@@ -52,13 +51,6 @@ impl Default for ServicesConfig {
             notification_wakeup: notifications::Wakeup::default(),
         }
     }
-}
-
-/// The payment of an order has an id derived from the order's, so that initiating it
-/// twice names the same payment.
-pub fn payment_id_for(order_id: &str) -> String {
-    const NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2d0e_8b3a_4c55_9a61_2f7e_0c4b_d913);
-    Uuid::new_v5(&NAMESPACE, format!("payment:{order_id}").as_bytes()).to_string()
 }
 
 pub(crate) fn handler_error(e: AppError) -> HandlerError {

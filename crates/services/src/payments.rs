@@ -18,7 +18,9 @@ use cornershop_store::StoredEvent;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use crate::{handler_error, payment_id_for, Reactor};
+use cornershop_domain::ids::payment_id_for;
+
+use crate::{handler_error, Reactor};
 
 pub const NAME: &str = "payment-service";
 

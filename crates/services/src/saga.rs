@@ -15,7 +15,9 @@ use cornershop_domain::{
 use cornershop_messaging::{Handler, HandlerError};
 use cornershop_store::StoredEvent;
 
-use crate::{handler_error, payment_id_for, Reactor};
+use cornershop_domain::ids::payment_id_for;
+
+use crate::{handler_error, Reactor};
 
 pub const NAME: &str = "order-saga";
 
