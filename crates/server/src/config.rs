@@ -268,6 +268,12 @@ pub struct HttpArgs {
     /// closed.
     #[arg(long, env = "CORNERSHOP_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+
+    /// A separate address for /metrics (and /health/*), e.g. 127.0.0.1:9464, so that the
+    /// scrape port need not face the network; /metrics then leaves the API's port. Unset:
+    /// /metrics is on the API's port.
+    #[arg(long, env = "CORNERSHOP_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for HttpArgs {
@@ -276,6 +282,7 @@ impl Default for HttpArgs {
             request_timeout: std::time::Duration::from_secs(30).into(),
             header_read_timeout: std::time::Duration::from_secs(5).into(),
             max_connections: 10_000,
+            metrics_listen: None,
         }
     }
 }

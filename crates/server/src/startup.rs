@@ -25,6 +25,8 @@ use crate::serve::ConnectionLimits;
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
+    /// `--metrics-listen`: its own listener for /metrics and the probes.
+    metrics: Option<(TcpListener, axum::Router)>,
     connections: ConnectionLimits,
     store: Arc<dyn EventStore>,
     read_models: Arc<dyn ReadModelStore>,
@@ -258,20 +260,29 @@ impl Application {
             &args.data_dir,
         )?);
         auth.warm_up().await;
-        let router = api::router(
-            AppState {
-                bus,
-                registry,
-                read_models: read_models.clone(),
-                stalls: stalls.clone(),
-                auth,
-            },
-            api::RequestLimits {
-                max_body_bytes: args.max_body_bytes,
-                request_timeout: args.http.request_timeout.into(),
-            },
-            roles.has(Role::Api),
-        );
+        let state = AppState {
+            bus,
+            registry,
+            read_models: read_models.clone(),
+            stalls: stalls.clone(),
+            auth,
+        };
+        let limits = api::RequestLimits {
+            max_body_bytes: args.max_body_bytes,
+            request_timeout: args.http.request_timeout.into(),
+            metrics_here: args.http.metrics_listen.is_none(),
+        };
+        let metrics = match args.http.metrics_listen {
+            Some(address) => {
+                let listener = TcpListener::bind(address).await.map_err(|e| {
+                    anyhow::anyhow!("cannot listen on {address} (--metrics-listen): {e}")
+                })?;
+                tracing::info!(address = %listener.local_addr()?, "serving /metrics");
+                Some((listener, api::metrics_router(state.clone(), limits)))
+            }
+            None => None,
+        };
+        let router = api::router(state, limits, roles.has(Role::Api));
         let connections = ConnectionLimits {
             header_read_timeout: args.http.header_read_timeout.into(),
             max_connections: args.http.max_connections as usize,
@@ -282,6 +293,7 @@ impl Application {
         Ok(Self {
             listener,
             router,
+            metrics,
             connections,
             store,
             read_models,
@@ -300,7 +312,24 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        // The metrics listener stops with the API's.
+        let (stop_metrics, metrics_stopped) = watch::channel(false);
+        let metrics = self.metrics.map(|(listener, router)| {
+            let mut stopped = metrics_stopped.clone();
+            tokio::spawn(crate::serve::serve(
+                listener,
+                router,
+                self.connections,
+                async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                },
+            ))
+        });
         crate::serve::serve(self.listener, self.router, self.connections, shutdown).await?;
+        let _ = stop_metrics.send(true);
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
+        }
         // The API has stopped taking requests; let the consumers finish the event in hand.
         let _ = self.stop_background.send(true);
         for task in self.background {

@@ -824,3 +824,44 @@ async fn auth_off_trusts_every_caller_and_says_so_at_start() {
     );
     drop(shop);
 }
+
+/// `--metrics-listen`: the scrape and the probes on a port of their own, open; the API's
+/// port no longer serves /metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_listen_apart_from_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let shop = cluster::Process::start(
+        "metrics-apart",
+        vec![
+            format!("--data-dir={}", dir.path().join("data").display()),
+            "--metrics-listen=127.0.0.1:0".to_string(),
+        ],
+        dir.path().join("shop.log"),
+    )
+    .await;
+    let address = shop
+        .messages_since_start()
+        .iter()
+        .find(|m| m["message"] == "serving /metrics")
+        .and_then(|m| m["address"].as_str().map(str::to_string))
+        .expect("the metrics address is logged");
+    let r = reqwest::get(format!("{}/api/inventory", shop.base()))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let scrape = reqwest::get(format!("http://{address}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(scrape.status(), StatusCode::OK);
+    let text = scrape.text().await.unwrap();
+    assert!(text.contains("auth_failures_total"), "{text}");
+    let ready = reqwest::get(format!("http://{address}/health/ready"))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    let r = reqwest::get(format!("{}/metrics", shop.base()))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    drop(shop);
+}

@@ -59,6 +59,7 @@ async fn serve_routes(routes: Router, request_timeout: Duration) -> String {
         RequestLimits {
             max_body_bytes: 64 * 1024,
             request_timeout,
+            metrics_here: true,
         },
     );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -90,6 +90,8 @@ pub struct RequestLimits {
     pub max_body_bytes: usize,
     /// A request still unanswered after this is abandoned and answered 503.
     pub request_timeout: Duration,
+    /// Whether `/metrics` is served here (not when it has a listener of its own).
+    pub metrics_here: bool,
 }
 
 /// The routes. A process without the api role serves only its health, its consumers'
@@ -103,8 +105,10 @@ pub fn router(state: AppState, limits: RequestLimits, shop_api: bool) -> Router 
         .route("/api/notifications", get(notifications::list))
         .route("/api/openapi.json", get(openapi))
         .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready))
-        .route("/metrics", get(crate::metrics::render));
+        .route("/health/ready", get(health::ready));
+    if limits.metrics_here {
+        router = router.route("/metrics", get(crate::metrics::render));
+    }
     if state.auth.local_issuer().is_some() {
         router = router
             .route("/.well-known/jwks.json", get(well_known_jwks))
@@ -168,6 +172,16 @@ pub fn router(state: AppState, limits: RequestLimits, shop_api: bool) -> Router 
         limits.max_body_bytes,
     )
     .with_state(state)
+}
+
+/// The routes of the separate metrics listener (`--metrics-listen`): the scrape and the
+/// probes, all open.
+pub fn metrics_router(state: AppState, limits: RequestLimits) -> Router {
+    let routes = Router::new()
+        .route("/metrics", get(crate::metrics::render))
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready));
+    with_layers(routes, limits).with_state(state)
 }
 
 /// Wraps routes in what every request goes through: the request deadline, and
