@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use cornershop_app::source_of;
-use cornershop_domain::*;
 use cornershop_domain::ids::payment_id_for;
+use cornershop_domain::*;
 use cornershop_store::{AppendRequest, EventStore, NewEvent, StoreError};
 use rust_decimal::Decimal;
 use uuid::Uuid;

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use cornershop_app::{fold_stored, AppError, CommandBus};
-use cornershop_domain::{AggregateType, Inventory, Order, Payment};
 use cornershop_domain::ids::payment_id_for;
+use cornershop_domain::{AggregateType, Inventory, Order, Payment};
 use cornershop_store::{EventQuery, TimeRange};
 use futures::StreamExt;
 use serde::Serialize;
