@@ -12,6 +12,15 @@ uses (WAL, synchronous=FULL), one `cornershop serve` process.
 Production: PostgreSQL + Kafka from `scripts/stack.sh` (CORNERSHOP_TEST_DATABASE_URL and
 CORNERSHOP_TEST_KAFKA_BROKERS, or --database-url and --kafka-brokers); every database and
 topic it makes is new (a random name) and dropped at the end.
+
+Authentication is on, as `serve` has it by default: the shop is its own issuer, every
+`serve` process of one shop gets the same --signing-key-file (a file in the run's
+temporary directory), `simulate` mints its admin token with that key, and the script's
+own requests to protected routes send an admin token minted once with `cornershop token`.
+The cost of one check is measured alone (`cargo bench -p cornershop-bench -- auth`:
+Authenticator::verify beside jsonwebtoken's decode without the signature and ring's raw
+P-256 verify); the embedded configuration also runs the max-rate lifecycle once more on
+a fresh shop with `--auth off`, the baseline for the orders/s with authentication on.
 """
 
 import argparse
@@ -101,6 +110,49 @@ def bench(exe, *args, timeout=1800):
 def has_simulate():
     code, _, _ = run([CORNERSHOP, "simulate", "--help"], check=False)
     return code == 0
+
+
+# ---------------------------------------------------------------- authentication
+
+
+def mint_token(key_file, ttl="4h"):
+    """An admin bearer token signed with `key_file` (created when missing), from
+    `cornershop token`: what the script's own requests to protected routes send."""
+    _, out, _ = run([CORNERSHOP, "token", "--role", "admin", "--sub", "bench",
+                     "--ttl", ttl, "--signing-key-file", key_file])
+    token = out.strip()
+    if token.count(".") != 2:
+        raise RuntimeError("cornershop token printed no JWT")
+    return token
+
+
+def get(url, token=None, timeout=10):
+    """urlopen with the bearer token, when one is given."""
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    return urllib.request.urlopen(request, timeout=timeout)
+
+
+OPEN_ROUTES = ("/health/", "/metrics", "/api/openapi.json", "/.well-known/")
+
+
+def protected_requests(api_url):
+    """Requests the shop has answered on routes that check a token (http_requests_total
+    from /metrics, an open route), or None when it cannot be read."""
+    try:
+        with get(f"{api_url}/metrics") as r:
+            text = r.read().decode()
+    except (urllib.error.URLError, OSError):
+        return None
+    total = 0
+    for line in text.splitlines():
+        m = re.match(r'http_requests_total\{(.*)\}\s+([\d.e+]+)$', line)
+        if m:
+            route = re.search(r'route="([^"]*)"', m.group(1))
+            if route and not route.group(1).startswith(OPEN_ROUTES):
+                total += float(m.group(2))
+    return int(total)
 
 
 # ---------------------------------------------------------------- machine
@@ -194,12 +246,17 @@ def cpu_usage(before, after):
 
 
 class Shop:
-    """One `cornershop serve` process on a free port; its log goes to a file."""
+    """One `cornershop serve` process on a free port; its log goes to a file. `key_file`:
+    the embedded issuer's signing key (--signing-key-file), shared by the processes of
+    one shop; None with `--auth off` among `args`."""
 
-    def __init__(self, args, logfile, env=None):
+    def __init__(self, args, logfile, key_file=None, env=None):
         self.logfile = logfile
+        self.key_file = key_file
         self.out = open(logfile, "w")
         cmd = [CORNERSHOP, "serve", "--listen", "127.0.0.1:0", "--log-format", "json", *args]
+        if key_file:
+            cmd += ["--signing-key-file", key_file]
         self.proc = subprocess.Popen(cmd, stdout=self.out, stderr=subprocess.STDOUT, env=env)
         self.address = self._wait_listening()
         self._wait_ready()
@@ -251,9 +308,11 @@ class Shop:
         self.out.close()
 
 
-def simulate(url, duration, concurrency, rate=None, poll_interval=None):
+def simulate(url, key_file, duration, concurrency, rate=None, poll_interval=None):
+    """`cornershop simulate`; it mints its own admin token with `key_file`."""
     cmd = [CORNERSHOP, "simulate", "--target", url, "--duration", duration,
-           "--concurrency", str(concurrency), "--json", "--no-progress"]
+           "--concurrency", str(concurrency), "--json", "--no-progress",
+           "--signing-key-file", key_file]
     if rate:
         cmd += ["--rate", str(rate)]
     if poll_interval:
@@ -266,13 +325,14 @@ def simulate(url, duration, concurrency, rate=None, poll_interval=None):
     return json.loads(out[start:end + 1])
 
 
-def drain(api_url, quiet=3, timeout=180):
+def drain(api_url, token, quiet=3, timeout=180):
     """Waits until the workflow has caught up: the store's event count unchanged for
-    `quiet` polls half a second apart. Returns the seconds waited."""
+    `quiet` polls half a second apart (an admin route: `token`). Returns the seconds
+    waited."""
     start, last, same = time.time(), None, 0
     while time.time() - start < timeout:
         try:
-            with urllib.request.urlopen(f"{api_url}/api/eventstore/stats", timeout=10) as r:
+            with get(f"{api_url}/api/eventstore/stats", token, timeout=10) as r:
                 total = json.load(r).get("totalEvents")
         except (urllib.error.URLError, OSError, ValueError):
             total = None
@@ -284,26 +344,52 @@ def drain(api_url, quiet=3, timeout=180):
     return round(time.time() - start, 1)
 
 
-def lifecycle(shops, api_url, results, opts):
+def lifecycle(shops, api_url, key_file, token, results, opts):
     """Max rate (as many orders as `--concurrency` shoppers complete), then half of it for
     the p99; peak memory of every process after. The simulator's own defaults otherwise
-    (its polls back off, and it takes checkout-to-confirmed from the events' timestamps)."""
+    (its polls back off, and it takes checkout-to-confirmed from the events' timestamps).
+    Authentication on: the simulator signs its token with `key_file`, the drain sends
+    `token`."""
     ours = {shop.proc.pid: f"cornershop serve ({name})" for name, shop in shops.items()}
+    requests_before = protected_requests(api_url)
     before = cpu_snapshot(ours)
-    peak = simulate(api_url, opts.duration, opts.concurrency, poll_interval=opts.max_poll_interval)
-    results.append({"kind": "lifecycle", "case": "max", **peak})
+    peak = simulate(api_url, key_file, opts.duration, opts.concurrency,
+                    poll_interval=opts.max_poll_interval)
     results.append({"kind": "cpu", "case": "max", **cpu_usage(before, cpu_snapshot(ours))})
+    requests_after = protected_requests(api_url)
+    if requests_before is not None and requests_after is not None:
+        # Every one of these carried a token the shop verified.
+        peak["checkedRequests"] = requests_after - requests_before
+    results.append({"kind": "lifecycle", "case": "max", "auth": "on", **peak})
     # The max-rate run leaves work queued in the consumers; the half-rate run starts on an
     # idle shop, or its latencies would measure the backlog.
-    results.append({"kind": "drain", "seconds": drain(api_url)})
+    results.append({"kind": "drain", "seconds": drain(api_url, token)})
     half = max(1, round(peak.get("ordersPerSecond", 0) / 2, 1))
     before = cpu_snapshot(ours)
-    at_half = simulate(api_url, opts.duration, opts.concurrency, rate=half)
+    at_half = simulate(api_url, key_file, opts.duration, opts.concurrency, rate=half)
     results.append({"kind": "cpu", "case": "half", **cpu_usage(before, cpu_snapshot(ours))})
-    results.append({"kind": "lifecycle", "case": "half", "rate": half, **at_half})
+    results.append({"kind": "lifecycle", "case": "half", "auth": "on", "rate": half, **at_half})
     memory = {name: shop.peak_kib() for name, shop in shops.items()}
     results.append({"kind": "memory", "processes": memory,
                     "totalKiB": sum(v or 0 for v in memory.values())})
+
+
+def lifecycle_auth_off(data, logfile, key_file, results, opts):
+    """The baseline of the orders/s with authentication on: the same max-rate run
+    (concurrency, duration, poll interval) on a fresh shop started with `--auth off`.
+    The simulator still signs and sends its token (the same client work); the shop reads
+    none."""
+    shop = Shop(["--data-dir", data, "--auth", "off"], logfile)
+    try:
+        ours = {shop.proc.pid: "cornershop serve (--auth off)"}
+        before = cpu_snapshot(ours)
+        peak = simulate(shop.url, key_file, opts.duration, opts.concurrency,
+                        poll_interval=opts.max_poll_interval)
+        results.append({"kind": "lifecycle", "case": "max", "auth": "off", **peak})
+        results.append({"kind": "cpu", "case": "max-auth-off",
+                        **cpu_usage(before, cpu_snapshot(ours))})
+    finally:
+        shop.stop()
 
 
 # ---------------------------------------------------------------- PostgreSQL and Kafka
@@ -493,8 +579,9 @@ def table(results, config):
                      fmt(limit), f"{engine} raw insert, {raw['case'].split(', ', 1)[1]}" if raw else "",
                      ratio, aim))
 
-    peak = find(results, "lifecycle", case="max")
-    half = find(results, "lifecycle", case="half")
+    peak = find(results, "lifecycle", case="max", auth="on")
+    half = find(results, "lifecycle", case="half", auth="on")
+    auth_off = find(results, "lifecycle", case="max", auth="off")
     if peak:
         ops = peak.get("ordersPerSecond")
         epo = peak.get("eventsPerSecond", 0) / ops if ops else None
@@ -502,8 +589,9 @@ def table(results, config):
         aim_orders = 1000 if config == "embedded" else 300
         errors = peak.get("errors") or {}
         errors = sum(errors.values()) if isinstance(errors, dict) else errors
-        rows.append((f"order lifecycle: completed orders/s at max rate, {peak.get('concurrency')} clients "
-                     f"({fmt(peak.get('completedOrders'))} orders, {errors} errors)",
+        rows.append((f"order lifecycle (authentication on): completed orders/s at max rate, "
+                     f"{peak.get('concurrency')} clients ({fmt(peak.get('completedOrders'))} orders, "
+                     f"{errors} errors)",
                      fmt(ops), fmt(limit),
                      f"raw 1-row commits/s with 64 clients ÷ {fmt(epo)} events per order",
                      ops / limit if limit else None, abs_aim(ops, aim_orders, " orders/s")))
@@ -512,11 +600,44 @@ def table(results, config):
         commit = raw_single["p99Ms"] if raw_single else None
         aim = ("≤ 50 ms: " + ("met" if p99 is not None and p99 <= 50 else "**short**")) \
             if config == "embedded" and p99 is not None else "—"
-        rows.append((f"order lifecycle: checkout-to-confirmed p99 at {fmt(half.get('rate'))} orders/s "
-                     f"(half the max; p50 {fmt(half.get('checkoutToConfirmedP50Ms'))} ms; "
+        rows.append((f"order lifecycle (authentication on): checkout-to-confirmed p99 at "
+                     f"{fmt(half.get('rate'))} orders/s (half the max; "
+                     f"p50 {fmt(half.get('checkoutToConfirmedP50Ms'))} ms; "
                      f"achieved {fmt(half.get('ordersPerSecond'))} orders/s)",
                      fmt(p99, " ms"), fmt(commit, " ms"), "one raw durable commit, p99 (1 client)",
                      p99 / commit if p99 is not None and commit else None, aim))
+    if peak and auth_off:
+        ops, off = peak.get("ordersPerSecond"), auth_off.get("ordersPerSecond")
+        errors = auth_off.get("errors") or {}
+        errors = sum(errors.values()) if isinstance(errors, dict) else errors
+        checked, done = peak.get("checkedRequests"), peak.get("completedOrders")
+        per_order = f"{fmt(checked / done)} checked requests per completed order; " \
+            if checked and done else ""
+        rows.append((f"order lifecycle, authentication on against off: completed orders/s at max "
+                     f"rate, {auth_off.get('concurrency')} clients ({per_order}baseline: "
+                     f"{fmt(auth_off.get('completedOrders'))} orders, {errors} errors)",
+                     fmt(ops), fmt(off),
+                     "the same max-rate run on a fresh shop with `--auth off` (no token checked)",
+                     ops / off if ops is not None and off else None, "—"))
+
+    verify = find(results, "auth", case="verify")
+    unverified = find(results, "auth", case="decode-unverified")
+    floor = find(results, "auth", case="ring-p256")
+
+    def each(r):
+        return fmt(r["nsPerOp"] / 1000, " µs") if r else "—"
+
+    if verify:
+        ours = verify["opsPerSecond"]
+        for base, what in ((floor, "ring ECDSA P-256 (ECDSA_P256_SHA256_FIXED) verify of the same "
+                                   "signature over its signing input, one task: the crypto floor"),
+                           (unverified, "jsonwebtoken decode of the same token with signature "
+                                        "validation off, one task: parsing and claim checks only")):
+            if base:
+                rows.append((f"token check: `Authenticator::verify` of an ES256 token, one task "
+                             f"(verifications/s; {each(verify)} each)", fmt(ours),
+                             fmt(base["opsPerSecond"]), f"{what} ({each(base)} each)",
+                             ours / base["opsPerSecond"] if base["opsPerSecond"] else None, "—"))
     lifecycle_skipped = find(results, "skipped", what="lifecycle")
     if lifecycle_skipped:
         rows.append(("order lifecycle", "not run", "—", lifecycle_skipped["why"], None, "—"))
@@ -555,7 +676,8 @@ def table(results, config):
     for name, ours, limit, what, ratio, aim in rows:
         r = "—" if ratio is None else (f"{ratio:.3f}" if ratio < 0.1 else f"{ratio:.2f}")
         lines.append(f"| {name} | {ours} | {limit} | {what} | {r} | {aim} |")
-    for case, label in (("max", "the max-rate run"), ("half", "the half-rate run")):
+    for case, label in (("max", "the max-rate run"), ("half", "the half-rate run"),
+                        ("max-auth-off", "the max-rate run with `--auth off`")):
         cpu = find(results, "cpu", case=case)
         if cpu:
             parts = ", ".join(f"{k} {v:.2f}" for k, v in cpu["cores"].items() if v >= 0.01)
@@ -573,17 +695,29 @@ def embedded(exe, opts, workdir, results):
                      "--seconds", str(opts.seconds))
     log(f"projection rebuild of {opts.rebuild_orders} orders (and a raw scan of the same events)")
     results += bench(exe, "rebuild", "--dir", workdir, "--orders", str(opts.rebuild_orders))
+    auth_bench(exe, opts, results)
     data = os.path.join(workdir, "shop")
     if not has_simulate():
         why = "`cornershop simulate` is not in this build yet"
         log(f"skipping the order lifecycle and peak memory: {why}")
         results.append({"kind": "skipped", "what": "lifecycle", "why": why})
         return
-    shop = Shop(["--data-dir", data], os.path.join(workdir, "shop.log"))
+    key_file = os.path.join(workdir, "signing-key.pem")
+    token = mint_token(key_file)
+    shop = Shop(["--data-dir", data], os.path.join(workdir, "shop.log"), key_file=key_file)
     try:
-        lifecycle({"cornershop": shop}, shop.url, results, opts)
+        lifecycle({"cornershop": shop}, shop.url, key_file, token, results, opts)
     finally:
         shop.stop()
+    log("the max-rate order lifecycle again, on a fresh shop with --auth off (the baseline)")
+    lifecycle_auth_off(os.path.join(workdir, "shop-auth-off"),
+                       os.path.join(workdir, "shop-auth-off.log"), key_file, results, opts)
+
+
+def auth_bench(exe, opts, results):
+    log("the cost of a token check: Authenticator::verify, jsonwebtoken without the "
+        "signature, ring's P-256 verify")
+    results += bench(exe, "auth", "--seconds", str(opts.seconds))
 
 
 def production(exe, opts, workdir, results):
@@ -616,7 +750,8 @@ def production(exe, opts, workdir, results):
         load = bench(exe, "load", "--database-url", url, "--events", str(opts.relay_events))[0]
         results.append(load)
         relay = Shop(["--roles", "relay", "--database-url", url, "--kafka-brokers", brokers,
-                      "--kafka-namespace", namespace_relay], os.path.join(workdir, "relay.log"))
+                      "--kafka-namespace", namespace_relay], os.path.join(workdir, "relay.log"),
+                     key_file=os.path.join(workdir, "relay-signing-key.pem"))
         try:
             results += bench(exe, "relay-wait", "--database-url", url,
                              "--events", str(opts.relay_events))
@@ -627,6 +762,7 @@ def production(exe, opts, workdir, results):
                              load["avgPayloadBytes"], results)
         delete_topics(brokers, namespace_relay)
 
+        auth_bench(exe, opts, results)
         if not has_simulate():
             why = "`cornershop simulate` is not in this build yet"
             log(f"skipping the order lifecycle and peak memory: {why}")
@@ -636,6 +772,10 @@ def production(exe, opts, workdir, results):
         url = create_db(base, dbs["shop"])
         common = ["--database-url", url, "--kafka-brokers", brokers,
                   "--kafka-namespace", namespace_shop]
+        # One signing key for the three processes (the README's layout), and the script's
+        # admin token signed with it.
+        key_file = os.path.join(workdir, "signing-key.pem")
+        token = mint_token(key_file)
         shops = {}
         try:
             # The layout of the README: three processes, two relays (one active by lease).
@@ -643,8 +783,9 @@ def production(exe, opts, workdir, results):
                                 ("order,inventory,reporting", "order,inventory,reporting"),
                                 ("payment,notification,relay", "payment,notification,relay")):
                 shops[name] = Shop(["--roles", roles, *common],
-                                   os.path.join(workdir, f"shop-{roles.replace(',', '-')}.log"))
-            lifecycle(shops, shops["api,relay"].url, results, opts)
+                                   os.path.join(workdir, f"shop-{roles.replace(',', '-')}.log"),
+                                   key_file=key_file)
+            lifecycle(shops, shops["api,relay"].url, key_file, token, results, opts)
         finally:
             for shop in shops.values():
                 shop.stop()

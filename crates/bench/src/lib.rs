@@ -1,7 +1,8 @@
 //! The measuring half of `bench/run.sh`: event-store appends and their raw-insert
 //! baselines, scans of the log (the rebuild's baseline), loading events for the relay
-//! benchmark and timing the relay. Each measurement prints one JSON line on stdout;
-//! `bench/run.py` gathers them into the table. Figures are reported, never asserted.
+//! benchmark and timing the relay, and the cost of a token check with its baselines. Each
+//! measurement prints one JSON line on stdout; `bench/run.py` gathers them into the table.
+//! Figures are reported, never asserted.
 //!
 //! Run through cargo (release profile):
 //!
@@ -12,7 +13,10 @@
 //! cargo bench -p cornershop-bench -- rebuild --orders 20000
 //! cargo bench -p cornershop-bench -- load --database-url postgres://... --events 100000
 //! cargo bench -p cornershop-bench -- relay-wait --database-url postgres://... --events 100000
+//! cargo bench -p cornershop-bench -- auth --seconds 3
 //! ```
+
+mod auth;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -102,7 +106,10 @@ const USAGE: &str = "usage: cargo bench -p cornershop-bench -- COMMAND [OPTIONS]
   load --database-url URL --events N [--aggregates A] [--batch B]
       appends N events (for the relay benchmark); prints the average record sizes
   relay-wait --database-url URL --events N [--timeout-seconds S]
-      waits until N events carry a Kafka offset; prints the relay's rate";
+      waits until N events carry a Kafka offset; prints the relay's rate
+  auth [--seconds S] [--rounds R]
+      verifications/s of an ES256 token through Authenticator::verify (one task), beside
+      jsonwebtoken's decode without the signature check and ring's raw P-256 verify";
 
 /// Entry point of the bench binary.
 pub fn main_with_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<()> {
@@ -117,6 +124,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<
             "load" => load(&args).await,
             "relay-wait" => relay_wait(&args).await,
             "rebuild" => rebuild(&args).await,
+            "auth" => auth::auth(&args).await,
             "help" => {
                 println!("{USAGE}");
                 Ok(())
