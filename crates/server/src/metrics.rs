@@ -50,6 +50,9 @@ fn start_counters_at_zero() {
     for status in cornershop_app::business_metrics::ORDER_STATUSES {
         metrics::counter!("orders_total", "status" => *status).increment(0);
     }
+    for reason in crate::auth::Reason::ALL {
+        metrics::counter!("auth_failures_total", "reason" => reason.as_str()).increment(0);
+    }
 }
 
 pub async fn render() -> impl IntoResponse {

@@ -130,6 +130,19 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason: the series `auth_failures_total` starts with, at 0.
+    pub const ALL: [Reason; 9] = [
+        Reason::Missing,
+        Reason::Malformed,
+        Reason::Algorithm,
+        Reason::UnknownKey,
+        Reason::BadSignature,
+        Reason::Expired,
+        Reason::NotYetValid,
+        Reason::WrongIssuer,
+        Reason::WrongAudience,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Missing => "missing",
