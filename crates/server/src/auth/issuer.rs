@@ -4,11 +4,11 @@
 //! `/.well-known/jwks.json`.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use ring::rand::SystemRandom;
@@ -30,7 +30,6 @@ pub struct LocalIssuer {
     encoding: EncodingKey,
     decoding: DecodingKey,
     jwk: Value,
-    path: PathBuf,
 }
 
 impl LocalIssuer {
@@ -48,10 +47,10 @@ impl LocalIssuer {
                     .with_context(|| format!("reading the signing key {}", path.display()))
             }
         };
-        Self::from_pkcs8(&pkcs8, path)
+        Self::from_pkcs8(&pkcs8)
     }
 
-    fn from_pkcs8(pkcs8: &[u8], path: &Path) -> anyhow::Result<Self> {
+    fn from_pkcs8(pkcs8: &[u8]) -> anyhow::Result<Self> {
         let pair = EcdsaKeyPair::from_pkcs8(
             &ECDSA_P256_SHA256_FIXED_SIGNING,
             pkcs8,
@@ -73,16 +72,11 @@ impl LocalIssuer {
             kid,
             encoding: EncodingKey::from_ec_der(pkcs8),
             decoding,
-            path: path.to_path_buf(),
         })
     }
 
     pub fn kid(&self) -> &str {
         &self.kid
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     pub(crate) fn decoding_key(&self) -> &DecodingKey {
@@ -106,7 +100,7 @@ impl LocalIssuer {
             "sub": sub,
             "iat": now,
             "nbf": now,
-            "exp": now + ttl.as_secs().max(1),
+            "exp": now.saturating_add(ttl.as_secs().max(1)),
             "jti": uuid::Uuid::new_v4().to_string(),
             "roles": roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
         });
@@ -166,26 +160,18 @@ fn create(path: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 fn to_pem(der: &[u8]) -> String {
-    let body = STANDARD.encode(der);
-    let mut pem = format!("-----BEGIN {PEM_LABEL}-----\n");
-    for line in body.as_bytes().chunks(64) {
-        pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
-        pem.push('\n');
-    }
-    pem.push_str(&format!("-----END {PEM_LABEL}-----\n"));
-    pem
+    let unix_lines = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    pem::encode_config(&pem::Pem::new(PEM_LABEL, der), unix_lines)
 }
 
-fn from_pem(pem: &str) -> anyhow::Result<Vec<u8>> {
-    let begin = format!("-----BEGIN {PEM_LABEL}-----");
-    let end = format!("-----END {PEM_LABEL}-----");
-    let start = pem.find(&begin).context("no PEM PRIVATE KEY block")? + begin.len();
-    let stop = pem[start..]
-        .find(&end)
-        .context("the PEM block is not closed")?
-        + start;
-    let body: String = pem[start..stop].split_whitespace().collect();
-    Ok(STANDARD.decode(body)?)
+fn from_pem(text: &str) -> anyhow::Result<Vec<u8>> {
+    let block = pem::parse(text)?;
+    anyhow::ensure!(
+        block.tag() == PEM_LABEL,
+        "the PEM block is a {}, not a {PEM_LABEL}",
+        block.tag()
+    );
+    Ok(block.into_contents())
 }
 
 fn warn_if_readable_by_others(path: &Path) {

@@ -286,7 +286,9 @@ impl Authenticator {
                 ),
             ));
         }
-        let key: DecodingKey = match &self.keys {
+        // The local key is borrowed; a provider's comes out of its cache.
+        let fetched: DecodingKey;
+        let key: &DecodingKey = match &self.keys {
             Keys::Off => {
                 return Err(AuthFailure::refused(
                     Reason::Malformed,
@@ -300,9 +302,12 @@ impl Authenticator {
                         "the token names a signing key this shop does not have",
                     ));
                 }
-                local.decoding_key().clone()
+                local.decoding_key()
             }
-            Keys::Remote(remote) => remote.key(header.kid.as_deref(), header.alg).await?,
+            Keys::Remote(remote) => {
+                fetched = remote.key(header.kid.as_deref(), header.alg).await?;
+                &fetched
+            }
         };
         let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[&self.issuer]);
@@ -310,7 +315,7 @@ impl Authenticator {
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = LEEWAY_SECONDS;
-        let claims = jsonwebtoken::decode::<Value>(token, &key, &validation)
+        let claims = jsonwebtoken::decode::<Value>(token, key, &validation)
             .map_err(|e| self.refusal(e))?
             .claims;
         let sub = claims["sub"].as_str().unwrap_or_default();
@@ -404,8 +409,15 @@ fn header_algorithm(token: &str) -> Option<String> {
         .decode(header.trim_end_matches('='))
         .ok()?;
     let value: Value = serde_json::from_slice(&bytes).ok()?;
+    // Echoed in the answer, its challenge header and the log: the caller's text, so only
+    // what an algorithm name can hold.
     let alg = value.get("alg")?.as_str()?;
-    Some(alg.chars().take(20).collect())
+    let name: String = alg
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(20)
+        .collect();
+    Some(if name.is_empty() { "?".into() } else { name })
 }
 
 /// The state of [`guard`].
@@ -604,5 +616,11 @@ mod tests {
             Some("none")
         );
         assert_eq!(header_algorithm("garbage"), None);
+        let odd = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode("{\"alg\":\"x\\n\\\"y\\u0000z\"}");
+        assert_eq!(
+            header_algorithm(&format!("{odd}.e30.")).as_deref(),
+            Some("xyz")
+        );
     }
 }
