@@ -6,58 +6,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::error::DecodeError;
-use crate::events::DomainEvent;
+use crate::aggregate_type::AggregateType;
+use crate::events::{DecodeError, DomainEvent};
 
 /// The payload schema version this code writes. Readers upcast anything older and refuse
 /// anything newer (a newer producer must not be half-understood).
 pub const CURRENT_SCHEMA_VERSION: u32 = 1;
-
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
-)]
-pub enum AggregateType {
-    Cart,
-    Order,
-    Payment,
-    Inventory,
-}
-
-impl AggregateType {
-    pub const ALL: [AggregateType; 4] = [Self::Cart, Self::Order, Self::Payment, Self::Inventory];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Cart => "Cart",
-            Self::Order => "Order",
-            Self::Payment => "Payment",
-            Self::Inventory => "Inventory",
-        }
-    }
-
-    /// Accepts the canonical name in any letter case ("Order", "order").
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|t| t.as_str().eq_ignore_ascii_case(name))
-    }
-
-    /// The Kafka topic that carries this aggregate's events.
-    pub fn topic(self) -> &'static str {
-        match self {
-            Self::Cart => "carts.events",
-            Self::Order => "orders.events",
-            Self::Payment => "payments.events",
-            Self::Inventory => "inventory.events",
-        }
-    }
-}
-
-impl std::fmt::Display for AggregateType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Who and what caused an event. `correlationId` ties every event of one business
 /// transaction together; `causationId` names the message that directly caused this one.

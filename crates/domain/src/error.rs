@@ -1,4 +1,4 @@
-use crate::envelope::AggregateType;
+use crate::aggregate_type::AggregateType;
 
 /// How a domain error should be understood by a caller: the HTTP layer maps these to
 /// 400, 404 and 409 in one place.
@@ -91,22 +91,4 @@ impl DomainError {
             action: action.to_string(),
         }
     }
-}
-
-/// A stored payload that this code cannot turn into a typed event.
-#[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
-    #[error("unknown event type '{0}'")]
-    UnknownEventType(String),
-    #[error("event type '{event_type}' has schema version {schema_version}, which this build does not understand")]
-    UnsupportedSchemaVersion {
-        event_type: String,
-        schema_version: u32,
-    },
-    #[error("payload of '{event_type}' does not match its schema: {source}")]
-    BadPayload {
-        event_type: String,
-        #[source]
-        source: serde_json::Error,
-    },
 }

@@ -9,8 +9,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::envelope::AggregateType;
-use crate::error::DecodeError;
+use crate::aggregate_type::AggregateType;
 
 /// One line of a cart or an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -390,4 +389,22 @@ mod tests {
         let err = DomainEvent::decode("Teleported", serde_json::json!({})).unwrap_err();
         assert!(matches!(err, DecodeError::UnknownEventType(t) if t == "Teleported"));
     }
+}
+
+/// A stored payload that this code cannot turn into a typed event.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown event type '{0}'")]
+    UnknownEventType(String),
+    #[error("event type '{event_type}' has schema version {schema_version}, which this build does not understand")]
+    UnsupportedSchemaVersion {
+        event_type: String,
+        schema_version: u32,
+    },
+    #[error("payload of '{event_type}' does not match its schema: {source}")]
+    BadPayload {
+        event_type: String,
+        #[source]
+        source: serde_json::Error,
+    },
 }

@@ -6,13 +6,16 @@
 //! [`Aggregate::decide`] what the command means, and appends the answer. Replay and
 //! time travel use the very same `evolve`, which is what makes them trustworthy.
 
+pub mod aggregate_type;
 pub mod aggregates;
+pub mod causes;
 pub mod envelope;
 pub mod error;
 pub mod events;
 pub mod ids;
 pub mod money;
 
+pub use aggregate_type::AggregateType;
 pub use aggregates::{
     cart::{Cart, CartCommand, CartStatus},
     fold,
@@ -21,8 +24,8 @@ pub use aggregates::{
     payment::{Payment, PaymentCommand, PaymentStatus},
     Aggregate,
 };
-pub use envelope::{AggregateType, EventEnvelope, Metadata, CURRENT_SCHEMA_VERSION};
-pub use error::{DecodeError, DomainError, ErrorKind};
+pub use envelope::{EventEnvelope, Metadata, CURRENT_SCHEMA_VERSION};
+pub use error::{DomainError, ErrorKind};
 pub use events::*;
 
 /// Money is an exact decimal, never a float.

@@ -88,7 +88,7 @@ pub fn exact<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Decima
     impl serde::de::Visitor<'_> for Exact {
         type Value = Decimal;
 
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("an amount such as \"19.99\": at most two decimal places")
         }
 

@@ -104,7 +104,7 @@ impl KafkaSettings {
             .into_iter()
             .flat_map(|t| [format!("{t}.dlq"), t])
             .collect();
-        let topics: Vec<NewTopic> = names
+        let topics: Vec<NewTopic<'_>> = names
             .iter()
             .map(|name| {
                 NewTopic::new(

@@ -340,7 +340,7 @@ pub async fn run(args: SimulateArgs) -> Result<Report, SimulateError> {
         .tcp_nodelay(true)
         .pool_max_idle_per_host(args.concurrency as usize + 4)
         .build()
-        .map_err(|e| SimulateError::Invalid(error_chain(&e)))?;
+        .map_err(|e| SimulateError::Invalid(cornershop_domain::causes::with_causes(&e)))?;
     let shop = Shop {
         http,
         base: settings.base.clone(),
@@ -945,7 +945,7 @@ impl Shop {
             .await
             .map_err(|e| SimulateError::Unreachable {
                 target: self.base.clone(),
-                cause: error_chain(&e),
+                cause: cornershop_domain::causes::with_causes(&e),
             })?;
         let status = response.status();
         if status != StatusCode::OK {
@@ -1027,21 +1027,6 @@ fn status_kind(status: StatusCode, body: &[u8]) -> String {
         ),
         None => format!("http{}", status.as_u16()),
     }
-}
-
-/// An error with its causes, e.g. "error sending request ...: connection refused".
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let line = cause.to_string();
-        if !text.contains(&line) {
-            text.push_str(": ");
-            text.push_str(&line);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// Samples the projections' lag until the run is over: at each sample the largest lag

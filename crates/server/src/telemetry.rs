@@ -165,12 +165,9 @@ impl Visit for JsonVisitor<'_> {
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         self.0
             .insert(field.name().into(), Value::String(value.to_string()));
-        let mut chain = Vec::new();
-        let mut cause = value.source();
-        while let Some(c) = cause {
-            chain.push(Value::String(c.to_string()));
-            cause = c.source();
-        }
+        let chain: Vec<Value> = cornershop_domain::causes::causes(value)
+            .map(Value::String)
+            .collect();
         if !chain.is_empty() {
             self.0
                 .insert(format!("{}Chain", field.name()), Value::Array(chain));

@@ -9,7 +9,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use super::{require_money, require_text, Aggregate};
-use crate::envelope::AggregateType;
+use crate::aggregate_type::AggregateType;
 use crate::error::DomainError;
 use crate::events::*;
 use crate::money::MAX_UNIT_PRICE;

@@ -8,7 +8,7 @@ pub mod payment;
 
 use serde::Serialize;
 
-use crate::envelope::AggregateType;
+use crate::aggregate_type::AggregateType;
 use crate::error::DomainError;
 use crate::events::DomainEvent;
 

@@ -44,22 +44,6 @@ impl SendError {
     }
 }
 
-/// An error and its causes, outermost first: the cause is what tells an operator what to
-/// fix ("invalid peer certificate: UnknownIssuer" under "error sending request").
-fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        let next = e.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        cause = e.source();
-    }
-    text
-}
-
 /// A provider's settings are wrong (a bad URL or address): the process does not start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -311,33 +295,25 @@ impl Provider for SmtpProvider {
         match self.transport.send(message).await {
             Ok(_) => Ok(Some(self.message_id(n))),
             // 5xx: the server refuses this message for good (no such mailbox, ...).
-            Err(e) if e.is_permanent() => {
-                Err(SendError::Permanent(format!("SMTP: {}", with_causes(&e))))
-            }
+            Err(e) if e.is_permanent() => Err(SendError::Permanent(format!(
+                "SMTP: {}",
+                cornershop_domain::causes::with_causes(&e)
+            ))),
             // 4xx, timeouts, refused or broken connections, TLS failures: may pass later.
-            Err(e) => Err(SendError::Transient(format!("SMTP: {}", with_causes(&e)))),
+            Err(e) => Err(SendError::Transient(format!(
+                "SMTP: {}",
+                cornershop_domain::causes::with_causes(&e)
+            ))),
         }
     }
 }
 
-/// Decodes `%XX` escapes (credentials in a URL).
+/// A URL's user or password, percent-decoded ("user%40x" is "user@x"); a malformed escape
+/// stays as written, and bytes that are not UTF-8 become U+FFFD.
 fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 // ---- SMS and push over HTTP -----------------------------------------------------------
@@ -447,7 +423,7 @@ impl Provider for HttpProvider {
                 SendError::Transient(format!(
                     "{} provider unreachable: {}",
                     self.channel,
-                    with_causes(&e)
+                    cornershop_domain::causes::with_causes(&e)
                 ))
             }
         })?;
