@@ -259,12 +259,53 @@ macro_rules! domain_events {
             $( $variant($variant), )*
         }
 
+        /// The type of an event without its payload: what a consumer names when it says
+        /// which events it reacts to (a misspelt type is a compile error, not a silent
+        /// filter that never matches).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum EventType {
+            $( $variant, )*
+        }
+
+        impl EventType {
+            pub const ALL: &'static [EventType] = &[$( Self::$variant, )*];
+
+            /// The name as it appears in the envelope's `eventType`.
+            pub fn as_str(self) -> &'static str {
+                match self { $( Self::$variant => stringify!($variant), )* }
+            }
+
+            /// The type of an envelope's `eventType`; `None` for a name this build does
+            /// not know.
+            pub fn parse(name: &str) -> Option<Self> {
+                match name {
+                    $( stringify!($variant) => Some(Self::$variant), )*
+                    _ => None,
+                }
+            }
+
+            /// Whether the name is one of `types` (a consumer's filter).
+            pub fn is_one_of(name: &str, types: &[EventType]) -> bool {
+                Self::parse(name).is_some_and(|t| types.contains(&t))
+            }
+        }
+
+        impl std::fmt::Display for EventType {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
         impl DomainEvent {
             /// Every event type name, as it appears in `eventType`.
             pub const TYPES: &'static [&'static str] = &[$( stringify!($variant), )*];
 
             pub fn event_type(&self) -> &'static str {
-                match self { $( Self::$variant(_) => stringify!($variant), )* }
+                self.kind().as_str()
+            }
+
+            pub fn kind(&self) -> EventType {
+                match self { $( Self::$variant(_) => EventType::$variant, )* }
             }
 
             pub fn aggregate_type(&self) -> AggregateType {
@@ -333,6 +374,25 @@ domain_events! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_event_type_is_named_as_in_the_envelope_and_parses_back() {
+        assert_eq!(EventType::ALL.len(), DomainEvent::TYPES.len());
+        for (kind, name) in EventType::ALL.iter().zip(DomainEvent::TYPES) {
+            assert_eq!(kind.as_str(), *name);
+            assert_eq!(EventType::parse(name), Some(*kind));
+        }
+        assert_eq!(EventType::parse("orderCreated"), None);
+        assert!(EventType::is_one_of(
+            "OrderCreated",
+            &[EventType::OrderCreated]
+        ));
+        assert!(!EventType::is_one_of(
+            "OrderCreated",
+            &[EventType::OrderShipped]
+        ));
+        assert!(!EventType::is_one_of("NoSuchEvent", EventType::ALL));
+    }
 
     #[test]
     fn all_seventeen_seed_event_types_exist() {

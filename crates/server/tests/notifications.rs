@@ -21,6 +21,7 @@ use cornershop_app::{CommandBus, SystemClock};
 use cornershop_messaging::Handler;
 use cornershop_server::config::ServeArgs;
 use cornershop_services::notifications::{NotificationService, Wakeup};
+use cornershop_services::Reacting;
 use cornershop_store::{EventStore, SqliteEventStore};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -879,10 +880,10 @@ async fn an_event_delivered_twice_sends_one_message_per_channel() {
             .await
             .expect("open the application's store"),
     );
-    let handler = NotificationService::new(
+    let handler = Reacting(NotificationService::new(
         CommandBus::new(store.clone(), Arc::new(SystemClock)),
         Wakeup::default(),
-    );
+    ));
     for event_type in ["OrderShipped", "OrderDelivered"] {
         let id = event_id(&app, &paid, event_type).await;
         let event = store

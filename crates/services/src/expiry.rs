@@ -5,16 +5,17 @@
 //! runner fires due timers: a cart still open and idle for a whole TTL gets CartExpired;
 //! a cart touched since is rescheduled; a closed cart is left alone.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cornershop_app::{fold_stored, CommandBus, CommandContext};
-use cornershop_domain::{AggregateType, Cart, CartCommand, CartStatus};
-use cornershop_messaging::{Handler, HandlerError};
-use cornershop_store::{EventStore, StoredEvent, TimeRange, Timer};
+use cornershop_domain::{AggregateType, Cart, CartCommand, CartStatus, DomainEvent, EventType};
+use cornershop_messaging::HandlerError;
+use cornershop_store::{TimeRange, Timer};
 use tokio::sync::watch;
+
+use crate::{Reaction, Reactor};
 
 pub const NAME: &str = "cart-expiry";
 const TIMER_KIND: &str = "cart-expiry";
@@ -28,34 +29,38 @@ fn ttl_after(t: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
 }
 
 pub struct CartExpiryScheduler {
-    store: Arc<dyn EventStore>,
+    bus: CommandBus,
     ttl: Duration,
 }
 
 impl CartExpiryScheduler {
-    pub fn new(store: Arc<dyn EventStore>, ttl: Duration) -> Self {
-        Self { store, ttl }
+    pub fn new(bus: CommandBus, ttl: Duration) -> Self {
+        Self { bus, ttl }
     }
 }
 
 #[async_trait]
-impl Handler for CartExpiryScheduler {
-    fn name(&self) -> &'static str {
-        NAME
-    }
+impl Reaction for CartExpiryScheduler {
+    const NAME: &'static str = NAME;
+    const REACTS_TO: &'static [EventType] = &[
+        EventType::CartCreated,
+        EventType::ItemAddedToCart,
+        EventType::ItemRemovedFromCart,
+    ];
+    /// One at a time, as the timers are written one by one anyway.
+    const CONCURRENCY: usize = 1;
 
-    fn handles(&self, event_type: &str) -> bool {
-        matches!(
-            event_type,
-            "CartCreated" | "ItemAddedToCart" | "ItemRemovedFromCart"
-        )
+    fn bus(&self) -> &CommandBus {
+        &self.bus
     }
 
     /// Scheduling is idempotent (a timer only ever moves later), so a redelivered event
     /// changes nothing.
-    async fn handle(&self, event: &StoredEvent) -> Result<(), HandlerError> {
+    async fn react(&self, _: DomainEvent, on: &Reactor<'_>) -> Result<(), HandlerError> {
+        let event = on.cause;
         let cart_id = &event.envelope.aggregate_id;
-        self.store
+        self.bus
+            .store()
             .schedule_timer(&Timer {
                 key: timer_key(cart_id),
                 kind: TIMER_KIND.to_string(),

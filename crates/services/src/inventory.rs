@@ -2,22 +2,26 @@
 //!
 //! OrderCreated → StockReserved for every line, then OrderValidated. When a line cannot
 //! be reserved, the lines already reserved are released (StockReleased) and the order is
-//! cancelled with the reason. OrderCancelled → every line's reservation released.
+//! cancelled with the reason. PaymentFailed → every line's reservation released, then the
+//! order cancelled (the saga leaves this compensation here, where stock is moved).
+//! OrderCancelled → every line's reservation released.
 //! OrderShipped → every line's reservation shipped (StockShipped): the units have left
 //! the warehouse, so they are neither reserved nor available any more.
 //!
-//! All three reactions run in this one consumer, which sees an order's events in order,
-//! so a reservation can never land after the release or the shipment of its order.
+//! Every move of stock for an order is made by this one consumer, which sees an order's
+//! events in order, so a reservation can never land after the release or the shipment of
+//! its order (a PaymentFailed comes after the OrderValidated this consumer made once it
+//! had reserved).
 
 use async_trait::async_trait;
 use cornershop_app::{AppError, CommandBus};
 use cornershop_domain::{
-    DomainError, DomainEvent, Inventory, InventoryCommand, Order, OrderCommand, OrderStatus,
+    DomainError, DomainEvent, EventType, Inventory, InventoryCommand, Order, OrderCommand,
+    OrderStatus,
 };
-use cornershop_messaging::{Handler, HandlerError};
-use cornershop_store::StoredEvent;
+use cornershop_messaging::HandlerError;
 
-use crate::{handler_error, Reactor};
+use crate::{handler_error, Reaction, Reactor};
 
 pub const NAME: &str = "inventory-service";
 
@@ -32,37 +36,29 @@ impl InventoryService {
 }
 
 #[async_trait]
-impl Handler for InventoryService {
-    fn name(&self) -> &'static str {
-        NAME
+impl Reaction for InventoryService {
+    const NAME: &'static str = NAME;
+    const REACTS_TO: &'static [EventType] = &[
+        EventType::OrderCreated,
+        EventType::OrderCancelled,
+        EventType::OrderShipped,
+        EventType::PaymentFailed,
+    ];
+
+    fn bus(&self) -> &CommandBus {
+        &self.bus
     }
 
-    fn handles(&self, event_type: &str) -> bool {
-        matches!(
-            event_type,
-            "OrderCreated" | "OrderCancelled" | "OrderShipped"
-        )
-    }
-
-    fn concurrency(&self) -> usize {
-        crate::TRANSACTIONS_AT_ONCE
-    }
-
-    async fn handle(&self, event: &StoredEvent) -> Result<(), HandlerError> {
-        let decoded = event
-            .envelope
-            .decode()
-            .map_err(|e| HandlerError::Permanent(e.to_string()))?;
-        let react = Reactor::new(&self.bus, NAME, event);
+    async fn react(&self, decoded: DomainEvent, react: &Reactor<'_>) -> Result<(), HandlerError> {
         match decoded {
             DomainEvent::OrderCreated(created) => {
                 let order = react.order(&created.order_id).await?;
-                reserve_order(&react, &order).await
+                reserve_order(react, &order).await
             }
             DomainEvent::OrderCancelled(cancelled) => {
                 let order = react.order(&cancelled.order_id).await?;
                 release_all(
-                    &react,
+                    react,
                     &order,
                     &format!("order cancelled: {}", cancelled.reason),
                 )
@@ -70,7 +66,23 @@ impl Handler for InventoryService {
             }
             DomainEvent::OrderShipped(shipped) => {
                 let order = react.order(&shipped.order_id).await?;
-                ship_all(&react, &order).await
+                ship_all(react, &order).await
+            }
+            DomainEvent::PaymentFailed(failed) => {
+                let order = react.order(&failed.order_id).await?;
+                release_all(react, &order, &format!("payment failed: {}", failed.code)).await?;
+                let cancel = OrderCommand::Cancel {
+                    reason: format!("payment failed: {} ({})", failed.reason, failed.code),
+                };
+                react
+                    .conclude::<Order>(
+                        &order.order_id,
+                        &cancel,
+                        "cancel-order",
+                        "cancelled",
+                        "payment_failed",
+                    )
+                    .await
             }
             _ => Ok(()),
         }

@@ -12,15 +12,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cornershop_app::CommandBus;
-use cornershop_domain::{DomainEvent, OrderStatus, Payment, PaymentCommand, PaymentStatus};
-use cornershop_messaging::{Handler, HandlerError};
-use cornershop_store::StoredEvent;
+use cornershop_domain::{
+    DomainEvent, EventType, OrderStatus, Payment, PaymentCommand, PaymentStatus,
+};
+use cornershop_messaging::HandlerError;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use cornershop_domain::ids::payment_id_for;
 
-use crate::{handler_error, Reactor};
+use crate::{handler_error, Reaction, Reactor};
 
 pub const NAME: &str = "payment-service";
 
@@ -230,28 +231,20 @@ impl PaymentService {
 }
 
 #[async_trait]
-impl Handler for PaymentService {
-    fn name(&self) -> &'static str {
-        NAME
+impl Reaction for PaymentService {
+    const NAME: &'static str = NAME;
+    const REACTS_TO: &'static [EventType] = &[
+        EventType::PaymentInitiated,
+        EventType::PaymentAuthorized,
+        EventType::PaymentCompleted,
+        EventType::OrderCancelled,
+    ];
+
+    fn bus(&self) -> &CommandBus {
+        &self.bus
     }
 
-    fn handles(&self, event_type: &str) -> bool {
-        matches!(
-            event_type,
-            "PaymentInitiated" | "PaymentAuthorized" | "PaymentCompleted" | "OrderCancelled"
-        )
-    }
-
-    fn concurrency(&self) -> usize {
-        crate::TRANSACTIONS_AT_ONCE
-    }
-
-    async fn handle(&self, event: &StoredEvent) -> Result<(), HandlerError> {
-        let decoded = event
-            .envelope
-            .decode()
-            .map_err(|e| HandlerError::Permanent(e.to_string()))?;
-        let react = Reactor::new(&self.bus, NAME, event);
+    async fn react(&self, decoded: DomainEvent, react: &Reactor<'_>) -> Result<(), HandlerError> {
         match decoded {
             DomainEvent::PaymentInitiated(initiated) => {
                 let payment = self.payment(&initiated.payment_id).await?;
@@ -267,7 +260,7 @@ impl Handler for PaymentService {
                     )
                     .await;
                 self.settle(
-                    &react,
+                    react,
                     &initiated.payment_id,
                     answer,
                     |authorization_code| PaymentCommand::Authorize { authorization_code },
@@ -285,7 +278,7 @@ impl Handler for PaymentService {
                     .capture(&authorized.payment_id, authorized.amount)
                     .await;
                 self.settle(
-                    &react,
+                    react,
                     &authorized.payment_id,
                     answer,
                     |transaction_id| PaymentCommand::Complete { transaction_id },
@@ -295,11 +288,11 @@ impl Handler for PaymentService {
             }
             DomainEvent::PaymentCompleted(completed) => {
                 let payment = self.payment(&completed.payment_id).await?;
-                self.refund_if_cancelled(&react, &payment).await
+                self.refund_if_cancelled(react, &payment).await
             }
             DomainEvent::OrderCancelled(cancelled) => {
                 let payment = self.payment(&payment_id_for(&cancelled.order_id)).await?;
-                self.refund_if_cancelled(&react, &payment).await
+                self.refund_if_cancelled(react, &payment).await
             }
             _ => Ok(()),
         }

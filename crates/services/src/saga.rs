@@ -3,21 +3,19 @@
 //!
 //! CartCheckedOut → OrderCreated; (inventory-service reserves and validates);
 //! OrderValidated → PaymentInitiated; (payment-service authorizes and captures);
-//! PaymentCompleted → OrderConfirmed; PaymentFailed → StockReleased for every line, then
-//! OrderCancelled.
+//! PaymentCompleted → OrderConfirmed. A failed payment is compensated by the
+//! inventory-service, which alone moves stock: it releases the order's lines, then cancels
+//! the order.
 
 use async_trait::async_trait;
 use cornershop_app::CommandBus;
-use cornershop_domain::{
-    DomainEvent, Inventory, InventoryCommand, Order, OrderCommand, OrderStatus, Payment,
-    PaymentCommand,
-};
-use cornershop_messaging::{Handler, HandlerError};
-use cornershop_store::StoredEvent;
-
 use cornershop_domain::ids::payment_id_for;
+use cornershop_domain::{
+    DomainEvent, EventType, Order, OrderCommand, OrderStatus, Payment, PaymentCommand,
+};
+use cornershop_messaging::HandlerError;
 
-use crate::{handler_error, Reactor};
+use crate::{Reaction, Reactor};
 
 pub const NAME: &str = "order-saga";
 
@@ -32,28 +30,19 @@ impl OrderSaga {
 }
 
 #[async_trait]
-impl Handler for OrderSaga {
-    fn name(&self) -> &'static str {
-        NAME
+impl Reaction for OrderSaga {
+    const NAME: &'static str = NAME;
+    const REACTS_TO: &'static [EventType] = &[
+        EventType::CartCheckedOut,
+        EventType::OrderValidated,
+        EventType::PaymentCompleted,
+    ];
+
+    fn bus(&self) -> &CommandBus {
+        &self.bus
     }
 
-    fn handles(&self, event_type: &str) -> bool {
-        matches!(
-            event_type,
-            "CartCheckedOut" | "OrderValidated" | "PaymentCompleted" | "PaymentFailed"
-        )
-    }
-
-    fn concurrency(&self) -> usize {
-        crate::TRANSACTIONS_AT_ONCE
-    }
-
-    async fn handle(&self, event: &StoredEvent) -> Result<(), HandlerError> {
-        let decoded = event
-            .envelope
-            .decode()
-            .map_err(|e| HandlerError::Permanent(e.to_string()))?;
-        let react = Reactor::new(&self.bus, NAME, event);
+    async fn react(&self, decoded: DomainEvent, react: &Reactor<'_>) -> Result<(), HandlerError> {
         match decoded {
             DomainEvent::CartCheckedOut(checked_out) => {
                 let order_id = checked_out.order_id.clone();
@@ -95,31 +84,6 @@ impl Handler for OrderSaga {
                         "confirm-order",
                         "confirmed",
                         "paid",
-                    )
-                    .await
-            }
-            DomainEvent::PaymentFailed(failed) => {
-                let order = react.order(&failed.order_id).await?;
-                for line in &order.items {
-                    let release = InventoryCommand::Release {
-                        order_id: order.order_id.clone(),
-                        reason: format!("payment failed: {}", failed.code),
-                    };
-                    react
-                        .once::<Inventory>(&line.sku, &release, &format!("release:{}", line.sku))
-                        .await
-                        .map_err(handler_error)?;
-                }
-                let cancel = OrderCommand::Cancel {
-                    reason: format!("payment failed: {} ({})", failed.reason, failed.code),
-                };
-                react
-                    .conclude::<Order>(
-                        &order.order_id,
-                        &cancel,
-                        "cancel-order",
-                        "cancelled",
-                        "payment_failed",
                     )
                     .await
             }

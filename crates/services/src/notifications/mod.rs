@@ -35,12 +35,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cornershop_app::CommandBus;
-use cornershop_domain::{DomainEvent, Order, OrderStatus};
-use cornershop_messaging::{Handler, HandlerError};
+use cornershop_domain::{DomainEvent, EventType, Order, OrderStatus};
+use cornershop_messaging::HandlerError;
 use cornershop_store::{EventStore, NewNotification, StoredEvent};
 use tokio::sync::Notify;
 
-use crate::handler_error;
+use crate::{handler_error, Reaction, Reactor};
 pub use dispatcher::{dead_letter_consumer, DispatchPolicy, Dispatcher, FailedNotifications};
 use providers::{
     HttpProvider, LogProvider, Provider, ProviderConfigError, SmtpProvider, TrustedRoots,
@@ -211,32 +211,22 @@ impl NotificationService {
 }
 
 #[async_trait]
-impl Handler for NotificationService {
-    fn name(&self) -> &'static str {
-        NAME
+impl Reaction for NotificationService {
+    const NAME: &'static str = NAME;
+    const REACTS_TO: &'static [EventType] = &[
+        EventType::OrderCreated,
+        EventType::OrderConfirmed,
+        EventType::OrderShipped,
+        EventType::OrderDelivered,
+        EventType::PaymentCompleted,
+        EventType::PaymentFailed,
+    ];
+
+    fn bus(&self) -> &CommandBus {
+        &self.bus
     }
 
-    fn handles(&self, event_type: &str) -> bool {
-        matches!(
-            event_type,
-            "OrderCreated"
-                | "OrderConfirmed"
-                | "OrderShipped"
-                | "OrderDelivered"
-                | "PaymentCompleted"
-                | "PaymentFailed"
-        )
-    }
-
-    fn concurrency(&self) -> usize {
-        crate::TRANSACTIONS_AT_ONCE
-    }
-
-    async fn handle(&self, event: &StoredEvent) -> Result<(), HandlerError> {
-        let decoded = event
-            .envelope
-            .decode()
-            .map_err(|e| HandlerError::Permanent(e.to_string()))?;
+    async fn react(&self, decoded: DomainEvent, react: &Reactor<'_>) -> Result<(), HandlerError> {
         let (occasion, facts) = match decoded {
             DomainEvent::OrderCreated(e) => (
                 Occasion::OrderCreated,
@@ -281,13 +271,13 @@ impl Handler for NotificationService {
             ),
             _ => return Ok(()),
         };
-        let planned = plan(event, &occasion, &facts, self.bus.clock().now());
+        let planned = plan(react.cause, &occasion, &facts, self.bus.clock().now());
         let recorded = self.bus.store().record_notifications(&planned).await?;
         if recorded > 0 {
             self.wakeup.wake();
         }
         tracing::debug!(
-            eventType = %event.envelope.event_type,
+            eventType = %react.cause.envelope.event_type,
             orderId = %facts.order_id,
             planned = planned.len(),
             recorded,
