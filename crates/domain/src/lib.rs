@@ -14,6 +14,10 @@ pub mod error;
 pub mod events;
 pub mod ids;
 pub mod money;
+/// Given/when/then for the aggregates' tests (and, with the `testkit` feature, other
+/// crates' tests).
+#[cfg(any(test, feature = "testkit"))]
+pub mod spec;
 
 pub use aggregate_type::AggregateType;
 pub use aggregates::{

@@ -320,19 +320,57 @@ fn validate_address(a: &ShippingAddress) -> Result<(), DomainError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregates::run;
+    use crate::spec::{given, given_nothing};
+    use crate::ErrorKind;
     use rust_decimal_macros::dec;
 
-    fn created() -> Cart {
-        run(
-            Cart::default(),
-            [CartCommand::Create {
-                cart_id: "cart-1".into(),
-                customer_id: "cust-1".into(),
+    fn created() -> DomainEvent {
+        CartCreated {
+            cart_id: "cart-1".into(),
+            customer_id: "cust-1".into(),
+        }
+        .into()
+    }
+
+    /// What `add(sku, quantity)` causes.
+    fn added(sku: &str, quantity: u32) -> DomainEvent {
+        ItemAddedToCart {
+            cart_id: "cart-1".into(),
+            sku: sku.into(),
+            name: format!("name of {sku}"),
+            quantity,
+            unit_price: dec!(2.50),
+        }
+        .into()
+    }
+
+    /// What `checkout()` causes for a cart holding one unit of "A".
+    fn checked_out_with_one_a() -> DomainEvent {
+        CartCheckedOut {
+            cart_id: "cart-1".into(),
+            order_id: "order-1".into(),
+            customer_id: "cust-1".into(),
+            items: vec![LineItem {
+                sku: "A".into(),
+                name: "name of A".into(),
+                quantity: 1,
+                unit_price: dec!(2.50),
             }],
-        )
-        .unwrap()
-        .0
+            total_amount: dec!(2.50),
+            payment_token: "tok_visa".into(),
+            shipping_address: address(),
+            email: "ada@example.com".into(),
+            phone: Some("+44 20 7946 0000".into()),
+        }
+        .into()
+    }
+
+    fn expired() -> DomainEvent {
+        CartExpired {
+            cart_id: "cart-1".into(),
+            customer_id: "cust-1".into(),
+        }
+        .into()
     }
 
     fn add(sku: &str, quantity: i64) -> CartCommand {
@@ -344,18 +382,22 @@ mod tests {
         }
     }
 
-    pub(crate) fn checkout() -> CartCommand {
+    fn address() -> ShippingAddress {
+        ShippingAddress {
+            name: "Ada Lovelace".into(),
+            line1: "1 Analytical Way".into(),
+            line2: None,
+            city: "London".into(),
+            postal_code: "N1 1AA".into(),
+            country: "GB".into(),
+        }
+    }
+
+    fn checkout() -> CartCommand {
         CartCommand::Checkout {
             order_id: "order-1".into(),
             payment_token: "tok_visa".into(),
-            shipping_address: ShippingAddress {
-                name: "Ada Lovelace".into(),
-                line1: "1 Analytical Way".into(),
-                line2: None,
-                city: "London".into(),
-                postal_code: "N1 1AA".into(),
-                country: "GB".into(),
-            },
+            shipping_address: address(),
             email: "ada@example.com".into(),
             phone: Some("+44 20 7946 0000".into()),
         }
@@ -363,47 +405,51 @@ mod tests {
 
     #[test]
     fn given_nothing_when_create_then_cart_created() {
-        let events = Cart::default()
-            .decide(&CartCommand::Create {
+        given_nothing::<Cart>()
+            .when(CartCommand::Create {
                 cart_id: "cart-1".into(),
                 customer_id: "cust-1".into(),
             })
-            .unwrap();
-        assert_eq!(
-            events,
-            vec![DomainEvent::from(CartCreated {
+            .then([CartCreated {
                 cart_id: "cart-1".into(),
-                customer_id: "cust-1".into()
-            })]
-        );
+                customer_id: "cust-1".into(),
+            }
+            .into()]);
     }
 
     #[test]
     fn given_open_cart_when_add_then_item_added_and_total_is_exact() {
-        let (cart, events) = run(created(), [add("A", 3), add("A", 1)]).unwrap();
-        assert_eq!(events.len(), 2);
-        assert_eq!(cart.items.len(), 1);
-        assert_eq!(cart.items[0].quantity, 4);
-        assert_eq!(cart.total_amount, dec!(10.00));
+        let accepted = given::<Cart>([created()])
+            .when(add("A", 3))
+            .and(add("A", 1))
+            .then_accepted()
+            .then_state(|cart| {
+                assert_eq!(cart.items.len(), 1);
+                assert_eq!(cart.items[0].quantity, 4);
+                assert_eq!(cart.total_amount, dec!(10.00));
+            });
+        assert_eq!(accepted.events().len(), 2);
     }
 
     #[test]
     fn quantity_must_be_between_1_and_999() {
-        let cart = created();
         for bad in [0, -1, 1000] {
-            assert_eq!(
-                cart.decide(&add("A", bad)),
-                Err(DomainError::InvalidQuantity(bad))
-            );
+            given::<Cart>([created()])
+                .when(add("A", bad))
+                .then_error_is(DomainError::InvalidQuantity(bad));
         }
-        assert!(cart.decide(&add("A", 1)).is_ok());
-        assert!(cart.decide(&add("A", 999)).is_ok());
+        given::<Cart>([created()]).when(add("A", 1)).then_accepted();
+        given::<Cart>([created()])
+            .when(add("A", 999))
+            .then_accepted();
     }
 
     #[test]
     fn a_line_never_exceeds_999_units() {
-        let (cart, _) = run(created(), [add("A", 998)]).unwrap();
-        let refused = cart.decide(&add("A", 2)).unwrap_err();
+        // The request is fine; the line has no room for it: a conflict (409), not 400.
+        let refused = given::<Cart>([created(), added("A", 998)])
+            .when(add("A", 2))
+            .then_error(ErrorKind::Conflict);
         assert!(matches!(
             refused,
             DomainError::LineFull {
@@ -412,64 +458,73 @@ mod tests {
                 ..
             }
         ));
-        // The request is fine; the line has no room for it: a conflict (409), not 400.
-        assert_eq!(refused.kind(), crate::ErrorKind::Conflict);
     }
 
     #[test]
     fn nothing_can_be_added_to_a_checked_out_cart() {
-        let (cart, _) = run(created(), [add("A", 1), checkout()]).unwrap();
-        assert_eq!(cart.status, CartStatus::CheckedOut);
-        let err = cart.decide(&add("B", 1)).unwrap_err();
-        assert!(matches!(err, DomainError::CartNotOpen { .. }));
-        assert!(matches!(
-            cart.decide(&CartCommand::RemoveItem { sku: "A".into() }),
-            Err(DomainError::CartNotOpen { .. })
-        ));
+        given::<Cart>([created(), added("A", 1)])
+            .when(checkout())
+            .then([checked_out_with_one_a()])
+            .then_state(|cart| assert_eq!(cart.status, CartStatus::CheckedOut));
+        let checked_out = || given::<Cart>([created(), added("A", 1), checked_out_with_one_a()]);
+        checked_out()
+            .when(add("B", 1))
+            .then_error_matching(|e| matches!(e, DomainError::CartNotOpen { .. }));
+        checked_out()
+            .when(CartCommand::RemoveItem { sku: "A".into() })
+            .then_error_matching(|e| matches!(e, DomainError::CartNotOpen { .. }));
     }
 
     #[test]
     fn nothing_can_be_added_to_an_expired_cart() {
-        let (cart, events) = run(created(), [add("A", 1), CartCommand::Expire]).unwrap();
-        assert_eq!(events.last().unwrap().event_type(), "CartExpired");
-        assert!(matches!(
-            cart.decide(&add("B", 1)),
-            Err(DomainError::CartNotOpen { .. })
-        ));
-        assert!(matches!(
-            cart.decide(&checkout()),
-            Err(DomainError::CartNotOpen { .. })
-        ));
+        let accepted = given::<Cart>([created()])
+            .when(add("A", 1))
+            .and(CartCommand::Expire)
+            .then_accepted();
+        assert_eq!(
+            accepted.events().last().unwrap().event_type(),
+            "CartExpired"
+        );
+        let expired = || given::<Cart>([created(), added("A", 1), expired()]);
+        expired()
+            .when(add("B", 1))
+            .then_error_matching(|e| matches!(e, DomainError::CartNotOpen { .. }));
+        expired()
+            .when(checkout())
+            .then_error_matching(|e| matches!(e, DomainError::CartNotOpen { .. }));
     }
 
     #[test]
     fn expiring_a_closed_cart_changes_nothing() {
-        let (cart, _) = run(created(), [add("A", 1), checkout()]).unwrap();
-        assert_eq!(cart.decide(&CartCommand::Expire), Ok(vec![]));
+        given::<Cart>([created(), added("A", 1)])
+            .when(checkout())
+            .then_accepted();
+        given::<Cart>([created(), added("A", 1), checked_out_with_one_a()])
+            .when(CartCommand::Expire)
+            .then([]);
     }
 
     #[test]
     fn an_empty_cart_cannot_be_checked_out() {
-        assert_eq!(
-            created().decide(&checkout()),
-            Err(DomainError::EmptyCart("cart-1".into()))
-        );
+        given::<Cart>([created()])
+            .when(checkout())
+            .then_error_is(DomainError::EmptyCart("cart-1".into()));
         // Emptied again by a removal: still refused.
-        let (cart, _) = run(
-            created(),
-            [add("A", 1), CartCommand::RemoveItem { sku: "A".into() }],
-        )
-        .unwrap();
-        assert!(matches!(
-            cart.decide(&checkout()),
-            Err(DomainError::EmptyCart(_))
-        ));
+        given::<Cart>([created()])
+            .when(add("A", 1))
+            .and(CartCommand::RemoveItem { sku: "A".into() })
+            .and(checkout())
+            .then_error_matching(|e| matches!(e, DomainError::EmptyCart(_)));
     }
 
     #[test]
     fn checkout_carries_items_total_and_contact_details() {
-        let (_, events) = run(created(), [add("A", 2), add("B", 1), checkout()]).unwrap();
-        let DomainEvent::CartCheckedOut(e) = events.last().unwrap() else {
+        let accepted = given::<Cart>([created()])
+            .when(add("A", 2))
+            .and(add("B", 1))
+            .and(checkout())
+            .then_accepted();
+        let Some(DomainEvent::CartCheckedOut(e)) = accepted.events().last() else {
             panic!("expected CartCheckedOut")
         };
         assert_eq!(e.items.len(), 2);
@@ -480,38 +535,36 @@ mod tests {
 
     #[test]
     fn checkout_refuses_a_bad_email() {
-        let (cart, _) = run(created(), [add("A", 1)]).unwrap();
         let mut cmd = checkout();
         if let CartCommand::Checkout { email, .. } = &mut cmd {
             *email = "not-an-email".into();
         }
-        assert!(matches!(cart.decide(&cmd), Err(DomainError::Invalid(_))));
+        given::<Cart>([created(), added("A", 1)])
+            .when(cmd)
+            .then_error_matching(|e| matches!(e, DomainError::Invalid(_)));
     }
 
     #[test]
     fn removing_an_absent_item_is_not_found() {
-        assert!(matches!(
-            created().decide(&CartCommand::RemoveItem { sku: "X".into() }),
-            Err(DomainError::ItemNotInCart { .. })
-        ));
+        given::<Cart>([created()])
+            .when(CartCommand::RemoveItem { sku: "X".into() })
+            .then_error_matching(|e| matches!(e, DomainError::ItemNotInCart { .. }));
     }
 
     #[test]
     fn commands_on_a_cart_that_does_not_exist_are_not_found() {
-        assert!(matches!(
-            Cart::default().decide(&add("A", 1)),
-            Err(DomainError::NotFound { .. })
-        ));
+        given_nothing::<Cart>()
+            .when(add("A", 1))
+            .then_error_matching(|e| matches!(e, DomainError::NotFound { .. }));
     }
 
     #[test]
     fn a_cart_cannot_be_created_twice() {
-        assert!(matches!(
-            created().decide(&CartCommand::Create {
+        given::<Cart>([created()])
+            .when(CartCommand::Create {
                 cart_id: "cart-1".into(),
-                customer_id: "x".into()
-            }),
-            Err(DomainError::AlreadyExists { .. })
-        ));
+                customer_id: "x".into(),
+            })
+            .then_error_matching(|e| matches!(e, DomainError::AlreadyExists { .. }));
     }
 }

@@ -280,7 +280,7 @@ mod tests {
     }
 
     use super::*;
-    use crate::aggregates::run;
+    use crate::spec::{given, given_nothing};
     use rust_decimal_macros::dec;
 
     fn set(quantity: i64, threshold: i64) -> InventoryCommand {
@@ -304,91 +304,145 @@ mod tests {
             reason: "cancelled".into(),
         }
     }
+    fn ship(order: &str) -> InventoryCommand {
+        InventoryCommand::Ship {
+            order_id: order.into(),
+        }
+    }
     fn types(events: &[DomainEvent]) -> Vec<&'static str> {
         events.iter().map(DomainEvent::event_type).collect()
     }
 
+    /// What `set(quantity, threshold)` causes (above the threshold).
+    fn stock_set(quantity: u32, threshold: u32) -> DomainEvent {
+        StockUpdated {
+            sku: "MUG-1".into(),
+            name: "Mug".into(),
+            unit_price: dec!(9.99),
+            quantity,
+            low_stock_threshold: threshold,
+        }
+        .into()
+    }
+    fn reserved(order: &str, quantity: u32) -> DomainEvent {
+        StockReserved {
+            sku: "MUG-1".into(),
+            order_id: order.into(),
+            quantity,
+        }
+        .into()
+    }
+    fn released(order: &str, quantity: u32) -> DomainEvent {
+        StockReleased {
+            sku: "MUG-1".into(),
+            order_id: order.into(),
+            quantity,
+            reason: "cancelled".into(),
+        }
+        .into()
+    }
+    fn shipped(order: &str, quantity: u32) -> DomainEvent {
+        StockShipped {
+            sku: "MUG-1".into(),
+            order_id: order.into(),
+            quantity,
+        }
+        .into()
+    }
+
     #[test]
     fn available_stock_never_goes_below_zero() {
-        let (inv, _) = run(Inventory::default(), [set(5, 0), reserve("o1", 3)]).unwrap();
-        assert_eq!((inv.available, inv.reserved), (2, 3));
-        assert_eq!(
-            inv.decide(&reserve("o2", 3)),
-            Err(DomainError::InsufficientStock {
+        given_nothing::<Inventory>()
+            .when(set(5, 0))
+            .and(reserve("o1", 3))
+            .then([stock_set(5, 0), reserved("o1", 3)])
+            .then_state(|inv| assert_eq!((inv.available, inv.reserved), (2, 3)));
+        let two_left = || given::<Inventory>([stock_set(5, 0), reserved("o1", 3)]);
+        two_left()
+            .when(reserve("o2", 3))
+            .then_error_is(DomainError::InsufficientStock {
                 sku: "MUG-1".into(),
                 requested: 3,
-                available: 2
-            })
-        );
-        let (inv, _) = run(inv, [reserve("o2", 2)]).unwrap();
-        assert_eq!(inv.available, 0);
-        assert!(inv.decide(&reserve("o3", 1)).is_err());
+                available: 2,
+            });
+        two_left()
+            .when(reserve("o2", 2))
+            .then_accepted()
+            .then_state(|inv| assert_eq!(inv.available, 0));
+        two_left()
+            .when(reserve("o2", 2))
+            .and(reserve("o3", 1))
+            .then_refused();
     }
 
     #[test]
     fn a_negative_stock_level_is_refused() {
-        assert!(matches!(
-            Inventory::default().decide(&set(-1, 0)),
-            Err(DomainError::Invalid(_))
-        ));
+        given_nothing::<Inventory>()
+            .when(set(-1, 0))
+            .then_error_matching(|e| matches!(e, DomainError::Invalid(_)));
     }
 
     #[test]
     fn reserving_twice_for_one_order_is_a_no_op_and_release_returns_the_units() {
-        let (inv, _) = run(Inventory::default(), [set(10, 0), reserve("o1", 4)]).unwrap();
-        assert_eq!(inv.decide(&reserve("o1", 4)), Ok(vec![]));
-        let (inv, events) = run(inv, [release("o1")]).unwrap();
-        assert_eq!(types(&events), ["StockReleased"]);
-        assert_eq!((inv.available, inv.reserved), (10, 0));
-        assert_eq!(inv.decide(&release("o1")), Ok(vec![]));
+        given_nothing::<Inventory>()
+            .when(set(10, 0))
+            .and(reserve("o1", 4))
+            .then([stock_set(10, 0), reserved("o1", 4)]);
+        let holding = || given::<Inventory>([stock_set(10, 0), reserved("o1", 4)]);
+        holding().when(reserve("o1", 4)).then([]);
+        let accepted = holding()
+            .when(release("o1"))
+            .then([released("o1", 4)])
+            .then_state(|inv| assert_eq!((inv.available, inv.reserved), (10, 0)));
+        assert_eq!(types(accepted.events()), ["StockReleased"]);
+        given::<Inventory>(accepted.history())
+            .when(release("o1"))
+            .then([]);
     }
 
     #[test]
     fn shipping_takes_the_reserved_units_out_for_good() {
-        let ship = |order: &str| InventoryCommand::Ship {
-            order_id: order.into(),
-        };
-        let (inv, _) = run(
-            Inventory::default(),
-            [set(10, 0), reserve("o1", 4), reserve("o2", 1)],
-        )
-        .unwrap();
-        let (inv, events) = run(inv, [ship("o1")]).unwrap();
-        assert_eq!(types(&events), ["StockShipped"]);
+        given_nothing::<Inventory>()
+            .when(set(10, 0))
+            .and(reserve("o1", 4))
+            .and(reserve("o2", 1))
+            .then([stock_set(10, 0), reserved("o1", 4), reserved("o2", 1)]);
+        let history = [stock_set(10, 0), reserved("o1", 4), reserved("o2", 1)];
+        let accepted = given::<Inventory>(history)
+            .when(ship("o1"))
+            .then([shipped("o1", 4)])
+            .then_state(|inv| assert_eq!((inv.available, inv.reserved), (5, 1)));
+        assert_eq!(types(accepted.events()), ["StockShipped"]);
         assert_eq!(
-            events[0],
+            accepted.events()[0],
             DomainEvent::from(StockShipped {
                 sku: "MUG-1".into(),
                 order_id: "o1".into(),
                 quantity: 4
             })
         );
-        assert_eq!((inv.available, inv.reserved), (5, 1));
         // Shipped units are gone: neither shipped again nor released back to available.
-        assert_eq!(inv.decide(&ship("o1")), Ok(vec![]));
-        assert_eq!(inv.decide(&release("o1")), Ok(vec![]));
+        let after = || given::<Inventory>(accepted.history());
+        after().when(ship("o1")).then([]);
+        after().when(release("o1")).then([]);
         // An order that holds nothing here ships nothing.
-        assert_eq!(inv.decide(&ship("o9")), Ok(vec![]));
-        assert!(matches!(
-            Inventory::default().decide(&ship("o1")),
-            Err(DomainError::NotFound { .. })
-        ));
+        after().when(ship("o9")).then([]);
+        given_nothing::<Inventory>()
+            .when(ship("o1"))
+            .then_error_matching(|e| matches!(e, DomainError::NotFound { .. }));
     }
 
     #[test]
     fn low_stock_alert_fires_once_per_dip_and_rearms_after_restock() {
-        let (inv, events) = run(
-            Inventory::default(),
-            [
-                set(10, 3),
-                reserve("o1", 6),
-                reserve("o2", 1),
-                reserve("o3", 1),
-            ],
-        )
-        .unwrap();
+        let dipped = given_nothing::<Inventory>()
+            .when(set(10, 3))
+            .and(reserve("o1", 6))
+            .and(reserve("o2", 1))
+            .and(reserve("o3", 1))
+            .then_accepted()
+            .then_state(|inv| assert!(inv.low_stock_alerted));
         assert_eq!(
-            types(&events),
+            types(dipped.events()),
             [
                 "StockUpdated",
                 "StockReserved",
@@ -397,34 +451,43 @@ mod tests {
                 "StockReserved"
             ]
         );
-        assert!(inv.low_stock_alerted);
         // Restock above the threshold re-arms the alert ...
-        let (inv, events) = run(inv, [set(20, 3)]).unwrap();
-        assert_eq!(types(&events), ["StockUpdated"]);
-        assert!(!inv.low_stock_alerted);
+        let restocked = given::<Inventory>(dipped.history())
+            .when(set(20, 3))
+            .then_accepted()
+            .then_state(|inv| assert!(!inv.low_stock_alerted));
+        assert_eq!(types(restocked.events()), ["StockUpdated"]);
         // ... so the next dip alerts again.
-        let (_, events) = run(inv, [reserve("o4", 17)]).unwrap();
-        assert_eq!(types(&events), ["StockReserved", "LowStockAlert"]);
+        let dipped_again = given::<Inventory>(restocked.history())
+            .when(reserve("o4", 17))
+            .then_accepted();
+        assert_eq!(
+            types(dipped_again.events()),
+            ["StockReserved", "LowStockAlert"]
+        );
     }
 
     #[test]
     fn setting_stock_at_or_below_threshold_alerts() {
-        let (_, events) = run(Inventory::default(), [set(2, 5)]).unwrap();
-        assert_eq!(types(&events), ["StockUpdated", "LowStockAlert"]);
+        let accepted = given_nothing::<Inventory>().when(set(2, 5)).then_accepted();
+        assert_eq!(types(accepted.events()), ["StockUpdated", "LowStockAlert"]);
     }
 
     #[test]
     fn setting_the_same_stock_again_changes_nothing() {
-        let (inv, _) = run(Inventory::default(), [set(10, 2)]).unwrap();
-        assert_eq!(inv.decide(&set(10, 2)), Ok(vec![]));
+        given_nothing::<Inventory>()
+            .when(set(10, 2))
+            .then([stock_set(10, 2)]);
+        given::<Inventory>([stock_set(10, 2)])
+            .when(set(10, 2))
+            .then([]);
     }
 
     #[test]
     fn reserving_an_unknown_sku_is_not_found() {
-        assert!(matches!(
-            Inventory::default().decide(&reserve("o", 1)),
-            Err(DomainError::NotFound { .. })
-        ));
+        given_nothing::<Inventory>()
+            .when(reserve("o", 1))
+            .then_error_matching(|e| matches!(e, DomainError::NotFound { .. }));
     }
 
     #[test]
@@ -436,7 +499,7 @@ mod tests {
             quantity: 1,
             low_stock_threshold: 0,
         };
-        assert!(Inventory::default().decide(&bad_price).is_err());
+        given_nothing::<Inventory>().when(bad_price).then_refused();
         assert!(validate_sku("has space").is_err());
         assert!(validate_sku("").is_err());
         assert!(validate_sku("SKU-1.a_b").is_ok());

@@ -37,24 +37,6 @@ pub fn fold<'a, A: Aggregate>(events: impl IntoIterator<Item = &'a DomainEvent>)
     events.into_iter().fold(A::default(), A::evolve)
 }
 
-/// Runs a sequence of commands against an aggregate the way the write side does, and
-/// returns the events it produced. A test helper that keeps specifications short.
-pub fn run<A: Aggregate>(
-    state: A,
-    commands: impl IntoIterator<Item = A::Command>,
-) -> Result<(A, Vec<DomainEvent>), DomainError> {
-    let mut state = state;
-    let mut all = Vec::new();
-    for command in commands {
-        let events = state.decide(&command)?;
-        for event in &events {
-            state = state.evolve(event);
-        }
-        all.extend(events);
-    }
-    Ok((state, all))
-}
-
 fn require_text(field: &str, value: &str, max_len: usize) -> Result<(), DomainError> {
     let trimmed = value.trim();
     if trimmed.is_empty() {

@@ -221,10 +221,10 @@ pub struct OrderMilestones {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregates::run;
+    use crate::spec::{given, given_nothing};
     use rust_decimal_macros::dec;
 
-    pub(crate) fn checked_out() -> CartCheckedOut {
+    fn checked_out() -> CartCheckedOut {
         CartCheckedOut {
             cart_id: "cart-1".into(),
             order_id: "order-1".into(),
@@ -270,20 +270,72 @@ mod tests {
         }
     }
 
+    /// What `create()` causes.
+    fn created() -> DomainEvent {
+        let c = checked_out();
+        OrderCreated {
+            order_id: c.order_id,
+            cart_id: c.cart_id,
+            customer_id: c.customer_id,
+            total_amount: c.total_amount,
+            items: c.items,
+            payment_token: c.payment_token,
+            shipping_address: c.shipping_address,
+            email: c.email,
+            phone: c.phone,
+        }
+        .into()
+    }
+    fn validated() -> DomainEvent {
+        OrderValidated {
+            order_id: "order-1".into(),
+        }
+        .into()
+    }
+    fn confirmed() -> DomainEvent {
+        OrderConfirmed {
+            order_id: "order-1".into(),
+            payment_id: "pay-1".into(),
+        }
+        .into()
+    }
+    fn shipped() -> DomainEvent {
+        OrderShipped {
+            order_id: "order-1".into(),
+            carrier: "DHL".into(),
+            tracking_number: "TRK1".into(),
+        }
+        .into()
+    }
+    /// What `cancel()` causes for a created order.
+    fn cancelled() -> DomainEvent {
+        OrderCancelled {
+            order_id: "order-1".into(),
+            reason: "customer asked".into(),
+            previous_status: "Created".into(),
+        }
+        .into()
+    }
+
     #[test]
     fn the_happy_path_moves_through_every_status_in_order() {
-        let (order, events) = run(
-            Order::default(),
-            [
-                create(),
-                OrderCommand::Validate,
-                confirm(),
-                ship(),
-                OrderCommand::Deliver,
-            ],
-        )
-        .unwrap();
-        let types: Vec<_> = events.iter().map(DomainEvent::event_type).collect();
+        let accepted = given_nothing::<Order>()
+            .when(create())
+            .and(OrderCommand::Validate)
+            .and(confirm())
+            .and(ship())
+            .and(OrderCommand::Deliver)
+            .then_accepted()
+            .then_state(|order| {
+                assert_eq!(order.status, OrderStatus::Delivered);
+                assert_eq!(order.total_amount, dec!(8.50));
+                assert_eq!(order.tracking_number.as_deref(), Some("TRK1"));
+            });
+        let types: Vec<_> = accepted
+            .events()
+            .iter()
+            .map(DomainEvent::event_type)
+            .collect();
         assert_eq!(
             types,
             [
@@ -294,52 +346,51 @@ mod tests {
                 "OrderDelivered"
             ]
         );
-        assert_eq!(order.status, OrderStatus::Delivered);
-        assert_eq!(order.total_amount, dec!(8.50));
-        assert_eq!(order.tracking_number.as_deref(), Some("TRK1"));
     }
 
     #[test]
     fn steps_cannot_be_skipped() {
-        let (created, _) = run(Order::default(), [create()]).unwrap();
         for cmd in [confirm(), ship(), OrderCommand::Deliver] {
-            assert!(matches!(
-                created.decide(&cmd),
-                Err(DomainError::InvalidTransition { .. })
-            ));
+            given::<Order>([created()])
+                .when(cmd)
+                .then_error_matching(|e| matches!(e, DomainError::InvalidTransition { .. }));
         }
-        let (validated, _) = run(created, [OrderCommand::Validate]).unwrap();
-        assert!(validated.decide(&ship()).is_err());
-        assert!(validated.decide(&OrderCommand::Validate).is_err());
+        given::<Order>([created()])
+            .when(OrderCommand::Validate)
+            .then([validated()]);
+        given::<Order>([created(), validated()])
+            .when(ship())
+            .then_refused();
+        given::<Order>([created(), validated()])
+            .when(OrderCommand::Validate)
+            .then_refused();
     }
 
     #[test]
     fn cancelled_only_before_shipped() {
-        for prefix in [
-            vec![create()],
-            vec![create(), OrderCommand::Validate],
-            vec![create(), OrderCommand::Validate, confirm()],
+        for history in [
+            vec![created()],
+            vec![created(), validated()],
+            vec![created(), validated(), confirmed()],
         ] {
-            let (order, _) = run(Order::default(), prefix).unwrap();
-            let events = order.decide(&cancel()).unwrap();
-            assert_eq!(events[0].event_type(), "OrderCancelled");
+            let accepted = given::<Order>(history).when(cancel()).then_accepted();
+            assert_eq!(accepted.events()[0].event_type(), "OrderCancelled");
         }
-        let (shipped, _) = run(
-            Order::default(),
-            [create(), OrderCommand::Validate, confirm(), ship()],
-        )
-        .unwrap();
-        assert!(matches!(
-            shipped.decide(&cancel()),
-            Err(DomainError::InvalidTransition { .. })
-        ));
-        let (delivered, _) = run(shipped, [OrderCommand::Deliver]).unwrap();
-        assert!(delivered.decide(&cancel()).is_err());
+        let shipped = || given::<Order>([created(), validated(), confirmed(), shipped()]);
+        shipped()
+            .when(cancel())
+            .then_error_matching(|e| matches!(e, DomainError::InvalidTransition { .. }));
+        shipped()
+            .when(OrderCommand::Deliver)
+            .and(cancel())
+            .then_refused();
     }
 
     #[test]
     fn a_cancelled_order_goes_nowhere() {
-        let (order, _) = run(Order::default(), [create(), cancel()]).unwrap();
+        given::<Order>([created()])
+            .when(cancel())
+            .then([cancelled()]);
         for cmd in [
             OrderCommand::Validate,
             confirm(),
@@ -347,24 +398,24 @@ mod tests {
             OrderCommand::Deliver,
             cancel(),
         ] {
-            assert!(order.decide(&cmd).is_err());
+            given::<Order>([created(), cancelled()])
+                .when(cmd)
+                .then_refused();
         }
     }
 
     #[test]
     fn an_unknown_order_is_not_found() {
-        assert!(matches!(
-            Order::default().decide(&OrderCommand::Validate),
-            Err(DomainError::NotFound { .. })
-        ));
+        given_nothing::<Order>()
+            .when(OrderCommand::Validate)
+            .then_error_matching(|e| matches!(e, DomainError::NotFound { .. }));
     }
 
     #[test]
     fn an_order_is_created_once() {
-        let (order, _) = run(Order::default(), [create()]).unwrap();
-        assert!(matches!(
-            order.decide(&create()),
-            Err(DomainError::AlreadyExists { .. })
-        ));
+        given_nothing::<Order>().when(create()).then([created()]);
+        given::<Order>([created()])
+            .when(create())
+            .then_error_matching(|e| matches!(e, DomainError::AlreadyExists { .. }));
     }
 }

@@ -206,7 +206,7 @@ impl Aggregate for Payment {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregates::run;
+    use crate::spec::{given, given_nothing};
     use rust_decimal_macros::dec;
 
     fn initiate() -> PaymentCommand {
@@ -228,24 +228,74 @@ mod tests {
             transaction_id: "txn".into(),
         }
     }
+    fn fail() -> PaymentCommand {
+        PaymentCommand::Fail {
+            code: "card_declined".into(),
+            reason: "declined".into(),
+        }
+    }
+    fn refund() -> PaymentCommand {
+        PaymentCommand::Refund { reason: "x".into() }
+    }
+
+    /// What `initiate()` causes.
+    fn initiated() -> DomainEvent {
+        PaymentInitiated {
+            payment_id: "pay-1".into(),
+            order_id: "order-1".into(),
+            customer_id: "cust-1".into(),
+            amount: dec!(12.34),
+            payment_token: "tok_visa".into(),
+        }
+        .into()
+    }
+    /// What `authorize()` causes after `initiated()`.
+    fn authorized() -> DomainEvent {
+        PaymentAuthorized {
+            payment_id: "pay-1".into(),
+            order_id: "order-1".into(),
+            amount: dec!(12.34),
+            authorization_code: "auth".into(),
+        }
+        .into()
+    }
+    /// What `fail()` causes after `initiated()`.
+    fn failed() -> DomainEvent {
+        PaymentFailed {
+            payment_id: "pay-1".into(),
+            order_id: "order-1".into(),
+            code: "card_declined".into(),
+            reason: "declined".into(),
+        }
+        .into()
+    }
 
     #[test]
     fn a_payment_cannot_complete_before_it_is_authorized() {
-        let (initiated, _) = run(Payment::default(), [initiate()]).unwrap();
-        assert!(matches!(
-            initiated.decide(&complete()),
-            Err(DomainError::InvalidTransition { .. })
-        ));
-        let (authorized, _) = run(initiated, [authorize()]).unwrap();
-        let events = authorized.decide(&complete()).unwrap();
-        assert_eq!(events[0].event_type(), "PaymentCompleted");
+        given_nothing::<Payment>()
+            .when(initiate())
+            .then([initiated()]);
+        given::<Payment>([initiated()])
+            .when(complete())
+            .then_error_matching(|e| matches!(e, DomainError::InvalidTransition { .. }));
+        given::<Payment>([initiated()])
+            .when(authorize())
+            .then([authorized()]);
+        let accepted = given::<Payment>([initiated(), authorized()])
+            .when(complete())
+            .then_accepted();
+        assert_eq!(accepted.events()[0].event_type(), "PaymentCompleted");
     }
 
     #[test]
     fn amounts_are_exact_and_positive() {
-        let (p, events) = run(Payment::default(), [initiate(), authorize(), complete()]).unwrap();
-        assert_eq!(p.amount, dec!(12.34));
-        let DomainEvent::PaymentCompleted(c) = &events[2] else {
+        let accepted = given_nothing::<Payment>()
+            .when(initiate())
+            .and(authorize())
+            .and(complete())
+            .then_accepted()
+            .then_state(|p| assert_eq!(p.amount, dec!(12.34)));
+        let DomainEvent::PaymentCompleted(c) = &accepted.events()[2] else {
             panic!()
         };
         assert_eq!(c.amount, dec!(12.34));
@@ -257,46 +307,41 @@ mod tests {
                 amount: bad,
                 payment_token: "tok_visa".into(),
             };
-            assert!(matches!(
-                Payment::default().decide(&cmd),
-                Err(DomainError::Invalid(_))
-            ));
+            given_nothing::<Payment>()
+                .when(cmd)
+                .then_error_matching(|e| matches!(e, DomainError::Invalid(_)));
         }
     }
 
     #[test]
     fn a_failed_payment_neither_completes_nor_refunds() {
-        let (failed, _) = run(
-            Payment::default(),
-            [
-                initiate(),
-                PaymentCommand::Fail {
-                    code: "card_declined".into(),
-                    reason: "declined".into(),
-                },
-            ],
-        )
-        .unwrap();
-        assert_eq!(failed.status, PaymentStatus::Failed);
-        assert!(failed.decide(&complete()).is_err());
-        assert!(failed.decide(&authorize()).is_err());
-        assert!(failed
-            .decide(&PaymentCommand::Refund { reason: "x".into() })
-            .is_err());
+        given::<Payment>([initiated()])
+            .when(fail())
+            .then([failed()])
+            .then_state(|p| assert_eq!(p.status, PaymentStatus::Failed));
+        for cmd in [complete(), authorize(), refund()] {
+            given::<Payment>([initiated(), failed()])
+                .when(cmd)
+                .then_refused();
+        }
     }
 
     #[test]
     fn only_a_completed_payment_is_refunded() {
-        let (authorized, _) = run(Payment::default(), [initiate(), authorize()]).unwrap();
-        assert!(authorized
-            .decide(&PaymentCommand::Refund { reason: "x".into() })
-            .is_err());
-        let (refunded, events) = run(
-            authorized,
-            [complete(), PaymentCommand::Refund { reason: "x".into() }],
-        )
-        .unwrap();
-        assert_eq!(refunded.status, PaymentStatus::Refunded);
-        assert_eq!(events.last().unwrap().event_type(), "PaymentRefunded");
+        given::<Payment>([initiated()])
+            .when(authorize())
+            .then([authorized()]);
+        given::<Payment>([initiated(), authorized()])
+            .when(refund())
+            .then_refused();
+        let accepted = given::<Payment>([initiated(), authorized()])
+            .when(complete())
+            .and(refund())
+            .then_accepted()
+            .then_state(|p| assert_eq!(p.status, PaymentStatus::Refunded));
+        assert_eq!(
+            accepted.events().last().unwrap().event_type(),
+            "PaymentRefunded"
+        );
     }
 }
