@@ -38,6 +38,16 @@ pub struct CommandContext {
     /// The W3C trace id the command's events join; `None` derives one from the correlation
     /// id (see `cornershop_store::trace`).
     pub trace_id: Option<String>,
+    /// A customer who may act only on what it owns: a command on a cart or an order of
+    /// another customer is refused as if the aggregate did not exist (the same 404, so
+    /// nothing tells one customer that another's exists). `None`: the shop's staff, a
+    /// consumer, the command line.
+    pub acting_for: Option<String>,
+    /// The command continues the business transaction the aggregate belongs to (a person
+    /// shipping or cancelling an order): its events take the correlation and trace ids of
+    /// the aggregate's first event instead of the request's, found by the bus with the
+    /// state it loads anyway.
+    pub continues_transaction: bool,
 }
 
 impl CommandContext {
@@ -51,6 +61,8 @@ impl CommandContext {
             user_id: metadata.user_id.clone(),
             idempotency_key: None,
             trace_id: Some(event.trace_id.clone()),
+            acting_for: None,
+            continues_transaction: false,
         }
     }
 
@@ -63,6 +75,17 @@ impl CommandContext {
             user_id: None,
             idempotency_key: None,
             trace_id: None,
+            acting_for: None,
+            continues_transaction: false,
+        }
+    }
+
+    /// The same context, for a command that continues the aggregate's own business
+    /// transaction (see [`continues_transaction`](Self::continues_transaction)).
+    pub fn continuing(self) -> Self {
+        Self {
+            continues_transaction: true,
+            ..self
         }
     }
 }
@@ -104,6 +127,36 @@ pub struct Executed<A> {
     pub version: u64,
     /// The events appended (empty when the command changed nothing).
     pub events: Vec<StoredEvent>,
+    /// The aggregate's whole stream after the command (the events read, then the events
+    /// appended), when the command was run with
+    /// [`execute_streamed`](CommandBus::execute_streamed); empty otherwise.
+    pub stream: Vec<StoredEvent>,
+}
+
+/// The business transaction an aggregate belongs to: the correlation and trace ids of its
+/// first event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Origin {
+    correlation_id: String,
+    trace_id: String,
+}
+
+impl Origin {
+    fn of(first: &StoredEvent) -> Self {
+        Self {
+            correlation_id: first.envelope.metadata.correlation_id.clone(),
+            trace_id: first.trace_id.clone(),
+        }
+    }
+}
+
+/// An aggregate as one command reads it.
+struct Loaded<A> {
+    state: A,
+    version: u64,
+    origin: Option<Origin>,
+    /// Every event, when the whole stream was asked for.
+    stream: Vec<StoredEvent>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -152,31 +205,50 @@ struct StateCache {
 }
 
 type CacheKey = (AggregateType, String);
-/// A state and its version, type-erased (each aggregate type downcasts its own).
-type CachedState = (u64, Arc<dyn std::any::Any + Send + Sync>);
+
+/// A state, its version and its business transaction, type-erased (each aggregate type
+/// downcasts its own).
+struct CachedState {
+    version: u64,
+    state: Arc<dyn std::any::Any + Send + Sync>,
+    origin: Option<Origin>,
+}
 
 /// Aggregates kept in the [`StateCache`]; past this it starts again empty (cheap, and
 /// the hot ones come back at once).
 const STATE_CACHE_CAPACITY: usize = 10_000;
 
 impl StateCache {
-    fn get<A: Aggregate>(&self, id: &str) -> Option<(A, u64)> {
+    fn get<A: Aggregate>(&self, id: &str) -> Option<(A, u64, Option<Origin>)> {
         let entries = self.entries.lock().expect("state cache lock");
-        let (version, state) = entries.get(&(A::TYPE, id.to_string()))?;
-        state.downcast_ref::<A>().map(|s| (s.clone(), *version))
+        let cached = entries.get(&(A::TYPE, id.to_string()))?;
+        cached
+            .state
+            .downcast_ref::<A>()
+            .map(|s| (s.clone(), cached.version, cached.origin.clone()))
     }
 
-    fn put<A: Aggregate>(&self, id: &str, state: &A, version: u64) {
+    fn put<A: Aggregate>(&self, id: &str, state: &A, version: u64, origin: Option<Origin>) {
         let mut entries = self.entries.lock().expect("state cache lock");
         if entries.len() >= STATE_CACHE_CAPACITY {
             entries.clear();
         }
         let key = (A::TYPE, id.to_string());
         // Never replace a newer state with an older one (concurrent commands).
-        if entries.get(&key).is_some_and(|(v, _)| *v > version) {
+        if entries
+            .get(&key)
+            .is_some_and(|cached| cached.version > version)
+        {
             return;
         }
-        entries.insert(key, (version, Arc::new(state.clone())));
+        entries.insert(
+            key,
+            CachedState {
+                version,
+                state: Arc::new(state.clone()),
+                origin,
+            },
+        );
     }
 }
 
@@ -217,28 +289,66 @@ impl CommandBus {
 
     /// Loads an aggregate's current state and version.
     pub async fn load<A: Aggregate>(&self, id: &str) -> Result<(A, u64), AppError> {
-        let (state, version) = match self.states.get::<A>(id) {
-            Some((cached, version)) => {
+        let loaded = self.load_cached::<A>(id).await?;
+        Ok((loaded.state, loaded.version))
+    }
+
+    /// The state from the cache and the events after it (or, not cached, from every
+    /// event), with the aggregate's business transaction.
+    async fn load_cached<A: Aggregate>(&self, id: &str) -> Result<Loaded<A>, AppError> {
+        let (state, version, origin) = match self.states.get::<A>(id) {
+            Some((cached, version, origin)) => {
                 let newer = self
                     .store
                     .load_aggregate_after(A::TYPE, id, version)
                     .await?;
                 if newer.is_empty() {
                     // The cache is current: nothing to fold and nothing to store again.
-                    return Ok((cached, version));
+                    return Ok(Loaded {
+                        state: cached,
+                        version,
+                        origin,
+                        stream: Vec::new(),
+                    });
                 }
-                fold_onto(cached, version, &newer)?
+                let origin = origin.or_else(|| newer.first().map(Origin::of));
+                let (state, version) = fold_onto(cached, version, &newer)?;
+                (state, version, origin)
             }
             None => {
                 let events = self
                     .store
                     .load_aggregate(A::TYPE, id, TimeRange::default())
                     .await?;
-                fold_stored(&events)?
+                let (state, version) = fold_stored(&events)?;
+                (state, version, events.first().map(Origin::of))
             }
         };
-        self.states.put(id, &state, version);
-        Ok((state, version))
+        self.states.put(id, &state, version, origin.clone());
+        Ok(Loaded {
+            state,
+            version,
+            origin,
+            stream: Vec::new(),
+        })
+    }
+
+    /// Every event of the aggregate, folded (the cache is bypassed: the events are the
+    /// point).
+    async fn load_stream<A: Aggregate>(&self, id: &str) -> Result<Loaded<A>, AppError> {
+        let stream = self
+            .store
+            .load_aggregate(A::TYPE, id, TimeRange::default())
+            .await?;
+        let (state, version) = fold_stored(&stream)?;
+        let origin = stream.first().map(Origin::of);
+        self.states.put(id, &state, version, origin.clone());
+        Ok(Loaded {
+            state,
+            version,
+            origin,
+            stream,
+        })
     }
 
     /// Runs a command: load → decide → append with the version read, retrying on a
@@ -249,7 +359,7 @@ impl CommandBus {
         command: &A::Command,
         ctx: &CommandContext,
     ) -> Result<Executed<A>, AppError> {
-        self.execute_with_reply::<A>(id, command, ctx, None, |_| None)
+        self.execute_with(id, command, ctx, None, Load::Cached, |_| None)
             .await
             .map(|(executed, _)| executed.expect("no idempotency key, so never a replay"))
     }
@@ -266,9 +376,27 @@ impl CommandBus {
         reply: impl Fn(&Executed<A>) -> Reply,
     ) -> Result<Reply, AppError> {
         let (_, reply) = self
-            .execute_with_reply::<A>(id, command, ctx, None, |e| Some(reply(e)))
+            .execute_with(id, command, ctx, None, Load::Cached, |e| Some(reply(e)))
             .await?;
         Ok(reply.expect("a reply is always built"))
+    }
+
+    /// Like [`execute_idempotent`](Self::execute_idempotent), reading the aggregate's
+    /// whole stream once (not the cached state) and handing it back, with the events
+    /// appended, in [`Executed::stream`]: for an answer that needs what only the events
+    /// hold (when each happened). `None` for the outcome when the request is a repeat
+    /// answered from its idempotency key.
+    pub async fn execute_streamed<A: Aggregate>(
+        &self,
+        id: &str,
+        command: &A::Command,
+        ctx: &CommandContext,
+        reply: impl Fn(&Executed<A>) -> Reply,
+    ) -> Result<(Option<Executed<A>>, Reply), AppError> {
+        let (executed, reply) = self
+            .execute_with(id, command, ctx, None, Load::Stream, |e| Some(reply(e)))
+            .await?;
+        Ok((executed, reply.expect("a reply is always built")))
     }
 
     async fn replay_of(&self, key: &IdempotencyKey) -> Result<Option<Reply>, AppError> {
@@ -301,7 +429,7 @@ impl CommandBus {
             return Ok(None);
         }
         match self
-            .execute_with_reply::<A>(id, command, ctx, Some(dedupe_key), |_| None)
+            .execute_with(id, command, ctx, Some(dedupe_key), Load::Cached, |_| None)
             .await
         {
             Ok((executed, _)) => Ok(executed),
@@ -310,12 +438,13 @@ impl CommandBus {
         }
     }
 
-    async fn execute_with_reply<A: Aggregate>(
+    async fn execute_with<A: Aggregate>(
         &self,
         id: &str,
         command: &A::Command,
         ctx: &CommandContext,
         dedupe_key: Option<&str>,
+        how: Load,
         reply: impl Fn(&Executed<A>) -> Option<Reply>,
     ) -> Result<(Option<Executed<A>>, Option<Reply>), AppError> {
         if let Some(key) = &ctx.idempotency_key {
@@ -324,7 +453,38 @@ impl CommandBus {
             }
         }
         for attempt in 1..=self.max_attempts {
-            let (state, version) = self.load::<A>(id).await?;
+            let loaded = match how {
+                Load::Cached => self.load_cached::<A>(id).await?,
+                Load::Stream => self.load_stream::<A>(id).await?,
+            };
+            let Loaded {
+                state,
+                version,
+                origin,
+                stream,
+            } = loaded;
+            if let (Some(customer), Some(owner)) = (&ctx.acting_for, state.owner()) {
+                if customer != owner {
+                    return Err(DomainError::NotFound {
+                        aggregate: A::TYPE,
+                        id: id.to_string(),
+                    }
+                    .into());
+                }
+            }
+            // A command that continues the aggregate's business transaction joins it.
+            let inherited;
+            let ctx = match (&origin, ctx.continues_transaction) {
+                (Some(origin), true) => {
+                    inherited = CommandContext {
+                        correlation_id: origin.correlation_id.clone(),
+                        trace_id: Some(origin.trace_id.clone()),
+                        ..ctx.clone()
+                    };
+                    &inherited
+                }
+                _ => ctx,
+            };
             let decided = match state.decide(command) {
                 Ok(decided) => decided,
                 Err(refusal) => {
@@ -336,7 +496,7 @@ impl CommandBus {
                             return Ok((None, Some(replayed)));
                         }
                     }
-                    return Err(refusal.into());
+                    return Err(named(refusal, id).into());
                 }
             };
             let now = self.clock.now();
@@ -353,6 +513,7 @@ impl CommandBus {
                 state: next,
                 version: version + decided.len() as u64,
                 events: Vec::new(),
+                stream,
             };
             let built = reply(&executed);
             let idempotency = match (&ctx.idempotency_key, &built) {
@@ -381,7 +542,12 @@ impl CommandBus {
                     if let Some(observer) = &self.appended {
                         observer(&stored);
                     }
-                    self.states.put(id, &executed.state, executed.version);
+                    let origin = origin.or_else(|| stored.first().map(Origin::of));
+                    self.states
+                        .put(id, &executed.state, executed.version, origin);
+                    if how == Load::Stream {
+                        executed.stream.extend(stored.iter().cloned());
+                    }
                     executed.events = stored;
                     return Ok((Some(executed), built));
                 }
@@ -430,6 +596,30 @@ impl CommandBus {
             },
             trace_id: ctx.trace_id.clone(),
         }
+    }
+}
+
+/// How a command reads its aggregate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Load {
+    /// The cached state and the events after it.
+    Cached,
+    /// Every event, kept for the answer.
+    Stream,
+}
+
+/// A refusal that names an aggregate that does not exist names it by the id the command
+/// was sent to (a state that has no events does not know its own id).
+fn named(refusal: DomainError, id: &str) -> DomainError {
+    match refusal {
+        DomainError::NotFound {
+            aggregate,
+            id: known,
+        } if known.is_empty() => DomainError::NotFound {
+            aggregate,
+            id: id.to_string(),
+        },
+        other => other,
     }
 }
 

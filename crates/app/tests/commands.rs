@@ -575,3 +575,127 @@ async fn a_cached_state_catches_up_with_appends_from_elsewhere() {
     let (fresh, _) = elsewhere.load::<Cart>("c1").await.unwrap();
     assert_eq!(fresh, executed.state);
 }
+
+#[tokio::test]
+async fn a_continuing_command_joins_the_aggregates_business_transaction() {
+    let h = harness(Arc::new(SystemClock)).await;
+    let opened = CommandContext {
+        trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
+        ..ctx()
+    };
+    h.bus
+        .execute::<Cart>("cart-c", &create("cart-c"), &opened)
+        .await
+        .unwrap();
+    // A request of its own (another correlation id and trace) that continues the cart's
+    // transaction, once from the bus's cached state and once from a cold bus (another
+    // process) that reads the stream.
+    let cold = CommandBus::new(h.store.clone(), Arc::new(SystemClock));
+    for (bus, sku) in [(&h.bus, "A"), (&cold, "B")] {
+        let later = ctx();
+        assert_ne!(later.correlation_id, opened.correlation_id);
+        let done = bus
+            .execute::<Cart>(
+                "cart-c",
+                &add(sku, 1, dec!(1.00)),
+                &later.clone().continuing(),
+            )
+            .await
+            .unwrap();
+        let event = &done.events[0];
+        assert_eq!(
+            event.envelope.metadata.correlation_id,
+            opened.correlation_id
+        );
+        assert_eq!(event.envelope.metadata.causation_id, later.causation_id);
+        assert_eq!(event.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+    // Without `continuing`, a command keeps its own.
+    let own = ctx();
+    let done = h
+        .bus
+        .execute::<Cart>("cart-c", &add("C", 1, dec!(1.00)), &own)
+        .await
+        .unwrap();
+    assert_eq!(
+        done.events[0].envelope.metadata.correlation_id,
+        own.correlation_id
+    );
+}
+
+#[tokio::test]
+async fn a_customer_acting_for_itself_finds_another_customers_cart_missing() {
+    let h = harness(Arc::new(SystemClock)).await;
+    h.bus
+        .execute::<Cart>("cart-o", &create("cart-o"), &ctx())
+        .await
+        .unwrap();
+    let as_customer = |who: &str| CommandContext {
+        acting_for: Some(who.to_string()),
+        ..ctx()
+    };
+    let before = total_events(h.store.as_ref()).await;
+    let refused = h
+        .bus
+        .execute::<Cart>("cart-o", &add("A", 1, dec!(1.00)), &as_customer("cust-2"))
+        .await
+        .unwrap_err();
+    let missing = h
+        .bus
+        .execute::<Cart>(
+            "cart-none",
+            &add("A", 1, dec!(1.00)),
+            &as_customer("cust-2"),
+        )
+        .await
+        .unwrap_err();
+    // The same refusal as for a cart that does not exist, naming the cart asked for.
+    assert_eq!(
+        refused.to_string().replace("cart-o", "ID"),
+        missing.to_string().replace("cart-none", "ID")
+    );
+    assert!(
+        matches!(&refused, AppError::Domain(DomainError::NotFound { id, .. }) if id == "cart-o"),
+        "{refused:?}"
+    );
+    assert_eq!(total_events(h.store.as_ref()).await, before);
+    // Its owner, and anyone not restricted to one customer, may.
+    for allowed in [as_customer("cust-1"), ctx()] {
+        h.bus
+            .execute::<Cart>("cart-o", &add("A", 1, dec!(1.00)), &allowed)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_streamed_command_hands_back_the_whole_stream_read_once() {
+    let h = harness(Arc::new(SystemClock)).await;
+    for command in [create("cart-s"), add("A", 1, dec!(1.00))] {
+        h.bus
+            .execute::<Cart>("cart-s", &command, &ctx())
+            .await
+            .unwrap();
+    }
+    let (done, reply) = h
+        .bus
+        .execute_streamed::<Cart>("cart-s", &add("B", 2, dec!(2.00)), &ctx(), cart_reply)
+        .await
+        .unwrap();
+    let done = done.expect("not a repeat");
+    assert_eq!(reply.status, cart_reply(&done).status);
+    let versions: Vec<u64> = done.stream.iter().map(|e| e.envelope.version).collect();
+    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(
+        done.stream[2].envelope.event_id,
+        done.events[0].envelope.event_id
+    );
+    assert_eq!(done.state.items.len(), 2);
+    // A plain command leaves the stream out.
+    let plain = h
+        .bus
+        .execute::<Cart>("cart-s", &add("C", 1, dec!(1.00)), &ctx())
+        .await
+        .unwrap();
+    assert!(plain.stream.is_empty());
+}

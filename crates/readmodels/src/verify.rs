@@ -8,7 +8,7 @@ use std::time::Duration;
 use cornershop_app::{fold_stored, AppError, CommandBus};
 use cornershop_domain::ids::payment_id_for;
 use cornershop_domain::{AggregateType, Inventory, Order, Payment};
-use cornershop_store::{EventQuery, TimeRange};
+use cornershop_store::{EventQuery, StoredEvent, TimeRange};
 use futures::StreamExt;
 use serde::Serialize;
 
@@ -31,16 +31,26 @@ pub async fn replay_order(
     if events.is_empty() {
         return Ok(None);
     }
-    let (order, version) = fold_stored::<Order>(&events)?;
-    let payment_id = payment_id_for(order_id);
-    let (payment, payment_version) = bus.load::<Payment>(&payment_id).await?;
+    let payment = bus.load::<Payment>(&payment_id_for(order_id)).await?;
+    order_view(&events, payment).map(Some)
+}
+
+/// The read model of an order whose whole stream is `events` (at least one) and whose
+/// payment (state, version; version 0: none yet) is `payment`: what a command on the order
+/// answers, from the stream it read once.
+pub fn order_view(
+    events: &[StoredEvent],
+    (payment, payment_version): (Payment, u64),
+) -> Result<OrderReadModel, AppError> {
+    let (order, version) = fold_stored::<Order>(events)?;
+    let payment_id = payment_id_for(&order.order_id);
     let when = |event_type: &str| {
         events
             .iter()
             .find(|e| e.envelope.event_type == event_type)
             .map(|e| e.envelope.timestamp)
     };
-    Ok(Some(OrderReadModel {
+    Ok(OrderReadModel {
         order_id: order.order_id.clone(),
         cart_id: order.cart_id.clone(),
         customer_id: order.customer_id.clone(),
@@ -60,7 +70,7 @@ pub async fn replay_order(
         cancelled_at: when("OrderCancelled"),
         correlation_id: events[0].envelope.metadata.correlation_id.clone(),
         version,
-    }))
+    })
 }
 
 /// The read model a SKU should have (None: no such product).

@@ -246,6 +246,10 @@ impl Aggregate for Cart {
     fn exists(&self) -> bool {
         self.status != CartStatus::New
     }
+
+    fn owner(&self) -> Option<&str> {
+        self.exists().then_some(self.customer_id.as_str())
+    }
 }
 
 /// The total as a cart's state shows it. `evolve` cannot refuse an event already stored,

@@ -30,6 +30,13 @@ pub trait Aggregate:
 
     /// Whether any event has been applied yet.
     fn exists(&self) -> bool;
+
+    /// The customer this aggregate belongs to, for aggregates a customer owns (a cart, an
+    /// order); `None` for the shop's own (stock, payments). A customer's command on one it
+    /// does not own is answered as if it did not exist.
+    fn owner(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// Folds events into a state, from the initial one.

@@ -205,6 +205,10 @@ impl Aggregate for Order {
     fn exists(&self) -> bool {
         self.status != OrderStatus::New
     }
+
+    fn owner(&self) -> Option<&str> {
+        self.exists().then_some(self.customer_id.as_str())
+    }
 }
 
 /// When an order passed each milestone, read from its events' envelopes.

@@ -84,10 +84,11 @@ fn context(parts: &Parts, body: &[u8]) -> Result<CommandContext, ApiError> {
         .unwrap_or_default();
     // Who did it is the token's subject (or, with authentication off, X-User-Id as sent),
     // never a header of its own.
-    let user_id = parts
-        .extensions
-        .get::<crate::auth::Caller>()
-        .map(|caller| caller.sub.clone());
+    let caller = parts.extensions.get::<crate::auth::Caller>();
+    let user_id = caller.map(|caller| caller.sub.clone());
+    // A customer acts on its own carts and orders only; the bus checks it on the state it
+    // loads for the command anyway.
+    let acting_for = caller.and_then(|caller| caller.only_customer().map(str::to_string));
     // A key is the caller's own: another caller sending the same one is another request,
     // never the answer stored for the first.
     let idempotency_key = header_text(&parts.headers, IDEMPOTENCY_KEY, 255)?.map(|key| {
@@ -103,6 +104,8 @@ fn context(parts: &Parts, body: &[u8]) -> Result<CommandContext, ApiError> {
         user_id,
         idempotency_key,
         trace_id: Some(ids.trace_id),
+        acting_for,
+        continues_transaction: false,
     })
 }
 

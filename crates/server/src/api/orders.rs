@@ -6,9 +6,10 @@
 use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use cornershop_app::{fold_stored, CommandContext, Reply};
-use cornershop_domain::{AggregateType, Order, OrderCommand};
-use cornershop_readmodels::verify::replay_order;
+use cornershop_app::{fold_stored, AppError, CommandContext, Reply};
+use cornershop_domain::ids::payment_id_for;
+use cornershop_domain::{AggregateType, DomainError, Order, OrderCommand, Payment};
+use cornershop_readmodels::verify::{order_view, replay_order};
 use cornershop_readmodels::{OrderCursor, OrderPage, OrderQuery, OrderReadModel, ORDER_STATUSES};
 use cornershop_store::{StoredEvent, TimeRange};
 use rust_decimal::Decimal;
@@ -91,14 +92,6 @@ fn no_such_order(order_id: &str) -> ApiError {
     ApiError::not_found(format!(
         "order '{order_id}' does not exist (an order appears shortly after its checkout)"
     ))
-}
-
-/// The order as its events say it is now (the answer to a command on it, which must not
-/// lag behind like the read models may).
-async fn replayed(state: &AppState, order_id: &str) -> Result<OrderReadModel, ApiError> {
-    replay_order(&state.bus, order_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("order '{order_id}' does not exist")))
 }
 
 /// An order from the read models. It appears shortly after its checkout, and follows its
@@ -313,27 +306,38 @@ pub async fn timeline(
     }))
 }
 
-/// Runs an order command in the order's own business transaction.
+/// Runs an order command in the order's own business transaction (the bus gives its
+/// events the order's correlation and trace ids, and refuses another customer's order as
+/// one that does not exist), and answers with the order as its stream now says, read once.
 async fn order_command(
     state: &AppState,
-    caller: &Caller,
     order_id: &str,
     command: OrderCommand,
-    mut ctx: CommandContext,
+    ctx: CommandContext,
 ) -> Result<axum::response::Response, ApiError> {
-    let (_, events) = load_order(state, caller, order_id).await?;
-    ctx.correlation_id = events[0].envelope.metadata.correlation_id.clone();
-    ctx.trace_id = Some(events[0].trace_id.clone());
-    state
+    // Read before the command: shipping, delivering or cancelling never changes it.
+    let payment = state.bus.load::<Payment>(&payment_id_for(order_id)).await?;
+    let (executed, _) = state
         .bus
-        .execute_idempotent::<Order>(order_id, &command, &ctx, |_| Reply {
+        .execute_streamed::<Order>(order_id, &command, &ctx.continuing(), |_| Reply {
             status: 200,
             body: serde_json::Value::Null,
         })
-        .await?;
+        .await
+        .map_err(|e| match e {
+            AppError::Domain(DomainError::NotFound { .. }) => no_such_order(order_id),
+            other => other.into(),
+        })?;
+    let view = match executed {
+        Some(executed) => order_view(&executed.stream, payment)?,
+        // A repeated request (its Idempotency-Key answered): the order as it is now.
+        None => replay_order(&state.bus, order_id)
+            .await?
+            .ok_or_else(|| no_such_order(order_id))?,
+    };
     Ok(reply(Reply {
         status: 200,
-        body: serde_json::to_value(replayed(state, order_id).await?).expect("views serialize"),
+        body: serde_json::to_value(view).expect("views serialize"),
     }))
 }
 
@@ -348,7 +352,6 @@ async fn order_command(
     ))]
 pub async fn ship(
     State(state): State<AppState>,
-    caller: Caller,
     Path(order_id): Path<String>,
     command: Command<ShipOrder>,
 ) -> Result<axum::response::Response, ApiError> {
@@ -362,7 +365,7 @@ pub async fn ship(
         carrier: command.body.carrier,
         tracking_number,
     };
-    order_command(&state, &caller, &order_id, ship, command.ctx).await
+    order_command(&state, &order_id, ship, command.ctx).await
 }
 
 /// Mark a shipped order delivered (OrderDelivered).
@@ -375,11 +378,10 @@ pub async fn ship(
     ))]
 pub async fn deliver(
     State(state): State<AppState>,
-    caller: Caller,
     Path(order_id): Path<String>,
     Ctx(ctx): Ctx,
 ) -> Result<axum::response::Response, ApiError> {
-    order_command(&state, &caller, &order_id, OrderCommand::Deliver, ctx).await
+    order_command(&state, &order_id, OrderCommand::Deliver, ctx).await
 }
 
 /// Cancel an order before it ships (OrderCancelled). Its stock is released and a
@@ -394,12 +396,11 @@ pub async fn deliver(
     ))]
 pub async fn cancel(
     State(state): State<AppState>,
-    caller: Caller,
     Path(order_id): Path<String>,
     command: Command<CancelOrder>,
 ) -> Result<axum::response::Response, ApiError> {
     let cancel = OrderCommand::Cancel {
         reason: command.body.reason,
     };
-    order_command(&state, &caller, &order_id, cancel, command.ctx).await
+    order_command(&state, &order_id, cancel, command.ctx).await
 }
