@@ -64,7 +64,7 @@ pub async fn replay_order(
 }
 
 /// The read model a SKU should have (None: no such product).
-pub async fn replay_inventory(
+pub(crate) async fn replay_inventory(
     bus: &CommandBus,
     sku: &str,
 ) -> Result<Option<InventoryReadModel>, AppError> {
