@@ -6,8 +6,9 @@
 //! transaction). A failing event is retried with backoff and, after the last attempt,
 //! parked in the dead letters so that the consumer can move on.
 //!
-//! The transport is kept apart from the handlers: [`embedded`] tails the store's own log
-//! and is woken by appends; a Kafka transport drives the same handlers the same way.
+//! The transport is kept apart from the handlers: the embedded one ([`run_embedded`]) tails
+//! the store's own log and is woken by appends; a Kafka transport ([`kafka`]) drives the
+//! same handlers the same way.
 
 mod embedded;
 pub mod kafka;

@@ -78,6 +78,8 @@ pub struct AppendRequest {
     /// Marks the command as applied, in the same transaction: a second append with the
     /// same key stores nothing and returns [`StoreError::AlreadyApplied`]. Consumers derive
     /// it from the event that caused the command, which makes their effects exactly-once.
+    ///
+    /// [`StoreError::AlreadyApplied`]: crate::StoreError::AlreadyApplied
     pub dedupe_key: Option<String>,
 }
 

@@ -41,6 +41,8 @@
 //! file of its concern: `head` (the head listener), `append`, `events` (reads of the log
 //! and its statistics), `bookkeeping` (idempotent responses, applied commands,
 //! checkpoints, dead letters, publications), `timers`, `leases` and `notifications`.
+//!
+//! [`PgListener`]: sqlx::postgres::PgListener
 
 mod append;
 mod bookkeeping;
