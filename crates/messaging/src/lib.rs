@@ -6,12 +6,13 @@
 //! transaction). A failing event is retried with backoff and, after the last attempt,
 //! parked in the dead letters so that the consumer can move on.
 //!
-//! The transport is kept apart from the handlers: [`embedded`] tails the store's own log
-//! and is woken by appends; a Kafka transport drives the same handlers the same way.
+//! The transport is kept apart from the handlers: the embedded one ([`run_embedded`]) tails
+//! the store's own log and is woken by appends; a Kafka transport ([`kafka`]) drives the
+//! same handlers the same way.
 
-pub mod embedded;
+mod embedded;
 pub mod kafka;
-pub mod stall;
+mod stall;
 pub mod tracecontext;
 
 use std::collections::BTreeMap;
@@ -137,7 +138,7 @@ impl RetryPolicy {
 
 /// What became of one delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Delivery {
+pub(crate) enum Delivery {
     Handled,
     /// Parked in the dead letters under this id; the consumer moves on.
     DeadLettered(u64),
@@ -160,7 +161,7 @@ impl Consumer {
 
     /// [`deliver`](Self::deliver) inside the event's `consume` span: its business
     /// transaction's ids (on every log line of the handling) and its trace.
-    pub async fn deliver_traced(
+    pub(crate) async fn deliver_traced(
         &self,
         event: &StoredEvent,
         shutdown: &mut watch::Receiver<bool>,
@@ -179,7 +180,7 @@ impl Consumer {
     }
 
     /// Delivers one event, retrying with backoff; dead-letters it after the last attempt.
-    pub async fn deliver(
+    pub(crate) async fn deliver(
         &self,
         event: &StoredEvent,
         shutdown: &mut watch::Receiver<bool>,

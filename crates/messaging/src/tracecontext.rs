@@ -49,7 +49,7 @@ fn event_ids(event: &cornershop_store::StoredEvent) -> Option<(TraceId, SpanId)>
 }
 
 /// Joins `span` to the trace of `event`, as a child of the event's own span.
-pub fn join_event(span: &tracing::Span, event: &cornershop_store::StoredEvent) {
+pub(crate) fn join_event(span: &tracing::Span, event: &cornershop_store::StoredEvent) {
     if let Some(parent) = event_ids(event) {
         set_remote_parent(span, parent);
     }

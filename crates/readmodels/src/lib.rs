@@ -21,8 +21,9 @@
 //!   its events.
 
 pub mod projection;
-pub mod schema;
+mod schema;
 mod sql;
+#[cfg(feature = "testkit")]
 #[doc(hidden)]
 pub mod testkit;
 pub mod verify;
@@ -37,7 +38,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 pub use projection::ReportingProjection;
-pub use sql::{connect_postgres, open_sqlite, SqlReadModels, PG_SCHEMA, SQLITE_FILE};
+pub use sql::{connect_postgres, open_sqlite, SqlReadModels};
 
 /// The reporting service's projection: its consumer group and its name in the API.
 pub const REPORTING: &str = "reporting-service";
@@ -56,7 +57,7 @@ pub const ORDER_STATUSES: [&str; 6] = [
 ];
 
 /// The statuses whose orders count as sales (paid and not cancelled).
-pub const SOLD_STATUSES: [&str; 3] = ["Confirmed", "Shipped", "Delivered"];
+pub(crate) const SOLD_STATUSES: [&str; 3] = ["Confirmed", "Shipped", "Delivered"];
 
 /// One line of an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -404,14 +405,14 @@ pub(crate) fn money(cents: i64) -> Decimal {
 }
 
 /// An amount as the read models show it: two decimal places.
-pub fn two_places(amount: Decimal) -> Decimal {
+pub(crate) fn two_places(amount: Decimal) -> Decimal {
     let mut v = amount.round_dp(2);
     v.rescale(2);
     v
 }
 
 /// Lines as the read models show them.
-pub fn lines_of(items: &[cornershop_domain::LineItem]) -> Vec<OrderLine> {
+pub(crate) fn lines_of(items: &[cornershop_domain::LineItem]) -> Vec<OrderLine> {
     items
         .iter()
         .map(|l| OrderLine {

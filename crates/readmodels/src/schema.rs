@@ -9,7 +9,7 @@
 //! both backends.
 
 /// The tables a rebuild replaces, in creation order.
-pub const SWAPPED: [&str; 5] = [
+pub(crate) const SWAPPED: [&str; 5] = [
     "orders",
     "order_lines",
     "inventory",
@@ -18,7 +18,7 @@ pub const SWAPPED: [&str; 5] = [
 ];
 
 /// The tables (primary keys only: a rebuild loads them first and indexes them at the swap).
-pub const TABLES: &str = "\
+pub(crate) const TABLES: &str = "\
 CREATE TABLE {p}orders (
     order_id         TEXT NOT NULL PRIMARY KEY,
     cart_id          TEXT,
@@ -72,18 +72,18 @@ CREATE TABLE {p}applied (
 
 /// The secondary indexes, for the queries: newest first overall, by status and by
 /// customer (keyset pagination on (created_us, order_id)).
-pub const INDEXES: &str = "\
+pub(crate) const INDEXES: &str = "\
 CREATE INDEX {p}orders_by_created ON {p}orders (created_us, order_id);
 CREATE INDEX {p}orders_by_status ON {p}orders (status, created_us, order_id);
 CREATE INDEX {p}orders_by_customer ON {p}orders (customer_id, created_us, order_id);
 ";
 
-pub fn render(template: &str, prefix: &str, int: &str) -> String {
+pub(crate) fn render(template: &str, prefix: &str, int: &str) -> String {
     template.replace("{p}", prefix).replace("{int}", int)
 }
 
 /// The statements of a rendered template, one by one.
-pub fn statements(sql: &str) -> impl Iterator<Item = &str> {
+pub(crate) fn statements(sql: &str) -> impl Iterator<Item = &str> {
     sql.split(';').map(str::trim).filter(|s| !s.is_empty())
 }
 

@@ -74,7 +74,7 @@ pub fn order_view(
 }
 
 /// The read model a SKU should have (None: no such product).
-pub async fn replay_inventory(
+pub(crate) async fn replay_inventory(
     bus: &CommandBus,
     sku: &str,
 ) -> Result<Option<InventoryReadModel>, AppError> {

@@ -232,16 +232,16 @@ mod contract {
     // ---- helpers --------------------------------------------------------------------
 
     /// A fixed instant with a non-zero microsecond part, so that precision loss shows.
-    pub fn t0() -> DateTime<Utc> {
+    pub(crate) fn t0() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap()
             + chrono::Duration::microseconds(123_456)
     }
 
-    pub fn at(seconds: i64) -> DateTime<Utc> {
+    pub(crate) fn at(seconds: i64) -> DateTime<Utc> {
         t0() + chrono::Duration::seconds(seconds)
     }
 
-    pub fn meta(correlation: &str, causation: &str) -> Metadata {
+    pub(crate) fn meta(correlation: &str, causation: &str) -> Metadata {
         Metadata {
             correlation_id: correlation.to_string(),
             causation_id: causation.to_string(),
@@ -250,7 +250,7 @@ mod contract {
         }
     }
 
-    pub fn new_event(event: DomainEvent, timestamp: DateTime<Utc>) -> NewEvent {
+    pub(crate) fn new_event(event: DomainEvent, timestamp: DateTime<Utc>) -> NewEvent {
         let id = Uuid::new_v4();
         NewEvent {
             event_id: id,
@@ -266,7 +266,7 @@ mod contract {
         }
     }
 
-    pub fn cart_created(cart_id: &str, timestamp: DateTime<Utc>) -> NewEvent {
+    pub(crate) fn cart_created(cart_id: &str, timestamp: DateTime<Utc>) -> NewEvent {
         new_event(
             CartCreated {
                 cart_id: cart_id.to_string(),
@@ -277,7 +277,7 @@ mod contract {
         )
     }
 
-    pub fn item_added(
+    pub(crate) fn item_added(
         cart_id: &str,
         sku: &str,
         quantity: u32,
@@ -296,7 +296,7 @@ mod contract {
         )
     }
 
-    pub fn stock_updated(sku: &str, quantity: u32, timestamp: DateTime<Utc>) -> NewEvent {
+    pub(crate) fn stock_updated(sku: &str, quantity: u32, timestamp: DateTime<Utc>) -> NewEvent {
         new_event(
             StockUpdated {
                 sku: sku.to_string(),
@@ -310,7 +310,7 @@ mod contract {
         )
     }
 
-    pub fn order_validated(order_id: &str, timestamp: DateTime<Utc>) -> NewEvent {
+    pub(crate) fn order_validated(order_id: &str, timestamp: DateTime<Utc>) -> NewEvent {
         new_event(
             OrderValidated {
                 order_id: order_id.to_string(),
@@ -320,7 +320,7 @@ mod contract {
         )
     }
 
-    pub fn request(
+    pub(crate) fn request(
         aggregate_type: AggregateType,
         aggregate_id: &str,
         expected_version: u64,
@@ -329,7 +329,7 @@ mod contract {
         AppendRequest::new(aggregate_type, aggregate_id, expected_version, events)
     }
 
-    pub async fn append(
+    pub(crate) async fn append(
         store: &dyn EventStore,
         aggregate_type: AggregateType,
         aggregate_id: &str,
@@ -347,20 +347,24 @@ mod contract {
             .unwrap_or_else(|e| panic!("append to {aggregate_type} {aggregate_id} failed: {e}"))
     }
 
-    pub async fn load(store: &dyn EventStore, t: AggregateType, id: &str) -> Vec<StoredEvent> {
+    pub(crate) async fn load(
+        store: &dyn EventStore,
+        t: AggregateType,
+        id: &str,
+    ) -> Vec<StoredEvent> {
         store
             .load_aggregate(t, id, TimeRange::default())
             .await
             .expect("load_aggregate")
     }
 
-    pub async fn whole_log(store: &dyn EventStore) -> Vec<StoredEvent> {
+    pub(crate) async fn whole_log(store: &dyn EventStore) -> Vec<StoredEvent> {
         let all = store.read_log(0, 100_000).await.expect("read_log");
         assert_eq!(all.len() as u64, store.stats().await.unwrap().total_events);
         all
     }
 
-    pub async fn assert_empty(store: &dyn EventStore) {
+    pub(crate) async fn assert_empty(store: &dyn EventStore) {
         assert_eq!(
             store.head_position().await.unwrap(),
             0,
@@ -370,7 +374,7 @@ mod contract {
 
     /// The envelope the store returns must be exactly what was written, plus the
     /// store-assigned aggregate id/type and version.
-    pub fn assert_envelope(
+    pub(crate) fn assert_envelope(
         stored: &StoredEvent,
         written: &NewEvent,
         t: AggregateType,
@@ -413,7 +417,7 @@ mod contract {
 
     // ---- append ---------------------------------------------------------------------
 
-    pub async fn append_assigns_contiguous_versions_and_increasing_positions(
+    pub(crate) async fn append_assigns_contiguous_versions_and_increasing_positions(
         store: Arc<dyn EventStore>,
     ) {
         let store = &*store;
@@ -475,7 +479,7 @@ mod contract {
         assert!(load(store, AggregateType::Cart, "nope").await.is_empty());
     }
 
-    pub async fn aggregates_are_keyed_by_type_and_id(store: Arc<dyn EventStore>) {
+    pub(crate) async fn aggregates_are_keyed_by_type_and_id(store: Arc<dyn EventStore>) {
         let store = &*store;
         assert_empty(store).await;
         // The same id under two aggregate types: two independent streams.
@@ -516,7 +520,7 @@ mod contract {
         assert_eq!(store.stats().await.unwrap().total_aggregates, 2);
     }
 
-    pub async fn timestamps_are_kept_to_the_microsecond(store: Arc<dyn EventStore>) {
+    pub(crate) async fn timestamps_are_kept_to_the_microsecond(store: Arc<dyn EventStore>) {
         let store = &*store;
         assert_empty(store).await;
         // Microsecond timestamps, including ones close to second boundaries, round-trip.
@@ -555,7 +559,9 @@ mod contract {
 
     // ---- optimistic concurrency -------------------------------------------------------
 
-    pub async fn stale_expected_version_conflicts_and_appends_nothing(store: Arc<dyn EventStore>) {
+    pub(crate) async fn stale_expected_version_conflicts_and_appends_nothing(
+        store: Arc<dyn EventStore>,
+    ) {
         let store = &*store;
         assert_empty(store).await;
         let cart = "cart-c";
@@ -621,7 +627,7 @@ mod contract {
         assert_eq!(ok[0].envelope.version, 3);
     }
 
-    pub async fn a_failing_event_in_a_batch_appends_nothing(store: Arc<dyn EventStore>) {
+    pub(crate) async fn a_failing_event_in_a_batch_appends_nothing(store: Arc<dyn EventStore>) {
         let store = &*store;
         assert_empty(store).await;
         let first = append(
@@ -676,7 +682,7 @@ mod contract {
         }
     }
 
-    pub async fn idempotency_record_is_stored_atomically_with_the_events(
+    pub(crate) async fn idempotency_record_is_stored_atomically_with_the_events(
         store: Arc<dyn EventStore>,
     ) {
         let store = &*store;
@@ -747,7 +753,7 @@ mod contract {
         assert_eq!(store.stats().await.unwrap().total_events, 1);
     }
 
-    pub async fn a_conflicting_append_does_not_store_its_idempotency_record(
+    pub(crate) async fn a_conflicting_append_does_not_store_its_idempotency_record(
         store: Arc<dyn EventStore>,
     ) {
         let store = &*store;
@@ -791,7 +797,7 @@ mod contract {
 
     // ---- reading --------------------------------------------------------------------------
 
-    pub async fn load_aggregate_time_range_is_inclusive(store: Arc<dyn EventStore>) {
+    pub(crate) async fn load_aggregate_time_range_is_inclusive(store: Arc<dyn EventStore>) {
         let store = &*store;
         assert_empty(store).await;
         let cart = "cart-t";
@@ -871,7 +877,7 @@ mod contract {
 
     /// Fills a store with a mixed log: three carts, two SKUs, one order; timestamps spread
     /// over t0 + 0..=60s and not in position order.
-    pub async fn populate(store: &dyn EventStore) -> Vec<StoredEvent> {
+    pub(crate) async fn populate(store: &dyn EventStore) -> Vec<StoredEvent> {
         let mut all = Vec::new();
         for (i, cart) in ["c1", "c2", "c3"].iter().enumerate() {
             let s = i as i64 * 10;
@@ -953,7 +959,9 @@ mod contract {
         all
     }
 
-    pub async fn query_filters_by_aggregate_type_event_type_and_time(store: Arc<dyn EventStore>) {
+    pub(crate) async fn query_filters_by_aggregate_type_event_type_and_time(
+        store: Arc<dyn EventStore>,
+    ) {
         let store = &*store;
         assert_empty(store).await;
         let all = populate(store).await;
@@ -1036,7 +1044,7 @@ mod contract {
         assert_eq!(ids(&page), ids(&carts[3..5]));
     }
 
-    pub async fn query_paging_walks_the_whole_log_without_duplicates_or_gaps(
+    pub(crate) async fn query_paging_walks_the_whole_log_without_duplicates_or_gaps(
         store: Arc<dyn EventStore>,
     ) {
         let store = &*store;
@@ -1099,7 +1107,7 @@ mod contract {
         );
     }
 
-    pub async fn stats_summarise_the_log(store: Arc<dyn EventStore>) {
+    pub(crate) async fn stats_summarise_the_log(store: Arc<dyn EventStore>) {
         let store = &*store;
         let empty = store.stats().await.unwrap();
         assert_eq!(empty.total_events, 0);
@@ -1137,7 +1145,7 @@ mod contract {
         assert_eq!(stats.last_event_at, Some(at(60)));
     }
 
-    pub async fn watch_head_sees_every_committed_append(store: Arc<dyn EventStore>) {
+    pub(crate) async fn watch_head_sees_every_committed_append(store: Arc<dyn EventStore>) {
         let store = &*store;
         assert_empty(store).await;
         let mut rx = store.watch_head();
@@ -1200,7 +1208,7 @@ mod contract {
 
     // ---- concurrency ----------------------------------------------------------------------
 
-    pub async fn concurrent_writers_keep_a_global_order_readers_can_follow(
+    pub(crate) async fn concurrent_writers_keep_a_global_order_readers_can_follow(
         store: Arc<dyn EventStore>,
     ) {
         const WRITERS: usize = 8;
@@ -1351,7 +1359,7 @@ mod contract {
         assert_eq!(stats.head_position, seen.last().unwrap().position);
     }
 
-    pub async fn concurrent_appends_to_one_aggregate_have_exactly_one_winner(
+    pub(crate) async fn concurrent_appends_to_one_aggregate_have_exactly_one_winner(
         store: Arc<dyn EventStore>,
     ) {
         const CONTENDERS: usize = 8;
@@ -1419,7 +1427,9 @@ mod contract {
 
     // ---- applied commands, lookups, consumer bookkeeping ---------------------------------
 
-    pub async fn dedupe_key_is_stored_atomically_with_the_events(store: Arc<dyn EventStore>) {
+    pub(crate) async fn dedupe_key_is_stored_atomically_with_the_events(
+        store: Arc<dyn EventStore>,
+    ) {
         let store = &*store;
         assert_empty(store).await;
         assert!(!store.is_applied("saga:e1:create").await.unwrap());
@@ -1480,7 +1490,7 @@ mod contract {
         assert_eq!(store.stats().await.unwrap().total_events, 2);
     }
 
-    pub async fn find_event_and_events_by_correlation(store: Arc<dyn EventStore>) {
+    pub(crate) async fn find_event_and_events_by_correlation(store: Arc<dyn EventStore>) {
         let store = &*store;
         assert_empty(store).await;
         let all = populate(store).await;
@@ -1513,7 +1523,7 @@ mod contract {
 
     /// The trace id given at append comes back from every read; without one, it is the
     /// one derived from the correlation id.
-    pub async fn events_keep_their_trace_id(store: Arc<dyn EventStore>) {
+    pub(crate) async fn events_keep_their_trace_id(store: Arc<dyn EventStore>) {
         let store = &*store;
         assert_empty(store).await;
         let given = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -1554,7 +1564,9 @@ mod contract {
         );
     }
 
-    pub async fn load_aggregate_after_returns_only_the_newer_events(store: Arc<dyn EventStore>) {
+    pub(crate) async fn load_aggregate_after_returns_only_the_newer_events(
+        store: Arc<dyn EventStore>,
+    ) {
         let store = &*store;
         assert_empty(store).await;
         let cart = append(
@@ -1601,7 +1613,7 @@ mod contract {
             .is_empty());
     }
 
-    pub async fn checkpoints_never_move_backwards(store: Arc<dyn EventStore>) {
+    pub(crate) async fn checkpoints_never_move_backwards(store: Arc<dyn EventStore>) {
         let store = &*store;
         assert_eq!(store.checkpoint("b").await.unwrap(), 0);
         assert!(store.checkpoints().await.unwrap().is_empty());
@@ -1619,7 +1631,7 @@ mod contract {
         assert_eq!(summary, vec![("a", 1), ("b", 8)], "ordered by consumer");
     }
 
-    pub async fn dead_letters_accumulate_attempts_and_keep_the_first_failure(
+    pub(crate) async fn dead_letters_accumulate_attempts_and_keep_the_first_failure(
         store: Arc<dyn EventStore>,
     ) {
         let store = &*store;
@@ -1701,7 +1713,9 @@ mod contract {
         assert_eq!(store.dead_letter(id + 1000).await.unwrap(), None);
     }
 
-    pub async fn timers_only_move_later_and_complete_only_if_unchanged(store: Arc<dyn EventStore>) {
+    pub(crate) async fn timers_only_move_later_and_complete_only_if_unchanged(
+        store: Arc<dyn EventStore>,
+    ) {
         let store = &*store;
         let timer = |key: &str, due: DateTime<Utc>, n: i64| Timer {
             key: key.to_string(),
@@ -1742,7 +1756,7 @@ mod contract {
         assert_eq!(store.next_timer_due().await.unwrap(), None);
     }
 
-    pub async fn publications_are_recorded_on_the_events(store: Arc<dyn EventStore>) {
+    pub(crate) async fn publications_are_recorded_on_the_events(store: Arc<dyn EventStore>) {
         let store = &*store;
         assert_empty(store).await;
         let all = populate(store).await;
@@ -1772,7 +1786,7 @@ mod contract {
         }
     }
 
-    pub async fn a_lease_has_one_holder_until_it_expires_or_is_released(
+    pub(crate) async fn a_lease_has_one_holder_until_it_expires_or_is_released(
         store: Arc<dyn EventStore>,
     ) {
         let store = &*store;
@@ -1807,7 +1821,7 @@ mod contract {
 
     // ---- notifications --------------------------------------------------------------
 
-    pub fn notification(
+    pub(crate) fn notification(
         event_id: Uuid,
         channel: &str,
         order: &str,
@@ -1857,7 +1871,9 @@ mod contract {
         list.iter().map(|n| n.id).collect()
     }
 
-    pub async fn notifications_are_recorded_once_per_event_and_channel(store: Arc<dyn EventStore>) {
+    pub(crate) async fn notifications_are_recorded_once_per_event_and_channel(
+        store: Arc<dyn EventStore>,
+    ) {
         let store = &*store;
         let (e1, e2) = (Uuid::new_v4(), Uuid::new_v4());
         let email = notification(e1, "email", "o1", at(0));
@@ -1960,7 +1976,7 @@ mod contract {
         assert_eq!(store.notifications(&query(2)).await.unwrap().len(), 2);
     }
 
-    pub async fn due_notifications_follow_their_status_time_and_outcomes(
+    pub(crate) async fn due_notifications_follow_their_status_time_and_outcomes(
         store: Arc<dyn EventStore>,
     ) {
         let store = &*store;
@@ -2088,7 +2104,7 @@ mod contract {
         assert_eq!(due("sms", at(100), 10).await.len(), 1);
     }
 
-    pub async fn a_redriven_notification_starts_over_and_resolves_its_dead_letter(
+    pub(crate) async fn a_redriven_notification_starts_over_and_resolves_its_dead_letter(
         store: Arc<dyn EventStore>,
     ) {
         let store = &*store;
@@ -2172,7 +2188,7 @@ mod contract {
     /// PostgreSQL, without the append lock this check fails: fast writers commit higher
     /// positions while a slow one's lower position is still invisible); without it every
     /// writer appends normally.
-    pub async fn slow_writers_never_let_a_reader_skip_an_event(
+    pub(crate) async fn slow_writers_never_let_a_reader_skip_an_event(
         store: Arc<dyn EventStore>,
         slow_append: Option<SlowAppend>,
     ) {

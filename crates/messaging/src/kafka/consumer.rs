@@ -1,0 +1,321 @@
+//! The Kafka consumer loop, which drives a [`Handler`](crate::Handler) from its group's
+//! topics (parking poison messages in `<topic>.dlq`), and the measurement of the groups'
+//! lag.
+
+use std::time::Duration;
+
+use cornershop_domain::EventEnvelope;
+use cornershop_store::{trace, StoredEvent};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tokio::sync::watch;
+
+use super::relay::POSITION_HEADER;
+use super::KafkaSettings;
+use crate::{Consumer, Delivery};
+
+/// A header's value, as text, when the message has it.
+fn header<'m>(message: &'m BorrowedMessage<'_>, key: &str) -> Option<&'m str> {
+    message
+        .headers()
+        .and_then(|headers| headers.iter().find(|h| h.key == key).and_then(|h| h.value))
+        .and_then(|value| std::str::from_utf8(value).ok())
+}
+
+/// The trace the message belongs to: its `traceparent` header (set by the relay), or for a
+/// message without one (another producer) the trace derived from its correlation id.
+fn message_trace_id(message: &BorrowedMessage<'_>, envelope: &EventEnvelope) -> String {
+    header(message, "traceparent")
+        .and_then(trace::trace_id_from_traceparent)
+        .unwrap_or_else(|| trace::trace_id_for_correlation(&envelope.metadata.correlation_id))
+}
+
+/// The store position the relay put in the headers; 0 (unknown) on a message produced by
+/// anything else.
+fn message_position(message: &BorrowedMessage<'_>) -> u64 {
+    header(message, POSITION_HEADER)
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0)
+}
+
+fn parse(message: &BorrowedMessage<'_>) -> Result<EventEnvelope, String> {
+    let payload = message.payload().ok_or("message has no payload")?;
+    let envelope: EventEnvelope = serde_json::from_slice(payload)
+        .map_err(|e| format!("payload is not an event envelope: {e}"))?;
+    envelope.decode().map_err(|e| e.to_string())?;
+    Ok(envelope)
+}
+
+async fn dead_letter_to_topic(
+    producer: &FutureProducer,
+    message: &BorrowedMessage<'_>,
+    group: &str,
+    error: &str,
+) -> Result<(), KafkaError> {
+    let dlq = format!("{}.dlq", message.topic());
+    let partition = message.partition().to_string();
+    let offset = message.offset().to_string();
+    let mut headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "error",
+            value: Some(error),
+        })
+        .insert(Header {
+            key: "originTopic",
+            value: Some(message.topic()),
+        })
+        .insert(Header {
+            key: "originPartition",
+            value: Some(partition.as_str()),
+        })
+        .insert(Header {
+            key: "originOffset",
+            value: Some(offset.as_str()),
+        })
+        .insert(Header {
+            key: "consumerGroup",
+            value: Some(group),
+        });
+    if let Some(original) = message.headers() {
+        for header in original.iter() {
+            headers = headers.insert(Header {
+                key: header.key,
+                value: header.value,
+            });
+        }
+    }
+    let mut record = FutureRecord::to(&dlq).headers(headers);
+    if let Some(key) = message.key() {
+        record = record.key(key);
+    }
+    if let Some(payload) = message.payload() {
+        record = record.payload(payload);
+    }
+    producer
+        .send(record, Duration::from_secs(30))
+        .await
+        .map(|_| ())
+        .map_err(|(e, _)| e)
+}
+
+/// Drives a consumer from Kafka until `shutdown`: its group reads the seed's topics; a
+/// message that is not a well-formed event this build understands (not JSON, unknown
+/// eventType, a newer schemaVersion) goes to `<topic>.dlq` with the error and its origin
+/// in headers; every other message goes through the handler (retries, then the store's
+/// dead letters); the offset is committed after that.
+pub async fn run_kafka_consumer(
+    consumer: Consumer,
+    settings: KafkaSettings,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let group = settings.group(consumer.name());
+    let (kafka, dlq) = match (settings.consumer(&group), settings.producer()) {
+        (Ok(c), Ok(p)) => (c, p),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(group, error = %e, "cannot create the Kafka consumer");
+            return;
+        }
+    };
+    let topics = settings.topics();
+    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    if let Err(e) = kafka.subscribe(&topic_refs) {
+        tracing::error!(group, error = %e, "cannot subscribe");
+        return;
+    }
+    tracing::info!(group, "Kafka consumer started");
+    let mut handled = HandledOffsets::default();
+    loop {
+        let commit_due = handled.due_in();
+        let message = tokio::select! {
+            m = kafka.recv() => m,
+            _ = tokio::time::sleep(commit_due.unwrap_or_default()), if commit_due.is_some() => {
+                handled.commit(&kafka, &group, CommitMode::Async);
+                continue;
+            }
+            _ = shutdown.wait_for(|s| *s) => break,
+        };
+        let message = match message {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(group, error = %e, "Kafka receive failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        match parse(&message) {
+            Err(error) => {
+                tracing::warn!(
+                    group,
+                    topic = message.topic(),
+                    offset = message.offset(),
+                    error,
+                    "poison message; sending it to the dead-letter topic"
+                );
+                // Keep trying: the offset must not move past a message that is neither
+                // handled nor parked.
+                while let Err(e) = dead_letter_to_topic(&dlq, &message, &group, &error).await {
+                    tracing::warn!(group, error = %e, "cannot produce to the dead-letter topic; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.wait_for(|s| *s) => return,
+                    }
+                }
+            }
+            Ok(envelope) => {
+                if consumer.handler.handles(&envelope.event_type) {
+                    let event = StoredEvent {
+                        // The global position is the store's, not Kafka's (the relay sends
+                        // it in a header); consumers on Kafka work by eventId.
+                        position: message_position(&message),
+                        topic: Some(message.topic().to_string()),
+                        partition: Some(message.partition()),
+                        offset: Some(message.offset()),
+                        trace_id: message_trace_id(&message, &envelope),
+                        envelope,
+                    };
+                    let delivery = consumer.deliver_traced(&event, &mut shutdown).await;
+                    if delivery == Delivery::Interrupted {
+                        break;
+                    }
+                }
+            }
+        }
+        handled.record(&message);
+        if handled.due_in() == Some(Duration::ZERO) {
+            handled.commit(&kafka, &group, CommitMode::Async);
+        }
+    }
+    // Whatever was handled (and only that: not a message whose handling was interrupted)
+    // is committed before leaving the group.
+    handled.commit(&kafka, &group, CommitMode::Sync);
+    tracing::info!(group, "Kafka consumer stopped");
+}
+
+/// How often a consumer commits the offsets it has handled. One OffsetCommit per message
+/// queues up on the connection to the group coordinator, and the group's heartbeats wait
+/// behind it: a broker slow to write commits (one just started) then misses heartbeats for
+/// the session timeout, and the group stalls about 20 s to rejoin. A crash loses at most
+/// this much of the commits, and the handlers are idempotent, so the repeats are harmless.
+const COMMIT_EVERY: Duration = Duration::from_millis(250);
+
+/// The next offset of every partition whose messages are handled (or parked) and not yet
+/// committed.
+#[derive(Default)]
+struct HandledOffsets {
+    next: std::collections::BTreeMap<(String, i32), i64>,
+    last_commit: Option<tokio::time::Instant>,
+}
+
+impl HandledOffsets {
+    fn record(&mut self, message: &BorrowedMessage<'_>) {
+        self.next.insert(
+            (message.topic().to_string(), message.partition()),
+            message.offset() + 1,
+        );
+    }
+
+    /// How long until a commit is due; `None` when there is nothing to commit.
+    fn due_in(&self) -> Option<Duration> {
+        if self.next.is_empty() {
+            return None;
+        }
+        Some(self.last_commit.map_or(Duration::ZERO, |at| {
+            COMMIT_EVERY.saturating_sub(at.elapsed())
+        }))
+    }
+
+    fn commit(&mut self, kafka: &StreamConsumer, group: &str, mode: CommitMode) {
+        self.last_commit = Some(tokio::time::Instant::now());
+        if self.next.is_empty() {
+            return;
+        }
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), next) in std::mem::take(&mut self.next) {
+            if let Err(e) = offsets.add_partition_offset(&topic, partition, Offset::Offset(next)) {
+                tracing::warn!(group, topic, partition, error = %e, "cannot list an offset to commit");
+            }
+        }
+        if let Err(e) = kafka.commit(&offsets, mode) {
+            tracing::warn!(group, error = %e, "offset commit failed; the messages since the last commit may be delivered again");
+        }
+    }
+}
+
+/// Measures `kafka_consumer_lag` (high watermark minus committed offset, per group, topic
+/// and partition) from the broker every `every`, until `shutdown`.
+pub async fn monitor_lag(
+    settings: KafkaSettings,
+    consumers: Vec<String>,
+    every: Duration,
+    stalls: std::sync::Arc<crate::StallWatch>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    while !*shutdown.borrow() {
+        let (s, c, w) = (settings.clone(), consumers.clone(), stalls.clone());
+        match tokio::task::spawn_blocking(move || measure_lag(&s, &c, &w)).await {
+            Ok(Err(e)) => tracing::debug!(error = %e, "cannot measure consumer lag"),
+            Err(e) => tracing::debug!(error = %e, "lag measurement panicked"),
+            Ok(Ok(())) => {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+    }
+}
+
+/// Sets `kafka_consumer_lag` per partition and tells the stall watch where each group
+/// stands: its committed offsets summed over the partitions, against the same plus its
+/// lag (a group is stalled when it has messages to take and its commits stand still).
+fn measure_lag(
+    settings: &KafkaSettings,
+    consumers: &[String],
+    stalls: &crate::StallWatch,
+) -> Result<(), KafkaError> {
+    let timeout = Duration::from_secs(5);
+    let topics = settings.topics();
+    for consumer in consumers {
+        let group = settings.group(consumer);
+        // Not subscribed: it only reads the group's committed offsets, it never joins.
+        let client: BaseConsumer = settings
+            .client()
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let metadata = client.fetch_metadata(None, timeout)?;
+        let mut partitions = TopicPartitionList::new();
+        for topic in metadata.topics() {
+            if topics.iter().any(|t| t == topic.name()) {
+                for p in topic.partitions() {
+                    partitions.add_partition(topic.name(), p.id());
+                }
+            }
+        }
+        let committed = client.committed_offsets(partitions, timeout)?;
+        let (mut progress, mut behind) = (0u64, 0u64);
+        for element in committed.elements() {
+            let (low, high) =
+                client.fetch_watermarks(element.topic(), element.partition(), timeout)?;
+            let lag = match element.offset() {
+                Offset::Offset(committed) => high - committed,
+                _ => high - low,
+            };
+            metrics::gauge!(
+                "kafka_consumer_lag",
+                "consumer_group" => group.clone(),
+                "topic" => element.topic().to_string(),
+                "partition" => element.partition().to_string()
+            )
+            .set(lag.max(0) as f64);
+            if let Offset::Offset(committed) = element.offset() {
+                progress += committed.max(0) as u64;
+            }
+            behind += lag.max(0) as u64;
+        }
+        stalls.observe(&group, progress, progress + behind);
+    }
+    Ok(())
+}

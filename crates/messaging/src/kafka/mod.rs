@@ -1,0 +1,18 @@
+//! The Kafka transport: the outbox relay that publishes the log to the seed's topics, and
+//! the consumer loop that drives the same [`Handler`](crate::Handler)s from Kafka.
+//!
+//! Producer settings are the seed's: `acks=all`, `enable.idempotence=true`, retries with
+//! backoff, `client.id=cornerShop-event-publisher`. Consumers use a group per service,
+//! `auto.offset.reset=earliest`, `enable.auto.commit=false`, and commit a message's offset
+//! only after its handler's effects are durable in the store.
+//!
+//! `admin` holds the client settings and creates the topics; `relay` the outbox relay;
+//! `consumer` the consumer loop and the measurement of the groups' lag.
+
+mod admin;
+mod consumer;
+mod relay;
+
+pub use admin::KafkaSettings;
+pub use consumer::{monitor_lag, run_kafka_consumer};
+pub use relay::run_relay;

@@ -1,0 +1,271 @@
+//! The read models on SQL: one engine for SQLite and PostgreSQL.
+//!
+//! The tables hold only 64-bit integers and text (times in microseconds, money in cents),
+//! so the statements are the same on both backends, and they run through `sqlx::Any`; what
+//! differs is set apart in [`Dialect`]: placeholders (`?` or `$n`), the integer type of the
+//! DDL, connection settings and the migrations.
+//!
+//! - **SQLite** (embedded): `readmodels.db` next to the event store's `cornershop.db`, in WAL
+//!   mode, written through a pool of one connection (as the event store is), read through
+//!   its own pool. `synchronous=NORMAL`: a commit survives a crash of the process; after a
+//!   power loss the last commits may be gone (derived data: `projections verify` finds it,
+//!   `projections rebuild` repairs it), and an fsync per projected event would cap the
+//!   projection at a few hundred events a second.
+//! - **PostgreSQL** (production): the schema `readmodels` of the event store's database;
+//!   the connections' `search_path` is that schema, so the names are the same as on SQLite.
+//!   `synchronous_commit=off` for the same reason as `synchronous=NORMAL` on SQLite: a
+//!   crash of PostgreSQL itself may lose the last read-model commits, never corrupt them.
+//!
+//! **Exactly once.** A live update runs in one transaction: lock the projection's state
+//! row (`UPDATE rm_projection_state`), apply the effect, insert the event id into
+//! `rm_applied` (a unique violation means it was applied before: everything rolls back),
+//! commit. On SQLite these statements go in one multi-statement call. A consumer that dies
+//! after the commit and before its transport checkpoint gets the event again and changes
+//! nothing. Locking the state row first also orders every live update against a rebuild's
+//! swap, which locks the same row first (no deadlock, no update lost between them).
+//!
+//! **Rebuild.** Shadow tables (`rm_shadow_*`) are created and filled from the event store's
+//! log in pages, one transaction per page, while the live projection keeps writing the live
+//! tables and queries keep reading them. Then one transaction locks the state row (the live
+//! projection waits), applies what the log gained meanwhile, drops the live tables, renames
+//! the shadows in their place, indexes them, and records the new position and generation.
+//! An event the live projection receives later and the rebuild already applied is in the
+//! new `rm_applied`: it changes nothing.
+//!
+//! The files, one concern each: this one holds the type, the [`Dialect`], the helpers that
+//! run statements, and the [`ReadModelStore`] implementation, which hands each method to
+//! the file of its concern: `connect` (opening and migrating either backend), `project`
+//! (what each event changes, applied exactly once), `rebuild` (the shadow tables, the
+//! lease and the swap) and `queries` (the reads the API serves).
+
+mod connect;
+mod project;
+mod queries;
+mod rebuild;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use cornershop_store::EventStore;
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::Query;
+use sqlx::AnyConnection;
+use sqlx::{Any, AnyPool};
+
+use crate::{
+    InventoryReadModel, OrderPage, OrderQuery, OrderReadModel, ProjectedEvent, ProjectionState,
+    ReadModelError, ReadModelStore, RebuildProgress, RebuildReport, SalesQuery, SalesReport,
+};
+
+pub use connect::{connect_postgres, open_sqlite};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    fn int(self) -> &'static str {
+        match self {
+            Self::Sqlite => "INTEGER",
+            Self::Postgres => "BIGINT",
+        }
+    }
+}
+
+/// The read models in a SQL database: see the module documentation.
+pub struct SqlReadModels {
+    dialect: Dialect,
+    writer: AnyPool,
+    reader: AnyPool,
+}
+
+/// A bind parameter.
+enum Arg {
+    I(i64),
+    T(String),
+}
+
+fn bind<'q>(sql: &'q str, args: Vec<Arg>) -> Query<'q, Any, AnyArguments<'q>> {
+    let mut query = sqlx::query(sql);
+    for arg in args {
+        query = match arg {
+            Arg::I(v) => query.bind(v),
+            Arg::T(v) => query.bind(v),
+        };
+    }
+    query
+}
+
+/// A statement and its arguments, run alone or in a batch.
+type Stmt = (String, Vec<Arg>);
+
+fn push(statements: &mut Vec<Stmt>, sql: &str, args: Vec<Arg>) {
+    statements.push((sql.to_string(), args));
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+fn t(s: &str) -> Arg {
+    Arg::T(s.to_string())
+}
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn from_micros(us: i64) -> Result<DateTime<Utc>, ReadModelError> {
+    DateTime::from_timestamp_micros(us)
+        .ok_or_else(|| ReadModelError::Corrupt(format!("timestamp {us} is out of range")))
+}
+
+fn opt_time(us: Option<i64>) -> Result<Option<DateTime<Utc>>, ReadModelError> {
+    us.map(from_micros).transpose()
+}
+
+impl SqlReadModels {
+    /// The statement for this backend: `?` placeholders become `$1, $2, ...` on PostgreSQL.
+    fn sql(&self, text: &str) -> String {
+        match self.dialect {
+            Dialect::Sqlite => text.to_string(),
+            Dialect::Postgres => {
+                let mut out = String::with_capacity(text.len() + 16);
+                let mut n = 0;
+                for c in text.chars() {
+                    if c == '?' {
+                        n += 1;
+                        out.push('$');
+                        out.push_str(&n.to_string());
+                    } else {
+                        out.push(c);
+                    }
+                }
+                out
+            }
+        }
+    }
+
+    async fn exec(
+        &self,
+        conn: &mut AnyConnection,
+        text: &str,
+        args: Vec<Arg>,
+    ) -> Result<u64, ReadModelError> {
+        let sql = self.sql(text);
+        Ok(bind(&sql, args).execute(conn).await?.rows_affected())
+    }
+
+    async fn fetch_all(
+        &self,
+        conn: &mut AnyConnection,
+        text: &str,
+        args: Vec<Arg>,
+    ) -> Result<Vec<AnyRow>, ReadModelError> {
+        let sql = self.sql(text);
+        Ok(bind(&sql, args).fetch_all(conn).await?)
+    }
+
+    async fn read(&self, text: &str, args: Vec<Arg>) -> Result<Vec<AnyRow>, ReadModelError> {
+        let mut conn = self.reader.acquire().await?;
+        self.fetch_all(&mut conn, text, args).await
+    }
+
+    /// Runs statements in order: on SQLite as one multi-statement call (one trip to the
+    /// connection's thread instead of one per statement; SQLite binds the `?` of each
+    /// statement from the arguments in turn), on PostgreSQL one by one.
+    async fn execute_all(
+        &self,
+        conn: &mut AnyConnection,
+        statements: Vec<Stmt>,
+        persistent: bool,
+    ) -> Result<(), sqlx::Error> {
+        match self.dialect {
+            Dialect::Sqlite => {
+                if statements.is_empty() {
+                    return Ok(());
+                }
+                let mut sql = String::new();
+                let mut args = Vec::new();
+                for (text, more) in statements {
+                    if !sql.is_empty() {
+                        sql.push_str(";\n");
+                    }
+                    sql.push_str(&text);
+                    args.extend(more);
+                }
+                bind(&sql, args)
+                    .persistent(persistent)
+                    .execute(conn)
+                    .await?;
+            }
+            Dialect::Postgres => {
+                for (text, args) in statements {
+                    let sql = self.sql(&text);
+                    bind(&sql, args).execute(&mut *conn).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ReadModelStore for SqlReadModels {
+    async fn apply(
+        &self,
+        projection: &str,
+        event: &ProjectedEvent,
+    ) -> Result<bool, ReadModelError> {
+        project::apply(self, projection, event).await
+    }
+
+    async fn order(&self, order_id: &str) -> Result<Option<OrderReadModel>, ReadModelError> {
+        queries::order(self, order_id).await
+    }
+
+    async fn orders(&self, query: &OrderQuery) -> Result<OrderPage, ReadModelError> {
+        queries::orders(self, query).await
+    }
+
+    async fn order_ids(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>, ReadModelError> {
+        queries::order_ids(self, after, limit).await
+    }
+
+    async fn inventory(
+        &self,
+        low_stock_only: bool,
+    ) -> Result<Vec<InventoryReadModel>, ReadModelError> {
+        queries::inventory(self, low_stock_only).await
+    }
+
+    async fn sales_report(&self, query: &SalesQuery) -> Result<SalesReport, ReadModelError> {
+        queries::sales_report(self, query).await
+    }
+
+    async fn projection_state(
+        &self,
+        name: &str,
+    ) -> Result<Option<ProjectionState>, ReadModelError> {
+        queries::projection_state(self, name).await
+    }
+
+    async fn rebuild(
+        &self,
+        name: &str,
+        source: &dyn EventStore,
+        progress: &(dyn Fn(RebuildProgress) + Send + Sync),
+    ) -> Result<RebuildReport, ReadModelError> {
+        rebuild::rebuild(self, name, source, progress).await
+    }
+
+    async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+}

@@ -1,0 +1,297 @@
+//! The reads the API serves from the read models: orders, inventory, the sales report
+//! and the projections' state; and the decoding of an order row.
+
+use cornershop_domain::LineItem;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::{from_micros, micros, opt_time, t, Arg, SqlReadModels};
+use rust_decimal::Decimal;
+
+use crate::{
+    cents, lines_of, money, InventoryReadModel, OrderCursor, OrderPage, OrderQuery, OrderReadModel,
+    ProjectionState, ReadModelError, SalesBucket, SalesFigures, SalesQuery, SalesReport,
+    TopProduct, SOLD_STATUSES,
+};
+
+const ORDER_COLUMNS: &str = "order_id, cart_id, customer_id, status, order_version, \
+    total_cents, items, payment_id, payment_status, carrier, tracking_number, cancel_reason, \
+    correlation_id, created_us, validated_us, confirmed_us, shipped_us, delivered_us, \
+    cancelled_us";
+
+fn decode_order(row: &AnyRow) -> Result<OrderReadModel, ReadModelError> {
+    let text = |name: &str| -> Result<String, ReadModelError> {
+        let value: Option<String> = row.try_get(name)?;
+        value.ok_or_else(|| ReadModelError::Corrupt(format!("order row without {name}")))
+    };
+    let items: Vec<LineItem> = serde_json::from_str(&text("items")?)
+        .map_err(|e| ReadModelError::Corrupt(format!("order items: {e}")))?;
+    let total: Option<i64> = row.try_get("total_cents")?;
+    let created: Option<i64> = row.try_get("created_us")?;
+    Ok(OrderReadModel {
+        order_id: row.try_get("order_id")?,
+        cart_id: text("cart_id")?,
+        customer_id: text("customer_id")?,
+        status: text("status")?,
+        total_amount: money(total.unwrap_or(0)),
+        items: lines_of(&items),
+        payment_id: row.try_get("payment_id")?,
+        payment_status: row.try_get("payment_status")?,
+        carrier: row.try_get("carrier")?,
+        tracking_number: row.try_get("tracking_number")?,
+        cancel_reason: row.try_get("cancel_reason")?,
+        created_at: from_micros(
+            created
+                .ok_or_else(|| ReadModelError::Corrupt("order row without created_us".into()))?,
+        )?,
+        validated_at: opt_time(row.try_get("validated_us")?)?,
+        confirmed_at: opt_time(row.try_get("confirmed_us")?)?,
+        shipped_at: opt_time(row.try_get("shipped_us")?)?,
+        delivered_at: opt_time(row.try_get("delivered_us")?)?,
+        cancelled_at: opt_time(row.try_get("cancelled_us")?)?,
+        correlation_id: text("correlation_id")?,
+        version: row.try_get::<i64, _>("order_version")? as u64,
+    })
+}
+
+pub(super) async fn order(
+    store: &SqlReadModels,
+    order_id: &str,
+) -> Result<Option<OrderReadModel>, ReadModelError> {
+    let rows = store
+        .read(
+            &format!(
+                "SELECT {ORDER_COLUMNS} FROM rm_orders \
+                 WHERE order_id = ? AND created_us IS NOT NULL"
+            ),
+            vec![t(order_id)],
+        )
+        .await?;
+    rows.first().map(decode_order).transpose()
+}
+
+pub(super) async fn orders(
+    store: &SqlReadModels,
+    query: &OrderQuery,
+) -> Result<OrderPage, ReadModelError> {
+    let mut sql = format!("SELECT {ORDER_COLUMNS} FROM rm_orders WHERE created_us IS NOT NULL");
+    let mut args = Vec::new();
+    if !query.statuses.is_empty() {
+        let marks = vec!["?"; query.statuses.len()].join(", ");
+        sql.push_str(&format!(" AND status IN ({marks})"));
+        args.extend(query.statuses.iter().map(|s| t(s)));
+    }
+    if let Some(customer) = &query.customer_id {
+        sql.push_str(" AND customer_id = ?");
+        args.push(t(customer));
+    }
+    if let Some(from) = query.from {
+        sql.push_str(" AND created_us >= ?");
+        args.push(Arg::I(micros(from)));
+    }
+    if let Some(to) = query.to {
+        sql.push_str(" AND created_us <= ?");
+        args.push(Arg::I(micros(to)));
+    }
+    if let Some(min) = query.min_total {
+        // Amounts are whole cents: at least `min` is at least its cents rounded up.
+        let min_cents = min
+            .checked_mul(Decimal::ONE_HUNDRED)
+            .and_then(|c| cents(c.ceil() / Decimal::ONE_HUNDRED))
+            .unwrap_or(i64::MAX);
+        sql.push_str(" AND total_cents >= ?");
+        args.push(Arg::I(min_cents));
+    }
+    if let Some(after) = &query.after {
+        sql.push_str(" AND (created_us < ? OR (created_us = ? AND order_id < ?))");
+        args.extend([
+            Arg::I(after.created_us),
+            Arg::I(after.created_us),
+            t(&after.order_id),
+        ]);
+    }
+    let limit = query.limit.max(1);
+    sql.push_str(" ORDER BY created_us DESC, order_id DESC LIMIT ?");
+    args.push(Arg::I(i64::from(limit) + 1));
+    let rows = store.read(&sql, args).await?;
+    let mut orders = rows
+        .iter()
+        .map(decode_order)
+        .collect::<Result<Vec<_>, _>>()?;
+    let more = orders.len() > limit as usize;
+    orders.truncate(limit as usize);
+    let next_cursor = more.then(|| orders.last()).flatten().map(|last| {
+        OrderCursor {
+            created_us: micros(last.created_at),
+            order_id: last.order_id.clone(),
+        }
+        .encode()
+    });
+    Ok(OrderPage {
+        orders,
+        next_cursor,
+    })
+}
+
+pub(super) async fn order_ids(
+    store: &SqlReadModels,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<String>, ReadModelError> {
+    let rows = store
+        .read(
+            "SELECT order_id FROM rm_orders WHERE order_id > ? ORDER BY order_id LIMIT ?",
+            vec![t(after.unwrap_or("")), Arg::I(i64::from(limit))],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| r.try_get("order_id").map_err(Into::into))
+        .collect()
+}
+
+pub(super) async fn inventory(
+    store: &SqlReadModels,
+    low_stock_only: bool,
+) -> Result<Vec<InventoryReadModel>, ReadModelError> {
+    let mut sql = "SELECT sku, name, unit_price_cents, available, reserved, \
+                   low_stock_threshold FROM rm_inventory WHERE update_version > 0"
+        .to_string();
+    if low_stock_only {
+        sql.push_str(" AND available <= low_stock_threshold");
+    }
+    sql.push_str(" ORDER BY sku");
+    let rows = store.read(&sql, vec![]).await?;
+    rows.iter()
+        .map(|row| {
+            let available: i64 = row.try_get("available")?;
+            let threshold: i64 = row.try_get("low_stock_threshold")?;
+            Ok(InventoryReadModel {
+                sku: row.try_get("sku")?,
+                name: row.try_get("name")?,
+                unit_price: money(row.try_get("unit_price_cents")?),
+                available,
+                reserved: row.try_get("reserved")?,
+                low_stock_threshold: threshold,
+                low_stock: available <= threshold,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn sales_report(
+    store: &SqlReadModels,
+    query: &SalesQuery,
+) -> Result<SalesReport, ReadModelError> {
+    let int = store.dialect.int();
+    let sold = SOLD_STATUSES
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut window = String::from("created_us IS NOT NULL");
+    let mut window_args = Vec::new();
+    if let Some(from) = query.from {
+        window.push_str(" AND created_us >= ?");
+        window_args.push(micros(from));
+    }
+    if let Some(to) = query.to {
+        window.push_str(" AND created_us <= ?");
+        window_args.push(micros(to));
+    }
+    let width = query.group_by.micros();
+    let count = |condition: &str| {
+        format!("CAST(COALESCE(SUM(CASE WHEN {condition} THEN 1 ELSE 0 END), 0) AS {int})")
+    };
+    let sql = format!(
+        "SELECT (created_us / ?) * ? AS bucket, CAST(COUNT(*) AS {int}) AS orders, \
+         {sold_orders} AS sold_orders, \
+         CAST(COALESCE(SUM(CASE WHEN status IN ({sold}) THEN total_cents ELSE 0 END), 0) \
+           AS {int}) AS revenue, \
+         {cancelled} AS cancelled, {attempted} AS attempted, {failed} AS failed \
+         FROM rm_orders WHERE {window} GROUP BY bucket ORDER BY bucket",
+        sold_orders = count(&format!("status IN ({sold})")),
+        cancelled = count("status = 'Cancelled'"),
+        attempted = count("payment_status IS NOT NULL"),
+        failed = count("payment_status = 'Failed'"),
+    );
+    let mut args = vec![Arg::I(width), Arg::I(width)];
+    args.extend(window_args.iter().map(|v| Arg::I(*v)));
+    let rows = store.read(&sql, args).await?;
+    let mut totals = SalesFigures::default();
+    let mut buckets = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let n = |column: &str| -> Result<u64, ReadModelError> {
+            Ok(row.try_get::<i64, _>(column)?.max(0) as u64)
+        };
+        let figures = SalesFigures {
+            orders: n("orders")?,
+            sold_orders: n("sold_orders")?,
+            revenue: money(row.try_get("revenue")?),
+            cancelled_orders: n("cancelled")?,
+            payments_attempted: n("attempted")?,
+            payments_failed: n("failed")?,
+            ..SalesFigures::default()
+        };
+        totals.add(&figures);
+        buckets.push(SalesBucket {
+            start: from_micros(row.try_get("bucket")?)?,
+            figures: figures.finish(),
+        });
+    }
+    let window_on_o = window.replace("created_us", "o.created_us");
+    let sql = format!(
+        "SELECT l.sku AS sku, MAX(l.name) AS name, CAST(SUM(l.quantity) AS {int}) AS quantity, \
+         CAST(SUM(l.line_total_cents) AS {int}) AS revenue \
+         FROM rm_order_lines l JOIN rm_orders o ON o.order_id = l.order_id \
+         WHERE {window_on_o} AND o.status IN ({sold}) \
+         GROUP BY l.sku ORDER BY quantity DESC, revenue DESC, sku LIMIT ?"
+    );
+    let mut args: Vec<Arg> = window_args.iter().map(|v| Arg::I(*v)).collect();
+    args.push(Arg::I(i64::from(query.top)));
+    let rows = store.read(&sql, args).await?;
+    let top_products = rows
+        .iter()
+        .map(|row| {
+            Ok(TopProduct {
+                sku: row.try_get("sku")?,
+                name: row.try_get("name")?,
+                quantity: row.try_get::<i64, _>("quantity")?.max(0) as u64,
+                revenue: money(row.try_get("revenue")?),
+            })
+        })
+        .collect::<Result<Vec<_>, ReadModelError>>()?;
+    Ok(SalesReport {
+        from: query.from,
+        to: query.to,
+        group_by: query.group_by,
+        totals: totals.finish(),
+        buckets,
+        top_products,
+    })
+}
+
+pub(super) async fn projection_state(
+    store: &SqlReadModels,
+    name: &str,
+) -> Result<Option<ProjectionState>, ReadModelError> {
+    let rows = store
+        .read(
+            "SELECT name, position, events_applied, updated_us, generation, rebuilt_us, \
+             rebuild_error FROM rm_projection_state WHERE name = ?",
+            vec![t(name)],
+        )
+        .await?;
+    rows.first()
+        .map(|row| {
+            Ok(ProjectionState {
+                name: row.try_get("name")?,
+                position: row.try_get::<i64, _>("position")?.max(0) as u64,
+                events_applied: row.try_get::<i64, _>("events_applied")?.max(0) as u64,
+                updated_at: opt_time(row.try_get("updated_us")?)?,
+                generation: row.try_get::<i64, _>("generation")?.max(0) as u64,
+                rebuilt_at: opt_time(row.try_get("rebuilt_us")?)?,
+                rebuild_error: row.try_get("rebuild_error")?,
+            })
+        })
+        .transpose()
+}

@@ -1,0 +1,309 @@
+//! Rebuilding the read models from the event store's log: the rebuild's lease and
+//! heartbeat, filling the shadow tables page by page, and the swap that puts them live.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use cornershop_store::EventStore;
+use futures::FutureExt;
+use sqlx::AnyConnection;
+use sqlx::Row;
+
+use super::{micros, push, t, Arg, Dialect, SqlReadModels};
+use crate::schema::{render, statements, INDEXES, SWAPPED, TABLES};
+use uuid::Uuid;
+
+use crate::{
+    is_projected, ProjectedEvent, ReadModelError, RebuildProgress, RebuildReport, PROJECTIONS,
+};
+
+/// Events per page (and per transaction) of a rebuild.
+const PAGE: u32 = 2000;
+/// A rebuild's lease is taken over when its holder has been silent this long.
+const LEASE_STALE: Duration = Duration::from_secs(120);
+
+impl SqlReadModels {
+    async fn take_lease(&self, name: &str, holder: &str) -> Result<(), ReadModelError> {
+        let now = micros(Utc::now());
+        let stale = now - LEASE_STALE.as_micros() as i64;
+        let mut conn = self.writer.acquire().await?;
+        let taken = self
+            .exec(
+                &mut conn,
+                "UPDATE rm_projection_state SET rebuild_holder = ?, rebuild_heartbeat_us = ? \
+                 WHERE name = ? AND (rebuild_holder IS NULL OR rebuild_heartbeat_us < ?)",
+                vec![t(holder), Arg::I(now), t(name), Arg::I(stale)],
+            )
+            .await?;
+        if taken == 1 {
+            return Ok(());
+        }
+        let rows = self
+            .fetch_all(
+                &mut conn,
+                "SELECT rebuild_holder FROM rm_projection_state WHERE name = ?",
+                vec![t(name)],
+            )
+            .await?;
+        match rows.first() {
+            None => Err(ReadModelError::UnknownProjection(name.to_string())),
+            Some(row) => Err(ReadModelError::RebuildRunning {
+                name: name.to_string(),
+                holder: row
+                    .try_get::<Option<String>, _>("rebuild_holder")?
+                    .unwrap_or_default(),
+            }),
+        }
+    }
+
+    async fn heartbeat(
+        &self,
+        conn: &mut AnyConnection,
+        name: &str,
+        holder: &str,
+    ) -> Result<(), ReadModelError> {
+        let kept = self
+            .exec(
+                conn,
+                "UPDATE rm_projection_state SET rebuild_heartbeat_us = ? \
+                 WHERE name = ? AND rebuild_holder = ?",
+                vec![Arg::I(micros(Utc::now())), t(name), t(holder)],
+            )
+            .await?;
+        if kept == 1 {
+            Ok(())
+        } else {
+            Err(ReadModelError::RebuildRunning {
+                name: name.to_string(),
+                holder: "another rebuild took the lease over".into(),
+            })
+        }
+    }
+
+    /// Applies a page of the log to the shadow tables; returns how many events it applied.
+    /// (The shadows start empty and the log holds each event once: no event repeats.)
+    /// One call per event, like a live update: its statements have few distinct shapes,
+    /// so the connection's statement cache spares SQLite from parsing them again.
+    async fn apply_page(
+        &self,
+        conn: &mut AnyConnection,
+        page: &[cornershop_store::StoredEvent],
+    ) -> Result<u64, ReadModelError> {
+        let mut applied = 0;
+        for stored in page {
+            if !is_projected(&stored.envelope.event_type) {
+                continue;
+            }
+            // An event the read models cannot take is left out, as the live projection
+            // leaves it out (it dead-letters it): the rebuilt models match the live ones.
+            let effect = ProjectedEvent::from_stored(stored).and_then(|event| {
+                let mut statements = Vec::new();
+                self.effect(&mut statements, "rm_shadow_", &event)?;
+                Ok((event, statements))
+            });
+            let (event, mut statements) = match effect {
+                Ok(effect) => effect,
+                Err(e @ ReadModelError::BadEvent { .. }) => {
+                    tracing::warn!(error = %e, position = stored.position, "the rebuild leaves out an event the read models cannot take");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            push(
+                &mut statements,
+                "INSERT INTO rm_shadow_applied (event_id) VALUES (?)",
+                vec![Arg::T(event.event_id.to_string())],
+            );
+            self.execute_all(conn, statements, true).await?;
+            applied += 1;
+        }
+        Ok(applied)
+    }
+
+    async fn rebuild_inner(
+        &self,
+        name: &str,
+        holder: &str,
+        source: &dyn EventStore,
+        progress: &(dyn Fn(RebuildProgress) + Send + Sync),
+    ) -> Result<RebuildReport, ReadModelError> {
+        let started = Instant::now();
+        let head = source.head_position().await?;
+        let int = self.dialect.int();
+        {
+            let mut conn = self.writer.acquire().await?;
+            for table in SWAPPED {
+                self.exec(
+                    &mut conn,
+                    &format!("DROP TABLE IF EXISTS rm_shadow_{table}"),
+                    vec![],
+                )
+                .await?;
+            }
+            for statement in statements(&render(TABLES, "rm_shadow_", int)) {
+                self.exec(&mut conn, statement, vec![]).await?;
+            }
+        }
+        let (mut position, mut read, mut applied) = (0u64, 0u64, 0u64);
+        progress(RebuildProgress {
+            position,
+            head,
+            events: read,
+        });
+        // Fill the shadows, a page per transaction, while the live tables keep serving.
+        loop {
+            let page = source.read_log(position, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            let mut tx = self.writer.begin().await?;
+            applied += self.apply_page(&mut tx, &page).await?;
+            tx.commit().await?;
+            {
+                let mut conn = self.writer.acquire().await?;
+                self.heartbeat(&mut conn, name, holder).await?;
+            }
+            read += page.len() as u64;
+            position = last.position;
+            progress(RebuildProgress {
+                position,
+                head: head.max(position),
+                events: read,
+            });
+            if page.len() < PAGE as usize {
+                break;
+            }
+        }
+        // The swap: the live projection waits on the state row from here to the commit.
+        let mut tx = self.writer.begin().await?;
+        self.heartbeat(&mut tx, name, holder).await?;
+        loop {
+            let page = source.read_log(position, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            applied += self.apply_page(&mut tx, &page).await?;
+            read += page.len() as u64;
+            position = last.position;
+        }
+        for table in SWAPPED {
+            self.exec(&mut tx, &format!("DROP TABLE IF EXISTS rm_{table}"), vec![])
+                .await?;
+        }
+        for table in SWAPPED {
+            self.exec(
+                &mut tx,
+                &format!("ALTER TABLE rm_shadow_{table} RENAME TO rm_{table}"),
+                vec![],
+            )
+            .await?;
+            if self.dialect == Dialect::Postgres {
+                // The primary key's index keeps its name through a rename; give it the
+                // live name, so that the next rebuild's shadow can have the shadow name.
+                self.exec(
+                    &mut tx,
+                    &format!(
+                        "ALTER INDEX IF EXISTS rm_shadow_{table}_pkey RENAME TO rm_{table}_pkey"
+                    ),
+                    vec![],
+                )
+                .await?;
+            }
+        }
+        for statement in statements(&render(INDEXES, "rm_", int)) {
+            self.exec(&mut tx, statement, vec![]).await?;
+        }
+        let now = micros(Utc::now());
+        self.exec(
+            &mut tx,
+            "UPDATE rm_projection_state SET position = ?, events_applied = ?, updated_us = ?, \
+             generation = generation + 1, rebuilt_us = ?, rebuild_holder = NULL, \
+             rebuild_heartbeat_us = NULL, rebuild_error = NULL WHERE name = ?",
+            vec![
+                Arg::I(position as i64),
+                Arg::I(applied as i64),
+                Arg::I(now),
+                Arg::I(now),
+                t(name),
+            ],
+        )
+        .await?;
+        let rows = self
+            .fetch_all(
+                &mut tx,
+                "SELECT generation FROM rm_projection_state WHERE name = ?",
+                vec![t(name)],
+            )
+            .await?;
+        tx.commit().await?;
+        let generation = rows
+            .first()
+            .map(|r| r.try_get::<i64, _>("generation"))
+            .transpose()?
+            .unwrap_or(0) as u64;
+        progress(RebuildProgress {
+            position,
+            head: head.max(position),
+            events: read,
+        });
+        Ok(RebuildReport {
+            name: name.to_string(),
+            events_read: read,
+            events_applied: applied,
+            position,
+            generation,
+            duration_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+}
+
+pub(super) async fn rebuild(
+    store: &SqlReadModels,
+    name: &str,
+    source: &dyn EventStore,
+    progress: &(dyn Fn(RebuildProgress) + Send + Sync),
+) -> Result<RebuildReport, ReadModelError> {
+    if !PROJECTIONS.contains(&name) {
+        return Err(ReadModelError::UnknownProjection(name.to_string()));
+    }
+    let holder = format!("pid{}-{}", std::process::id(), Uuid::new_v4().simple());
+    store.take_lease(name, &holder).await?;
+    // Whatever ends the rebuild early (an error, a panic in the code it runs), its
+    // lease is released and the failure recorded for `GET /api/projections`.
+    let result =
+        match std::panic::AssertUnwindSafe(store.rebuild_inner(name, &holder, source, progress))
+            .catch_unwind()
+            .await
+        {
+            Ok(result) => result,
+            Err(panic) => Err(ReadModelError::RebuildFailed(format!(
+                "the rebuild panicked: {}",
+                cornershop_messaging::panic_message(panic.as_ref())
+            ))),
+        };
+    if let Err(e) = &result {
+        tracing::error!(projection = name, error = %e, "the rebuild failed; its lease is released");
+        let why = format!(
+            "{}: {e}",
+            Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        // Released in its own statement, retried a few times: a lease left behind
+        // would refuse every rebuild until it went stale.
+        for attempt in 0..3 {
+            let released = match store.writer.acquire().await {
+                Ok(mut conn) => store
+                    .exec(
+                        &mut conn,
+                        "UPDATE rm_projection_state SET rebuild_holder = NULL, \
+                         rebuild_heartbeat_us = NULL, rebuild_error = ? \
+                         WHERE name = ? AND rebuild_holder = ?",
+                        vec![t(&why), t(name), t(&holder)],
+                    )
+                    .await
+                    .is_ok(),
+                Err(_) => false,
+            };
+            if released {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+        }
+    }
+    result
+}

@@ -1,0 +1,99 @@
+//! The store's error, and what counts as the store being unavailable (rather than a
+//! request refused or data corrupt), on both backends.
+
+use cornershop_domain::AggregateType;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "{aggregate_type} '{aggregate_id}' is at version {actual}, not the expected {expected}"
+    )]
+    Conflict {
+        aggregate_type: AggregateType,
+        aggregate_id: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("idempotency key '{0}' has already been used")]
+    IdempotencyKeyTaken(String),
+    #[error("the command '{0}' has already been applied")]
+    AlreadyApplied(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// The store could not take the write (or cannot be reached): nothing of it is
+    /// stored, or, for [`Unavailable::OutcomeUnknown`], it cannot be told whether it was.
+    #[error("{detail}")]
+    Unavailable { kind: Unavailable, detail: String },
+}
+
+/// Why the store cannot serve a request right now. Each is temporary: the same request
+/// may succeed later without anything being fixed in the request itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    /// The disk (or the database's quota) is full: writes fail, reads still work.
+    DiskFull,
+    /// The database cannot be reached, or is shutting down, or its connection broke
+    /// before the statement ran.
+    Unreachable,
+    /// The connection broke during a commit: the write may or may not be stored.
+    OutcomeUnknown,
+}
+
+impl StoreError {
+    pub fn unavailable(kind: Unavailable, detail: impl Into<String>) -> Self {
+        Self::Unavailable {
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    /// Whether (and why) this error means "the store is unavailable", as opposed to a
+    /// refusal of this request (a conflict) or a bug (corrupt data).
+    pub fn unavailability(&self) -> Option<Unavailable> {
+        match self {
+            Self::Unavailable { kind, .. } => Some(*kind),
+            Self::Database(e) => sqlx_unavailability(e),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a database error means that the database cannot take work now (not that the
+/// statement is wrong): SQLite's primary result codes (the low byte of an extended code)
+/// and PostgreSQL's SQLSTATE classes, and the connection's own failures.
+pub fn sqlx_unavailability(e: &sqlx::Error) -> Option<Unavailable> {
+    match e {
+        sqlx::Error::Database(db) => {
+            let code = db.code()?;
+            if let Ok(sqlite) = code.parse::<i32>() {
+                // SQLITE_FULL (13); SQLITE_IOERR (10), SQLITE_NOMEM (7), SQLITE_BUSY (5),
+                // SQLITE_CANTOPEN (14) and SQLITE_READONLY (8, a file system remounted
+                // read-only) each with their extended variants.
+                return match sqlite & 0xff {
+                    13 => Some(Unavailable::DiskFull),
+                    5 | 7 | 8 | 10 | 14 => Some(Unavailable::Unreachable),
+                    _ => None,
+                };
+            }
+            match code.as_ref() {
+                // disk_full, insufficient_resources, out_of_memory, too_many_connections
+                "53100" => Some(Unavailable::DiskFull),
+                c if c.starts_with("53") => Some(Unavailable::Unreachable),
+                // connection exceptions; admin/crash shutdown, cannot connect now
+                c if c.starts_with("08") || c.starts_with("57P") => Some(Unavailable::Unreachable),
+                _ => None,
+            }
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => Some(Unavailable::Unreachable),
+        _ => None,
+    }
+}

@@ -1,0 +1,184 @@
+//! Notifications on the PostgreSQL backend: recorded once per event and channel, found
+//! due, updated after each attempt to send, re-driven, and listed.
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::{Postgres, QueryBuilder, Row};
+use uuid::Uuid;
+
+use super::{commit_failure, PgEventStore};
+use crate::truncate_to_micros as truncate;
+use crate::{NewNotification, Notification, NotificationQuery, NotificationUpdate, StoreError};
+
+pub(super) async fn record_notifications(
+    store: &PgEventStore,
+    notifications: &[NewNotification],
+) -> Result<u64, StoreError> {
+    let mut tx = store.pool.begin().await?;
+    let mut inserted = 0;
+    for n in notifications {
+        let created = truncate(n.created_at)?;
+        inserted += sqlx::query(
+            "INSERT INTO notifications (event_id, event_type, channel, template, order_id, \
+             customer_id, recipient, subject, body_text, body_html, status, attempts, \
+             next_attempt_at, created_at, updated_at, correlation_id, trace_id) \
+             VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', 0, \
+             $11, $11, $11, $12, $13) \
+             ON CONFLICT (event_id, channel) DO NOTHING",
+        )
+        .bind(n.event_id.to_string())
+        .bind(&n.event_type)
+        .bind(&n.channel)
+        .bind(&n.template)
+        .bind(&n.order_id)
+        .bind(&n.customer_id)
+        .bind(&n.recipient)
+        .bind(&n.subject)
+        .bind(&n.body_text)
+        .bind(&n.body_html)
+        .bind(created)
+        .bind(&n.correlation_id)
+        .bind(&n.trace_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
+    tx.commit().await.map_err(commit_failure)?;
+    Ok(inserted)
+}
+
+pub(super) async fn due_notifications(
+    store: &PgEventStore,
+    channel: &str,
+    now: DateTime<Utc>,
+    limit: u32,
+) -> Result<Vec<Notification>, StoreError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE channel = $1 \
+         AND status IN ('pending', 'retrying') AND next_attempt_at <= $2 \
+         ORDER BY next_attempt_at, id LIMIT $3"
+    ))
+    .bind(channel)
+    .bind(truncate(now)?)
+    .bind(i64::from(limit))
+    .fetch_all(&store.pool)
+    .await?;
+    rows.iter().map(decode_notification).collect()
+}
+
+pub(super) async fn next_notification_due(
+    store: &PgEventStore,
+    channel: &str,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let due: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "SELECT MIN(next_attempt_at) FROM notifications WHERE channel = $1 \
+         AND status IN ('pending', 'retrying')",
+    )
+    .bind(channel)
+    .fetch_one(&store.pool)
+    .await?;
+    Ok(due)
+}
+
+pub(super) async fn update_notification(
+    store: &PgEventStore,
+    update: &NotificationUpdate,
+) -> Result<bool, StoreError> {
+    let changed = sqlx::query(
+        "UPDATE notifications SET status = $1, attempts = $2, \
+         provider_message_id = COALESCE($3, provider_message_id), last_error = $4, \
+         next_attempt_at = $5, updated_at = $6 \
+         WHERE id = $7 AND status IN ('pending', 'retrying')",
+    )
+    .bind(&update.status)
+    .bind(i64::from(update.attempts))
+    .bind(&update.provider_message_id)
+    .bind(&update.last_error)
+    .bind(truncate(update.next_attempt_at)?)
+    .bind(Utc::now())
+    .bind(update.id as i64)
+    .execute(&store.pool)
+    .await?;
+    Ok(changed.rows_affected() == 1)
+}
+
+pub(super) async fn redrive_notification(
+    store: &PgEventStore,
+    dead_letter_id: u64,
+    event_id: Uuid,
+    channel: &str,
+) -> Result<bool, StoreError> {
+    let mut tx = store.pool.begin().await?;
+    sqlx::query("UPDATE dead_letters SET status = 'resolved' WHERE id = $1")
+        .bind(dead_letter_id as i64)
+        .execute(&mut *tx)
+        .await?;
+    let now = Utc::now();
+    let requeued = sqlx::query(
+        "UPDATE notifications SET status = 'retrying', attempts = 0, \
+         next_attempt_at = $1, updated_at = $1 \
+         WHERE event_id = $2::uuid AND channel = $3 AND status = 'failed'",
+    )
+    .bind(truncate(now)?)
+    .bind(event_id.to_string())
+    .bind(channel)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await.map_err(commit_failure)?;
+    Ok(requeued.rows_affected() == 1)
+}
+
+pub(super) async fn notifications(
+    store: &PgEventStore,
+    query: &NotificationQuery,
+) -> Result<Vec<Notification>, StoreError> {
+    let mut sql = QueryBuilder::<Postgres>::new(format!(
+        "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE TRUE"
+    ));
+    for (column, value) in [
+        ("order_id", &query.order_id),
+        ("customer_id", &query.customer_id),
+        ("channel", &query.channel),
+        ("status", &query.status),
+    ] {
+        if let Some(value) = value {
+            sql.push(format!(" AND {column} = "))
+                .push_bind(value.clone());
+        }
+    }
+    sql.push(" ORDER BY id DESC LIMIT ")
+        .push_bind(i64::from(query.limit));
+    let rows = sql.build().fetch_all(&store.pool).await?;
+    rows.iter().map(decode_notification).collect()
+}
+
+const NOTIFICATION_COLUMNS: &str = "id, event_id::text AS event_id, event_type, channel, \
+    template, order_id, customer_id, recipient, subject, body_text, body_html, status, attempts, \
+    provider_message_id, last_error, next_attempt_at, created_at, updated_at, correlation_id, trace_id";
+
+fn decode_notification(row: &PgRow) -> Result<Notification, StoreError> {
+    let event_id: String = row.try_get("event_id")?;
+    Ok(Notification {
+        id: row.try_get::<i64, _>("id")? as u64,
+        event_id: Uuid::parse_str(&event_id)
+            .map_err(|e| StoreError::Corrupt(format!("notification event_id: {e}")))?,
+        event_type: row.try_get("event_type")?,
+        channel: row.try_get("channel")?,
+        template: row.try_get("template")?,
+        order_id: row.try_get("order_id")?,
+        customer_id: row.try_get("customer_id")?,
+        recipient: row.try_get("recipient")?,
+        subject: row.try_get("subject")?,
+        body_text: row.try_get("body_text")?,
+        body_html: row.try_get("body_html")?,
+        correlation_id: row.try_get("correlation_id")?,
+        trace_id: row.try_get("trace_id")?,
+        status: row.try_get("status")?,
+        attempts: row.try_get::<i64, _>("attempts")? as u32,
+        provider_message_id: row.try_get("provider_message_id")?,
+        last_error: row.try_get("last_error")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}

@@ -1,0 +1,228 @@
+//! The SQLite backend's small tables beside the log: idempotent responses, applied
+//! commands, consumers' checkpoints and dead letters, and where events were published.
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite};
+use uuid::Uuid;
+
+use super::{from_micros, micros, SqliteEventStore};
+use crate::{Checkpoint, DeadLetter, IdempotentResponse, Publication, StoreError, StoredEvent};
+
+pub(super) async fn find_idempotent_response(
+    store: &SqliteEventStore,
+    key: &str,
+) -> Result<Option<IdempotentResponse>, StoreError> {
+    let row =
+        sqlx::query("SELECT key, fingerprint, status, body FROM idempotency_keys WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&store.reader)
+            .await?;
+    row.map(|row| {
+        Ok(IdempotentResponse {
+            key: row.try_get("key")?,
+            fingerprint: row.try_get("fingerprint")?,
+            status: row.try_get::<i64, _>("status")? as u16,
+            body: row.try_get("body")?,
+        })
+    })
+    .transpose()
+}
+
+pub(super) async fn is_applied(
+    store: &SqliteEventStore,
+    dedupe_key: &str,
+) -> Result<bool, StoreError> {
+    let found: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM applied_commands WHERE dedupe_key = ?")
+            .bind(dedupe_key)
+            .fetch_optional(&store.reader)
+            .await?;
+    Ok(found.is_some())
+}
+
+pub(super) async fn checkpoint(
+    store: &SqliteEventStore,
+    consumer: &str,
+) -> Result<u64, StoreError> {
+    let position: Option<i64> =
+        sqlx::query_scalar("SELECT position FROM checkpoints WHERE consumer = ?")
+            .bind(consumer)
+            .fetch_optional(&store.reader)
+            .await?;
+    Ok(position.unwrap_or(0) as u64)
+}
+
+pub(super) async fn save_checkpoint(
+    store: &SqliteEventStore,
+    consumer: &str,
+    position: u64,
+) -> Result<(), StoreError> {
+    let consumer = consumer.to_string();
+    store
+        .write(move |conn| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO checkpoints (consumer, position, updated_us) VALUES (?, ?, ?) \
+                 ON CONFLICT (consumer) DO UPDATE SET \
+                 position = MAX(position, excluded.position), updated_us = excluded.updated_us",
+                )
+                .bind(consumer)
+                .bind(position as i64)
+                .bind(micros(Utc::now()))
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+}
+
+pub(super) async fn checkpoints(store: &SqliteEventStore) -> Result<Vec<Checkpoint>, StoreError> {
+    let rows =
+        sqlx::query("SELECT consumer, position, updated_us FROM checkpoints ORDER BY consumer")
+            .fetch_all(&store.reader)
+            .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Checkpoint {
+                consumer: row.try_get("consumer")?,
+                position: row.try_get::<i64, _>("position")? as u64,
+                updated_at: from_micros(row.try_get("updated_us")?)?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn record_dead_letter(
+    store: &SqliteEventStore,
+    consumer: &str,
+    event: &StoredEvent,
+    error: &str,
+    attempts: u32,
+    first_failed_at: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let consumer = consumer.to_string();
+    let event_id = event.envelope.event_id.to_string();
+    let position = event.position as i64;
+    let event_type = event.envelope.event_type.clone();
+    let aggregate_id = event.envelope.aggregate_id.clone();
+    let error = error.to_string();
+    store
+        .write(move |conn| {
+            Box::pin(async move {
+                let id: i64 = sqlx::query_scalar(
+        "INSERT INTO dead_letters (consumer, event_id, position, event_type, aggregate_id, \
+         error, attempts, first_failed_us, last_failed_us, status) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending') \
+         ON CONFLICT (consumer, event_id) DO UPDATE SET error = excluded.error, \
+         attempts = dead_letters.attempts + excluded.attempts, \
+         last_failed_us = excluded.last_failed_us, status = 'pending' \
+         RETURNING id",
+    )
+    .bind(consumer)
+    .bind(event_id)
+    .bind(position)
+    .bind(event_type)
+    .bind(aggregate_id)
+    .bind(error)
+    .bind(attempts as i64)
+    .bind(micros(first_failed_at))
+    .bind(micros(Utc::now()))
+    .fetch_one(&mut *conn)
+    .await?;
+                Ok(id as u64)
+            })
+        })
+        .await
+}
+
+pub(super) async fn dead_letters(
+    store: &SqliteEventStore,
+    status: Option<&str>,
+) -> Result<Vec<DeadLetter>, StoreError> {
+    let mut sql = QueryBuilder::<Sqlite>::new(
+        "SELECT id, consumer, event_id, position, event_type, aggregate_id, error, attempts, \
+         first_failed_us, last_failed_us, status FROM dead_letters",
+    );
+    if let Some(status) = status {
+        sql.push(" WHERE status = ").push_bind(status.to_string());
+    }
+    sql.push(" ORDER BY id");
+    let rows = sql.build().fetch_all(&store.reader).await?;
+    rows.iter().map(decode_dead_letter).collect()
+}
+
+pub(super) async fn dead_letter(
+    store: &SqliteEventStore,
+    id: u64,
+) -> Result<Option<DeadLetter>, StoreError> {
+    let row = sqlx::query(
+        "SELECT id, consumer, event_id, position, event_type, aggregate_id, error, attempts, \
+         first_failed_us, last_failed_us, status FROM dead_letters WHERE id = ?",
+    )
+    .bind(id as i64)
+    .fetch_optional(&store.reader)
+    .await?;
+    row.as_ref().map(decode_dead_letter).transpose()
+}
+
+pub(super) async fn resolve_dead_letter(
+    store: &SqliteEventStore,
+    id: u64,
+) -> Result<(), StoreError> {
+    store
+        .write(move |conn| {
+            Box::pin(async move {
+                sqlx::query("UPDATE dead_letters SET status = 'resolved' WHERE id = ?")
+                    .bind(id as i64)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+}
+
+pub(super) async fn record_publications(
+    store: &SqliteEventStore,
+    published: &[Publication],
+) -> Result<(), StoreError> {
+    let published = published.to_vec();
+    store
+        .write(move |conn| {
+            Box::pin(async move {
+                for p in &published {
+                    sqlx::query(
+            "UPDATE events SET topic = ?, kafka_partition = ?, kafka_offset = ? WHERE position = ?",
+        )
+        .bind(&p.topic)
+        .bind(p.partition)
+        .bind(p.offset)
+        .bind(p.position as i64)
+        .execute(&mut *conn)
+        .await?;
+                }
+                Ok(())
+            })
+        })
+        .await
+}
+
+fn decode_dead_letter(row: &SqliteRow) -> Result<DeadLetter, StoreError> {
+    let event_id: String = row.try_get("event_id")?;
+    Ok(DeadLetter {
+        id: row.try_get::<i64, _>("id")? as u64,
+        consumer: row.try_get("consumer")?,
+        event_id: Uuid::parse_str(&event_id)
+            .map_err(|e| StoreError::Corrupt(format!("dead letter event_id: {e}")))?,
+        position: row.try_get::<i64, _>("position")? as u64,
+        event_type: row.try_get("event_type")?,
+        aggregate_id: row.try_get("aggregate_id")?,
+        error: row.try_get("error")?,
+        attempts: row.try_get::<i64, _>("attempts")? as u32,
+        first_failed_at: from_micros(row.try_get("first_failed_us")?)?,
+        last_failed_at: from_micros(row.try_get("last_failed_us")?)?,
+        status: row.try_get("status")?,
+    })
+}

@@ -1,0 +1,202 @@
+//! Notifications on the SQLite backend: recorded once per event and channel, found due,
+//! updated after each attempt to send, re-driven, and listed.
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite};
+use uuid::Uuid;
+
+use super::{from_micros, micros, SqliteEventStore};
+use crate::{NewNotification, Notification, NotificationQuery, NotificationUpdate, StoreError};
+
+pub(super) async fn record_notifications(
+    store: &SqliteEventStore,
+    notifications: &[NewNotification],
+) -> Result<u64, StoreError> {
+    let notifications = notifications.to_vec();
+    store
+        .write(move |conn| {
+            Box::pin(async move {
+                let mut inserted = 0;
+                for n in &notifications {
+                    let created = micros(n.created_at);
+                    inserted += sqlx::query(
+            "INSERT INTO notifications (event_id, event_type, channel, template, order_id, \
+             customer_id, recipient, subject, body_text, body_html, status, attempts, \
+             next_attempt_us, created_us, updated_us, correlation_id, trace_id) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?) \
+             ON CONFLICT (event_id, channel) DO NOTHING",
+        )
+        .bind(n.event_id.to_string())
+        .bind(&n.event_type)
+        .bind(&n.channel)
+        .bind(&n.template)
+        .bind(&n.order_id)
+        .bind(&n.customer_id)
+        .bind(&n.recipient)
+        .bind(&n.subject)
+        .bind(&n.body_text)
+        .bind(&n.body_html)
+        .bind(created)
+        .bind(created)
+        .bind(created)
+        .bind(&n.correlation_id)
+        .bind(&n.trace_id)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+                }
+                Ok(inserted)
+            })
+        })
+        .await
+}
+
+pub(super) async fn due_notifications(
+    store: &SqliteEventStore,
+    channel: &str,
+    now: DateTime<Utc>,
+    limit: u32,
+) -> Result<Vec<Notification>, StoreError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE channel = ? \
+         AND status IN ('pending', 'retrying') AND next_attempt_us <= ? \
+         ORDER BY next_attempt_us, id LIMIT ?"
+    ))
+    .bind(channel)
+    .bind(micros(now))
+    .bind(i64::from(limit))
+    .fetch_all(&store.reader)
+    .await?;
+    rows.iter().map(decode_notification).collect()
+}
+
+pub(super) async fn next_notification_due(
+    store: &SqliteEventStore,
+    channel: &str,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let due: Option<i64> = sqlx::query_scalar(
+        "SELECT MIN(next_attempt_us) FROM notifications WHERE channel = ? \
+         AND status IN ('pending', 'retrying')",
+    )
+    .bind(channel)
+    .fetch_one(&store.reader)
+    .await?;
+    due.map(from_micros).transpose()
+}
+
+pub(super) async fn update_notification(
+    store: &SqliteEventStore,
+    update: &NotificationUpdate,
+) -> Result<bool, StoreError> {
+    let update = update.clone();
+    store
+        .write(move |conn| {
+            Box::pin(async move {
+                let changed = sqlx::query(
+                    "UPDATE notifications SET status = ?, attempts = ?, \
+         provider_message_id = COALESCE(?, provider_message_id), last_error = ?, \
+         next_attempt_us = ?, updated_us = ? \
+         WHERE id = ? AND status IN ('pending', 'retrying')",
+                )
+                .bind(&update.status)
+                .bind(i64::from(update.attempts))
+                .bind(&update.provider_message_id)
+                .bind(&update.last_error)
+                .bind(micros(update.next_attempt_at))
+                .bind(micros(Utc::now()))
+                .bind(update.id as i64)
+                .execute(&mut *conn)
+                .await?;
+                Ok(changed.rows_affected() == 1)
+            })
+        })
+        .await
+}
+
+pub(super) async fn redrive_notification(
+    store: &SqliteEventStore,
+    dead_letter_id: u64,
+    event_id: Uuid,
+    channel: &str,
+) -> Result<bool, StoreError> {
+    let channel = channel.to_string();
+    store
+        .write(move |conn| {
+            Box::pin(async move {
+                let now = micros(Utc::now());
+                sqlx::query("UPDATE dead_letters SET status = 'resolved' WHERE id = ?")
+                    .bind(dead_letter_id as i64)
+                    .execute(&mut *conn)
+                    .await?;
+                let requeued = sqlx::query(
+                    "UPDATE notifications SET status = 'retrying', attempts = 0, \
+                 next_attempt_us = ?, updated_us = ? \
+                 WHERE event_id = ? AND channel = ? AND status = 'failed'",
+                )
+                .bind(now)
+                .bind(now)
+                .bind(event_id.to_string())
+                .bind(channel)
+                .execute(&mut *conn)
+                .await?;
+                Ok(requeued.rows_affected() == 1)
+            })
+        })
+        .await
+}
+
+pub(super) async fn notifications(
+    store: &SqliteEventStore,
+    query: &NotificationQuery,
+) -> Result<Vec<Notification>, StoreError> {
+    let mut sql = QueryBuilder::<Sqlite>::new(format!(
+        "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE 1 = 1"
+    ));
+    for (column, value) in [
+        ("order_id", &query.order_id),
+        ("customer_id", &query.customer_id),
+        ("channel", &query.channel),
+        ("status", &query.status),
+    ] {
+        if let Some(value) = value {
+            sql.push(format!(" AND {column} = "))
+                .push_bind(value.clone());
+        }
+    }
+    sql.push(" ORDER BY id DESC LIMIT ")
+        .push_bind(i64::from(query.limit));
+    let rows = sql.build().fetch_all(&store.reader).await?;
+    rows.iter().map(decode_notification).collect()
+}
+
+const NOTIFICATION_COLUMNS: &str = "id, event_id, event_type, channel, template, order_id, \
+    customer_id, recipient, subject, body_text, body_html, status, attempts, \
+    provider_message_id, last_error, next_attempt_us, created_us, updated_us, correlation_id, trace_id";
+
+fn decode_notification(row: &SqliteRow) -> Result<Notification, StoreError> {
+    let event_id: String = row.try_get("event_id")?;
+    Ok(Notification {
+        id: row.try_get::<i64, _>("id")? as u64,
+        event_id: Uuid::parse_str(&event_id)
+            .map_err(|e| StoreError::Corrupt(format!("notification event_id: {e}")))?,
+        event_type: row.try_get("event_type")?,
+        channel: row.try_get("channel")?,
+        template: row.try_get("template")?,
+        order_id: row.try_get("order_id")?,
+        customer_id: row.try_get("customer_id")?,
+        recipient: row.try_get("recipient")?,
+        subject: row.try_get("subject")?,
+        body_text: row.try_get("body_text")?,
+        body_html: row.try_get("body_html")?,
+        correlation_id: row.try_get("correlation_id")?,
+        trace_id: row.try_get("trace_id")?,
+        status: row.try_get("status")?,
+        attempts: row.try_get::<i64, _>("attempts")? as u32,
+        provider_message_id: row.try_get("provider_message_id")?,
+        last_error: row.try_get("last_error")?,
+        next_attempt_at: from_micros(row.try_get("next_attempt_us")?)?,
+        created_at: from_micros(row.try_get("created_us")?)?,
+        updated_at: from_micros(row.try_get("updated_us")?)?,
+    })
+}
