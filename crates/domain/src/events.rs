@@ -284,6 +284,11 @@ macro_rules! domain_events {
                 }
             }
 
+            /// The kind of aggregate whose events are of this type.
+            pub fn aggregate_type(self) -> AggregateType {
+                match self { $( Self::$variant => AggregateType::$aggregate, )* }
+            }
+
             /// Whether the name is one of `types` (a consumer's filter).
             pub fn is_one_of(name: &str, types: &[EventType]) -> bool {
                 Self::parse(name).is_some_and(|t| types.contains(&t))

@@ -27,10 +27,11 @@ mod sql;
 #[doc(hidden)]
 pub mod testkit;
 pub mod verify;
+mod view;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use cornershop_domain::DomainEvent;
+use cornershop_domain::{AggregateType, DomainEvent, EventType};
 use cornershop_store::{EventStore, StoreError, StoredEvent};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -39,6 +40,7 @@ use uuid::Uuid;
 
 pub use projection::ReportingProjection;
 pub use sql::{connect_postgres, open_sqlite, SqlReadModels};
+pub use view::order_view;
 
 /// The reporting service's projection: its consumer group and its name in the API.
 pub const REPORTING: &str = "reporting-service";
@@ -369,12 +371,18 @@ pub struct ProjectedEvent {
 
 /// Whether the reporting projection uses events of this type.
 pub fn is_projected(event_type: &str) -> bool {
-    event_type.starts_with("Order")
-        || event_type.starts_with("Payment")
-        || matches!(
-            event_type,
-            "StockUpdated" | "StockReserved" | "StockReleased" | "StockShipped"
+    EventType::parse(event_type).is_some_and(|t| {
+        matches!(
+            t.aggregate_type(),
+            AggregateType::Order | AggregateType::Payment
+        ) || matches!(
+            t,
+            EventType::StockUpdated
+                | EventType::StockReserved
+                | EventType::StockReleased
+                | EventType::StockShipped
         )
+    })
 }
 
 impl ProjectedEvent {

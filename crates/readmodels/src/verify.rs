@@ -5,22 +5,20 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use cornershop_app::{fold_stored, AppError, CommandBus};
+use cornershop_app::{AppError, CommandBus};
 use cornershop_domain::ids::payment_id_for;
-use cornershop_domain::{AggregateType, Inventory, Order, Payment};
-use cornershop_store::{EventQuery, StoredEvent, TimeRange};
+use cornershop_domain::{AggregateType, Inventory, Payment};
+use cornershop_store::{EventQuery, TimeRange};
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::{
-    lines_of, two_places, InventoryReadModel, OrderReadModel, ReadModelError, ReadModelStore,
-};
+use crate::{two_places, InventoryReadModel, OrderReadModel, ReadModelError, ReadModelStore};
 
 /// How many aggregates are checked at a time.
 const CONCURRENCY: usize = 8;
 
 /// The read model an order should have: replayed from its events (None: no such order).
-pub async fn replay_order(
+pub(crate) async fn replay_order(
     bus: &CommandBus,
     order_id: &str,
 ) -> Result<Option<OrderReadModel>, AppError> {
@@ -32,45 +30,7 @@ pub async fn replay_order(
         return Ok(None);
     }
     let payment = bus.load::<Payment>(&payment_id_for(order_id)).await?;
-    order_view(&events, payment).map(Some)
-}
-
-/// The read model of an order whose whole stream is `events` (at least one) and whose
-/// payment (state, version; version 0: none yet) is `payment`: what a command on the order
-/// answers, from the stream it read once.
-pub fn order_view(
-    events: &[StoredEvent],
-    (payment, payment_version): (Payment, u64),
-) -> Result<OrderReadModel, AppError> {
-    let (order, version) = fold_stored::<Order>(events)?;
-    let payment_id = payment_id_for(&order.order_id);
-    let when = |event_type: &str| {
-        events
-            .iter()
-            .find(|e| e.envelope.event_type == event_type)
-            .map(|e| e.envelope.timestamp)
-    };
-    Ok(OrderReadModel {
-        order_id: order.order_id.clone(),
-        cart_id: order.cart_id.clone(),
-        customer_id: order.customer_id.clone(),
-        status: format!("{:?}", order.status),
-        total_amount: two_places(order.total_amount),
-        items: lines_of(&order.items),
-        payment_id: (payment_version > 0).then_some(payment_id),
-        payment_status: (payment_version > 0).then(|| format!("{:?}", payment.status)),
-        carrier: order.carrier.clone(),
-        tracking_number: order.tracking_number.clone(),
-        cancel_reason: order.cancel_reason.clone(),
-        created_at: when("OrderCreated").unwrap_or(events[0].envelope.timestamp),
-        validated_at: when("OrderValidated"),
-        confirmed_at: when("OrderConfirmed"),
-        shipped_at: when("OrderShipped"),
-        delivered_at: when("OrderDelivered"),
-        cancelled_at: when("OrderCancelled"),
-        correlation_id: events[0].envelope.metadata.correlation_id.clone(),
-        version,
-    })
+    crate::order_view(&events, payment).map(Some)
 }
 
 /// The read model a SKU should have (None: no such product).

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use cornershop_app::{fold_stored, AppError, CommandContext, Reply};
 use cornershop_domain::ids::payment_id_for;
 use cornershop_domain::{AggregateType, DomainError, Order, OrderCommand, Payment};
-use cornershop_readmodels::verify::{order_view, replay_order};
+use cornershop_readmodels::order_view;
 use cornershop_readmodels::{OrderCursor, OrderPage, OrderQuery, OrderReadModel, ORDER_STATUSES};
 use cornershop_store::{StoredEvent, TimeRange};
 use rust_decimal::Decimal;
@@ -331,9 +331,17 @@ async fn order_command(
     let view = match executed {
         Some(executed) => order_view(&executed.stream, payment)?,
         // A repeated request (its Idempotency-Key answered): the order as it is now.
-        None => replay_order(&state.bus, order_id)
-            .await?
-            .ok_or_else(|| no_such_order(order_id))?,
+        None => {
+            let stream = state
+                .bus
+                .store()
+                .load_aggregate(AggregateType::Order, order_id, TimeRange::default())
+                .await?;
+            if stream.is_empty() {
+                return Err(no_such_order(order_id));
+            }
+            order_view(&stream, payment)?
+        }
     };
     Ok(reply(Reply {
         status: 200,
