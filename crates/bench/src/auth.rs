@@ -75,7 +75,7 @@ pub async fn auth(args: &Args) -> anyhow::Result<()> {
     )?;
     let settings = AuthArgs {
         signing_key_file: Some(key_file),
-        ..AuthArgs::default()
+        ..cornershop_server::config::defaults::<AuthArgs>()
     };
     let authenticator = Authenticator::from_config(&settings, dir.path())?;
     let caller = authenticator
