@@ -4,6 +4,7 @@
 The layers point one way (ARCHITECTURE.md's code map, "must not depend on"):
 
     domain <- store <- app, messaging <- services, readmodels <- server <- bench
+    domain <- simulate <- server, bench
 
 Each crate may depend (normally, or for its tests and benches) only on the crates listed
 for it below. Reads `cargo metadata`, so it sees exactly what cargo builds.
@@ -22,13 +23,16 @@ ALLOWED = {
     # The read side: no workflow crate (services) and no server.
     "cornershop-readmodels": {"cornershop-domain", "cornershop-store", "cornershop-app",
                               "cornershop-messaging"},
+    # A client of the HTTP API: its token comes from the server, never the other way.
+    "cornershop-simulate": {"cornershop-domain"},
     "cornershop-server": {"cornershop-domain", "cornershop-store", "cornershop-app",
                           "cornershop-messaging", "cornershop-services",
-                          "cornershop-readmodels"},
+                          "cornershop-readmodels", "cornershop-simulate"},
     # A leaf: it measures everything.
     "cornershop-bench": {"cornershop-domain", "cornershop-store", "cornershop-app",
                          "cornershop-messaging", "cornershop-services",
-                         "cornershop-readmodels", "cornershop-server"},
+                         "cornershop-readmodels", "cornershop-server",
+                         "cornershop-simulate"},
 }
 
 

@@ -2,5 +2,5 @@
 //! and bench/run.sh, which runs every benchmark and writes the table.
 
 fn main() -> anyhow::Result<()> {
-    cornershop_bench::main_with_args(std::env::args().skip(1))
+    cornershop_bench::main()
 }

@@ -17,7 +17,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
 use serde_json::{json, Value};
 
-use crate::{emit, round1, round3, Args};
+use crate::cli::AuthArgs as Args;
+use crate::{emit, round1, round3};
 
 /// Operations between two looks at the clock.
 const CHUNK: u64 = 16;
@@ -56,10 +57,9 @@ where
 /// `auth [--seconds S] [--rounds R]`: every case runs S seconds in all (default 3), in R
 /// rounds (default 5) that take turns, so that load from elsewhere on the machine falls
 /// on the three cases alike.
-pub async fn auth(args: &Args) -> anyhow::Result<()> {
-    let seconds: f64 = args.number("seconds", 3.0)?;
-    let rounds: u32 = args.number("rounds", 5)?;
-    let rounds = rounds.max(1);
+pub(crate) async fn auth(args: &Args) -> anyhow::Result<()> {
+    let seconds = args.seconds;
+    let rounds = args.rounds.max(1);
     let slice = Duration::from_secs_f64(seconds / f64::from(rounds));
 
     // The embedded issuer, as `serve` without --oidc-issuer has it: a key file it creates,
@@ -75,7 +75,7 @@ pub async fn auth(args: &Args) -> anyhow::Result<()> {
     )?;
     let settings = AuthArgs {
         signing_key_file: Some(key_file),
-        ..AuthArgs::default()
+        ..cornershop_server::config::defaults::<AuthArgs>()
     };
     let authenticator = Authenticator::from_config(&settings, dir.path())?;
     let caller = authenticator

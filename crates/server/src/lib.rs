@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod projections;
 pub mod roles;
 pub mod serve;
+pub mod shutdown;
 pub mod simulate;
 pub mod startup;
 pub mod telemetry;

@@ -1,6 +1,6 @@
 use clap::Parser;
 use cornershop_server::config::{Cli, Command, ProjectionsCommand};
-use cornershop_server::{startup::Application, telemetry};
+use cornershop_server::{shutdown, startup::Application, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -10,7 +10,7 @@ async fn main() -> anyhow::Result<()> {
             let telemetry = telemetry::init(&args.log)?;
             let app = Application::build(*args).await?;
             tracing::info!(address = %app.local_addr(), "cornershop is listening");
-            app.run_until_stopped(telemetry::shutdown_signal()).await?;
+            app.run_until_stopped(shutdown::shutdown_signal()).await?;
             tracing::info!("cornershop stopped");
             telemetry.shutdown();
         }

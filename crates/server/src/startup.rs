@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use cornershop_app::{CommandBus, SystemClock};
 use cornershop_messaging::kafka::{run_kafka_consumer, run_relay, KafkaSettings};
-use cornershop_messaging::{run_embedded, Consumer, Handler, RetryPolicy};
+use cornershop_messaging::{run_embedded, Consumer, ConsumerRegistry, Handler, StallWatch};
 use cornershop_readmodels::{ReadModelStore, ReportingProjection};
-use cornershop_services::notifications::{DispatchPolicy, NotificationSettings};
+use cornershop_services::notifications::{Dispatcher, NotificationSettings};
 use cornershop_services::{ServicesConfig, SimulatedGateway, SimulatedGatewayConfig};
 use cornershop_store::{EventStore, PgEventStore, SqliteEventStore};
 use tokio::net::TcpListener;
@@ -34,12 +34,8 @@ pub struct Application {
     background: Vec<JoinHandle<()>>,
 }
 
-async fn open_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn EventStore>> {
-    open_event_store(&args.store_args()).await
-}
-
 /// Opens the event store that `serve` would use with these settings.
-pub async fn open_event_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn EventStore>> {
+pub(crate) async fn open_event_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn EventStore>> {
     Ok(match &args.database_url {
         Some(url) => Arc::new(
             PgEventStore::connect(url)
@@ -57,7 +53,7 @@ pub async fn open_event_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn EventS
 
 /// Opens the read models beside the event store: `readmodels.db` in the data directory, or
 /// the schema `readmodels` of the PostgreSQL database.
-pub async fn open_read_models(args: &StoreArgs) -> anyhow::Result<Arc<dyn ReadModelStore>> {
+pub(crate) async fn open_read_models(args: &StoreArgs) -> anyhow::Result<Arc<dyn ReadModelStore>> {
     Ok(match &args.database_url {
         Some(url) => Arc::new(
             cornershop_readmodels::connect_postgres(url)
@@ -77,22 +73,25 @@ pub async fn open_read_models(args: &StoreArgs) -> anyhow::Result<Arc<dyn ReadMo
     })
 }
 
-/// The notification providers and retry settings from the command line.
-fn notification_settings(args: &ServeArgs) -> NotificationSettings {
-    let n = &args.notifications;
-    let mut policy = DispatchPolicy::default();
-    policy.retry.base_delay = n.notification_retry_delay.into();
-    policy.retry.max_attempts = n.notification_max_attempts.max(1);
-    NotificationSettings {
-        smtp_url: n.smtp_url.clone(),
-        mail_from: n.mail_from.clone(),
-        sms_url: n.sms_url.clone(),
-        sms_token: n.sms_token.clone(),
-        sms_from: n.sms_from.clone(),
-        push_url: n.push_url.clone(),
-        push_token: n.push_token.clone(),
-        provider_ca_file: n.provider_ca_file.clone(),
-        policy,
+/// The stores of a process: the event store and the read models beside it.
+struct Stores {
+    events: Arc<dyn EventStore>,
+    read_models: Arc<dyn ReadModelStore>,
+}
+
+/// The tasks that run beside the HTTP server until told to stop.
+struct Background {
+    stopped: watch::Receiver<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Background {
+    /// Spawns a task, handing it the stop signal.
+    fn spawn<F>(&mut self, task: impl FnOnce(watch::Receiver<bool>) -> F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.push(tokio::spawn(task(self.stopped.clone())));
     }
 }
 
@@ -107,146 +106,43 @@ impl Application {
         args: ServeArgs,
         extra_handlers: Vec<Arc<dyn Handler>>,
     ) -> anyhow::Result<Self> {
-        let kafka = args
-            .kafka
-            .kafka_brokers
-            .as_ref()
-            .map(|brokers| KafkaSettings {
-                brokers: brokers.clone(),
-                namespace: args.kafka.kafka_namespace.clone(),
-                partitions: args.kafka.kafka_partitions.max(1),
-                replication: args.kafka.kafka_replication.max(1),
-            });
+        let kafka = args.kafka.settings();
         let roles = Roles::resolve(&args.roles, kafka.is_some())?;
         crate::metrics::handle();
-        let store = open_store(&args).await?;
-        let read_models = open_read_models(&args.store_args()).await?;
-        let mut bus = CommandBus::new(store.clone(), Arc::new(SystemClock));
-        if args.log.otlp_endpoint.is_some() {
-            // The events' own spans, which the consumers' spans name as parents.
-            bus = bus.with_append_observer(Arc::new(
-                cornershop_messaging::tracecontext::export_event_spans,
-            ));
-        }
-        let workflow = &args.workflow;
-        let config = ServicesConfig {
-            cart_ttl: workflow.cart_ttl.into(),
-            retry: RetryPolicy {
-                max_attempts: workflow.consumer_max_attempts.max(1),
-                base_delay: workflow.consumer_retry_delay.into(),
-                max_delay: Duration::from_secs(10),
-            },
-            notification_wakeup: Default::default(),
+        let store_args = args.store_args();
+        let stores = Stores {
+            events: open_event_store(&store_args).await?,
+            read_models: open_read_models(&store_args).await?,
         };
-        let gateway = Arc::new(SimulatedGateway::new(SimulatedGatewayConfig {
-            max_amount: workflow.payment_max_amount,
-            latency: workflow.payment_latency.into(),
-        }));
-        let mut registry =
-            cornershop_services::consumers(&bus, gateway, &config, &roles.services());
-        for handler in extra_handlers {
-            registry.add(Consumer {
-                handler,
-                store: store.clone(),
-                policy: config.retry,
-            });
-        }
-        if roles.has(Role::Reporting) {
-            registry.add(Consumer {
-                handler: Arc::new(ReportingProjection::new(read_models.clone(), store.clone())),
-                store: store.clone(),
-                policy: config.retry,
-            });
-        }
-
+        let bus = command_bus(&stores, &args);
+        let config = ServicesConfig::from(&args.workflow);
+        let registry = consumers(&bus, &stores, &roles, &args, &config, extra_handlers);
         // Checked before anything starts: a bad provider setting stops the process here.
-        let dispatchers = if roles.has(Role::Notification) {
-            cornershop_services::notifications::dispatchers(
-                store.clone(),
-                &notification_settings(&args),
-                &config.notification_wakeup,
-            )
-            .map_err(|e| anyhow::anyhow!("invalid notification settings: {e}"))?
-        } else {
-            Vec::new()
-        };
+        let dispatchers = notification_role(&roles, &stores, &args, &config)?;
 
         let (stop_background, stopped) = watch::channel(false);
-        let mut background = Vec::new();
-        let stalls = Arc::new(cornershop_messaging::StallWatch::new(
-            args.workflow.stall_after.into(),
-        ));
+        let mut background = Background {
+            stopped,
+            tasks: Vec::new(),
+        };
+        let stalls = Arc::new(StallWatch::new(args.workflow.stall_after.into()));
         match &kafka {
             Some(settings) => {
-                settings.ensure_topics().await.map_err(|e| {
-                    anyhow::anyhow!(
-                        "cannot create the Kafka topics at {}: {e}",
-                        settings.brokers
-                    )
-                })?;
-                for consumer in registry.consumers() {
-                    background.push(tokio::spawn(run_kafka_consumer(
-                        consumer.clone(),
-                        settings.clone(),
-                        stopped.clone(),
-                    )));
-                }
-                let groups = registry.consumers().map(|c| c.name().to_string()).collect();
-                background.push(tokio::spawn(cornershop_messaging::kafka::monitor_lag(
-                    settings.clone(),
-                    groups,
-                    Duration::from_secs(10),
-                    stalls.clone(),
-                    stopped.clone(),
-                )));
+                start_kafka_consumers(&registry, settings, &stalls, &mut background).await?;
                 if roles.has(Role::Relay) {
-                    let ttl = args
-                        .kafka
-                        .relay_lease_ttl
-                        .map_or(Duration::from_secs(10), Into::into);
-                    background.push(tokio::spawn(run_relay(
-                        store.clone(),
-                        settings.clone(),
-                        ttl,
-                        stopped.clone(),
-                    )));
+                    relay_role(&stores, settings, &args, &mut background);
                 }
             }
-            None => {
-                for consumer in registry.consumers() {
-                    background.push(tokio::spawn(run_embedded(
-                        consumer.clone(),
-                        stopped.clone(),
-                    )));
-                }
-                background.push(tokio::spawn(cornershop_messaging::count_publications(
-                    store.clone(),
-                    stopped.clone(),
-                )));
-            }
+            None => start_embedded_consumers(&registry, &stores, &mut background),
         }
         // One dispatcher per channel: a channel's outage holds up no other channel and no
         // consumer (the notification consumer only records notifications).
         for dispatcher in dispatchers {
-            background.push(tokio::spawn(dispatcher.run(stopped.clone())));
+            background.spawn(|stopped| dispatcher.run(stopped));
         }
-        background.push(tokio::spawn(crate::metrics::watch_stalls(
-            store.clone(),
-            read_models.clone(),
-            stalls.clone(),
-            stopped.clone(),
-        )));
-        background.push(tokio::spawn(crate::metrics::refresh_store_size(
-            store.clone(),
-            Duration::from_secs(10),
-            stopped.clone(),
-        )));
+        start_metrics(&stores, &stalls, &mut background);
         if roles.has(Role::Order) {
-            background.push(tokio::spawn(cornershop_services::expiry::run_timers(
-                bus.clone(),
-                config.cart_ttl,
-                stopped.clone(),
-            )));
+            order_role(&bus, &config, &mut background);
         }
         tracing::info!(
             roles = ?roles.names(),
@@ -255,38 +151,14 @@ impl Application {
             "starting"
         );
 
-        let auth = std::sync::Arc::new(crate::auth::Authenticator::from_config(
-            &args.auth,
-            &args.data_dir,
-        )?);
-        auth.warm_up().await;
         let state = AppState {
             bus,
             registry,
-            read_models: read_models.clone(),
-            stalls: stalls.clone(),
-            auth,
+            read_models: stores.read_models.clone(),
+            stalls,
+            auth: Arc::new(authenticator(&args).await?),
         };
-        let limits = api::RequestLimits {
-            max_body_bytes: args.max_body_bytes,
-            request_timeout: args.http.request_timeout.into(),
-            metrics_here: args.http.metrics_listen.is_none(),
-        };
-        let metrics = match args.http.metrics_listen {
-            Some(address) => {
-                let listener = TcpListener::bind(address).await.map_err(|e| {
-                    anyhow::anyhow!("cannot listen on {address} (--metrics-listen): {e}")
-                })?;
-                tracing::info!(address = %listener.local_addr()?, "serving /metrics");
-                Some((listener, api::metrics_router(state.clone(), limits)))
-            }
-            None => None,
-        };
-        let router = api::router(state, limits, roles.has(Role::Api));
-        let connections = ConnectionLimits {
-            header_read_timeout: args.http.header_read_timeout.into(),
-            max_connections: args.http.max_connections as usize,
-        };
+        let (router, metrics) = api_role(state, &roles, &args).await?;
         let listener = TcpListener::bind(args.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
@@ -294,11 +166,11 @@ impl Application {
             listener,
             router,
             metrics,
-            connections,
-            store,
-            read_models,
+            connections: ConnectionLimits::from(&args.http),
+            store: stores.events,
+            read_models: stores.read_models,
             stop_background,
-            background,
+            background: background.tasks,
         })
     }
 
@@ -339,4 +211,173 @@ impl Application {
         self.read_models.close().await;
         Ok(())
     }
+}
+
+/// The command bus over the event store; with an OTLP endpoint, each appended event gets a
+/// span of its own, which the consumers' spans name as parents.
+fn command_bus(stores: &Stores, args: &ServeArgs) -> CommandBus {
+    let bus = CommandBus::new(stores.events.clone(), Arc::new(SystemClock));
+    if args.log.otlp_endpoint.is_some() {
+        bus.with_append_observer(Arc::new(
+            cornershop_messaging::tracecontext::export_event_spans,
+        ))
+    } else {
+        bus
+    }
+}
+
+/// The consumers of this process's roles: the order, payment, inventory and notification
+/// services' (against the simulated payment gateway), the extra ones, and the reporting
+/// role's projection.
+fn consumers(
+    bus: &CommandBus,
+    stores: &Stores,
+    roles: &Roles,
+    args: &ServeArgs,
+    config: &ServicesConfig,
+    extra_handlers: Vec<Arc<dyn Handler>>,
+) -> ConsumerRegistry {
+    let gateway = Arc::new(SimulatedGateway::new(SimulatedGatewayConfig::from(
+        &args.workflow,
+    )));
+    let mut registry = cornershop_services::consumers(bus, gateway, config, &roles.services());
+    let consumer = |handler| Consumer {
+        handler,
+        store: stores.events.clone(),
+        policy: config.retry,
+    };
+    for handler in extra_handlers {
+        registry.add(consumer(handler));
+    }
+    if roles.has(Role::Reporting) {
+        registry.add(consumer(Arc::new(ReportingProjection::new(
+            stores.read_models.clone(),
+            stores.events.clone(),
+        ))));
+    }
+    registry
+}
+
+/// The notification role's dispatchers (one per channel), checked but not started; none
+/// without the role.
+fn notification_role(
+    roles: &Roles,
+    stores: &Stores,
+    args: &ServeArgs,
+    config: &ServicesConfig,
+) -> anyhow::Result<Vec<Dispatcher>> {
+    if !roles.has(Role::Notification) {
+        return Ok(Vec::new());
+    }
+    cornershop_services::notifications::dispatchers(
+        stores.events.clone(),
+        &NotificationSettings::from(args.notifications.as_ref()),
+        &config.notification_wakeup,
+    )
+    .map_err(|e| anyhow::anyhow!("invalid notification settings: {e}"))
+}
+
+/// Every consumer on Kafka (the topics created first), and the watch of their lag.
+async fn start_kafka_consumers(
+    registry: &ConsumerRegistry,
+    settings: &KafkaSettings,
+    stalls: &Arc<StallWatch>,
+    background: &mut Background,
+) -> anyhow::Result<()> {
+    settings.ensure_topics().await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create the Kafka topics at {}: {e}",
+            settings.brokers
+        )
+    })?;
+    for consumer in registry.consumers() {
+        let (consumer, settings) = (consumer.clone(), settings.clone());
+        background.spawn(|stopped| run_kafka_consumer(consumer, settings, stopped));
+    }
+    let groups = registry.consumers().map(|c| c.name().to_string()).collect();
+    let (settings, stalls) = (settings.clone(), stalls.clone());
+    background.spawn(|stopped| {
+        cornershop_messaging::kafka::monitor_lag(
+            settings,
+            groups,
+            Duration::from_secs(10),
+            stalls,
+            stopped,
+        )
+    });
+    Ok(())
+}
+
+/// Every consumer on the store's own log, and the count of what it publishes.
+fn start_embedded_consumers(
+    registry: &ConsumerRegistry,
+    stores: &Stores,
+    background: &mut Background,
+) {
+    for consumer in registry.consumers() {
+        let consumer = consumer.clone();
+        background.spawn(|stopped| run_embedded(consumer, stopped));
+    }
+    let store = stores.events.clone();
+    background.spawn(|stopped| cornershop_messaging::count_publications(store, stopped));
+}
+
+/// The relay role: the outbox published to Kafka, by whichever relay holds the lease.
+fn relay_role(
+    stores: &Stores,
+    settings: &KafkaSettings,
+    args: &ServeArgs,
+    background: &mut Background,
+) {
+    let (store, settings) = (stores.events.clone(), settings.clone());
+    let ttl = args.kafka.relay_lease_ttl();
+    background.spawn(|stopped| run_relay(store, settings, ttl, stopped));
+}
+
+/// The order role's timers: carts idle past their TTL expire.
+fn order_role(bus: &CommandBus, config: &ServicesConfig, background: &mut Background) {
+    let (bus, ttl) = (bus.clone(), config.cart_ttl);
+    background.spawn(|stopped| cornershop_services::expiry::run_timers(bus, ttl, stopped));
+}
+
+/// The gauges every process keeps: stalled consumers and the store's size.
+fn start_metrics(stores: &Stores, stalls: &Arc<StallWatch>, background: &mut Background) {
+    let (store, read_models, stalls) = (
+        stores.events.clone(),
+        stores.read_models.clone(),
+        stalls.clone(),
+    );
+    background.spawn(|stopped| crate::metrics::watch_stalls(store, read_models, stalls, stopped));
+    let store = stores.events.clone();
+    background.spawn(|stopped| {
+        crate::metrics::refresh_store_size(store, Duration::from_secs(10), stopped)
+    });
+}
+
+/// Who may call the API, its issuer's keys fetched (or created) before the first request.
+async fn authenticator(args: &ServeArgs) -> anyhow::Result<crate::auth::Authenticator> {
+    let auth = crate::auth::Authenticator::from_config(&args.auth, &args.data_dir)?;
+    auth.warm_up().await;
+    Ok(auth)
+}
+
+/// The HTTP routes (the shop's API with the api role, the operational ones always), and
+/// /metrics on a listener of its own with --metrics-listen.
+async fn api_role(
+    state: AppState,
+    roles: &Roles,
+    args: &ServeArgs,
+) -> anyhow::Result<(axum::Router, Option<(TcpListener, axum::Router)>)> {
+    let limits = api::RequestLimits::from(args);
+    let metrics = match args.http.metrics_listen {
+        Some(address) => {
+            let listener = TcpListener::bind(address).await.map_err(|e| {
+                anyhow::anyhow!("cannot listen on {address} (--metrics-listen): {e}")
+            })?;
+            tracing::info!(address = %listener.local_addr()?, "serving /metrics");
+            Some((listener, api::metrics_router(state.clone(), limits)))
+        }
+        None => None,
+    };
+    Ok((api::router(state, limits, roles.has(Role::Api)), metrics))
 }

@@ -1,0 +1,122 @@
+//! The bench binary's command line (clap): a command and its options, as `bench/run.py`
+//! and people pass them after `cargo bench -p cornershop-bench --`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cornershop-bench",
+    override_usage = "cargo bench -p cornershop-bench -- COMMAND [OPTIONS]",
+    about = "CornerShop's benchmarks; each measurement prints one JSON line on stdout."
+)]
+pub(crate) struct Cli {
+    /// Added by `cargo bench` to every bench binary's arguments; ignored.
+    #[arg(long, global = true, hide = true)]
+    pub(crate) bench: bool,
+
+    /// Without a command: this help.
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Appends through the EventStore (expected-version check) and, on SQLite, raw inserts
+    /// of the same rows; one JSON line per case.
+    Append(AppendArgs),
+    /// Reads the whole log: a raw scan of the events table and the store's read_log.
+    Scan(ScanArgs),
+    /// Writes N order histories into a new store, scans them raw, rebuilds the read models.
+    Rebuild(RebuildArgs),
+    /// Appends N events (for the relay benchmark); prints the average record sizes.
+    Load(LoadArgs),
+    /// Waits until N events carry a Kafka offset; prints the relay's rate.
+    RelayWait(RelayWaitArgs),
+    /// Verifications/s of an ES256 token through Authenticator::verify (one task), beside
+    /// jsonwebtoken's decode without the signature check and ring's raw P-256 verify.
+    Auth(AuthArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AppendArgs {
+    #[arg(long, value_enum)]
+    pub(crate) backend: Backend,
+    /// The PostgreSQL database (with --backend postgres).
+    #[arg(long)]
+    pub(crate) database_url: Option<String>,
+    /// Where the SQLite files go (a temporary directory in it).
+    #[arg(long)]
+    pub(crate) dir: Option<PathBuf>,
+    /// How long each case runs.
+    #[arg(long, default_value_t = 5.0)]
+    pub(crate) seconds: f64,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub(crate) struct ScanArgs {
+    /// The data directory of an embedded store.
+    #[arg(long)]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// A PostgreSQL store.
+    #[arg(long)]
+    pub(crate) database_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RebuildArgs {
+    /// A PostgreSQL database; without it, SQLite files under --dir.
+    #[arg(long)]
+    pub(crate) database_url: Option<String>,
+    /// Where the SQLite files go (a temporary directory in it).
+    #[arg(long)]
+    pub(crate) dir: Option<PathBuf>,
+    /// Order histories written.
+    #[arg(long, default_value_t = 20_000)]
+    pub(crate) orders: u64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LoadArgs {
+    #[arg(long)]
+    pub(crate) database_url: String,
+    /// Events appended.
+    #[arg(long, default_value_t = 100_000)]
+    pub(crate) events: u64,
+    /// Aggregates the events are spread over.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) aggregates: usize,
+    /// Events per append.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) batch: usize,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RelayWaitArgs {
+    #[arg(long)]
+    pub(crate) database_url: String,
+    /// Events that must carry an offset.
+    #[arg(long, default_value_t = 100_000)]
+    pub(crate) events: i64,
+    /// Longest wait.
+    #[arg(long, default_value_t = 300.0)]
+    pub(crate) timeout_seconds: f64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuthArgs {
+    /// Seconds each case runs in all.
+    #[arg(long, default_value_t = 3.0)]
+    pub(crate) seconds: f64,
+    /// Rounds the cases take turns in.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) rounds: u32,
+}

@@ -1,0 +1,200 @@
+//! Every setting in one place. Precedence: command-line flag, then the `CORNERSHOP_*`
+//! environment variable, then the default.
+//!
+//! `mod.rs` holds the commands and the settings they share (store, log); `serve` the
+//! settings of `cornershop serve`, `auth` who may call the API, and `settings` the typed
+//! settings the shop's parts are built with, made from these.
+
+use std::path::PathBuf;
+
+use clap::{Args, FromArgMatches, Parser, Subcommand, ValueEnum};
+
+mod auth;
+mod serve;
+mod settings;
+
+pub use crate::roles::Role;
+pub use auth::{AuthArgs, AuthMode};
+/// The simulator's command line, embedded as `cornershop simulate`.
+pub use cornershop_simulate::SimulateArgs;
+pub use serve::{HttpArgs, KafkaArgs, NotificationArgs, ServeArgs, WorkflowArgs};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cornershop",
+    version,
+    about = "An event-sourced shop: carts, orders, payments and inventory.",
+    long_about = "An event-sourced shop: carts, orders, payments and inventory.\n\n\
+        Every setting can be given as a flag or as the CORNERSHOP_* environment variable \
+        shown next to it; a flag wins over the variable."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    // Boxed: its settings are many more than the other commands'.
+    /// Run the shop: the HTTP API and every service, on the embedded store by default.
+    Serve(Box<ServeArgs>),
+    /// Rebuild or verify the read models of the reporting service (CQRS projections).
+    #[command(subcommand)]
+    Projections(ProjectionsCommand),
+    /// Drive real HTTP traffic through whole order lives (stock, carts, checkout, payment,
+    /// ship, deliver) against a running shop, and summarize throughput and latencies.
+    Simulate(SimulateArgs),
+    /// Print an access token signed with the embedded shop's own key (the one `serve`
+    /// creates under --data-dir when no --oidc-issuer is given), for curl and scripts.
+    Token(TokenArgs),
+}
+
+/// `cornershop token`: a bearer token from the embedded issuer.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The token's roles (customer, staff or admin); repeat or comma-separate for more.
+    #[arg(long = "role", value_enum, value_delimiter = ',', required = true)]
+    pub roles: Vec<crate::auth::Role>,
+
+    /// Whom the token names (its `sub`): for a customer, the customer id.
+    #[arg(long)]
+    pub sub: String,
+
+    /// How long the token is valid, e.g. 15m, 1h, 7d.
+    #[arg(long, default_value = "1h")]
+    pub ttl: humantime::Duration,
+
+    /// The data directory of the shop whose key signs the token.
+    #[arg(long, env = "CORNERSHOP_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// The signing key file, when not the data directory's.
+    #[arg(long, env = "CORNERSHOP_SIGNING_KEY_FILE")]
+    pub signing_key_file: Option<PathBuf>,
+
+    /// The token's audience; must match the shop's --oidc-audience.
+    #[arg(long, env = "CORNERSHOP_OIDC_AUDIENCE", default_value = "cornershop")]
+    pub oidc_audience: String,
+}
+
+/// The embedded issuer's key, in the data directory.
+pub const SIGNING_KEY_FILE: &str = "signing-key.pem";
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Rebuild read models from the event store into shadow tables, then swap them in
+    /// atomically; a running shop keeps answering queries meanwhile.
+    Rebuild {
+        /// The projection to rebuild (reporting-service, the only one); all when absent.
+        name: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        log: LogArgs,
+    },
+    /// Compare every order's (and every SKU's) read model with the state replayed from its
+    /// events; print each mismatch and exit with status 1 when there is any.
+    Verify {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        log: LogArgs,
+    },
+}
+
+/// The store settings of `serve`, for the commands that work on a shop's data.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Directory of the embedded event store (cornershop.db) and read models (readmodels.db).
+    #[arg(long, env = "CORNERSHOP_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// PostgreSQL event store, e.g. postgres://user:password@host:5432/cornershop
+    /// (production); its read models are in the same database. When absent, the embedded
+    /// SQLite files under --data-dir are used.
+    #[arg(long, env = "CORNERSHOP_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log filter in RUST_LOG syntax, e.g. "info" or "info,cornershop_app=debug".
+    /// RUST_LOG is used when this is not given.
+    #[arg(long = "log", env = "CORNERSHOP_LOG")]
+    pub filter: Option<String>,
+
+    /// Log format: JSON lines, human-readable text, or auto (text on a terminal, JSON
+    /// otherwise).
+    #[arg(long, env = "CORNERSHOP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+
+    /// Export traces over OTLP/HTTP (JSON) to this collector, e.g. http://127.0.0.1:4318
+    /// (spans go to <URL>/v1/traces). Unset: no export; logs still carry traceId.
+    #[arg(long, env = "CORNERSHOP_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// The service.name of exported spans (e.g. the process's roles).
+    #[arg(
+        long,
+        env = "CORNERSHOP_OTLP_SERVICE_NAME",
+        default_value = "cornershop"
+    )]
+    pub otlp_service_name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Auto,
+    Json,
+    Text,
+}
+
+/// The defaults of a group of settings as the command line has them (the environment is
+/// not read): for tests and embedded uses, so that no default is written twice.
+pub fn defaults<T: Args + FromArgMatches>() -> T {
+    let command = T::augment_args(clap::Command::new("defaults"))
+        .mut_args(|arg| arg.env(None::<&'static str>));
+    let matches = command
+        .try_get_matches_from(["defaults"])
+        .expect("the defaults of the command line parse");
+    T::from_arg_matches(&matches).expect("the defaults of the command line parse")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_the_command_lines_whatever_the_environment() {
+        let args = ServeArgs::for_data_dir("/tmp/x");
+        assert_eq!(args.listen.to_string(), "127.0.0.1:0");
+        assert_eq!(args.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(args.roles, [Role::All]);
+        assert_eq!(args.max_body_bytes, 64 * 1024);
+        assert_eq!(args.auth.auth, AuthMode::On);
+        assert_eq!(args.auth.oidc_audience, "cornershop");
+        assert_eq!(args.auth.auth_failure_limit, 60);
+        assert_eq!(
+            *args.http.request_timeout,
+            std::time::Duration::from_secs(30)
+        );
+        assert_eq!(args.http.max_connections, 10_000);
+        assert_eq!(
+            *args.workflow.cart_ttl,
+            std::time::Duration::from_secs(1800)
+        );
+        assert_eq!(args.workflow.consumer_max_attempts, 5);
+        assert_eq!(
+            args.notifications.mail_from,
+            "CornerShop <orders@cornershop.local>"
+        );
+        assert_eq!(args.notifications.notification_max_attempts, 8);
+        assert_eq!(args.kafka.kafka_brokers, None);
+        assert_eq!(
+            args.kafka.relay_lease_ttl(),
+            std::time::Duration::from_secs(10)
+        );
+        assert_eq!(args.log.otlp_service_name, "cornershop");
+        assert_eq!(args.log.log_format, LogFormat::Auto);
+    }
+}
