@@ -3,11 +3,18 @@
 //! runs again (bounded), so callers see conflicts only when the state truly forbids the
 //! command.
 //!
-//! Also here: the clock (so tests can control time), the metadata that travels with every
-//! event, idempotency keys, and replay.
+//! Also here: the clock (so tests can control time), the context that travels with every
+//! command (`context.rs`), the bus's state cache (`cache.rs`), idempotency keys, and
+//! replay.
+//!
+//! Offers [`CommandBus`], [`CommandContext`], [`fold_stored`], [`Clock`] and replay. Depends
+//! on the domain and the store only; never on messaging, the workflow (services), the read
+//! side or the server.
 
 pub mod business_metrics;
+mod cache;
 pub mod clock;
+mod context;
 pub mod replay;
 
 use std::sync::Arc;
@@ -21,103 +28,12 @@ use cornershop_store::{
     AppendRequest, EventStore, IdempotentResponse, NewEvent, StoreError, StoredEvent, TimeRange,
 };
 use rand::Rng;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 pub use clock::{Clock, SystemClock};
+pub use context::{CommandContext, IdempotencyKey, Reply};
 
-/// Who asked, and in the context of what: becomes every new event's metadata.
-#[derive(Debug, Clone)]
-pub struct CommandContext {
-    pub correlation_id: String,
-    /// The id of the message that caused this command: an HTTP request's id, or the
-    /// eventId of the event a saga reacted to.
-    pub causation_id: String,
-    pub user_id: Option<String>,
-    pub idempotency_key: Option<IdempotencyKey>,
-    /// The W3C trace id the command's events join; `None` derives one from the correlation
-    /// id (see `cornershop_store::trace`).
-    pub trace_id: Option<String>,
-    /// A customer who may act only on what it owns: a command on a cart or an order of
-    /// another customer is refused as if the aggregate did not exist (the same 404, so
-    /// nothing tells one customer that another's exists). `None`: the shop's staff, a
-    /// consumer, the command line.
-    pub acting_for: Option<String>,
-    /// The command continues the business transaction the aggregate belongs to (a person
-    /// shipping or cancelling an order): its events take the correlation and trace ids of
-    /// the aggregate's first event instead of the request's, found by the bus with the
-    /// state it loads anyway.
-    pub continues_transaction: bool,
-}
-
-impl CommandContext {
-    /// The context of a command sent in reaction to an event: same business transaction
-    /// (correlation id), caused by that event.
-    pub fn caused_by(event: &StoredEvent) -> Self {
-        let metadata = &event.envelope.metadata;
-        Self {
-            correlation_id: metadata.correlation_id.clone(),
-            causation_id: event.envelope.event_id.to_string(),
-            user_id: metadata.user_id.clone(),
-            idempotency_key: None,
-            trace_id: Some(event.trace_id.clone()),
-            acting_for: None,
-            continues_transaction: false,
-        }
-    }
-
-    /// A context for a command with no outer cause (a CLI action, a test).
-    pub fn new_root() -> Self {
-        let id = Uuid::new_v4().to_string();
-        Self {
-            correlation_id: id.clone(),
-            causation_id: id,
-            user_id: None,
-            idempotency_key: None,
-            trace_id: None,
-            acting_for: None,
-            continues_transaction: false,
-        }
-    }
-
-    /// The same context, for a command that continues the aggregate's own business
-    /// transaction (see [`continues_transaction`](Self::continues_transaction)).
-    pub fn continuing(self) -> Self {
-        Self {
-            continues_transaction: true,
-            ..self
-        }
-    }
-}
-
-/// A client-supplied `Idempotency-Key` and what it was sent with.
-#[derive(Debug, Clone)]
-pub struct IdempotencyKey {
-    pub key: String,
-    pub fingerprint: String,
-}
-
-impl IdempotencyKey {
-    /// The fingerprint identifies a request by method, path and body, so that a key
-    /// reused for a different request is refused rather than silently answered.
-    pub fn new(key: String, method: &str, path: &str, body: &[u8]) -> Self {
-        let mut hash = Sha256::new();
-        hash.update(method.as_bytes());
-        hash.update(b" ");
-        hash.update(path.as_bytes());
-        hash.update(b"\n");
-        hash.update(body);
-        let fingerprint = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        Self { key, fingerprint }
-    }
-}
-
-/// A response as the API sends it; stored whole for idempotent replays.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reply {
-    pub status: u16,
-    pub body: serde_json::Value,
-}
+use cache::{Origin, StateCache};
 
 /// What a command did.
 #[derive(Debug, Clone)]
@@ -131,23 +47,6 @@ pub struct Executed<A> {
     /// appended), when the command was run with
     /// [`execute_streamed`](CommandBus::execute_streamed); empty otherwise.
     pub stream: Vec<StoredEvent>,
-}
-
-/// The business transaction an aggregate belongs to: the correlation and trace ids of its
-/// first event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Origin {
-    correlation_id: String,
-    trace_id: String,
-}
-
-impl Origin {
-    fn of(first: &StoredEvent) -> Self {
-        Self {
-            correlation_id: first.envelope.metadata.correlation_id.clone(),
-            trace_id: first.trace_id.clone(),
-        }
-    }
 }
 
 /// An aggregate as one command reads it.
@@ -193,64 +92,6 @@ pub struct CommandBus {
 /// request or consumer that sent the command (the server exports the events' trace spans
 /// this way when OTLP export is on).
 pub type AppendObserver = Arc<dyn Fn(&[StoredEvent]) + Send + Sync>;
-
-/// The latest state this process has seen of recently used aggregates, with its version.
-/// A load reads only the events after the cached version (another process may have
-/// appended since), so a hot aggregate (a popular SKU's stock) is not folded from its
-/// first event for every command. Always a starting point, never the answer: the store
-/// stays the source of truth.
-#[derive(Default)]
-struct StateCache {
-    entries: std::sync::Mutex<std::collections::HashMap<CacheKey, CachedState>>,
-}
-
-type CacheKey = (AggregateType, String);
-
-/// A state, its version and its business transaction, type-erased (each aggregate type
-/// downcasts its own).
-struct CachedState {
-    version: u64,
-    state: Arc<dyn std::any::Any + Send + Sync>,
-    origin: Option<Origin>,
-}
-
-/// Aggregates kept in the [`StateCache`]; past this it starts again empty (cheap, and
-/// the hot ones come back at once).
-const STATE_CACHE_CAPACITY: usize = 10_000;
-
-impl StateCache {
-    fn get<A: Aggregate>(&self, id: &str) -> Option<(A, u64, Option<Origin>)> {
-        let entries = self.entries.lock().expect("state cache lock");
-        let cached = entries.get(&(A::TYPE, id.to_string()))?;
-        cached
-            .state
-            .downcast_ref::<A>()
-            .map(|s| (s.clone(), cached.version, cached.origin.clone()))
-    }
-
-    fn put<A: Aggregate>(&self, id: &str, state: &A, version: u64, origin: Option<Origin>) {
-        let mut entries = self.entries.lock().expect("state cache lock");
-        if entries.len() >= STATE_CACHE_CAPACITY {
-            entries.clear();
-        }
-        let key = (A::TYPE, id.to_string());
-        // Never replace a newer state with an older one (concurrent commands).
-        if entries
-            .get(&key)
-            .is_some_and(|cached| cached.version > version)
-        {
-            return;
-        }
-        entries.insert(
-            key,
-            CachedState {
-                version,
-                state: Arc::new(state.clone()),
-                origin,
-            },
-        );
-    }
-}
 
 /// The service name that goes into `metadata.source` for each aggregate.
 pub fn source_of(aggregate_type: AggregateType) -> &'static str {

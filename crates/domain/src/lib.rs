@@ -5,6 +5,8 @@
 //! loads an aggregate's events, folds them with [`Aggregate::evolve`], asks
 //! [`Aggregate::decide`] what the command means, and appends the answer. Replay and
 //! time travel use the very same `evolve`, which is what makes them trustworthy.
+//!
+//! Depends on no other crate of the workspace, and on nothing async or with I/O.
 
 pub mod aggregate_type;
 pub mod aggregates;

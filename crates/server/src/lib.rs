@@ -1,9 +1,13 @@
 //! The HTTP API and the `cornershop` binary's building blocks.
 //!
-//! `config` owns the settings, `telemetry` the logs, `startup` wiring and the server's
-//! life cycle, `serve` the HTTP connections (their timeouts and cap), and `api` the
-//! routes: thin handlers over the command bus. `simulate` is the load simulator, a
-//! client of that API.
+//! `config` owns the settings, `telemetry` the logs, `startup` the wiring (one function
+//! per role) and the server's life cycle, `shutdown` the signals, `serve` the HTTP
+//! connections (their timeouts and cap), `auth` who a caller is, and `api` the routes:
+//! thin handlers over the command bus. `simulate` hands the load simulator (the
+//! `cornershop-simulate` crate) its token.
+//!
+//! The top of the layers: it may depend on every crate below it, and nothing depends on
+//! it but the benchmarks.
 
 pub mod api;
 pub mod auth;
