@@ -1,11 +1,20 @@
 //! What both backends do alike: turning an append's events into the rows to insert and
 //! the events to return, reading a row's trace id, cutting timestamps to microseconds,
-//! telling a taken key from other insert errors, and counting stored events.
+//! telling a taken key from other insert errors, counting stored events, and decoding the
+//! rows of every table into their records ([`StoreRow`]: a row of either backend, whose
+//! timestamps each backend keeps its own way).
 
 use chrono::{DateTime, Utc};
 use cornershop_domain::{AggregateType, EventEnvelope, Metadata};
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+use uuid::Uuid;
 
-use crate::{trace, NewEvent, StoreError, StoredEvent};
+use crate::{
+    trace, Checkpoint, DeadLetter, IdempotentResponse, NewEvent, Notification, StoreError,
+    StoredEvent, Timer,
+};
 
 /// Counts appended events by type (`events_stored_total`); called by every backend after
 /// its commit.
@@ -18,7 +27,11 @@ pub(crate) fn count_stored(events: &[StoredEvent]) {
 
 /// The store keeps microseconds (truncating towards the past), on both backends.
 pub(crate) fn truncate_to_micros(t: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError> {
-    let us = t.timestamp_micros();
+    from_micros(t.timestamp_micros())
+}
+
+/// The instant `us` microseconds after the Unix epoch (how SQLite keeps timestamps).
+pub(crate) fn from_micros(us: i64) -> Result<DateTime<Utc>, StoreError> {
     DateTime::from_timestamp_micros(us)
         .ok_or_else(|| StoreError::Corrupt(format!("timestamp {us} is out of range")))
 }
@@ -83,6 +96,172 @@ pub(crate) fn events_to_store(
 
 /// The trace id of a stored row: the column, or (rows stored before it existed) derived
 /// from the correlation id.
-pub(crate) fn stored_trace_id(column: Option<String>, metadata: &Metadata) -> String {
+fn stored_trace_id(column: Option<String>, metadata: &Metadata) -> String {
     column.unwrap_or_else(|| trace::trace_id_for_correlation(&metadata.correlation_id))
+}
+
+/// A column of type `T`, read from a row of either backend (any row whose database
+/// decodes `T`).
+pub(crate) trait Column<T> {
+    fn column(&self, name: &str) -> Result<T, StoreError>;
+}
+
+impl<R, T> Column<T> for R
+where
+    R: Row,
+    for<'r> T: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'n> &'n str: sqlx::ColumnIndex<R>,
+{
+    fn column(&self, name: &str) -> Result<T, StoreError> {
+        Ok(self.try_get(name)?)
+    }
+}
+
+/// A row of either backend: the columns both keep alike, read by their types, and what
+/// each keeps its own way: timestamps (PostgreSQL's `TIMESTAMPTZ` columns, SQLite's
+/// microseconds in `*_us` columns) and the HTTP status of an idempotent response
+/// (PostgreSQL's `INTEGER`, SQLite's integer).
+pub(crate) trait StoreRow:
+    Column<String> + Column<Option<String>> + Column<i64> + Column<Option<i64>> + Column<Option<i32>>
+{
+    /// The timestamp in the column named `pg` on PostgreSQL, `sqlite` on SQLite.
+    fn timestamp(&self, pg: &str, sqlite: &str) -> Result<DateTime<Utc>, StoreError>;
+
+    fn http_status(&self, column: &str) -> Result<u16, StoreError>;
+}
+
+impl StoreRow for PgRow {
+    fn timestamp(&self, pg: &str, _sqlite: &str) -> Result<DateTime<Utc>, StoreError> {
+        Ok(self.try_get(pg)?)
+    }
+
+    fn http_status(&self, column: &str) -> Result<u16, StoreError> {
+        Ok(self.try_get::<i32, _>(column)? as u16)
+    }
+}
+
+impl StoreRow for SqliteRow {
+    fn timestamp(&self, _pg: &str, sqlite: &str) -> Result<DateTime<Utc>, StoreError> {
+        from_micros(self.try_get(sqlite)?)
+    }
+
+    fn http_status(&self, column: &str) -> Result<u16, StoreError> {
+        Ok(self.try_get::<i64, _>(column)? as u16)
+    }
+}
+
+fn unsigned(row: &impl StoreRow, column: &str) -> Result<u64, StoreError> {
+    Ok(Column::<i64>::column(row, column)? as u64)
+}
+
+/// An event row (the backends' `COLUMNS`) as the event it stores.
+pub(crate) fn decode_event(row: &impl StoreRow) -> Result<StoredEvent, StoreError> {
+    let corrupt =
+        |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
+    let aggregate_type: String = row.column("aggregate_type")?;
+    let event_id: String = row.column("event_id")?;
+    let data: String = row.column("data")?;
+    let metadata: String = row.column("metadata")?;
+    let metadata: Metadata =
+        serde_json::from_str(&metadata).map_err(|e| corrupt("metadata", &e))?;
+    Ok(StoredEvent {
+        trace_id: stored_trace_id(row.column("trace_id")?, &metadata),
+        position: unsigned(row, "position")?,
+        envelope: EventEnvelope {
+            event_id: Uuid::parse_str(&event_id).map_err(|e| corrupt("event_id", &e))?,
+            event_type: row.column("event_type")?,
+            aggregate_id: row.column("aggregate_id")?,
+            aggregate_type: AggregateType::parse(&aggregate_type)
+                .ok_or_else(|| corrupt("aggregate_type", &aggregate_type))?,
+            timestamp: row.timestamp("occurred_at", "timestamp_us")?,
+            version: unsigned(row, "version")?,
+            schema_version: Column::<i64>::column(row, "schema_version")? as u32,
+            data: serde_json::from_str(&data).map_err(|e| corrupt("data", &e))?,
+            metadata,
+        },
+        topic: row.column("topic")?,
+        partition: row.column("kafka_partition")?,
+        offset: row.column("kafka_offset")?,
+    })
+}
+
+/// A notification row (the backends' `NOTIFICATION_COLUMNS`) as its record.
+pub(crate) fn decode_notification(row: &impl StoreRow) -> Result<Notification, StoreError> {
+    let event_id: String = row.column("event_id")?;
+    Ok(Notification {
+        id: unsigned(row, "id")?,
+        event_id: Uuid::parse_str(&event_id)
+            .map_err(|e| StoreError::Corrupt(format!("notification event_id: {e}")))?,
+        event_type: row.column("event_type")?,
+        channel: row.column("channel")?,
+        template: row.column("template")?,
+        order_id: row.column("order_id")?,
+        customer_id: row.column("customer_id")?,
+        recipient: row.column("recipient")?,
+        subject: row.column("subject")?,
+        body_text: row.column("body_text")?,
+        body_html: row.column("body_html")?,
+        correlation_id: row.column("correlation_id")?,
+        trace_id: row.column("trace_id")?,
+        status: row.column("status")?,
+        attempts: Column::<i64>::column(row, "attempts")? as u32,
+        provider_message_id: row.column("provider_message_id")?,
+        last_error: row.column("last_error")?,
+        next_attempt_at: row.timestamp("next_attempt_at", "next_attempt_us")?,
+        created_at: row.timestamp("created_at", "created_us")?,
+        updated_at: row.timestamp("updated_at", "updated_us")?,
+    })
+}
+
+/// A dead letter row (id, consumer, event_id, position, event_type, aggregate_id, error,
+/// attempts, the first and last failure, status) as its record.
+pub(crate) fn decode_dead_letter(row: &impl StoreRow) -> Result<DeadLetter, StoreError> {
+    let event_id: String = row.column("event_id")?;
+    Ok(DeadLetter {
+        id: unsigned(row, "id")?,
+        consumer: row.column("consumer")?,
+        event_id: Uuid::parse_str(&event_id)
+            .map_err(|e| StoreError::Corrupt(format!("dead letter event_id: {e}")))?,
+        position: unsigned(row, "position")?,
+        event_type: row.column("event_type")?,
+        aggregate_id: row.column("aggregate_id")?,
+        error: row.column("error")?,
+        attempts: Column::<i64>::column(row, "attempts")? as u32,
+        first_failed_at: row.timestamp("first_failed_at", "first_failed_us")?,
+        last_failed_at: row.timestamp("last_failed_at", "last_failed_us")?,
+        status: row.column("status")?,
+    })
+}
+
+/// A timer row (key, kind, when it is due, payload as JSON text) as its record.
+pub(crate) fn decode_timer(row: &impl StoreRow) -> Result<Timer, StoreError> {
+    let payload: String = row.column("payload")?;
+    Ok(Timer {
+        key: row.column("key")?,
+        kind: row.column("kind")?,
+        due_at: row.timestamp("due_at", "due_us")?,
+        payload: serde_json::from_str(&payload)
+            .map_err(|e| StoreError::Corrupt(format!("timer payload: {e}")))?,
+    })
+}
+
+/// A checkpoint row (consumer, position, when it was saved) as its record.
+pub(crate) fn decode_checkpoint(row: &impl StoreRow) -> Result<Checkpoint, StoreError> {
+    Ok(Checkpoint {
+        consumer: row.column("consumer")?,
+        position: unsigned(row, "position")?,
+        updated_at: row.timestamp("updated_at", "updated_us")?,
+    })
+}
+
+/// An idempotency key's row (key, fingerprint, status, body) as the response it keeps.
+pub(crate) fn decode_idempotent_response(
+    row: &impl StoreRow,
+) -> Result<IdempotentResponse, StoreError> {
+    Ok(IdempotentResponse {
+        key: row.column("key")?,
+        fingerprint: row.column("fingerprint")?,
+        status: row.http_status("status")?,
+        body: row.column("body")?,
+    })
 }

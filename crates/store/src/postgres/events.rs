@@ -4,13 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use cornershop_domain::{AggregateType, EventEnvelope, Metadata};
-use sqlx::postgres::PgRow;
+use cornershop_domain::AggregateType;
 use sqlx::{Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::head::read_head;
 use super::PgEventStore;
+use crate::shared::decode_event;
 use crate::truncate_to_micros as truncate;
 use crate::{EventQuery, StoreError, StoreStats, StoredEvent, TimeRange};
 
@@ -33,7 +33,7 @@ pub(super) async fn load_aggregate(
     push_range(&mut sql, range)?;
     sql.push(" ORDER BY version");
     let rows = sql.build().fetch_all(&store.pool).await?;
-    rows.iter().map(decode_row).collect()
+    rows.iter().map(decode_event).collect()
 }
 
 pub(super) async fn load_aggregate_after(
@@ -51,7 +51,7 @@ pub(super) async fn load_aggregate_after(
     .bind(after_version as i64)
     .fetch_all(&store.pool)
     .await?;
-    rows.iter().map(decode_row).collect()
+    rows.iter().map(decode_event).collect()
 }
 
 pub(super) async fn query(
@@ -71,7 +71,7 @@ pub(super) async fn query(
     sql.push(" ORDER BY position LIMIT ")
         .push_bind(i64::from(query.limit));
     let rows = sql.build().fetch_all(&store.pool).await?;
-    rows.iter().map(decode_row).collect()
+    rows.iter().map(decode_event).collect()
 }
 
 pub(super) async fn head_position(store: &PgEventStore) -> Result<u64, StoreError> {
@@ -134,7 +134,7 @@ pub(super) async fn events_by_correlation(
     .bind(correlation_id)
     .fetch_all(&store.pool)
     .await?;
-    rows.iter().map(decode_row).collect()
+    rows.iter().map(decode_event).collect()
 }
 
 pub(super) async fn find_event(
@@ -147,37 +147,7 @@ pub(super) async fn find_event(
     .bind(event_id.to_string())
     .fetch_optional(&store.pool)
     .await?;
-    row.as_ref().map(decode_row).transpose()
-}
-
-fn decode_row(row: &PgRow) -> Result<StoredEvent, StoreError> {
-    let corrupt =
-        |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
-    let aggregate_type: String = row.try_get("aggregate_type")?;
-    let event_id: String = row.try_get("event_id")?;
-    let data: String = row.try_get("data")?;
-    let metadata: String = row.try_get("metadata")?;
-    let metadata: Metadata =
-        serde_json::from_str(&metadata).map_err(|e| corrupt("metadata", &e))?;
-    Ok(StoredEvent {
-        trace_id: crate::stored_trace_id(row.try_get("trace_id")?, &metadata),
-        position: row.try_get::<i64, _>("position")? as u64,
-        envelope: EventEnvelope {
-            event_id: Uuid::parse_str(&event_id).map_err(|e| corrupt("event_id", &e))?,
-            event_type: row.try_get("event_type")?,
-            aggregate_id: row.try_get("aggregate_id")?,
-            aggregate_type: AggregateType::parse(&aggregate_type)
-                .ok_or_else(|| corrupt("aggregate_type", &aggregate_type))?,
-            timestamp: row.try_get("occurred_at")?,
-            version: row.try_get::<i64, _>("version")? as u64,
-            schema_version: row.try_get::<i64, _>("schema_version")? as u32,
-            data: serde_json::from_str(&data).map_err(|e| corrupt("data", &e))?,
-            metadata,
-        },
-        topic: row.try_get("topic")?,
-        partition: row.try_get("kafka_partition")?,
-        offset: row.try_get("kafka_offset")?,
-    })
+    row.as_ref().map(decode_event).transpose()
 }
 
 fn push_range(sql: &mut QueryBuilder<'_, Postgres>, range: TimeRange) -> Result<(), StoreError> {

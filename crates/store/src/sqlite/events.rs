@@ -4,12 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use cornershop_domain::{AggregateType, EventEnvelope, Metadata};
-use sqlx::sqlite::SqliteRow;
+use cornershop_domain::AggregateType;
 use sqlx::{QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
-use super::{from_micros, micros, SqliteEventStore};
+use super::{micros, SqliteEventStore};
+use crate::shared::decode_event;
+use crate::shared::from_micros;
 use crate::{EventQuery, StoreError, StoreStats, StoredEvent, TimeRange};
 
 const COLUMNS: &str = "position, event_id, event_type, aggregate_type, aggregate_id, version, \
@@ -30,7 +31,7 @@ pub(super) async fn load_aggregate(
     push_range(&mut sql, range);
     sql.push(" ORDER BY version");
     let rows = sql.build().fetch_all(&store.reader).await?;
-    rows.iter().map(decode_row).collect()
+    rows.iter().map(decode_event).collect()
 }
 
 pub(super) async fn load_aggregate_after(
@@ -48,7 +49,7 @@ pub(super) async fn load_aggregate_after(
     .bind(after_version as i64)
     .fetch_all(&store.reader)
     .await?;
-    rows.iter().map(decode_row).collect()
+    rows.iter().map(decode_event).collect()
 }
 
 pub(super) async fn query(
@@ -68,7 +69,7 @@ pub(super) async fn query(
     sql.push(" ORDER BY position LIMIT ")
         .push_bind(query.limit as i64);
     let rows = sql.build().fetch_all(&store.reader).await?;
-    rows.iter().map(decode_row).collect()
+    rows.iter().map(decode_event).collect()
 }
 
 pub(super) async fn head_position(store: &SqliteEventStore) -> Result<u64, StoreError> {
@@ -130,7 +131,7 @@ pub(super) async fn events_by_correlation(
     .bind(correlation_id)
     .fetch_all(&store.reader)
     .await?;
-    rows.iter().map(decode_row).collect()
+    rows.iter().map(decode_event).collect()
 }
 
 pub(super) async fn find_event(
@@ -141,37 +142,7 @@ pub(super) async fn find_event(
         .bind(event_id.to_string())
         .fetch_optional(&store.reader)
         .await?;
-    row.as_ref().map(decode_row).transpose()
-}
-
-fn decode_row(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
-    let corrupt =
-        |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
-    let aggregate_type: String = row.try_get("aggregate_type")?;
-    let event_id: String = row.try_get("event_id")?;
-    let data: String = row.try_get("data")?;
-    let metadata: String = row.try_get("metadata")?;
-    let metadata: Metadata =
-        serde_json::from_str(&metadata).map_err(|e| corrupt("metadata", &e))?;
-    Ok(StoredEvent {
-        trace_id: crate::stored_trace_id(row.try_get("trace_id")?, &metadata),
-        position: row.try_get::<i64, _>("position")? as u64,
-        envelope: EventEnvelope {
-            event_id: Uuid::parse_str(&event_id).map_err(|e| corrupt("event_id", &e))?,
-            event_type: row.try_get("event_type")?,
-            aggregate_id: row.try_get("aggregate_id")?,
-            aggregate_type: AggregateType::parse(&aggregate_type)
-                .ok_or_else(|| corrupt("aggregate_type", &aggregate_type))?,
-            timestamp: from_micros(row.try_get("timestamp_us")?)?,
-            version: row.try_get::<i64, _>("version")? as u64,
-            schema_version: row.try_get::<i64, _>("schema_version")? as u32,
-            data: serde_json::from_str(&data).map_err(|e| corrupt("data", &e))?,
-            metadata,
-        },
-        topic: row.try_get("topic")?,
-        partition: row.try_get("kafka_partition")?,
-        offset: row.try_get("kafka_offset")?,
-    })
+    row.as_ref().map(decode_event).transpose()
 }
 
 fn push_range(sql: &mut QueryBuilder<'_, Sqlite>, range: TimeRange) {

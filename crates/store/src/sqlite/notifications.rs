@@ -2,11 +2,12 @@
 //! updated after each attempt to send, re-driven, and listed.
 
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{QueryBuilder, Sqlite};
 use uuid::Uuid;
 
-use super::{from_micros, micros, SqliteEventStore};
+use super::{micros, SqliteEventStore};
+use crate::shared::decode_notification;
+use crate::shared::from_micros;
 use crate::{NewNotification, Notification, NotificationQuery, NotificationUpdate, StoreError};
 
 pub(super) async fn record_notifications(
@@ -173,30 +174,3 @@ pub(super) async fn notifications(
 const NOTIFICATION_COLUMNS: &str = "id, event_id, event_type, channel, template, order_id, \
     customer_id, recipient, subject, body_text, body_html, status, attempts, \
     provider_message_id, last_error, next_attempt_us, created_us, updated_us, correlation_id, trace_id";
-
-fn decode_notification(row: &SqliteRow) -> Result<Notification, StoreError> {
-    let event_id: String = row.try_get("event_id")?;
-    Ok(Notification {
-        id: row.try_get::<i64, _>("id")? as u64,
-        event_id: Uuid::parse_str(&event_id)
-            .map_err(|e| StoreError::Corrupt(format!("notification event_id: {e}")))?,
-        event_type: row.try_get("event_type")?,
-        channel: row.try_get("channel")?,
-        template: row.try_get("template")?,
-        order_id: row.try_get("order_id")?,
-        customer_id: row.try_get("customer_id")?,
-        recipient: row.try_get("recipient")?,
-        subject: row.try_get("subject")?,
-        body_text: row.try_get("body_text")?,
-        body_html: row.try_get("body_html")?,
-        correlation_id: row.try_get("correlation_id")?,
-        trace_id: row.try_get("trace_id")?,
-        status: row.try_get("status")?,
-        attempts: row.try_get::<i64, _>("attempts")? as u32,
-        provider_message_id: row.try_get("provider_message_id")?,
-        last_error: row.try_get("last_error")?,
-        next_attempt_at: from_micros(row.try_get("next_attempt_us")?)?,
-        created_at: from_micros(row.try_get("created_us")?)?,
-        updated_at: from_micros(row.try_get("updated_us")?)?,
-    })
-}
