@@ -1,19 +1,22 @@
 //! What both backends do alike: turning an append's events into the rows to insert and
 //! the events to return, reading a row's trace id, cutting timestamps to microseconds,
-//! telling a taken key from other insert errors, counting stored events, and decoding the
-//! rows of every table into their records ([`StoreRow`]: a row of either backend, whose
-//! timestamps each backend keeps its own way).
+//! telling a taken key from other insert errors, counting stored events, building the
+//! filters of the queries whose SQL is the same on both, and decoding the rows of every
+//! table into their records ([`StoreRow`]: a row of either backend, whose timestamps each
+//! backend keeps its own way).
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use cornershop_domain::{AggregateType, EventEnvelope, Metadata};
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
-use sqlx::Row;
+use sqlx::{Database, QueryBuilder, Row};
 use uuid::Uuid;
 
 use crate::{
-    trace, Checkpoint, DeadLetter, IdempotentResponse, NewEvent, Notification, StoreError,
-    StoredEvent, Timer,
+    trace, Checkpoint, DeadLetter, EventQuery, IdempotentResponse, NewEvent, Notification,
+    NotificationQuery, StoreError, StoreStats, StoredEvent, TimeRange, Timer,
 };
 
 /// Counts appended events by type (`events_stored_total`); called by every backend after
@@ -127,11 +130,26 @@ pub(crate) trait StoreRow:
     /// The timestamp in the column named `pg` on PostgreSQL, `sqlite` on SQLite.
     fn timestamp(&self, pg: &str, sqlite: &str) -> Result<DateTime<Utc>, StoreError>;
 
+    /// [`StoreRow::timestamp`] of a column that may be NULL.
+    fn optional_timestamp(
+        &self,
+        pg: &str,
+        sqlite: &str,
+    ) -> Result<Option<DateTime<Utc>>, StoreError>;
+
     fn http_status(&self, column: &str) -> Result<u16, StoreError>;
 }
 
 impl StoreRow for PgRow {
     fn timestamp(&self, pg: &str, _sqlite: &str) -> Result<DateTime<Utc>, StoreError> {
+        Ok(self.try_get(pg)?)
+    }
+
+    fn optional_timestamp(
+        &self,
+        pg: &str,
+        _sqlite: &str,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
         Ok(self.try_get(pg)?)
     }
 
@@ -143,6 +161,15 @@ impl StoreRow for PgRow {
 impl StoreRow for SqliteRow {
     fn timestamp(&self, _pg: &str, sqlite: &str) -> Result<DateTime<Utc>, StoreError> {
         from_micros(self.try_get(sqlite)?)
+    }
+
+    fn optional_timestamp(
+        &self,
+        _pg: &str,
+        sqlite: &str,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let us: Option<i64> = self.try_get(sqlite)?;
+        us.map(from_micros).transpose()
     }
 
     fn http_status(&self, column: &str) -> Result<u16, StoreError> {
@@ -264,4 +291,111 @@ pub(crate) fn decode_idempotent_response(
         status: row.http_status("status")?,
         body: row.column("body")?,
     })
+}
+
+/// The counts of a `SELECT <column>, COUNT(*) AS n ... GROUP BY <column>`, by value.
+pub(crate) fn count_by(
+    rows: &[impl StoreRow],
+    column: &str,
+) -> Result<BTreeMap<String, u64>, StoreError> {
+    let mut counts = BTreeMap::new();
+    for row in rows {
+        counts.insert(row.column(column)?, unsigned(row, "n")?);
+    }
+    Ok(counts)
+}
+
+/// The statistics of the log: the totals row (total, aggregates, head, the first and the
+/// last event's timestamps) and the counts by event type and by aggregate type.
+pub(crate) fn decode_stats(
+    row: &impl StoreRow,
+    by_event_type: BTreeMap<String, u64>,
+    by_aggregate_type: BTreeMap<String, u64>,
+) -> Result<StoreStats, StoreError> {
+    Ok(StoreStats {
+        total_events: unsigned(row, "total")?,
+        total_aggregates: unsigned(row, "aggregates")?,
+        head_position: unsigned(row, "head")?,
+        by_event_type,
+        by_aggregate_type,
+        first_event_at: row.optional_timestamp("first_at", "first_us")?,
+        last_event_at: row.optional_timestamp("last_at", "last_us")?,
+    })
+}
+
+/// A value a query of the database `DB` can bind.
+pub(crate) trait Bind<'a, DB: Database>: 'a + sqlx::Encode<'a, DB> + sqlx::Type<DB> {}
+
+impl<'a, DB: Database, T: 'a + sqlx::Encode<'a, DB> + sqlx::Type<DB>> Bind<'a, DB> for T {}
+
+/// How a backend binds a timestamp: PostgreSQL a `TIMESTAMPTZ` cut to microseconds, SQLite
+/// the microseconds.
+pub(crate) type BindTime<T> = fn(DateTime<Utc>) -> Result<T, StoreError>;
+
+/// Limits events to `range`, by their timestamp `column`, bound as `time` makes it.
+pub(crate) fn push_range<'a, DB: Database, T: Bind<'a, DB>>(
+    sql: &mut QueryBuilder<'a, DB>,
+    range: TimeRange,
+    column: &str,
+    time: BindTime<T>,
+) -> Result<(), StoreError> {
+    if let Some(from) = range.from {
+        sql.push(format!(" AND {column} >= "))
+            .push_bind(time(from)?);
+    }
+    if let Some(to) = range.to {
+        sql.push(format!(" AND {column} <= ")).push_bind(time(to)?);
+    }
+    Ok(())
+}
+
+/// The rest of a page of the log, after `... WHERE position > `: the position, the
+/// query's filters (the time range by the timestamp `column`, bound as `time` makes it),
+/// the order and the limit.
+pub(crate) fn push_event_query<'a, DB: Database, T: Bind<'a, DB>>(
+    sql: &mut QueryBuilder<'a, DB>,
+    query: &EventQuery,
+    column: &str,
+    time: BindTime<T>,
+) -> Result<(), StoreError>
+where
+    i64: Bind<'a, DB>,
+    String: Bind<'a, DB>,
+    &'static str: Bind<'a, DB>,
+{
+    sql.push_bind(query.after as i64);
+    if let Some(t) = query.aggregate_type {
+        sql.push(" AND aggregate_type = ").push_bind(t.as_str());
+    }
+    if let Some(t) = &query.event_type {
+        sql.push(" AND event_type = ").push_bind(t.clone());
+    }
+    push_range(sql, query.range, column, time)?;
+    sql.push(" ORDER BY position LIMIT ")
+        .push_bind(i64::from(query.limit));
+    Ok(())
+}
+
+/// The rest of a listing of notifications, after a `WHERE` that holds: every filter the
+/// query gives, newest first, and the limit.
+pub(crate) fn push_notification_query<'a, DB: Database>(
+    sql: &mut QueryBuilder<'a, DB>,
+    query: &NotificationQuery,
+) where
+    i64: Bind<'a, DB>,
+    String: Bind<'a, DB>,
+{
+    for (column, value) in [
+        ("order_id", &query.order_id),
+        ("customer_id", &query.customer_id),
+        ("channel", &query.channel),
+        ("status", &query.status),
+    ] {
+        if let Some(value) = value {
+            sql.push(format!(" AND {column} = "))
+                .push_bind(value.clone());
+        }
+    }
+    sql.push(" ORDER BY id DESC LIMIT ")
+        .push_bind(i64::from(query.limit));
 }

@@ -6,7 +6,7 @@ use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::{commit_failure, PgEventStore};
-use crate::shared::decode_notification;
+use crate::shared::{decode_notification, push_notification_query};
 use crate::truncate_to_micros as truncate;
 use crate::{NewNotification, Notification, NotificationQuery, NotificationUpdate, StoreError};
 
@@ -135,19 +135,7 @@ pub(super) async fn notifications(
     let mut sql = QueryBuilder::<Postgres>::new(format!(
         "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE TRUE"
     ));
-    for (column, value) in [
-        ("order_id", &query.order_id),
-        ("customer_id", &query.customer_id),
-        ("channel", &query.channel),
-        ("status", &query.status),
-    ] {
-        if let Some(value) = value {
-            sql.push(format!(" AND {column} = "))
-                .push_bind(value.clone());
-        }
-    }
-    sql.push(" ORDER BY id DESC LIMIT ")
-        .push_bind(i64::from(query.limit));
+    push_notification_query(&mut sql, query);
     let rows = sql.build().fetch_all(&store.pool).await?;
     rows.iter().map(decode_notification).collect()
 }

@@ -6,8 +6,8 @@ use sqlx::{QueryBuilder, Sqlite};
 use uuid::Uuid;
 
 use super::{micros, SqliteEventStore};
-use crate::shared::decode_notification;
 use crate::shared::from_micros;
+use crate::shared::{decode_notification, push_notification_query};
 use crate::{NewNotification, Notification, NotificationQuery, NotificationUpdate, StoreError};
 
 pub(super) async fn record_notifications(
@@ -154,19 +154,7 @@ pub(super) async fn notifications(
     let mut sql = QueryBuilder::<Sqlite>::new(format!(
         "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE 1 = 1"
     ));
-    for (column, value) in [
-        ("order_id", &query.order_id),
-        ("customer_id", &query.customer_id),
-        ("channel", &query.channel),
-        ("status", &query.status),
-    ] {
-        if let Some(value) = value {
-            sql.push(format!(" AND {column} = "))
-                .push_bind(value.clone());
-        }
-    }
-    sql.push(" ORDER BY id DESC LIMIT ")
-        .push_bind(i64::from(query.limit));
+    push_notification_query(&mut sql, query);
     let rows = sql.build().fetch_all(&store.reader).await?;
     rows.iter().map(decode_notification).collect()
 }
