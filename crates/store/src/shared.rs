@@ -15,8 +15,9 @@ use sqlx::{Database, QueryBuilder, Row};
 use uuid::Uuid;
 
 use crate::{
-    trace, Checkpoint, DeadLetter, EventQuery, IdempotentResponse, NewEvent, Notification,
-    NotificationQuery, StoreError, StoreStats, StoredEvent, TimeRange, Timer,
+    trace, AppendRequest, Checkpoint, DeadLetter, EventQuery, IdempotentResponse, NewEvent,
+    NewNotification, Notification, NotificationQuery, StoreError, StoreStats, StoredEvent,
+    TimeRange, Timer,
 };
 
 /// Counts appended events by type (`events_stored_total`); called by every backend after
@@ -54,6 +55,20 @@ pub(crate) fn unless_taken<T>(
         Err(e) => Err(e.into()),
         Ok(_) => Ok(()),
     }
+}
+
+/// An append's expected version against the aggregate's `actual` one: a stale expectation
+/// is a [`StoreError::Conflict`].
+pub(crate) fn expect_version(request: &AppendRequest, actual: u64) -> Result<(), StoreError> {
+    if actual != request.expected_version {
+        return Err(StoreError::Conflict {
+            aggregate_type: request.aggregate_type,
+            aggregate_id: request.aggregate_id.clone(),
+            expected: request.expected_version,
+            actual,
+        });
+    }
+    Ok(())
 }
 
 /// An event's `data` and `metadata` as the JSON text an insert writes.
@@ -398,4 +413,32 @@ pub(crate) fn push_notification_query<'a, DB: Database>(
     }
     sql.push(" ORDER BY id DESC LIMIT ")
         .push_bind(i64::from(query.limit));
+}
+
+/// A statement of the database `DB`, its arguments bound one by one.
+pub(crate) type Statement<'q, DB> = sqlx::query::Query<'q, DB, <DB as Database>::Arguments<'q>>;
+
+/// Binds the fields of a notification that both backends' inserts take first, in this
+/// order: the event id (as text), event type, channel, template, order id, customer id,
+/// recipient, subject, text body and HTML body.
+pub(crate) fn bind_notification<'q, DB: Database>(
+    statement: Statement<'q, DB>,
+    n: &'q NewNotification,
+) -> Statement<'q, DB>
+where
+    String: Bind<'q, DB>,
+    &'q String: Bind<'q, DB>,
+    &'q Option<String>: Bind<'q, DB>,
+{
+    statement
+        .bind(n.event_id.to_string())
+        .bind(&n.event_type)
+        .bind(&n.channel)
+        .bind(&n.template)
+        .bind(&n.order_id)
+        .bind(&n.customer_id)
+        .bind(&n.recipient)
+        .bind(&n.subject)
+        .bind(&n.body_text)
+        .bind(&n.body_html)
 }

@@ -6,7 +6,7 @@ use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::{commit_failure, PgEventStore};
-use crate::shared::{decode_notification, push_notification_query};
+use crate::shared::{bind_notification, decode_notification, push_notification_query};
 use crate::truncate_to_micros as truncate;
 use crate::{NewNotification, Notification, NotificationQuery, NotificationUpdate, StoreError};
 
@@ -18,24 +18,17 @@ pub(super) async fn record_notifications(
     let mut inserted = 0;
     for n in notifications {
         let created = truncate(n.created_at)?;
-        inserted += sqlx::query(
-            "INSERT INTO notifications (event_id, event_type, channel, template, order_id, \
+        inserted += bind_notification(
+            sqlx::query(
+                "INSERT INTO notifications (event_id, event_type, channel, template, order_id, \
              customer_id, recipient, subject, body_text, body_html, status, attempts, \
              next_attempt_at, created_at, updated_at, correlation_id, trace_id) \
              VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', 0, \
              $11, $11, $11, $12, $13) \
              ON CONFLICT (event_id, channel) DO NOTHING",
+            ),
+            n,
         )
-        .bind(n.event_id.to_string())
-        .bind(&n.event_type)
-        .bind(&n.channel)
-        .bind(&n.template)
-        .bind(&n.order_id)
-        .bind(&n.customer_id)
-        .bind(&n.recipient)
-        .bind(&n.subject)
-        .bind(&n.body_text)
-        .bind(&n.body_html)
         .bind(created)
         .bind(&n.correlation_id)
         .bind(&n.trace_id)

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::{micros, SqliteEventStore};
 use crate::shared::from_micros;
-use crate::shared::{decode_notification, push_notification_query};
+use crate::shared::{bind_notification, decode_notification, push_notification_query};
 use crate::{NewNotification, Notification, NotificationQuery, NotificationUpdate, StoreError};
 
 pub(super) async fn record_notifications(
@@ -21,31 +21,23 @@ pub(super) async fn record_notifications(
                 let mut inserted = 0;
                 for n in &notifications {
                     let created = micros(n.created_at);
-                    inserted += sqlx::query(
-            "INSERT INTO notifications (event_id, event_type, channel, template, order_id, \
-             customer_id, recipient, subject, body_text, body_html, status, attempts, \
-             next_attempt_us, created_us, updated_us, correlation_id, trace_id) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?) \
-             ON CONFLICT (event_id, channel) DO NOTHING",
-        )
-        .bind(n.event_id.to_string())
-        .bind(&n.event_type)
-        .bind(&n.channel)
-        .bind(&n.template)
-        .bind(&n.order_id)
-        .bind(&n.customer_id)
-        .bind(&n.recipient)
-        .bind(&n.subject)
-        .bind(&n.body_text)
-        .bind(&n.body_html)
-        .bind(created)
-        .bind(created)
-        .bind(created)
-        .bind(&n.correlation_id)
-        .bind(&n.trace_id)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+                    let insert = sqlx::query(
+                        "INSERT INTO notifications (event_id, event_type, channel, template, \
+                         order_id, customer_id, recipient, subject, body_text, body_html, \
+                         status, attempts, next_attempt_us, created_us, updated_us, \
+                         correlation_id, trace_id) \
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?) \
+                         ON CONFLICT (event_id, channel) DO NOTHING",
+                    );
+                    inserted += bind_notification(insert, n)
+                        .bind(created)
+                        .bind(created)
+                        .bind(created)
+                        .bind(&n.correlation_id)
+                        .bind(&n.trace_id)
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected();
                 }
                 Ok(inserted)
             })
