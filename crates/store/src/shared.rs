@@ -1,9 +1,10 @@
-//! What both backends do alike: turning an append's events into the rows to insert and
-//! the events to return, reading a row's trace id, cutting timestamps to microseconds,
-//! telling a taken key from other insert errors, counting stored events, building the
-//! filters of the queries whose SQL is the same on both, and decoding the rows of every
-//! table into their records ([`StoreRow`]: a row of either backend, whose timestamps each
-//! backend keeps its own way).
+//! What both backends do alike: checking an append's expected version, turning its
+//! events into the rows to insert and the events to return, reading a row's trace id,
+//! cutting timestamps to microseconds, telling a taken key from other insert errors,
+//! counting stored events, building the filters of the queries whose SQL is the same on
+//! both, binding a notification's insert arguments, and decoding the rows of every table
+//! into their records ([`StoreRow`]: a row of either backend, whose timestamps each backend
+//! keeps its own way).
 
 use std::collections::BTreeMap;
 
