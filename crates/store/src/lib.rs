@@ -36,9 +36,7 @@ pub use notification::{
 pub use postgres::PgEventStore;
 pub use query::{EventQuery, StoreStats, TimeRange};
 pub use records::{Checkpoint, DeadLetter, Publication, Timer};
-pub(crate) use shared::{
-    count_stored, events_to_store, stored_trace_id, truncate_to_micros, unless_taken,
-};
+pub(crate) use shared::{count_stored, events_to_store, truncate_to_micros, unless_taken};
 pub use sqlite::SqliteEventStore;
 
 #[async_trait]

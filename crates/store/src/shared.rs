@@ -1,11 +1,25 @@
-//! What both backends do alike: turning an append's events into the rows to insert and
-//! the events to return, reading a row's trace id, cutting timestamps to microseconds,
-//! telling a taken key from other insert errors, and counting stored events.
+//! What both backends do alike: checking an append's expected version, turning its
+//! events into the rows to insert and the events to return, reading a row's trace id,
+//! cutting timestamps to microseconds, telling a taken key from other insert errors,
+//! counting stored events, building the filters of the queries whose SQL is the same on
+//! both, binding a notification's insert arguments, and decoding the rows of every table
+//! into their records ([`StoreRow`]: a row of either backend, whose timestamps each backend
+//! keeps its own way).
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use cornershop_domain::{AggregateType, EventEnvelope, Metadata};
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Database, QueryBuilder, Row};
+use uuid::Uuid;
 
-use crate::{trace, NewEvent, StoreError, StoredEvent};
+use crate::{
+    trace, AppendRequest, Checkpoint, DeadLetter, EventQuery, IdempotentResponse, NewEvent,
+    NewNotification, Notification, NotificationQuery, StoreError, StoreStats, StoredEvent,
+    TimeRange, Timer,
+};
 
 /// Counts appended events by type (`events_stored_total`); called by every backend after
 /// its commit.
@@ -18,7 +32,11 @@ pub(crate) fn count_stored(events: &[StoredEvent]) {
 
 /// The store keeps microseconds (truncating towards the past), on both backends.
 pub(crate) fn truncate_to_micros(t: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError> {
-    let us = t.timestamp_micros();
+    from_micros(t.timestamp_micros())
+}
+
+/// The instant `us` microseconds after the Unix epoch (how SQLite keeps timestamps).
+pub(crate) fn from_micros(us: i64) -> Result<DateTime<Utc>, StoreError> {
     DateTime::from_timestamp_micros(us)
         .ok_or_else(|| StoreError::Corrupt(format!("timestamp {us} is out of range")))
 }
@@ -38,6 +56,20 @@ pub(crate) fn unless_taken<T>(
         Err(e) => Err(e.into()),
         Ok(_) => Ok(()),
     }
+}
+
+/// An append's expected version against the aggregate's `actual` one: a stale expectation
+/// is a [`StoreError::Conflict`].
+pub(crate) fn expect_version(request: &AppendRequest, actual: u64) -> Result<(), StoreError> {
+    if actual != request.expected_version {
+        return Err(StoreError::Conflict {
+            aggregate_type: request.aggregate_type,
+            aggregate_id: request.aggregate_id.clone(),
+            expected: request.expected_version,
+            actual,
+        });
+    }
+    Ok(())
 }
 
 /// An event's `data` and `metadata` as the JSON text an insert writes.
@@ -83,6 +115,331 @@ pub(crate) fn events_to_store(
 
 /// The trace id of a stored row: the column, or (rows stored before it existed) derived
 /// from the correlation id.
-pub(crate) fn stored_trace_id(column: Option<String>, metadata: &Metadata) -> String {
+fn stored_trace_id(column: Option<String>, metadata: &Metadata) -> String {
     column.unwrap_or_else(|| trace::trace_id_for_correlation(&metadata.correlation_id))
+}
+
+/// A column of type `T`, read from a row of either backend (any row whose database
+/// decodes `T`).
+pub(crate) trait Column<T> {
+    fn column(&self, name: &str) -> Result<T, StoreError>;
+}
+
+impl<R, T> Column<T> for R
+where
+    R: Row,
+    for<'r> T: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'n> &'n str: sqlx::ColumnIndex<R>,
+{
+    fn column(&self, name: &str) -> Result<T, StoreError> {
+        Ok(self.try_get(name)?)
+    }
+}
+
+/// A row of either backend: the columns both keep alike, read by their types, and what
+/// each keeps its own way: timestamps (PostgreSQL's `TIMESTAMPTZ` columns, SQLite's
+/// microseconds in `*_us` columns) and the HTTP status of an idempotent response
+/// (PostgreSQL's `INTEGER`, SQLite's integer).
+pub(crate) trait StoreRow:
+    Column<String> + Column<Option<String>> + Column<i64> + Column<Option<i64>> + Column<Option<i32>>
+{
+    /// The timestamp in the column named `pg` on PostgreSQL, `sqlite` on SQLite.
+    fn timestamp(&self, pg: &str, sqlite: &str) -> Result<DateTime<Utc>, StoreError>;
+
+    /// [`StoreRow::timestamp`] of a column that may be NULL.
+    fn optional_timestamp(
+        &self,
+        pg: &str,
+        sqlite: &str,
+    ) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    fn http_status(&self, column: &str) -> Result<u16, StoreError>;
+}
+
+impl StoreRow for PgRow {
+    fn timestamp(&self, pg: &str, _sqlite: &str) -> Result<DateTime<Utc>, StoreError> {
+        Ok(self.try_get(pg)?)
+    }
+
+    fn optional_timestamp(
+        &self,
+        pg: &str,
+        _sqlite: &str,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(self.try_get(pg)?)
+    }
+
+    fn http_status(&self, column: &str) -> Result<u16, StoreError> {
+        Ok(self.try_get::<i32, _>(column)? as u16)
+    }
+}
+
+impl StoreRow for SqliteRow {
+    fn timestamp(&self, _pg: &str, sqlite: &str) -> Result<DateTime<Utc>, StoreError> {
+        from_micros(self.try_get(sqlite)?)
+    }
+
+    fn optional_timestamp(
+        &self,
+        _pg: &str,
+        sqlite: &str,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let us: Option<i64> = self.try_get(sqlite)?;
+        us.map(from_micros).transpose()
+    }
+
+    fn http_status(&self, column: &str) -> Result<u16, StoreError> {
+        Ok(self.try_get::<i64, _>(column)? as u16)
+    }
+}
+
+fn unsigned(row: &impl StoreRow, column: &str) -> Result<u64, StoreError> {
+    Ok(Column::<i64>::column(row, column)? as u64)
+}
+
+/// An event row (the backends' `COLUMNS`) as the event it stores.
+pub(crate) fn decode_event(row: &impl StoreRow) -> Result<StoredEvent, StoreError> {
+    let corrupt =
+        |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
+    let aggregate_type: String = row.column("aggregate_type")?;
+    let event_id: String = row.column("event_id")?;
+    let data: String = row.column("data")?;
+    let metadata: String = row.column("metadata")?;
+    let metadata: Metadata =
+        serde_json::from_str(&metadata).map_err(|e| corrupt("metadata", &e))?;
+    Ok(StoredEvent {
+        trace_id: stored_trace_id(row.column("trace_id")?, &metadata),
+        position: unsigned(row, "position")?,
+        envelope: EventEnvelope {
+            event_id: Uuid::parse_str(&event_id).map_err(|e| corrupt("event_id", &e))?,
+            event_type: row.column("event_type")?,
+            aggregate_id: row.column("aggregate_id")?,
+            aggregate_type: AggregateType::parse(&aggregate_type)
+                .ok_or_else(|| corrupt("aggregate_type", &aggregate_type))?,
+            timestamp: row.timestamp("occurred_at", "timestamp_us")?,
+            version: unsigned(row, "version")?,
+            schema_version: Column::<i64>::column(row, "schema_version")? as u32,
+            data: serde_json::from_str(&data).map_err(|e| corrupt("data", &e))?,
+            metadata,
+        },
+        topic: row.column("topic")?,
+        partition: row.column("kafka_partition")?,
+        offset: row.column("kafka_offset")?,
+    })
+}
+
+/// A notification row (the backends' `NOTIFICATION_COLUMNS`) as its record.
+pub(crate) fn decode_notification(row: &impl StoreRow) -> Result<Notification, StoreError> {
+    let event_id: String = row.column("event_id")?;
+    Ok(Notification {
+        id: unsigned(row, "id")?,
+        event_id: Uuid::parse_str(&event_id)
+            .map_err(|e| StoreError::Corrupt(format!("notification event_id: {e}")))?,
+        event_type: row.column("event_type")?,
+        channel: row.column("channel")?,
+        template: row.column("template")?,
+        order_id: row.column("order_id")?,
+        customer_id: row.column("customer_id")?,
+        recipient: row.column("recipient")?,
+        subject: row.column("subject")?,
+        body_text: row.column("body_text")?,
+        body_html: row.column("body_html")?,
+        correlation_id: row.column("correlation_id")?,
+        trace_id: row.column("trace_id")?,
+        status: row.column("status")?,
+        attempts: Column::<i64>::column(row, "attempts")? as u32,
+        provider_message_id: row.column("provider_message_id")?,
+        last_error: row.column("last_error")?,
+        next_attempt_at: row.timestamp("next_attempt_at", "next_attempt_us")?,
+        created_at: row.timestamp("created_at", "created_us")?,
+        updated_at: row.timestamp("updated_at", "updated_us")?,
+    })
+}
+
+/// A dead letter row (id, consumer, event_id, position, event_type, aggregate_id, error,
+/// attempts, the first and last failure, status) as its record.
+pub(crate) fn decode_dead_letter(row: &impl StoreRow) -> Result<DeadLetter, StoreError> {
+    let event_id: String = row.column("event_id")?;
+    Ok(DeadLetter {
+        id: unsigned(row, "id")?,
+        consumer: row.column("consumer")?,
+        event_id: Uuid::parse_str(&event_id)
+            .map_err(|e| StoreError::Corrupt(format!("dead letter event_id: {e}")))?,
+        position: unsigned(row, "position")?,
+        event_type: row.column("event_type")?,
+        aggregate_id: row.column("aggregate_id")?,
+        error: row.column("error")?,
+        attempts: Column::<i64>::column(row, "attempts")? as u32,
+        first_failed_at: row.timestamp("first_failed_at", "first_failed_us")?,
+        last_failed_at: row.timestamp("last_failed_at", "last_failed_us")?,
+        status: row.column("status")?,
+    })
+}
+
+/// A timer row (key, kind, when it is due, payload as JSON text) as its record.
+pub(crate) fn decode_timer(row: &impl StoreRow) -> Result<Timer, StoreError> {
+    let payload: String = row.column("payload")?;
+    Ok(Timer {
+        key: row.column("key")?,
+        kind: row.column("kind")?,
+        due_at: row.timestamp("due_at", "due_us")?,
+        payload: serde_json::from_str(&payload)
+            .map_err(|e| StoreError::Corrupt(format!("timer payload: {e}")))?,
+    })
+}
+
+/// A checkpoint row (consumer, position, when it was saved) as its record.
+pub(crate) fn decode_checkpoint(row: &impl StoreRow) -> Result<Checkpoint, StoreError> {
+    Ok(Checkpoint {
+        consumer: row.column("consumer")?,
+        position: unsigned(row, "position")?,
+        updated_at: row.timestamp("updated_at", "updated_us")?,
+    })
+}
+
+/// An idempotency key's row (key, fingerprint, status, body) as the response it keeps.
+pub(crate) fn decode_idempotent_response(
+    row: &impl StoreRow,
+) -> Result<IdempotentResponse, StoreError> {
+    Ok(IdempotentResponse {
+        key: row.column("key")?,
+        fingerprint: row.column("fingerprint")?,
+        status: row.http_status("status")?,
+        body: row.column("body")?,
+    })
+}
+
+/// The counts of a `SELECT <column>, COUNT(*) AS n ... GROUP BY <column>`, by value.
+pub(crate) fn count_by(
+    rows: &[impl StoreRow],
+    column: &str,
+) -> Result<BTreeMap<String, u64>, StoreError> {
+    let mut counts = BTreeMap::new();
+    for row in rows {
+        counts.insert(row.column(column)?, unsigned(row, "n")?);
+    }
+    Ok(counts)
+}
+
+/// The statistics of the log: the totals row (total, aggregates, head, the first and the
+/// last event's timestamps) and the counts by event type and by aggregate type.
+pub(crate) fn decode_stats(
+    row: &impl StoreRow,
+    by_event_type: BTreeMap<String, u64>,
+    by_aggregate_type: BTreeMap<String, u64>,
+) -> Result<StoreStats, StoreError> {
+    Ok(StoreStats {
+        total_events: unsigned(row, "total")?,
+        total_aggregates: unsigned(row, "aggregates")?,
+        head_position: unsigned(row, "head")?,
+        by_event_type,
+        by_aggregate_type,
+        first_event_at: row.optional_timestamp("first_at", "first_us")?,
+        last_event_at: row.optional_timestamp("last_at", "last_us")?,
+    })
+}
+
+/// A value a query of the database `DB` can bind.
+pub(crate) trait Bind<'a, DB: Database>: 'a + sqlx::Encode<'a, DB> + sqlx::Type<DB> {}
+
+impl<'a, DB: Database, T: 'a + sqlx::Encode<'a, DB> + sqlx::Type<DB>> Bind<'a, DB> for T {}
+
+/// How a backend binds a timestamp: PostgreSQL a `TIMESTAMPTZ` cut to microseconds, SQLite
+/// the microseconds.
+pub(crate) type BindTime<T> = fn(DateTime<Utc>) -> Result<T, StoreError>;
+
+/// Limits events to `range`, by their timestamp `column`, bound as `time` makes it.
+pub(crate) fn push_range<'a, DB: Database, T: Bind<'a, DB>>(
+    sql: &mut QueryBuilder<'a, DB>,
+    range: TimeRange,
+    column: &str,
+    time: BindTime<T>,
+) -> Result<(), StoreError> {
+    if let Some(from) = range.from {
+        sql.push(format!(" AND {column} >= "))
+            .push_bind(time(from)?);
+    }
+    if let Some(to) = range.to {
+        sql.push(format!(" AND {column} <= ")).push_bind(time(to)?);
+    }
+    Ok(())
+}
+
+/// The rest of a page of the log, after `... WHERE position > `: the position, the
+/// query's filters (the time range by the timestamp `column`, bound as `time` makes it),
+/// the order and the limit.
+pub(crate) fn push_event_query<'a, DB: Database, T: Bind<'a, DB>>(
+    sql: &mut QueryBuilder<'a, DB>,
+    query: &EventQuery,
+    column: &str,
+    time: BindTime<T>,
+) -> Result<(), StoreError>
+where
+    i64: Bind<'a, DB>,
+    String: Bind<'a, DB>,
+    &'static str: Bind<'a, DB>,
+{
+    sql.push_bind(query.after as i64);
+    if let Some(t) = query.aggregate_type {
+        sql.push(" AND aggregate_type = ").push_bind(t.as_str());
+    }
+    if let Some(t) = &query.event_type {
+        sql.push(" AND event_type = ").push_bind(t.clone());
+    }
+    push_range(sql, query.range, column, time)?;
+    sql.push(" ORDER BY position LIMIT ")
+        .push_bind(i64::from(query.limit));
+    Ok(())
+}
+
+/// The rest of a listing of notifications, after a `WHERE` that holds: every filter the
+/// query gives, newest first, and the limit.
+pub(crate) fn push_notification_query<'a, DB: Database>(
+    sql: &mut QueryBuilder<'a, DB>,
+    query: &NotificationQuery,
+) where
+    i64: Bind<'a, DB>,
+    String: Bind<'a, DB>,
+{
+    for (column, value) in [
+        ("order_id", &query.order_id),
+        ("customer_id", &query.customer_id),
+        ("channel", &query.channel),
+        ("status", &query.status),
+    ] {
+        if let Some(value) = value {
+            sql.push(format!(" AND {column} = "))
+                .push_bind(value.clone());
+        }
+    }
+    sql.push(" ORDER BY id DESC LIMIT ")
+        .push_bind(i64::from(query.limit));
+}
+
+/// A statement of the database `DB`, its arguments bound one by one.
+pub(crate) type Statement<'q, DB> = sqlx::query::Query<'q, DB, <DB as Database>::Arguments<'q>>;
+
+/// Binds the fields of a notification that both backends' inserts take first, in this
+/// order: the event id (as text), event type, channel, template, order id, customer id,
+/// recipient, subject, text body and HTML body.
+pub(crate) fn bind_notification<'q, DB: Database>(
+    statement: Statement<'q, DB>,
+    n: &'q NewNotification,
+) -> Statement<'q, DB>
+where
+    String: Bind<'q, DB>,
+    &'q String: Bind<'q, DB>,
+    &'q Option<String>: Bind<'q, DB>,
+{
+    statement
+        .bind(n.event_id.to_string())
+        .bind(&n.event_type)
+        .bind(&n.channel)
+        .bind(&n.template)
+        .bind(&n.order_id)
+        .bind(&n.customer_id)
+        .bind(&n.recipient)
+        .bind(&n.subject)
+        .bind(&n.body_text)
+        .bind(&n.body_html)
 }

@@ -37,14 +37,7 @@ impl PgEventStore {
         let mut tx = self.pool.begin().await?;
         let actual =
             current_version(&mut *tx, request.aggregate_type, &request.aggregate_id).await?;
-        if actual != request.expected_version {
-            return Err(StoreError::Conflict {
-                aggregate_type: request.aggregate_type,
-                aggregate_id: request.aggregate_id,
-                expected: request.expected_version,
-                actual,
-            });
-        }
+        crate::shared::expect_version(&request, actual)?;
 
         // The keys go in before the append lock is taken: a second request with the same
         // key waits here for the first to finish, without holding the lock.

@@ -1,16 +1,14 @@
 //! Reads of the log on the PostgreSQL backend: an aggregate's events, pages of the
 //! global log, the head, the statistics (from one snapshot), a correlation's events and
-//! one event by id; and the decoding of an event row.
+//! one event by id (the rows decoded by `shared::decode_event`).
 
-use std::collections::BTreeMap;
-
-use cornershop_domain::{AggregateType, EventEnvelope, Metadata};
-use sqlx::postgres::PgRow;
-use sqlx::{Postgres, QueryBuilder, Row};
+use cornershop_domain::AggregateType;
+use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::head::read_head;
 use super::PgEventStore;
+use crate::shared::{count_by, decode_event, decode_stats, push_event_query, push_range};
 use crate::truncate_to_micros as truncate;
 use crate::{EventQuery, StoreError, StoreStats, StoredEvent, TimeRange};
 
@@ -30,10 +28,10 @@ pub(super) async fn load_aggregate(
     sql.push_bind(aggregate_type.as_str())
         .push(" AND aggregate_id = ")
         .push_bind(aggregate_id);
-    push_range(&mut sql, range)?;
+    push_range(&mut sql, range, "occurred_at", truncate)?;
     sql.push(" ORDER BY version");
     let rows = sql.build().fetch_all(&store.pool).await?;
-    rows.iter().map(decode_row).collect()
+    rows.iter().map(decode_event).collect()
 }
 
 pub(super) async fn load_aggregate_after(
@@ -51,7 +49,7 @@ pub(super) async fn load_aggregate_after(
     .bind(after_version as i64)
     .fetch_all(&store.pool)
     .await?;
-    rows.iter().map(decode_row).collect()
+    rows.iter().map(decode_event).collect()
 }
 
 pub(super) async fn query(
@@ -60,18 +58,9 @@ pub(super) async fn query(
 ) -> Result<Vec<StoredEvent>, StoreError> {
     let mut sql =
         QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM events WHERE position > "));
-    sql.push_bind(query.after as i64);
-    if let Some(t) = query.aggregate_type {
-        sql.push(" AND aggregate_type = ").push_bind(t.as_str());
-    }
-    if let Some(t) = &query.event_type {
-        sql.push(" AND event_type = ").push_bind(t.clone());
-    }
-    push_range(&mut sql, query.range)?;
-    sql.push(" ORDER BY position LIMIT ")
-        .push_bind(i64::from(query.limit));
+    push_event_query(&mut sql, query, "occurred_at", truncate)?;
     let rows = sql.build().fetch_all(&store.pool).await?;
-    rows.iter().map(decode_row).collect()
+    rows.iter().map(decode_event).collect()
 }
 
 pub(super) async fn head_position(store: &PgEventStore) -> Result<u64, StoreError> {
@@ -84,27 +73,18 @@ pub(super) async fn stats(store: &PgEventStore) -> Result<StoreStats, StoreError
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .execute(&mut *tx)
         .await?;
-    let mut by_event_type = BTreeMap::new();
-    for row in sqlx::query("SELECT event_type, COUNT(*) AS n FROM events GROUP BY event_type")
-        .fetch_all(&mut *tx)
-        .await?
-    {
-        by_event_type.insert(
-            row.try_get("event_type")?,
-            row.try_get::<i64, _>("n")? as u64,
-        );
-    }
-    let mut by_aggregate_type = BTreeMap::new();
-    for row in
-        sqlx::query("SELECT aggregate_type, COUNT(*) AS n FROM events GROUP BY aggregate_type")
+    let by_event_type = count_by(
+        &sqlx::query("SELECT event_type, COUNT(*) AS n FROM events GROUP BY event_type")
             .fetch_all(&mut *tx)
-            .await?
-    {
-        by_aggregate_type.insert(
-            row.try_get("aggregate_type")?,
-            row.try_get::<i64, _>("n")? as u64,
-        );
-    }
+            .await?,
+        "event_type",
+    )?;
+    let by_aggregate_type = count_by(
+        &sqlx::query("SELECT aggregate_type, COUNT(*) AS n FROM events GROUP BY aggregate_type")
+            .fetch_all(&mut *tx)
+            .await?,
+        "aggregate_type",
+    )?;
     let row = sqlx::query(
         "SELECT COUNT(*) AS total, COALESCE(MAX(position), 0) AS head, \
          MIN(occurred_at) AS first_at, MAX(occurred_at) AS last_at, \
@@ -113,15 +93,7 @@ pub(super) async fn stats(store: &PgEventStore) -> Result<StoreStats, StoreError
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(StoreStats {
-        total_events: row.try_get::<i64, _>("total")? as u64,
-        total_aggregates: row.try_get::<i64, _>("aggregates")? as u64,
-        head_position: row.try_get::<i64, _>("head")? as u64,
-        by_event_type,
-        by_aggregate_type,
-        first_event_at: row.try_get("first_at")?,
-        last_event_at: row.try_get("last_at")?,
-    })
+    decode_stats(&row, by_event_type, by_aggregate_type)
 }
 
 pub(super) async fn events_by_correlation(
@@ -134,7 +106,7 @@ pub(super) async fn events_by_correlation(
     .bind(correlation_id)
     .fetch_all(&store.pool)
     .await?;
-    rows.iter().map(decode_row).collect()
+    rows.iter().map(decode_event).collect()
 }
 
 pub(super) async fn find_event(
@@ -147,45 +119,5 @@ pub(super) async fn find_event(
     .bind(event_id.to_string())
     .fetch_optional(&store.pool)
     .await?;
-    row.as_ref().map(decode_row).transpose()
-}
-
-fn decode_row(row: &PgRow) -> Result<StoredEvent, StoreError> {
-    let corrupt =
-        |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
-    let aggregate_type: String = row.try_get("aggregate_type")?;
-    let event_id: String = row.try_get("event_id")?;
-    let data: String = row.try_get("data")?;
-    let metadata: String = row.try_get("metadata")?;
-    let metadata: Metadata =
-        serde_json::from_str(&metadata).map_err(|e| corrupt("metadata", &e))?;
-    Ok(StoredEvent {
-        trace_id: crate::stored_trace_id(row.try_get("trace_id")?, &metadata),
-        position: row.try_get::<i64, _>("position")? as u64,
-        envelope: EventEnvelope {
-            event_id: Uuid::parse_str(&event_id).map_err(|e| corrupt("event_id", &e))?,
-            event_type: row.try_get("event_type")?,
-            aggregate_id: row.try_get("aggregate_id")?,
-            aggregate_type: AggregateType::parse(&aggregate_type)
-                .ok_or_else(|| corrupt("aggregate_type", &aggregate_type))?,
-            timestamp: row.try_get("occurred_at")?,
-            version: row.try_get::<i64, _>("version")? as u64,
-            schema_version: row.try_get::<i64, _>("schema_version")? as u32,
-            data: serde_json::from_str(&data).map_err(|e| corrupt("data", &e))?,
-            metadata,
-        },
-        topic: row.try_get("topic")?,
-        partition: row.try_get("kafka_partition")?,
-        offset: row.try_get("kafka_offset")?,
-    })
-}
-
-fn push_range(sql: &mut QueryBuilder<'_, Postgres>, range: TimeRange) -> Result<(), StoreError> {
-    if let Some(from) = range.from {
-        sql.push(" AND occurred_at >= ").push_bind(truncate(from)?);
-    }
-    if let Some(to) = range.to {
-        sql.push(" AND occurred_at <= ").push_bind(truncate(to)?);
-    }
-    Ok(())
+    row.as_ref().map(decode_event).transpose()
 }

@@ -2,11 +2,11 @@
 //! due, updated after each attempt to send, re-driven, and listed.
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgRow;
-use sqlx::{Postgres, QueryBuilder, Row};
+use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::{commit_failure, PgEventStore};
+use crate::shared::{bind_notification, decode_notification, push_notification_query};
 use crate::truncate_to_micros as truncate;
 use crate::{NewNotification, Notification, NotificationQuery, NotificationUpdate, StoreError};
 
@@ -18,24 +18,17 @@ pub(super) async fn record_notifications(
     let mut inserted = 0;
     for n in notifications {
         let created = truncate(n.created_at)?;
-        inserted += sqlx::query(
-            "INSERT INTO notifications (event_id, event_type, channel, template, order_id, \
+        inserted += bind_notification(
+            sqlx::query(
+                "INSERT INTO notifications (event_id, event_type, channel, template, order_id, \
              customer_id, recipient, subject, body_text, body_html, status, attempts, \
              next_attempt_at, created_at, updated_at, correlation_id, trace_id) \
              VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', 0, \
              $11, $11, $11, $12, $13) \
              ON CONFLICT (event_id, channel) DO NOTHING",
+            ),
+            n,
         )
-        .bind(n.event_id.to_string())
-        .bind(&n.event_type)
-        .bind(&n.channel)
-        .bind(&n.template)
-        .bind(&n.order_id)
-        .bind(&n.customer_id)
-        .bind(&n.recipient)
-        .bind(&n.subject)
-        .bind(&n.body_text)
-        .bind(&n.body_html)
         .bind(created)
         .bind(&n.correlation_id)
         .bind(&n.trace_id)
@@ -135,19 +128,7 @@ pub(super) async fn notifications(
     let mut sql = QueryBuilder::<Postgres>::new(format!(
         "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE TRUE"
     ));
-    for (column, value) in [
-        ("order_id", &query.order_id),
-        ("customer_id", &query.customer_id),
-        ("channel", &query.channel),
-        ("status", &query.status),
-    ] {
-        if let Some(value) = value {
-            sql.push(format!(" AND {column} = "))
-                .push_bind(value.clone());
-        }
-    }
-    sql.push(" ORDER BY id DESC LIMIT ")
-        .push_bind(i64::from(query.limit));
+    push_notification_query(&mut sql, query);
     let rows = sql.build().fetch_all(&store.pool).await?;
     rows.iter().map(decode_notification).collect()
 }
@@ -155,30 +136,3 @@ pub(super) async fn notifications(
 const NOTIFICATION_COLUMNS: &str = "id, event_id::text AS event_id, event_type, channel, \
     template, order_id, customer_id, recipient, subject, body_text, body_html, status, attempts, \
     provider_message_id, last_error, next_attempt_at, created_at, updated_at, correlation_id, trace_id";
-
-fn decode_notification(row: &PgRow) -> Result<Notification, StoreError> {
-    let event_id: String = row.try_get("event_id")?;
-    Ok(Notification {
-        id: row.try_get::<i64, _>("id")? as u64,
-        event_id: Uuid::parse_str(&event_id)
-            .map_err(|e| StoreError::Corrupt(format!("notification event_id: {e}")))?,
-        event_type: row.try_get("event_type")?,
-        channel: row.try_get("channel")?,
-        template: row.try_get("template")?,
-        order_id: row.try_get("order_id")?,
-        customer_id: row.try_get("customer_id")?,
-        recipient: row.try_get("recipient")?,
-        subject: row.try_get("subject")?,
-        body_text: row.try_get("body_text")?,
-        body_html: row.try_get("body_html")?,
-        correlation_id: row.try_get("correlation_id")?,
-        trace_id: row.try_get("trace_id")?,
-        status: row.try_get("status")?,
-        attempts: row.try_get::<i64, _>("attempts")? as u32,
-        provider_message_id: row.try_get("provider_message_id")?,
-        last_error: row.try_get("last_error")?,
-        next_attempt_at: row.try_get("next_attempt_at")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
-}

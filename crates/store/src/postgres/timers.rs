@@ -1,9 +1,9 @@
 //! Durable timers on the PostgreSQL backend: scheduled, found due and completed.
 
 use chrono::{DateTime, Utc};
-use sqlx::Row;
 
 use super::PgEventStore;
+use crate::shared::decode_timer;
 use crate::truncate_to_micros as truncate;
 use crate::{StoreError, Timer};
 
@@ -35,18 +35,7 @@ pub(super) async fn due_timers(
     .bind(i64::from(limit))
     .fetch_all(&store.pool)
     .await?;
-    rows.iter()
-        .map(|row| {
-            let payload: String = row.try_get("payload")?;
-            Ok(Timer {
-                key: row.try_get("key")?,
-                kind: row.try_get("kind")?,
-                due_at: row.try_get("due_at")?,
-                payload: serde_json::from_str(&payload)
-                    .map_err(|e| StoreError::Corrupt(format!("timer payload: {e}")))?,
-            })
-        })
-        .collect()
+    rows.iter().map(decode_timer).collect()
 }
 
 pub(super) async fn next_timer_due(

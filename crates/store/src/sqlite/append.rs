@@ -39,14 +39,7 @@ async fn append_in(
         .bind(&request.aggregate_id)
         .fetch_one(&mut *conn)
         .await?;
-    if actual as u64 != request.expected_version {
-        return Err(StoreError::Conflict {
-            aggregate_type: request.aggregate_type,
-            aggregate_id: request.aggregate_id,
-            expected: request.expected_version,
-            actual: actual as u64,
-        });
-    }
+    crate::shared::expect_version(&request, actual as u64)?;
 
     let (mut stored, rows) = crate::events_to_store(
         request.aggregate_type,

@@ -2,11 +2,10 @@
 //! commands, consumers' checkpoints and dead letters, and where events were published.
 
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
-use uuid::Uuid;
+use sqlx::{QueryBuilder, Sqlite};
 
-use super::{from_micros, micros, SqliteEventStore};
+use super::{micros, SqliteEventStore};
+use crate::shared::{decode_checkpoint, decode_dead_letter, decode_idempotent_response};
 use crate::{Checkpoint, DeadLetter, IdempotentResponse, Publication, StoreError, StoredEvent};
 
 pub(super) async fn find_idempotent_response(
@@ -18,15 +17,7 @@ pub(super) async fn find_idempotent_response(
             .bind(key)
             .fetch_optional(&store.reader)
             .await?;
-    row.map(|row| {
-        Ok(IdempotentResponse {
-            key: row.try_get("key")?,
-            fingerprint: row.try_get("fingerprint")?,
-            status: row.try_get::<i64, _>("status")? as u16,
-            body: row.try_get("body")?,
-        })
-    })
-    .transpose()
+    row.as_ref().map(decode_idempotent_response).transpose()
 }
 
 pub(super) async fn is_applied(
@@ -83,15 +74,7 @@ pub(super) async fn checkpoints(store: &SqliteEventStore) -> Result<Vec<Checkpoi
         sqlx::query("SELECT consumer, position, updated_us FROM checkpoints ORDER BY consumer")
             .fetch_all(&store.reader)
             .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(Checkpoint {
-                consumer: row.try_get("consumer")?,
-                position: row.try_get::<i64, _>("position")? as u64,
-                updated_at: from_micros(row.try_get("updated_us")?)?,
-            })
-        })
-        .collect()
+    rows.iter().map(decode_checkpoint).collect()
 }
 
 pub(super) async fn record_dead_letter(
@@ -207,22 +190,4 @@ pub(super) async fn record_publications(
             })
         })
         .await
-}
-
-fn decode_dead_letter(row: &SqliteRow) -> Result<DeadLetter, StoreError> {
-    let event_id: String = row.try_get("event_id")?;
-    Ok(DeadLetter {
-        id: row.try_get::<i64, _>("id")? as u64,
-        consumer: row.try_get("consumer")?,
-        event_id: Uuid::parse_str(&event_id)
-            .map_err(|e| StoreError::Corrupt(format!("dead letter event_id: {e}")))?,
-        position: row.try_get::<i64, _>("position")? as u64,
-        event_type: row.try_get("event_type")?,
-        aggregate_id: row.try_get("aggregate_id")?,
-        error: row.try_get("error")?,
-        attempts: row.try_get::<i64, _>("attempts")? as u32,
-        first_failed_at: from_micros(row.try_get("first_failed_us")?)?,
-        last_failed_at: from_micros(row.try_get("last_failed_us")?)?,
-        status: row.try_get("status")?,
-    })
 }

@@ -1,15 +1,13 @@
 //! Reads of the log on the SQLite backend: an aggregate's events, pages of the global
-//! log, the head, the statistics, a correlation's events and one event by id; and the
-//! decoding of an event row.
+//! log, the head, the statistics, a correlation's events and one event by id (the rows
+//! decoded by `shared::decode_event`).
 
-use std::collections::BTreeMap;
-
-use cornershop_domain::{AggregateType, EventEnvelope, Metadata};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use cornershop_domain::AggregateType;
+use sqlx::{QueryBuilder, Sqlite};
 use uuid::Uuid;
 
-use super::{from_micros, micros, SqliteEventStore};
+use super::{micros, SqliteEventStore};
+use crate::shared::{count_by, decode_event, decode_stats, push_event_query, push_range};
 use crate::{EventQuery, StoreError, StoreStats, StoredEvent, TimeRange};
 
 const COLUMNS: &str = "position, event_id, event_type, aggregate_type, aggregate_id, version, \
@@ -27,10 +25,10 @@ pub(super) async fn load_aggregate(
     sql.push_bind(aggregate_type.as_str())
         .push(" AND aggregate_id = ")
         .push_bind(aggregate_id);
-    push_range(&mut sql, range);
+    push_range(&mut sql, range, "timestamp_us", |t| Ok(micros(t)))?;
     sql.push(" ORDER BY version");
     let rows = sql.build().fetch_all(&store.reader).await?;
-    rows.iter().map(decode_row).collect()
+    rows.iter().map(decode_event).collect()
 }
 
 pub(super) async fn load_aggregate_after(
@@ -48,7 +46,7 @@ pub(super) async fn load_aggregate_after(
     .bind(after_version as i64)
     .fetch_all(&store.reader)
     .await?;
-    rows.iter().map(decode_row).collect()
+    rows.iter().map(decode_event).collect()
 }
 
 pub(super) async fn query(
@@ -57,18 +55,9 @@ pub(super) async fn query(
 ) -> Result<Vec<StoredEvent>, StoreError> {
     let mut sql =
         QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM events WHERE position > "));
-    sql.push_bind(query.after as i64);
-    if let Some(t) = query.aggregate_type {
-        sql.push(" AND aggregate_type = ").push_bind(t.as_str());
-    }
-    if let Some(t) = &query.event_type {
-        sql.push(" AND event_type = ").push_bind(t.clone());
-    }
-    push_range(&mut sql, query.range);
-    sql.push(" ORDER BY position LIMIT ")
-        .push_bind(query.limit as i64);
+    push_event_query(&mut sql, query, "timestamp_us", |t| Ok(micros(t)))?;
     let rows = sql.build().fetch_all(&store.reader).await?;
-    rows.iter().map(decode_row).collect()
+    rows.iter().map(decode_event).collect()
 }
 
 pub(super) async fn head_position(store: &SqliteEventStore) -> Result<u64, StoreError> {
@@ -79,27 +68,18 @@ pub(super) async fn head_position(store: &SqliteEventStore) -> Result<u64, Store
 }
 
 pub(super) async fn stats(store: &SqliteEventStore) -> Result<StoreStats, StoreError> {
-    let mut by_event_type = BTreeMap::new();
-    for row in sqlx::query("SELECT event_type, COUNT(*) AS n FROM events GROUP BY event_type")
-        .fetch_all(&store.reader)
-        .await?
-    {
-        by_event_type.insert(
-            row.try_get("event_type")?,
-            row.try_get::<i64, _>("n")? as u64,
-        );
-    }
-    let mut by_aggregate_type = BTreeMap::new();
-    for row in
-        sqlx::query("SELECT aggregate_type, COUNT(*) AS n FROM events GROUP BY aggregate_type")
+    let by_event_type = count_by(
+        &sqlx::query("SELECT event_type, COUNT(*) AS n FROM events GROUP BY event_type")
             .fetch_all(&store.reader)
-            .await?
-    {
-        by_aggregate_type.insert(
-            row.try_get("aggregate_type")?,
-            row.try_get::<i64, _>("n")? as u64,
-        );
-    }
+            .await?,
+        "event_type",
+    )?;
+    let by_aggregate_type = count_by(
+        &sqlx::query("SELECT aggregate_type, COUNT(*) AS n FROM events GROUP BY aggregate_type")
+            .fetch_all(&store.reader)
+            .await?,
+        "aggregate_type",
+    )?;
     let row = sqlx::query(
         "SELECT COUNT(*) AS total, COALESCE(MAX(position), 0) AS head, \
          MIN(timestamp_us) AS first_us, MAX(timestamp_us) AS last_us, \
@@ -107,17 +87,7 @@ pub(super) async fn stats(store: &SqliteEventStore) -> Result<StoreStats, StoreE
     )
     .fetch_one(&store.reader)
     .await?;
-    let first: Option<i64> = row.try_get("first_us")?;
-    let last: Option<i64> = row.try_get("last_us")?;
-    Ok(StoreStats {
-        total_events: row.try_get::<i64, _>("total")? as u64,
-        total_aggregates: row.try_get::<i64, _>("aggregates")? as u64,
-        head_position: row.try_get::<i64, _>("head")? as u64,
-        by_event_type,
-        by_aggregate_type,
-        first_event_at: first.map(from_micros).transpose()?,
-        last_event_at: last.map(from_micros).transpose()?,
-    })
+    decode_stats(&row, by_event_type, by_aggregate_type)
 }
 
 pub(super) async fn events_by_correlation(
@@ -130,7 +100,7 @@ pub(super) async fn events_by_correlation(
     .bind(correlation_id)
     .fetch_all(&store.reader)
     .await?;
-    rows.iter().map(decode_row).collect()
+    rows.iter().map(decode_event).collect()
 }
 
 pub(super) async fn find_event(
@@ -141,44 +111,5 @@ pub(super) async fn find_event(
         .bind(event_id.to_string())
         .fetch_optional(&store.reader)
         .await?;
-    row.as_ref().map(decode_row).transpose()
-}
-
-fn decode_row(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
-    let corrupt =
-        |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
-    let aggregate_type: String = row.try_get("aggregate_type")?;
-    let event_id: String = row.try_get("event_id")?;
-    let data: String = row.try_get("data")?;
-    let metadata: String = row.try_get("metadata")?;
-    let metadata: Metadata =
-        serde_json::from_str(&metadata).map_err(|e| corrupt("metadata", &e))?;
-    Ok(StoredEvent {
-        trace_id: crate::stored_trace_id(row.try_get("trace_id")?, &metadata),
-        position: row.try_get::<i64, _>("position")? as u64,
-        envelope: EventEnvelope {
-            event_id: Uuid::parse_str(&event_id).map_err(|e| corrupt("event_id", &e))?,
-            event_type: row.try_get("event_type")?,
-            aggregate_id: row.try_get("aggregate_id")?,
-            aggregate_type: AggregateType::parse(&aggregate_type)
-                .ok_or_else(|| corrupt("aggregate_type", &aggregate_type))?,
-            timestamp: from_micros(row.try_get("timestamp_us")?)?,
-            version: row.try_get::<i64, _>("version")? as u64,
-            schema_version: row.try_get::<i64, _>("schema_version")? as u32,
-            data: serde_json::from_str(&data).map_err(|e| corrupt("data", &e))?,
-            metadata,
-        },
-        topic: row.try_get("topic")?,
-        partition: row.try_get("kafka_partition")?,
-        offset: row.try_get("kafka_offset")?,
-    })
-}
-
-fn push_range(sql: &mut QueryBuilder<'_, Sqlite>, range: TimeRange) {
-    if let Some(from) = range.from {
-        sql.push(" AND timestamp_us >= ").push_bind(micros(from));
-    }
-    if let Some(to) = range.to {
-        sql.push(" AND timestamp_us <= ").push_bind(micros(to));
-    }
+    row.as_ref().map(decode_event).transpose()
 }

@@ -124,11 +124,6 @@ fn micros(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
 }
 
-fn from_micros(us: i64) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::from_timestamp_micros(us)
-        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {us} is out of range")))
-}
-
 #[async_trait]
 impl EventStore for SqliteEventStore {
     async fn append(&self, request: AppendRequest) -> Result<Vec<StoredEvent>, StoreError> {

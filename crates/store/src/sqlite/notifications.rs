@@ -2,11 +2,12 @@
 //! updated after each attempt to send, re-driven, and listed.
 
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{QueryBuilder, Sqlite};
 use uuid::Uuid;
 
-use super::{from_micros, micros, SqliteEventStore};
+use super::{micros, SqliteEventStore};
+use crate::shared::from_micros;
+use crate::shared::{bind_notification, decode_notification, push_notification_query};
 use crate::{NewNotification, Notification, NotificationQuery, NotificationUpdate, StoreError};
 
 pub(super) async fn record_notifications(
@@ -20,31 +21,23 @@ pub(super) async fn record_notifications(
                 let mut inserted = 0;
                 for n in &notifications {
                     let created = micros(n.created_at);
-                    inserted += sqlx::query(
-            "INSERT INTO notifications (event_id, event_type, channel, template, order_id, \
-             customer_id, recipient, subject, body_text, body_html, status, attempts, \
-             next_attempt_us, created_us, updated_us, correlation_id, trace_id) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?) \
-             ON CONFLICT (event_id, channel) DO NOTHING",
-        )
-        .bind(n.event_id.to_string())
-        .bind(&n.event_type)
-        .bind(&n.channel)
-        .bind(&n.template)
-        .bind(&n.order_id)
-        .bind(&n.customer_id)
-        .bind(&n.recipient)
-        .bind(&n.subject)
-        .bind(&n.body_text)
-        .bind(&n.body_html)
-        .bind(created)
-        .bind(created)
-        .bind(created)
-        .bind(&n.correlation_id)
-        .bind(&n.trace_id)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+                    let insert = sqlx::query(
+                        "INSERT INTO notifications (event_id, event_type, channel, template, \
+                         order_id, customer_id, recipient, subject, body_text, body_html, \
+                         status, attempts, next_attempt_us, created_us, updated_us, \
+                         correlation_id, trace_id) \
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?) \
+                         ON CONFLICT (event_id, channel) DO NOTHING",
+                    );
+                    inserted += bind_notification(insert, n)
+                        .bind(created)
+                        .bind(created)
+                        .bind(created)
+                        .bind(&n.correlation_id)
+                        .bind(&n.trace_id)
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected();
                 }
                 Ok(inserted)
             })
@@ -153,19 +146,7 @@ pub(super) async fn notifications(
     let mut sql = QueryBuilder::<Sqlite>::new(format!(
         "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE 1 = 1"
     ));
-    for (column, value) in [
-        ("order_id", &query.order_id),
-        ("customer_id", &query.customer_id),
-        ("channel", &query.channel),
-        ("status", &query.status),
-    ] {
-        if let Some(value) = value {
-            sql.push(format!(" AND {column} = "))
-                .push_bind(value.clone());
-        }
-    }
-    sql.push(" ORDER BY id DESC LIMIT ")
-        .push_bind(i64::from(query.limit));
+    push_notification_query(&mut sql, query);
     let rows = sql.build().fetch_all(&store.reader).await?;
     rows.iter().map(decode_notification).collect()
 }
@@ -173,30 +154,3 @@ pub(super) async fn notifications(
 const NOTIFICATION_COLUMNS: &str = "id, event_id, event_type, channel, template, order_id, \
     customer_id, recipient, subject, body_text, body_html, status, attempts, \
     provider_message_id, last_error, next_attempt_us, created_us, updated_us, correlation_id, trace_id";
-
-fn decode_notification(row: &SqliteRow) -> Result<Notification, StoreError> {
-    let event_id: String = row.try_get("event_id")?;
-    Ok(Notification {
-        id: row.try_get::<i64, _>("id")? as u64,
-        event_id: Uuid::parse_str(&event_id)
-            .map_err(|e| StoreError::Corrupt(format!("notification event_id: {e}")))?,
-        event_type: row.try_get("event_type")?,
-        channel: row.try_get("channel")?,
-        template: row.try_get("template")?,
-        order_id: row.try_get("order_id")?,
-        customer_id: row.try_get("customer_id")?,
-        recipient: row.try_get("recipient")?,
-        subject: row.try_get("subject")?,
-        body_text: row.try_get("body_text")?,
-        body_html: row.try_get("body_html")?,
-        correlation_id: row.try_get("correlation_id")?,
-        trace_id: row.try_get("trace_id")?,
-        status: row.try_get("status")?,
-        attempts: row.try_get::<i64, _>("attempts")? as u32,
-        provider_message_id: row.try_get("provider_message_id")?,
-        last_error: row.try_get("last_error")?,
-        next_attempt_at: from_micros(row.try_get("next_attempt_us")?)?,
-        created_at: from_micros(row.try_get("created_us")?)?,
-        updated_at: from_micros(row.try_get("updated_us")?)?,
-    })
-}

@@ -1,9 +1,10 @@
 //! Durable timers on the SQLite backend: scheduled, found due and completed.
 
 use chrono::{DateTime, Utc};
-use sqlx::Row;
 
-use super::{from_micros, micros, SqliteEventStore};
+use super::{micros, SqliteEventStore};
+use crate::shared::decode_timer;
+use crate::shared::from_micros;
 use crate::{StoreError, Timer};
 
 pub(super) async fn schedule_timer(
@@ -43,18 +44,7 @@ pub(super) async fn due_timers(
     .bind(limit as i64)
     .fetch_all(&store.reader)
     .await?;
-    rows.iter()
-        .map(|row| {
-            let payload: String = row.try_get("payload")?;
-            Ok(Timer {
-                key: row.try_get("key")?,
-                kind: row.try_get("kind")?,
-                due_at: from_micros(row.try_get("due_us")?)?,
-                payload: serde_json::from_str(&payload)
-                    .map_err(|e| StoreError::Corrupt(format!("timer payload: {e}")))?,
-            })
-        })
-        .collect()
+    rows.iter().map(decode_timer).collect()
 }
 
 pub(super) async fn next_timer_due(
