@@ -306,9 +306,11 @@ impl CommandBus {
             } = loaded;
             if let (Some(customer), Some(owner)) = (&ctx.acting_for, state.owner()) {
                 if customer != owner {
+                    // Exactly the refusal of an aggregate that does not exist (whose empty
+                    // state knows no id): the caller cannot tell the two apart.
                     return Err(DomainError::NotFound {
                         aggregate: A::TYPE,
-                        id: id.to_string(),
+                        id: String::new(),
                     }
                     .into());
                 }
@@ -337,7 +339,7 @@ impl CommandBus {
                             return Ok((None, Some(replayed)));
                         }
                     }
-                    return Err(named(refusal, id).into());
+                    return Err(refusal.into());
                 }
             };
             let now = self.clock.now();
@@ -447,21 +449,6 @@ enum Load {
     Cached,
     /// Every event, kept for the answer.
     Stream,
-}
-
-/// A refusal that names an aggregate that does not exist names it by the id the command
-/// was sent to (a state that has no events does not know its own id).
-fn named(refusal: DomainError, id: &str) -> DomainError {
-    match refusal {
-        DomainError::NotFound {
-            aggregate,
-            id: known,
-        } if known.is_empty() => DomainError::NotFound {
-            aggregate,
-            id: id.to_string(),
-        },
-        other => other,
-    }
 }
 
 /// Folds stored events into a state with the aggregate's own `evolve`: the one function

@@ -20,14 +20,28 @@ pub enum StoreError {
     AlreadyApplied(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    // The driver's error is told in the message and not again as the source, so that a
+    // chain of causes (`domain::causes`, the logs' `errorChain`) says it once.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("migration failed: {0}")]
-    Migration(#[from] sqlx::migrate::MigrateError),
+    Migration(sqlx::migrate::MigrateError),
     /// The store could not take the write (or cannot be reached): nothing of it is
     /// stored, or, for [`Unavailable::OutcomeUnknown`], it cannot be told whether it was.
     #[error("{detail}")]
     Unavailable { kind: Unavailable, detail: String },
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Database(e)
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        Self::Migration(e)
+    }
 }
 
 /// Why the store cannot serve a request right now. Each is temporary: the same request
@@ -95,5 +109,19 @@ pub fn sqlx_unavailability(e: &sqlx::Error) -> Option<Unavailable> {
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::Protocol(_) => Some(Unavailable::Unreachable),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_error_tells_its_cause_once() {
+        let error = StoreError::from(sqlx::Error::RowNotFound);
+        let told = cornershop_domain::causes::with_causes(&error);
+        let cause = sqlx::Error::RowNotFound.to_string();
+        assert_eq!(told, format!("database error: {cause}"));
+        assert_eq!(cornershop_domain::causes::causes(&error).count(), 0);
     }
 }

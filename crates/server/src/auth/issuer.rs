@@ -129,7 +129,10 @@ impl LocalIssuer {
 }
 
 /// A new key written to `path` with mode 0600; when another process wrote one first
-/// (`serve` and `cornershop token` started together), that one.
+/// (the processes of one shop started together, or `serve` and `cornershop token`), that
+/// one. The key is written whole to a file of its own and then linked to `path`, which
+/// fails if `path` exists: a reader finds no key or a complete one, never a half-written
+/// file, and two processes never end up signing with different keys.
 fn create(path: &Path) -> anyhow::Result<Vec<u8>> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
@@ -139,24 +142,42 @@ fn create(path: &Path) -> anyhow::Result<Vec<u8>> {
         EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
             .map_err(|e| anyhow::anyhow!("cannot generate a signing key: {e}"))?;
     let pkcs8 = document.as_ref().to_vec();
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Ok(mut file) => {
-            file.write_all(to_pem(&pkcs8).as_bytes())?;
-            file.sync_all()?;
+    let draft = path.with_extension(format!("new-{}-{}", std::process::id(), kid_of(&pkcs8)));
+    let written = write_private(&draft, to_pem(&pkcs8).as_bytes());
+    let published = written.and_then(|()| std::fs::hard_link(&draft, path));
+    let _ = std::fs::remove_file(&draft);
+    match published {
+        Ok(()) => {
             tracing::info!(path = %path.display(), "created the shop's token signing key");
             Ok(pkcs8)
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            // Written by the other process an instant ago; give it time to finish.
-            std::thread::sleep(Duration::from_millis(100));
+            // Another process published its key first: it is complete, and it is the one.
             from_pem(&std::fs::read_to_string(path)?)
+                .with_context(|| format!("reading the signing key {}", path.display()))
         }
         Err(e) => Err(e).with_context(|| format!("creating the signing key {}", path.display())),
     }
+}
+
+/// Writes `bytes` to a new file (mode 0600) and makes them durable.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// A short, distinct tag for a draft file's name.
+fn kid_of(pkcs8: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, pkcs8);
+    digest.as_ref()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn to_pem(der: &[u8]) -> String {
@@ -205,5 +226,27 @@ mod tests {
         let again = LocalIssuer::open_or_create(&path).unwrap();
         assert_eq!(first.kid(), again.kid());
         assert_eq!(first.jwks(), again.jwks());
+    }
+
+    /// The processes of one shop start together and share the key file: every one of
+    /// them gets the same, whole key (a reader once saw the file half-written).
+    #[test]
+    fn processes_starting_together_all_get_the_one_key() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("signing-key.pem");
+            let kids: Vec<String> = std::thread::scope(|scope| {
+                let starts: Vec<_> = (0..8)
+                    .map(|_| scope.spawn(|| LocalIssuer::open_or_create(&path)))
+                    .collect();
+                starts
+                    .into_iter()
+                    .map(|start| start.join().unwrap().unwrap().kid().to_string())
+                    .collect()
+            });
+            assert!(kids.iter().all(|kid| *kid == kids[0]), "{kids:?}");
+            let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+            assert_eq!(left.len(), 1, "only the key file stays: {left:?}");
+        }
     }
 }

@@ -158,7 +158,7 @@ impl Process {
             }
             if Instant::now() > deadline {
                 let text = self.log_since_start();
-                let tail: Vec<&str> = text.lines().rev().take(20).collect();
+                let tail: Vec<&str> = text.lines().rev().take(80).collect();
                 panic!(
                     "{} still runs {limit:?} after SIG{signal}; log tail (newest first):\n{}",
                     self.name,
@@ -229,7 +229,7 @@ impl Process {
                 .is_none_or(|c| c.try_wait().ok().flatten().is_some());
             if exited || Instant::now() > deadline {
                 let text = self.log_since_start();
-                let tail: Vec<&str> = text.lines().rev().take(20).collect();
+                let tail: Vec<&str> = text.lines().rev().take(80).collect();
                 panic!(
                     "{} {}; log tail (newest first):\n{}",
                     self.name,
