@@ -9,13 +9,18 @@ use cornershop_store::StoredEvent;
 
 use crate::{lines_of, two_places, OrderReadModel};
 
-/// The read model of an order whose whole stream is `events` (at least one) and whose
+/// The read model of an order whose whole stream is `events` and whose
 /// payment (state, version; version 0: none yet) is `payment`: what a command on the order
 /// answers, from the stream it read once.
 pub fn order_view(
     events: &[StoredEvent],
     (payment, payment_version): (Payment, u64),
 ) -> Result<OrderReadModel, AppError> {
+    let Some(first) = events.first() else {
+        return Err(AppError::Invalid(
+            "an order without events has no read model".into(),
+        ));
+    };
     let (order, version) = fold_stored::<Order>(events)?;
     let payment_id = payment_id_for(&order.order_id);
     let when = |event_type: &str| {
@@ -36,13 +41,13 @@ pub fn order_view(
         carrier: order.carrier.clone(),
         tracking_number: order.tracking_number.clone(),
         cancel_reason: order.cancel_reason.clone(),
-        created_at: when("OrderCreated").unwrap_or(events[0].envelope.timestamp),
+        created_at: when("OrderCreated").unwrap_or(first.envelope.timestamp),
         validated_at: when("OrderValidated"),
         confirmed_at: when("OrderConfirmed"),
         shipped_at: when("OrderShipped"),
         delivered_at: when("OrderDelivered"),
         cancelled_at: when("OrderCancelled"),
-        correlation_id: events[0].envelope.metadata.correlation_id.clone(),
+        correlation_id: first.envelope.metadata.correlation_id.clone(),
         version,
     })
 }

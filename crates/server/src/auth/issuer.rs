@@ -142,7 +142,7 @@ fn create(path: &Path) -> anyhow::Result<Vec<u8>> {
         EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
             .map_err(|e| anyhow::anyhow!("cannot generate a signing key: {e}"))?;
     let pkcs8 = document.as_ref().to_vec();
-    let draft = path.with_extension(format!("new-{}-{}", std::process::id(), kid_of(&pkcs8)));
+    let draft = path.with_extension(format!("new-{}-{}", std::process::id(), draft_tag()?));
     let written = write_private(&draft, to_pem(&pkcs8).as_bytes());
     let published = written.and_then(|()| std::fs::hard_link(&draft, path));
     let _ = std::fs::remove_file(&draft);
@@ -171,13 +171,13 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.sync_all()
 }
 
-/// A short, distinct tag for a draft file's name.
-fn kid_of(pkcs8: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, pkcs8);
-    digest.as_ref()[..6]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+/// A random tag for a draft file's name (never derived from the key: a file name is
+/// public).
+fn draft_tag() -> anyhow::Result<String> {
+    let mut tag = [0u8; 6];
+    ring::rand::SecureRandom::fill(&SystemRandom::new(), &mut tag)
+        .map_err(|_| anyhow::anyhow!("cannot draw a random file name"))?;
+    Ok(tag.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn to_pem(der: &[u8]) -> String {

@@ -133,31 +133,26 @@ pub(super) fn operation<'a>(doc: &'a mut Value, id: &str) -> &'a mut Map<String,
         .unwrap_or_else(|| panic!("the OpenAPI document has no operation {id}"))
 }
 
-/// The schema of a parameter of an operation.
-pub(super) fn parameter(doc: &mut Value, operation_and_name: &str, rule: Value) {
+/// A parameter of an operation, named `operationId/name`.
+fn parameter_of<'a>(doc: &'a mut Value, operation_and_name: &str) -> &'a mut Value {
     let (id, name) = operation_and_name
         .split_once('/')
         .expect("operation/parameter");
-    let op = operation(doc, id);
-    let parameter = op
+    operation(doc, id)
         .get_mut("parameters")
         .and_then(Value::as_array_mut)
         .and_then(|all| all.iter_mut().find(|p| p["name"] == name))
-        .unwrap_or_else(|| panic!("operation {id} has no parameter {name}"));
-    merge(&mut parameter["schema"], rule);
+        .unwrap_or_else(|| panic!("operation {id} has no parameter {name}"))
+}
+
+/// The schema of a parameter of an operation.
+pub(super) fn parameter(doc: &mut Value, operation_and_name: &str, rule: Value) {
+    merge(&mut parameter_of(doc, operation_and_name)["schema"], rule);
 }
 
 /// Adds a sentence to a parameter's description: a rule JSON Schema cannot state.
 pub(super) fn describe(doc: &mut Value, operation_and_name: &str, sentence: &str) {
-    let (id, name) = operation_and_name
-        .split_once('/')
-        .expect("operation/parameter");
-    let op = operation(doc, id);
-    let parameter = op
-        .get_mut("parameters")
-        .and_then(Value::as_array_mut)
-        .and_then(|all| all.iter_mut().find(|p| p["name"] == name))
-        .unwrap_or_else(|| panic!("operation {id} has no parameter {name}"));
+    let parameter = parameter_of(doc, operation_and_name);
     let description = parameter["description"].as_str().unwrap_or("").trim_end();
     parameter["description"] = json!(format!("{description} {sentence}").trim_start());
 }
