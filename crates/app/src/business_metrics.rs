@@ -4,8 +4,9 @@
 //! `refunds_cents_total`, the amounts of completed and refunded payments in hundredths of
 //! the shop's currency unit (a counter is an integer; cents keep it exact).
 
-use cornershop_domain::{DomainEvent, Money};
+use cornershop_domain::DomainEvent;
 use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
 
 /// The `status` label values of `orders_total`.
 pub const ORDER_STATUSES: &[&str] = &[
@@ -42,8 +43,8 @@ pub fn count(events: &[DomainEvent]) {
     }
 }
 
-fn count_cents(name: &'static str, amount: Money) {
-    if let Some(cents) = (amount * Money::ONE_HUNDRED).round().to_u64() {
+fn count_cents(name: &'static str, amount: Decimal) {
+    if let Some(cents) = (amount * Decimal::ONE_HUNDRED).round().to_u64() {
         metrics::counter!(name).increment(cents);
     }
 }

@@ -91,7 +91,7 @@ pub struct CommandBus {
 /// Told of every append the bus makes, with the stored events, inside the span of the
 /// request or consumer that sent the command (the server exports the events' trace spans
 /// this way when OTLP export is on).
-pub type AppendObserver = Arc<dyn Fn(&[StoredEvent]) + Send + Sync>;
+pub(crate) type AppendObserver = Arc<dyn Fn(&[StoredEvent]) + Send + Sync>;
 
 /// The service name that goes into `metadata.source` for each aggregate.
 pub fn source_of(aggregate_type: AggregateType) -> &'static str {

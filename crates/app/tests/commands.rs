@@ -45,17 +45,17 @@ fn t0() -> DateTime<Utc> {
 
 fn create(cart_id: &str) -> CartCommand {
     CartCommand::Create {
-        cart_id: cart_id.to_string(),
-        customer_id: "cust-1".to_string(),
+        cart_id: cart_id.into(),
+        customer_id: "cust-1".into(),
     }
 }
 
-fn add(sku: &str, quantity: i64, unit_price: Decimal) -> CartCommand {
+fn add(sku: &str, quantity: u32, unit_price: Decimal) -> CartCommand {
     CartCommand::AddItem {
-        sku: sku.to_string(),
+        sku: sku.into(),
         name: format!("name of {sku}"),
-        unit_price,
-        quantity,
+        unit_price: unit_price.into(),
+        quantity: quantity.into(),
     }
 }
 
@@ -131,7 +131,7 @@ async fn concurrent_commands_on_one_cart_all_succeed_with_contiguous_versions() 
                 let result = bus
                     .execute::<Cart>(
                         "cart-hot",
-                        &add(&format!("SKU-{i}"), i as i64 + 1, dec!(1.25)),
+                        &add(&format!("SKU-{i}"), i as u32 + 1, dec!(1.25)),
                         &ctx,
                     )
                     .await;
@@ -338,11 +338,11 @@ async fn a_refused_command_appends_nothing() {
 
     let err = h
         .bus
-        .execute::<Cart>("c1", &add("MUG", 0, dec!(2)), &ctx())
+        .execute::<Cart>("c1", &add("MUG", 999, dec!(2)), &ctx())
         .await
         .unwrap_err();
     assert!(
-        matches!(err, AppError::Domain(DomainError::InvalidQuantity(0))),
+        matches!(err, AppError::Domain(DomainError::LineFull { .. })),
         "{err:?}"
     );
     let err = h
@@ -374,14 +374,14 @@ async fn a_refused_command_appends_nothing() {
         .bus
         .execute_idempotent::<Cart>(
             "c1",
-            &add("MUG", 0, dec!(2)),
+            &add("MUG", 999, dec!(2)),
             &ctx_with_key(&key),
             cart_reply,
         )
         .await
         .unwrap_err();
     assert!(
-        matches!(err, AppError::Domain(DomainError::InvalidQuantity(0))),
+        matches!(err, AppError::Domain(DomainError::LineFull { .. })),
         "{err:?}"
     );
     assert_eq!(

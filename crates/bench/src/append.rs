@@ -28,10 +28,25 @@ struct Tally {
 }
 
 impl Tally {
-    fn merge(&mut self, other: Tally) {
-        self.events += other.events;
-        self.transactions += other.transactions;
-        self.latencies_us.extend(other.latencies_us);
+    /// One transaction of `events` events, begun at `started`, is committed.
+    fn committed(&mut self, started: Instant, events: u64) {
+        self.latencies_us.push(started.elapsed().as_micros() as u32);
+        self.events += events;
+        self.transactions += 1;
+    }
+
+    /// The writers' tallies together.
+    async fn of_all(
+        writers: Vec<tokio::task::JoinHandle<anyhow::Result<Tally>>>,
+    ) -> anyhow::Result<Tally> {
+        let mut total = Tally::default();
+        for writer in writers {
+            let tally = writer.await??;
+            total.events += tally.events;
+            total.transactions += tally.transactions;
+            total.latencies_us.extend(tally.latencies_us);
+        }
+        Ok(total)
     }
 
     fn report(mut self, seconds: f64, fields: Value) -> Value {
@@ -101,19 +116,13 @@ async fn append_case(
                     AppendRequest::new(AggregateType::Cart, &owned[i], versions[i], events);
                 let t = Instant::now();
                 store.append(request).await?;
-                tally.latencies_us.push(t.elapsed().as_micros() as u32);
+                tally.committed(t, batch as u64);
                 versions[i] += batch as u64;
-                tally.events += batch as u64;
-                tally.transactions += 1;
             }
             Ok::<Tally, anyhow::Error>(tally)
         }));
     }
-    let mut total = Tally::default();
-    for task in tasks {
-        total.merge(task.await??);
-    }
-    Ok((total, started.elapsed().as_secs_f64()))
+    Ok((Tally::of_all(tasks).await?, started.elapsed().as_secs_f64()))
 }
 
 /// The append cases: (label, aggregates, events per append, concurrent clients).
@@ -270,18 +279,15 @@ async fn raw_sqlite(dir: &Path, duration: Duration) -> anyhow::Result<()> {
                                 .await?;
                             }
                             tx.commit().await?;
-                            tally.latencies_us.push(t.elapsed().as_micros() as u32);
-                            tally.events += batch as u64;
-                            tally.transactions += 1;
+                            tally.committed(t, batch as u64);
                         }
                         Ok::<Tally, anyhow::Error>(tally)
                     }));
                 }
-                let mut total = Tally::default();
-                for task in tasks {
-                    total.merge(task.await??);
-                }
-                Ok::<(Tally, f64), anyhow::Error>((total, started.elapsed().as_secs_f64()))
+                Ok::<(Tally, f64), anyhow::Error>((
+                    Tally::of_all(tasks).await?,
+                    started.elapsed().as_secs_f64(),
+                ))
             }
         };
         run(format!("raw{case}-warm"), Duration::from_millis(200)).await?;

@@ -55,7 +55,7 @@ impl EventEnvelope {
 /// There is only version 1 so far; when a payload changes shape, the step from the old
 /// version to the new one goes here, keyed by event type, and old events stay untouched
 /// in the store.
-pub fn upcast(
+pub(crate) fn upcast(
     event_type: &str,
     schema_version: u32,
     data: serde_json::Value,

@@ -10,12 +10,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::aggregate_type::AggregateType;
+use crate::values::{CartId, CustomerId, Email, OrderId, PaymentId, Phone, Sku};
 
 /// One line of a cart or an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LineItem {
-    pub sku: String,
+    #[schema(value_type = String)]
+    pub sku: Sku,
     pub name: String,
     pub quantity: u32,
     #[schema(value_type = String, example = "19.99")]
@@ -55,15 +57,15 @@ pub struct ShippingAddress {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CartCreated {
-    pub cart_id: String,
-    pub customer_id: String,
+    pub cart_id: CartId,
+    pub customer_id: CustomerId,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ItemAddedToCart {
-    pub cart_id: String,
-    pub sku: String,
+    pub cart_id: CartId,
+    pub sku: Sku,
     pub name: String,
     pub quantity: u32,
     pub unit_price: Decimal,
@@ -72,8 +74,8 @@ pub struct ItemAddedToCart {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ItemRemovedFromCart {
-    pub cart_id: String,
-    pub sku: String,
+    pub cart_id: CartId,
+    pub sku: Sku,
     /// The quantity the line had when it was removed.
     pub quantity: u32,
 }
@@ -81,22 +83,22 @@ pub struct ItemRemovedFromCart {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CartCheckedOut {
-    pub cart_id: String,
-    pub order_id: String,
-    pub customer_id: String,
+    pub cart_id: CartId,
+    pub order_id: OrderId,
+    pub customer_id: CustomerId,
     pub items: Vec<LineItem>,
     pub total_amount: Decimal,
     pub payment_token: String,
     pub shipping_address: ShippingAddress,
-    pub email: String,
-    pub phone: Option<String>,
+    pub email: Email,
+    pub phone: Option<Phone>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CartExpired {
-    pub cart_id: String,
-    pub customer_id: String,
+    pub cart_id: CartId,
+    pub customer_id: CustomerId,
 }
 
 // ---- Order --------------------------------------------------------------------------
@@ -104,34 +106,34 @@ pub struct CartExpired {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderCreated {
-    pub order_id: String,
-    pub cart_id: String,
-    pub customer_id: String,
+    pub order_id: OrderId,
+    pub cart_id: CartId,
+    pub customer_id: CustomerId,
     pub total_amount: Decimal,
     pub items: Vec<LineItem>,
     pub payment_token: String,
     pub shipping_address: ShippingAddress,
-    pub email: String,
-    pub phone: Option<String>,
+    pub email: Email,
+    pub phone: Option<Phone>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderValidated {
-    pub order_id: String,
+    pub order_id: OrderId,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderConfirmed {
-    pub order_id: String,
-    pub payment_id: String,
+    pub order_id: OrderId,
+    pub payment_id: PaymentId,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderShipped {
-    pub order_id: String,
+    pub order_id: OrderId,
     pub carrier: String,
     pub tracking_number: String,
 }
@@ -139,13 +141,13 @@ pub struct OrderShipped {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderDelivered {
-    pub order_id: String,
+    pub order_id: OrderId,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderCancelled {
-    pub order_id: String,
+    pub order_id: OrderId,
     pub reason: String,
     /// The status the order had when it was cancelled; compensation depends on it.
     pub previous_status: String,
@@ -156,9 +158,9 @@ pub struct OrderCancelled {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentInitiated {
-    pub payment_id: String,
-    pub order_id: String,
-    pub customer_id: String,
+    pub payment_id: PaymentId,
+    pub order_id: OrderId,
+    pub customer_id: CustomerId,
     pub amount: Decimal,
     pub payment_token: String,
 }
@@ -166,8 +168,8 @@ pub struct PaymentInitiated {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentAuthorized {
-    pub payment_id: String,
-    pub order_id: String,
+    pub payment_id: PaymentId,
+    pub order_id: OrderId,
     pub amount: Decimal,
     pub authorization_code: String,
 }
@@ -175,8 +177,8 @@ pub struct PaymentAuthorized {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentCompleted {
-    pub payment_id: String,
-    pub order_id: String,
+    pub payment_id: PaymentId,
+    pub order_id: OrderId,
     pub amount: Decimal,
     pub transaction_id: String,
 }
@@ -184,8 +186,8 @@ pub struct PaymentCompleted {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentFailed {
-    pub payment_id: String,
-    pub order_id: String,
+    pub payment_id: PaymentId,
+    pub order_id: OrderId,
     /// A machine-readable code such as `card_declined` or `insufficient_funds`.
     pub code: String,
     pub reason: String,
@@ -194,8 +196,8 @@ pub struct PaymentFailed {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentRefunded {
-    pub payment_id: String,
-    pub order_id: String,
+    pub payment_id: PaymentId,
+    pub order_id: OrderId,
     pub amount: Decimal,
     pub reason: String,
 }
@@ -205,7 +207,7 @@ pub struct PaymentRefunded {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StockUpdated {
-    pub sku: String,
+    pub sku: Sku,
     pub name: String,
     pub unit_price: Decimal,
     /// Units available for sale after the update (reserved units are not included).
@@ -216,16 +218,16 @@ pub struct StockUpdated {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StockReserved {
-    pub sku: String,
-    pub order_id: String,
+    pub sku: Sku,
+    pub order_id: OrderId,
     pub quantity: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StockReleased {
-    pub sku: String,
-    pub order_id: String,
+    pub sku: Sku,
+    pub order_id: OrderId,
     pub quantity: u32,
     pub reason: String,
 }
@@ -235,15 +237,15 @@ pub struct StockReleased {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StockShipped {
-    pub sku: String,
-    pub order_id: String,
+    pub sku: Sku,
+    pub order_id: OrderId,
     pub quantity: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LowStockAlert {
-    pub sku: String,
+    pub sku: Sku,
     pub available: u32,
     pub low_stock_threshold: u32,
 }
@@ -319,7 +321,7 @@ macro_rules! domain_events {
 
             /// The id of the aggregate this event belongs to.
             pub fn aggregate_id(&self) -> &str {
-                match self { $( Self::$variant(e) => &e.$id, )* }
+                match self { $( Self::$variant(e) => e.$id.as_str(), )* }
             }
 
             /// The payload as it goes into the envelope's `data`.
@@ -335,9 +337,9 @@ macro_rules! domain_events {
                 match event_type {
                     $( stringify!($variant) => serde_json::from_value(data)
                         .map(Self::$variant)
-                        .map_err(|source| DecodeError::BadPayload {
+                        .map_err(|error| DecodeError::BadPayload {
                             event_type: event_type.to_string(),
-                            source,
+                            error,
                         }), )*
                     other => Err(DecodeError::UnknownEventType(other.to_string())),
                 }
@@ -450,6 +452,25 @@ mod tests {
     }
 
     #[test]
+    fn a_payload_with_a_value_no_writer_may_write_is_refused_by_name() {
+        let data = serde_json::json!({
+            "cartId": "c1", "sku": "../etc", "name": "Mug", "quantity": 1, "unitPrice": "1.00"
+        });
+        let err = DomainEvent::decode("ItemAddedToCart", data).unwrap_err();
+        assert!(matches!(err, DecodeError::BadPayload { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains("sku '../etc' is not a valid SKU"),
+            "{err}"
+        );
+        let data = serde_json::json!({"cartId": "", "customerId": "c"});
+        let err = DomainEvent::decode("CartCreated", data).unwrap_err();
+        assert!(
+            err.to_string().contains("cartId must not be empty"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn unknown_event_type_is_refused() {
         let err = DomainEvent::decode("Teleported", serde_json::json!({})).unwrap_err();
         assert!(matches!(err, DecodeError::UnknownEventType(t) if t == "Teleported"));
@@ -466,10 +487,11 @@ pub enum DecodeError {
         event_type: String,
         schema_version: u32,
     },
-    #[error("payload of '{event_type}' does not match its schema: {source}")]
+    /// (The JSON error is told in the message, so it is not a `source` too: a chain
+    /// printed whole would say it twice.)
+    #[error("payload of '{event_type}' does not match its schema: {error}")]
     BadPayload {
         event_type: String,
-        #[source]
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
 }

@@ -1,5 +1,7 @@
-//! CornerShop's domain core: the event envelope, the typed events, and the four
-//! aggregates (Cart, Order, Payment, Inventory) written as deciders.
+//! CornerShop's domain core: the event envelope, the typed events, the four aggregates
+//! (Cart, Order, Payment, Inventory) written as deciders, and the typed values
+//! ([`values`]) their commands and events are made of: an id, a SKU, an e-mail address
+//! or an amount is parsed once where it enters, never handed on as a bare string.
 //!
 //! Everything here is pure: no I/O, no clocks, no async. A command handler elsewhere
 //! loads an aggregate's events, folds them with [`Aggregate::evolve`], asks
@@ -8,18 +10,19 @@
 //!
 //! Depends on no other crate of the workspace, and on nothing async or with I/O.
 
-pub mod aggregate_type;
+mod aggregate_type;
 pub mod aggregates;
 pub mod causes;
-pub mod envelope;
-pub mod error;
-pub mod events;
+mod envelope;
+mod error;
+mod events;
 pub mod ids;
 pub mod money;
 /// Given/when/then for the aggregates' tests (and, with the `testkit` feature, other
 /// crates' tests).
 #[cfg(any(test, feature = "testkit"))]
 pub mod spec;
+pub mod values;
 
 pub use aggregate_type::AggregateType;
 pub use aggregates::{
@@ -33,6 +36,6 @@ pub use aggregates::{
 pub use envelope::{EventEnvelope, Metadata, CURRENT_SCHEMA_VERSION};
 pub use error::{DomainError, ErrorKind};
 pub use events::*;
-
-/// Money is an exact decimal, never a float.
-pub type Money = rust_decimal::Decimal;
+pub use values::{
+    CartId, CustomerId, Email, Money, OrderId, PaymentId, Phone, Quantity, Sku, ValueError,
+};

@@ -15,7 +15,7 @@ pub const MAX_UNIT_PRICE: Decimal = Decimal::from_parts(100_000_000, 0, 0, false
 pub const MAX_AMOUNT: Decimal = Decimal::from_parts(0x107A_4000, 0x5AF3, 0, false, 2);
 
 /// Decimal places an amount may have.
-pub const MONEY_SCALE: u32 = 2;
+pub(crate) const MONEY_SCALE: u32 = 2;
 
 /// Checks that an amount is a shop amount: not negative, at most two decimal places, at
 /// most `max`. The error names the field and says what is allowed.
@@ -47,7 +47,7 @@ pub fn to_cents(amount: Decimal) -> Option<i64> {
 /// Parses an amount written as text, strictly as the API documents it: digits, then
 /// optionally a point and one or two digits (`"19.99"`, `"7"`, `"0.5"`). No sign, no
 /// exponent, no spaces, no separators: what a person meant is never guessed.
-pub fn parse_text(text: &str) -> Option<Decimal> {
+pub(crate) fn parse_text(text: &str) -> Option<Decimal> {
     let (whole, fraction) = match text.split_once('.') {
         Some((whole, fraction)) => (whole, Some(fraction)),
         None => (text, None),
@@ -65,7 +65,7 @@ pub fn parse_text(text: &str) -> Option<Decimal> {
 /// Parses a decimal exactly, exponents allowed (the text of a JSON number): no rounding,
 /// no float. `None` when the text is not a decimal a `Decimal` can hold exactly (too many
 /// digits, an exponent that pushes it past 28 places, not a number at all).
-pub fn parse_exact(text: &str) -> Option<Decimal> {
+pub(crate) fn parse_exact(text: &str) -> Option<Decimal> {
     let text = text.trim();
     if text.is_empty() || text.len() > 64 {
         return None;

@@ -3,6 +3,10 @@
 //! characters go through every command of every aggregate, and arbitrary events (as an
 //! older or buggy writer could have stored them) go through every `evolve`. A refusal is a
 //! `DomainError`; every event `decide` emits is a shop event (bounded money).
+//!
+//! Ids, SKUs, contact details, prices and line quantities are parsed before a command is
+//! made (`values`): arbitrary text and numbers go through those parsers here, and what
+//! they accept goes on into the commands.
 
 use cornershop_domain::money::{MAX_AMOUNT, MAX_UNIT_PRICE};
 use cornershop_domain::*;
@@ -53,6 +57,21 @@ fn any_text() -> impl Strategy<Value = String> {
     ]
 }
 
+/// What a parser makes of arbitrary input, or `fallback` when it refuses it.
+fn parsed<T: std::str::FromStr>(text: &str, fallback: &str) -> T {
+    text.parse()
+        .or_else(|_| fallback.parse())
+        .unwrap_or_else(|_| panic!("the fallback {fallback:?} parses"))
+}
+
+fn any_price() -> impl Strategy<Value = Money> {
+    any_decimal().prop_map(|d| Money::parse("unitPrice", d, MAX_UNIT_PRICE).unwrap_or(Money::ZERO))
+}
+
+fn any_line_quantity() -> impl Strategy<Value = Quantity> {
+    any_quantity().prop_map(|q| Quantity::parse(q).unwrap_or_else(|_| Quantity::from(1)))
+}
+
 fn address() -> ShippingAddress {
     ShippingAddress {
         name: "Ada".into(),
@@ -67,33 +86,35 @@ fn address() -> ShippingAddress {
 fn cart_command() -> impl Strategy<Value = CartCommand> {
     prop_oneof![
         (any_text(), any_text()).prop_map(|(cart_id, customer_id)| CartCommand::Create {
-            cart_id,
-            customer_id
+            cart_id: parsed(&cart_id, "c-1"),
+            customer_id: parsed(&customer_id, "cust"),
         }),
-        (any_text(), any_text(), any_decimal(), any_quantity()).prop_map(
+        (any_text(), any_text(), any_price(), any_line_quantity()).prop_map(
             |(sku, name, unit_price, quantity)| {
                 CartCommand::AddItem {
-                    sku,
+                    sku: parsed(&sku, "A"),
                     name,
                     unit_price,
                     quantity,
                 }
             }
         ),
-        ("[A-C]", any_decimal(), any_quantity()).prop_map(|(sku, unit_price, quantity)| {
+        ("[A-C]", any_price(), any_line_quantity()).prop_map(|(sku, unit_price, quantity)| {
             CartCommand::AddItem {
-                sku,
+                sku: parsed(&sku, "A"),
                 name: "n".into(),
                 unit_price,
                 quantity,
             }
         }),
-        any_text().prop_map(|sku| CartCommand::RemoveItem { sku }),
+        any_text().prop_map(|sku| CartCommand::RemoveItem {
+            sku: parsed(&sku, "B")
+        }),
         (any_text(), any_text()).prop_map(|(payment_token, email)| CartCommand::Checkout {
             order_id: "o-1".into(),
             payment_token,
             shipping_address: address(),
-            email,
+            email: parsed(&email, "a@b.co"),
             phone: None,
         }),
         Just(CartCommand::Checkout {
@@ -112,31 +133,37 @@ fn inventory_command() -> impl Strategy<Value = InventoryCommand> {
         (
             any_text(),
             any_text(),
-            any_decimal(),
+            any_price(),
             any_quantity(),
             any_quantity()
         )
             .prop_map(|(sku, name, unit_price, quantity, low_stock_threshold)| {
                 InventoryCommand::Set {
-                    sku,
+                    sku: parsed(&sku, "SKU-1"),
                     name,
                     unit_price,
                     quantity,
                     low_stock_threshold,
                 }
             }),
-        (any_decimal(), 0i64..5_000).prop_map(|(unit_price, quantity)| InventoryCommand::Set {
+        (any_price(), 0i64..5_000).prop_map(|(unit_price, quantity)| InventoryCommand::Set {
             sku: "SKU-1".into(),
             name: "n".into(),
             unit_price,
             quantity,
             low_stock_threshold: 3,
         }),
-        ("o-[0-3]", any::<u32>())
-            .prop_map(|(order_id, quantity)| InventoryCommand::Reserve { order_id, quantity }),
-        ("o-[0-3]", any_text())
-            .prop_map(|(order_id, reason)| InventoryCommand::Release { order_id, reason }),
-        "o-[0-3]".prop_map(|order_id| InventoryCommand::Ship { order_id }),
+        ("o-[0-3]", any::<u32>()).prop_map(|(order_id, quantity)| InventoryCommand::Reserve {
+            order_id: order_id.into(),
+            quantity
+        }),
+        ("o-[0-3]", any_text()).prop_map(|(order_id, reason)| InventoryCommand::Release {
+            order_id: order_id.into(),
+            reason
+        }),
+        "o-[0-3]".prop_map(|order_id| InventoryCommand::Ship {
+            order_id: order_id.into()
+        }),
     ]
 }
 
@@ -156,7 +183,7 @@ fn checked_out(items: Vec<LineItem>, total_amount: Decimal) -> CartCheckedOut {
 
 fn line() -> impl Strategy<Value = LineItem> {
     (any_text(), any::<u32>(), any_decimal()).prop_map(|(sku, quantity, unit_price)| LineItem {
-        sku,
+        sku: parsed(&sku, "A"),
         name: "n".into(),
         quantity,
         unit_price,
@@ -168,7 +195,9 @@ fn order_command() -> impl Strategy<Value = OrderCommand> {
         (prop::collection::vec(line(), 0..4), any_decimal())
             .prop_map(|(items, total)| OrderCommand::Create(Box::new(checked_out(items, total)))),
         Just(OrderCommand::Validate),
-        any_text().prop_map(|payment_id| OrderCommand::Confirm { payment_id }),
+        any_text().prop_map(|payment_id| OrderCommand::Confirm {
+            payment_id: parsed(&payment_id, "p-1")
+        }),
         (any_text(), any_text()).prop_map(|(carrier, tracking_number)| OrderCommand::Ship {
             carrier,
             tracking_number
@@ -184,7 +213,7 @@ fn payment_command() -> impl Strategy<Value = PaymentCommand> {
             payment_id: "p-1".into(),
             order_id: "o-1".into(),
             customer_id: "cust".into(),
-            amount,
+            amount: Money::parse("amount", amount, MAX_AMOUNT).unwrap_or(Money::ZERO),
             payment_token,
         }),
         any_text().prop_map(|authorization_code| PaymentCommand::Authorize { authorization_code }),
@@ -220,14 +249,14 @@ fn stored_event() -> impl Strategy<Value = DomainEvent> {
         ("o-[0-3]", any::<u32>()).prop_map(|(order_id, quantity)| DomainEvent::from(
             StockReserved {
                 sku: "SKU-1".into(),
-                order_id,
+                order_id: order_id.into(),
                 quantity,
             }
         )),
         ("o-[0-3]", any::<u32>()).prop_map(|(order_id, quantity)| DomainEvent::from(
             StockReleased {
                 sku: "SKU-1".into(),
-                order_id,
+                order_id: order_id.into(),
                 quantity,
                 reason: "r".into(),
             }
@@ -235,7 +264,7 @@ fn stored_event() -> impl Strategy<Value = DomainEvent> {
         ("o-[0-3]", any::<u32>()).prop_map(|(order_id, quantity)| DomainEvent::from(
             StockShipped {
                 sku: "SKU-1".into(),
-                order_id,
+                order_id: order_id.into(),
                 quantity,
             }
         )),
@@ -273,6 +302,28 @@ fn bounded(event: &DomainEvent) -> bool {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]
+
+    #[test]
+    fn values_parse_any_input_or_refuse_it_by_name(
+        text in any_text(),
+        amount in any_decimal(),
+        count in any_quantity(),
+    ) {
+        let refusals = [
+            CartId::parse(&text).err(),
+            OrderId::parse(&text).err(),
+            PaymentId::parse(&text).err(),
+            CustomerId::parse(&text).err(),
+            Sku::parse(&text).err(),
+            Email::parse(&text).err(),
+            Phone::parse(&text).err(),
+            Money::parse("unitPrice", amount, MAX_UNIT_PRICE).err(),
+            Quantity::parse(count).err(),
+        ];
+        for refusal in refusals.into_iter().flatten() {
+            prop_assert!(refusal.message.starts_with(refusal.field), "{refusal:?}");
+        }
+    }
 
     #[test]
     fn carts_take_any_input(commands in prop::collection::vec(cart_command(), 0..12)) {

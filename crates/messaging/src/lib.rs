@@ -114,16 +114,6 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
 }
 
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            max_attempts: 5,
-            base_delay: Duration::from_millis(200),
-            max_delay: Duration::from_secs(10),
-        }
-    }
-}
-
 impl RetryPolicy {
     /// Exponential backoff with jitter: attempt n waits about base·2ⁿ⁻¹, capped, times a
     /// random factor in [0.5, 1) so that retries of many events do not synchronise.

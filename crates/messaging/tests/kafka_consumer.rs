@@ -157,7 +157,11 @@ async fn a_consumer_stopped_in_the_middle_of_a_retry_gets_the_message_again() {
         Consumer {
             handler: Arc::new(Recording(seen.clone())),
             store: store.clone(),
-            policy: RetryPolicy::default(),
+            policy: RetryPolicy {
+                max_attempts: 5,
+                base_delay: Duration::from_millis(200),
+                max_delay: Duration::from_secs(10),
+            },
         },
         settings.clone(),
         stopped,

@@ -424,7 +424,7 @@ pub(crate) fn lines_of(items: &[cornershop_domain::LineItem]) -> Vec<OrderLine> 
     items
         .iter()
         .map(|l| OrderLine {
-            sku: l.sku.clone(),
+            sku: l.sku.to_string(),
             name: l.name.clone(),
             quantity: l.quantity,
             unit_price: two_places(l.unit_price),

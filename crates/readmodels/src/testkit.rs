@@ -156,9 +156,9 @@ impl Generator {
         let events = decide(
             &mut entry.0,
             InventoryCommand::Set {
-                sku: sku.to_string(),
+                sku: sku.into(),
                 name: name.to_string(),
-                unit_price,
+                unit_price: unit_price.into(),
                 quantity,
                 low_stock_threshold,
             },
@@ -217,7 +217,7 @@ impl Generator {
             .lines
             .iter()
             .map(|l| LineItem {
-                sku: l.sku.clone(),
+                sku: l.sku.clone().into(),
                 name: l.name.clone(),
                 quantity: l.quantity,
                 unit_price: l.unit_price,
@@ -227,7 +227,7 @@ impl Generator {
         let mut order_events = Vec::new();
         let mut payment = Payment::default();
         let mut payment_events = Vec::new();
-        let payment_id = payment_id_for(&plan.order_id);
+        let payment_id = payment_id_for(&plan.order_id.as_str().into());
         let mut on_order = |order: &mut Order, command, at: DateTime<Utc>| {
             for e in decide(order, command) {
                 order_events.push(new_event(&e, at, &correlation));
@@ -237,9 +237,9 @@ impl Generator {
         on_order(
             &mut order,
             OrderCommand::Create(Box::new(CartCheckedOut {
-                cart_id: format!("cart-{}", plan.order_id),
-                order_id: plan.order_id.clone(),
-                customer_id: plan.customer_id.clone(),
+                cart_id: format!("cart-{}", plan.order_id).into(),
+                order_id: plan.order_id.clone().into(),
+                customer_id: plan.customer_id.clone().into(),
                 total_amount: total_of(&items).expect("generated prices are bounded"),
                 items: items.clone(),
                 payment_token: "tok_visa".into(),
@@ -273,7 +273,7 @@ impl Generator {
                 self.stock_step(
                     &item.sku,
                     InventoryCommand::Reserve {
-                        order_id: plan.order_id.clone(),
+                        order_id: plan.order_id.clone().into(),
                         quantity: item.quantity,
                     },
                     at,
@@ -290,9 +290,11 @@ impl Generator {
             on_payment(
                 PaymentCommand::Initiate {
                     payment_id: payment_id.clone(),
-                    order_id: plan.order_id.clone(),
-                    customer_id: plan.customer_id.clone(),
-                    amount: total_of(&items).expect("generated prices are bounded"),
+                    order_id: plan.order_id.clone().into(),
+                    customer_id: plan.customer_id.clone().into(),
+                    amount: total_of(&items)
+                        .expect("generated prices are bounded")
+                        .into(),
                     payment_token: "tok_visa".into(),
                 },
                 tick(),
@@ -310,7 +312,7 @@ impl Generator {
                     self.stock_step(
                         &item.sku,
                         InventoryCommand::Release {
-                            order_id: plan.order_id.clone(),
+                            order_id: plan.order_id.clone().into(),
                             reason: "payment failed".into(),
                         },
                         at,
@@ -362,7 +364,7 @@ impl Generator {
                             self.stock_step(
                                 &item.sku,
                                 InventoryCommand::Ship {
-                                    order_id: plan.order_id.clone(),
+                                    order_id: plan.order_id.clone().into(),
                                 },
                                 at,
                                 &correlation,
@@ -387,7 +389,7 @@ impl Generator {
                             self.stock_step(
                                 &item.sku,
                                 InventoryCommand::Release {
-                                    order_id: plan.order_id.clone(),
+                                    order_id: plan.order_id.clone().into(),
                                     reason: "order cancelled".into(),
                                 },
                                 at,

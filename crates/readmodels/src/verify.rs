@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cornershop_app::{AppError, CommandBus};
 use cornershop_domain::ids::payment_id_for;
-use cornershop_domain::{AggregateType, Inventory, Payment};
+use cornershop_domain::{AggregateType, Inventory, OrderId, Payment};
 use cornershop_store::{EventQuery, TimeRange};
 use futures::StreamExt;
 use serde::Serialize;
@@ -22,14 +22,18 @@ pub(crate) async fn replay_order(
     bus: &CommandBus,
     order_id: &str,
 ) -> Result<Option<OrderReadModel>, AppError> {
+    // An id that is not an order id names no order.
+    let Ok(order_id) = OrderId::parse(order_id) else {
+        return Ok(None);
+    };
     let events = bus
         .store()
-        .load_aggregate(AggregateType::Order, order_id, TimeRange::default())
+        .load_aggregate(AggregateType::Order, &order_id, TimeRange::default())
         .await?;
     if events.is_empty() {
         return Ok(None);
     }
-    let payment = bus.load::<Payment>(&payment_id_for(order_id)).await?;
+    let payment = bus.load::<Payment>(&payment_id_for(&order_id)).await?;
     crate::order_view(&events, payment).map(Some)
 }
 
@@ -45,7 +49,7 @@ pub(crate) async fn replay_inventory(
     let available = i64::from(stock.available);
     let threshold = i64::from(stock.low_stock_threshold);
     Ok(Some(InventoryReadModel {
-        sku: stock.sku,
+        sku: stock.sku.to_string(),
         name: stock.name,
         unit_price: two_places(stock.unit_price),
         available,

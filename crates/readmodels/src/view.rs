@@ -30,13 +30,13 @@ pub fn order_view(
             .map(|e| e.envelope.timestamp)
     };
     Ok(OrderReadModel {
-        order_id: order.order_id.clone(),
-        cart_id: order.cart_id.clone(),
-        customer_id: order.customer_id.clone(),
+        order_id: order.order_id.to_string(),
+        cart_id: order.cart_id.to_string(),
+        customer_id: order.customer_id.to_string(),
         status: format!("{:?}", order.status),
         total_amount: two_places(order.total_amount),
         items: lines_of(&order.items),
-        payment_id: (payment_version > 0).then_some(payment_id),
+        payment_id: (payment_version > 0).then_some(payment_id.to_string()),
         payment_status: (payment_version > 0).then(|| format!("{:?}", payment.status)),
         carrier: order.carrier.clone(),
         tracking_number: order.tracking_number.clone(),

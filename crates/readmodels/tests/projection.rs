@@ -258,7 +258,9 @@ async fn converges_whatever_the_order(backend: Backend) {
     // The payment of order 1 completes before the order exists: not shown yet, but kept.
     let first_payments: Vec<_> = payments_first
         .iter()
-        .filter(|e| e.event.aggregate_id() == cornershop_domain::ids::payment_id_for("order-0001"))
+        .filter(|e| {
+            e.event.aggregate_id() == cornershop_domain::ids::payment_id_for(&"order-0001".into())
+        })
         .cloned()
         .collect();
     assert_eq!(first_payments.len(), 3);
@@ -374,7 +376,11 @@ async fn killed_between_write_and_checkpoint(backend: Backend) {
     let consumer = Consumer {
         handler: handler.clone(),
         store: world.store.clone(),
-        policy: RetryPolicy::default(),
+        policy: RetryPolicy {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(10),
+        },
     };
     let (_stop, stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(run_embedded(consumer, stopped.clone()));
@@ -398,7 +404,11 @@ async fn killed_between_write_and_checkpoint(backend: Backend) {
     let consumer = Consumer {
         handler: Arc::new(ReportingProjection::new(rm.clone(), world.store.clone())),
         store: world.store.clone(),
-        policy: RetryPolicy::default(),
+        policy: RetryPolicy {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(10),
+        },
     };
     let task = tokio::spawn(run_embedded(consumer, stopped));
     let head = world.store.head_position().await.unwrap();

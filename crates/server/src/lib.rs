@@ -14,7 +14,7 @@ pub mod auth;
 pub mod config;
 pub mod metrics;
 pub mod projections;
-pub mod roles;
+mod roles;
 pub mod serve;
 pub mod shutdown;
 pub mod simulate;

@@ -66,7 +66,7 @@ pub async fn render() -> impl IntoResponse {
 /// events) and `dead_letters_pending{consumer_group}` (dead letters not yet resolved by a
 /// retry). Several processes share one store, so these are read from it rather than
 /// counted locally (every process reports the same value: aggregate with `max`).
-pub async fn refresh_store_size(
+pub(crate) async fn refresh_store_size(
     store: std::sync::Arc<dyn cornershop_store::EventStore>,
     every: std::time::Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -99,7 +99,7 @@ pub async fn refresh_store_size(
 /// Looks at every consumer's checkpoint and every projection every few seconds, so that
 /// the `consumer_stalled` gauge (and the alert on it) knows a stuck one even when nobody
 /// asks the API.
-pub async fn watch_stalls(
+pub(crate) async fn watch_stalls(
     store: std::sync::Arc<dyn cornershop_store::EventStore>,
     read_models: std::sync::Arc<dyn cornershop_readmodels::ReadModelStore>,
     stalls: std::sync::Arc<cornershop_messaging::StallWatch>,

@@ -29,12 +29,12 @@ pub enum Role {
 
 /// The roles a process runs, with `all` expanded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Roles(Vec<Role>);
+pub(crate) struct Roles(Vec<Role>);
 
 impl Roles {
     /// Expands and checks the roles asked for. `all` means every built role, and the
     /// relay only when Kafka is configured.
-    pub fn resolve(asked: &[Role], kafka: bool) -> anyhow::Result<Self> {
+    pub(crate) fn resolve(asked: &[Role], kafka: bool) -> anyhow::Result<Self> {
         let mut roles = Vec::new();
         for role in asked {
             match role {
@@ -65,11 +65,11 @@ impl Roles {
         Ok(Self(roles))
     }
 
-    pub fn has(&self, role: Role) -> bool {
+    pub(crate) fn has(&self, role: Role) -> bool {
         self.0.contains(&role)
     }
 
-    pub fn services(&self) -> Vec<Service> {
+    pub(crate) fn services(&self) -> Vec<Service> {
         let mut services = Vec::new();
         if self.has(Role::Order) {
             services.push(Service::Order);
@@ -86,7 +86,7 @@ impl Roles {
         services
     }
 
-    pub fn names(&self) -> Vec<String> {
+    pub(crate) fn names(&self) -> Vec<String> {
         self.0
             .iter()
             .map(|r| format!("{r:?}").to_lowercase())

@@ -664,6 +664,39 @@ async fn odd_values_are_refused_at_the_edge_with_a_problem_naming_the_field() {
     )
     .await;
     assert!(detail.contains("shippingAddress.line1"), "{detail}");
+    // Contact details are parsed where they enter, and the problem names the field.
+    for (field, value) in [("email", "ada at example"), ("phone", "call me")] {
+        let mut checkout = json!({
+            "paymentToken": "tok_visa",
+            "shippingAddress": address(),
+            "email": "ada@example.com",
+        });
+        checkout[field] = json!(value);
+        let detail = assert_problem(
+            app.post(&format!("/api/carts/{cart}/checkout"), &checkout)
+                .await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+        assert!(
+            detail.starts_with(&format!("{field} '{value}'")),
+            "{detail}"
+        );
+    }
+    // So is a SKU in a body; a path that can be no cart id names no cart.
+    let detail = assert_problem(
+        app.post(
+            &format!("/api/carts/{cart}/items"),
+            &json!({"sku": "a b", "quantity": 1}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(detail.starts_with("sku 'a b'"), "{detail}");
+    let long = "x".repeat(201);
+    let detail = assert_problem(app.add(&long, "MUG-1", 1).await, StatusCode::NOT_FOUND).await;
+    assert!(detail.contains("does not exist"), "{detail}");
     // A body that does not say it is JSON.
     for content_type in [
         None,

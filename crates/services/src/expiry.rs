@@ -28,13 +28,13 @@ fn ttl_after(t: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
     t + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX)
 }
 
-pub struct CartExpiryScheduler {
+pub(crate) struct CartExpiryScheduler {
     bus: CommandBus,
     ttl: Duration,
 }
 
 impl CartExpiryScheduler {
-    pub fn new(bus: CommandBus, ttl: Duration) -> Self {
+    pub(crate) fn new(bus: CommandBus, ttl: Duration) -> Self {
         Self { bus, ttl }
     }
 }
@@ -93,7 +93,10 @@ pub async fn run_timers(bus: CommandBus, ttl: Duration, mut shutdown: watch::Rec
 }
 
 /// Fires every timer due now. Returns how many carts were expired.
-pub async fn fire_due(bus: &CommandBus, ttl: Duration) -> Result<usize, cornershop_app::AppError> {
+pub(crate) async fn fire_due(
+    bus: &CommandBus,
+    ttl: Duration,
+) -> Result<usize, cornershop_app::AppError> {
     let mut expired = 0;
     let now = bus.clock().now();
     for timer in bus.store().due_timers(now, 100).await? {

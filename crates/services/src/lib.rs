@@ -23,9 +23,9 @@
 pub mod expiry;
 pub mod inventory;
 pub mod notifications;
-pub mod payments;
-pub mod reactor;
-pub mod saga;
+mod payments;
+mod reactor;
+mod saga;
 mod wiring;
 
 pub use payments::{GatewayError, PaymentGateway, SimulatedGateway, SimulatedGatewayConfig};

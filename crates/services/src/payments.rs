@@ -23,7 +23,7 @@ use cornershop_domain::ids::payment_id_for;
 
 use crate::{handler_error, Reaction, Reactor};
 
-pub const NAME: &str = "payment-service";
+pub(crate) const NAME: &str = "payment-service";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GatewayError {
@@ -58,15 +58,6 @@ pub struct SimulatedGatewayConfig {
     pub max_amount: Decimal,
     /// How long each call takes.
     pub latency: Duration,
-}
-
-impl Default for SimulatedGatewayConfig {
-    fn default() -> Self {
-        Self {
-            max_amount: Decimal::from(10_000),
-            latency: Duration::ZERO,
-        }
-    }
 }
 
 /// The default gateway: no network, Stripe-style test tokens.
@@ -146,13 +137,13 @@ impl PaymentGateway for SimulatedGateway {
     }
 }
 
-pub struct PaymentService {
+pub(crate) struct PaymentService {
     bus: CommandBus,
     gateway: Arc<dyn PaymentGateway>,
 }
 
 impl PaymentService {
-    pub fn new(bus: CommandBus, gateway: Arc<dyn PaymentGateway>) -> Self {
+    pub(crate) fn new(bus: CommandBus, gateway: Arc<dyn PaymentGateway>) -> Self {
         Self { bus, gateway }
     }
 

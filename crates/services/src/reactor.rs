@@ -129,7 +129,7 @@ impl<'a> Reactor<'a> {
     /// Like [`once`](Self::once) for a command whose refusal means that the aggregate has
     /// already moved on by another path (an order cancelled by the customer while the
     /// workflow was running): the refusal is logged and the reaction goes on.
-    pub async fn once_unless_moved_on<A: Aggregate>(
+    pub(crate) async fn once_unless_moved_on<A: Aggregate>(
         &self,
         id: &str,
         command: &A::Command,
@@ -145,7 +145,7 @@ impl<'a> Reactor<'a> {
     /// it is applied now (not when it was already, or the order had moved on). The order
     /// workflow ends in the order saga (confirmed, payment failed) or in the inventory
     /// service (out of stock), hence one saga label for both.
-    pub async fn conclude<A: Aggregate>(
+    pub(crate) async fn conclude<A: Aggregate>(
         &self,
         id: &str,
         command: &A::Command,

@@ -10,21 +10,22 @@
 use async_trait::async_trait;
 use cornershop_app::CommandBus;
 use cornershop_domain::ids::payment_id_for;
+use cornershop_domain::money::MAX_AMOUNT;
 use cornershop_domain::{
-    DomainEvent, EventType, Order, OrderCommand, OrderStatus, Payment, PaymentCommand,
+    DomainEvent, EventType, Money, Order, OrderCommand, OrderStatus, Payment, PaymentCommand,
 };
 use cornershop_messaging::HandlerError;
 
 use crate::{Reaction, Reactor};
 
-pub const NAME: &str = "order-saga";
+pub(crate) const NAME: &str = "order-saga";
 
-pub struct OrderSaga {
+pub(crate) struct OrderSaga {
     bus: CommandBus,
 }
 
 impl OrderSaga {
-    pub fn new(bus: CommandBus) -> Self {
+    pub(crate) fn new(bus: CommandBus) -> Self {
         Self { bus }
     }
 }
@@ -53,11 +54,17 @@ impl Reaction for OrderSaga {
             }
             DomainEvent::OrderValidated(validated) => {
                 let order = react.order(&validated.order_id).await?;
+                // The total is the order's own (bounded when it was created); an order
+                // stored by an older writer may hold one no payment can take.
+                let amount =
+                    Money::parse("totalAmount", order.total_amount, MAX_AMOUNT).map_err(|e| {
+                        HandlerError::Permanent(format!("order '{}': {e}", order.order_id))
+                    })?;
                 let initiate = PaymentCommand::Initiate {
                     payment_id: payment_id_for(&order.order_id),
                     order_id: order.order_id.clone(),
                     customer_id: order.customer_id.clone(),
-                    amount: order.total_amount,
+                    amount,
                     payment_token: order.payment_token.clone(),
                 };
                 react

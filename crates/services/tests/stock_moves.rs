@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use cornershop_app::{CommandBus, CommandContext, SystemClock};
 use cornershop_domain::{
     CartCommand, DomainEvent, EventType, Inventory, InventoryCommand, Order, OrderCommand,
-    OrderStatus, ShippingAddress,
+    OrderStatus, Quantity, ShippingAddress,
 };
 use cornershop_messaging::{run_embedded, RetryPolicy};
 use cornershop_services::inventory::InventoryService;
@@ -27,7 +27,7 @@ async fn stock(bus: &CommandBus, sku: &str, quantity: i64) {
     let set = InventoryCommand::Set {
         sku: sku.into(),
         name: format!("product {sku}"),
-        unit_price: dec!(3.00),
+        unit_price: dec!(3.00).into(),
         quantity,
         low_stock_threshold: 0,
     };
@@ -42,25 +42,25 @@ async fn checkout(bus: &CommandBus, n: u32, lines: &[(&str, i64)], token: &str) 
     let order_id = format!("order-{n}");
     let ctx = CommandContext::new_root();
     let create = CartCommand::Create {
-        cart_id: cart_id.clone(),
-        customer_id: format!("customer-{n}"),
+        cart_id: cart_id.clone().into(),
+        customer_id: format!("customer-{n}").into(),
     };
     bus.execute::<cornershop_domain::Cart>(&cart_id, &create, &ctx)
         .await
         .expect("create the cart");
     for (sku, quantity) in lines {
         let add = CartCommand::AddItem {
-            sku: sku.to_string(),
+            sku: (*sku).into(),
             name: format!("product {sku}"),
-            unit_price: dec!(3.00),
-            quantity: *quantity,
+            unit_price: dec!(3.00).into(),
+            quantity: Quantity::parse(*quantity).expect("a line quantity"),
         };
         bus.execute::<cornershop_domain::Cart>(&cart_id, &add, &ctx)
             .await
             .expect("add an item");
     }
     let checkout = CartCommand::Checkout {
-        order_id: order_id.clone(),
+        order_id: order_id.clone().into(),
         payment_token: token.into(),
         shipping_address: ShippingAddress {
             name: "Ada Lovelace".into(),

@@ -9,7 +9,7 @@ use uuid::Uuid;
 /// failed with an error that may pass, to be tried again at `next_attempt_at`; failed for
 /// good (a permanent error, or the last attempt), with a dead letter.
 pub mod notification_status {
-    pub const PENDING: &str = "pending";
+    pub(crate) const PENDING: &str = "pending";
     pub const SENT: &str = "sent";
     pub const RETRYING: &str = "retrying";
     pub const FAILED: &str = "failed";

@@ -269,8 +269,8 @@ mod contract {
     pub(crate) fn cart_created(cart_id: &str, timestamp: DateTime<Utc>) -> NewEvent {
         new_event(
             CartCreated {
-                cart_id: cart_id.to_string(),
-                customer_id: format!("customer-of-{cart_id}"),
+                cart_id: cart_id.into(),
+                customer_id: format!("customer-of-{cart_id}").into(),
             }
             .into(),
             timestamp,
@@ -285,8 +285,8 @@ mod contract {
     ) -> NewEvent {
         new_event(
             ItemAddedToCart {
-                cart_id: cart_id.to_string(),
-                sku: sku.to_string(),
+                cart_id: cart_id.into(),
+                sku: sku.into(),
                 name: format!("name of {sku}"),
                 quantity,
                 unit_price: "2.50".parse().unwrap(),
@@ -299,7 +299,7 @@ mod contract {
     pub(crate) fn stock_updated(sku: &str, quantity: u32, timestamp: DateTime<Utc>) -> NewEvent {
         new_event(
             StockUpdated {
-                sku: sku.to_string(),
+                sku: sku.into(),
                 name: format!("name of {sku}"),
                 unit_price: "9.99".parse().unwrap(),
                 quantity,
@@ -313,7 +313,7 @@ mod contract {
     pub(crate) fn order_validated(order_id: &str, timestamp: DateTime<Utc>) -> NewEvent {
         new_event(
             OrderValidated {
-                order_id: order_id.to_string(),
+                order_id: order_id.into(),
             }
             .into(),
             timestamp,

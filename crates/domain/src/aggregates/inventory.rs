@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use super::{require_money, require_text, Aggregate};
+use super::{require_text, Aggregate};
 use crate::aggregate_type::AggregateType;
 use crate::error::DomainError;
 use crate::events::*;
-use crate::money::MAX_UNIT_PRICE;
+use crate::values::{Money, OrderId, Sku};
 
 /// The most units of one SKU the shop tracks; keeps sums far from overflow.
 pub const MAX_STOCK: u32 = 1_000_000_000;
@@ -20,7 +20,7 @@ pub const MAX_STOCK: u32 = 1_000_000_000;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Inventory {
-    pub sku: String,
+    pub sku: Sku,
     pub name: String,
     pub unit_price: Decimal,
     pub available: u32,
@@ -29,7 +29,7 @@ pub struct Inventory {
     /// Whether the current dip to or below the threshold has been announced already.
     pub low_stock_alerted: bool,
     /// Units held per order that are not released yet.
-    pub reservations: BTreeMap<String, u32>,
+    pub reservations: BTreeMap<OrderId, u32>,
     pub exists: bool,
 }
 
@@ -38,23 +38,23 @@ pub enum InventoryCommand {
     /// Sets the product's details and the units available for sale (a restock or a
     /// stock count). Setting what is already there changes nothing.
     Set {
-        sku: String,
+        sku: Sku,
         name: String,
-        unit_price: Decimal,
+        unit_price: Money,
         quantity: i64,
         low_stock_threshold: i64,
     },
     Reserve {
-        order_id: String,
+        order_id: OrderId,
         quantity: u32,
     },
     Release {
-        order_id: String,
+        order_id: OrderId,
         reason: String,
     },
     /// The order's reservation leaves with its shipment.
     Ship {
-        order_id: String,
+        order_id: OrderId,
     },
 }
 
@@ -91,29 +91,9 @@ impl Inventory {
         } else {
             Err(DomainError::NotFound {
                 aggregate: AggregateType::Inventory,
-                id: self.sku.clone(),
+                id: self.sku.to_string(),
             })
         }
-    }
-}
-
-/// The pattern of a stock-keeping unit, as the OpenAPI document gives it.
-pub const SKU_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$";
-
-/// A stock-keeping unit: 1 to 64 letters, digits, '-', '_' or '.', starting with a
-/// letter or digit (so never `.` or `..`, which would read as path segments).
-pub fn validate_sku(sku: &str) -> Result<(), DomainError> {
-    let mut chars = sku.chars();
-    let ok = sku.len() <= 64
-        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(DomainError::Invalid(format!(
-            "SKU '{}' is not valid: use 1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit",
-            sku.escape_debug()
-        )))
     }
 }
 
@@ -130,9 +110,8 @@ impl Aggregate for Inventory {
                 quantity,
                 low_stock_threshold,
             } => {
-                validate_sku(sku)?;
                 require_text("name", name, 200)?;
-                require_money("unitPrice", *unit_price, MAX_UNIT_PRICE)?;
+                let unit_price = &unit_price.amount();
                 if !(0..=MAX_STOCK as i64).contains(quantity) {
                     return Err(DomainError::Invalid(format!(
                         "quantity must be between 0 and {MAX_STOCK}, got {quantity}"
@@ -180,7 +159,7 @@ impl Aggregate for Inventory {
                 }
                 if *quantity > self.available {
                     return Err(DomainError::InsufficientStock {
-                        sku: self.sku.clone(),
+                        sku: self.sku.to_string(),
                         requested: *quantity,
                         available: self.available,
                     });
@@ -262,7 +241,7 @@ mod tests {
     #[test]
     fn skus_start_with_a_letter_or_digit_and_are_never_dots() {
         for ok in ["MUG-1", "a", "A.b_c-9", &"x".repeat(64)] {
-            assert!(validate_sku(ok).is_ok(), "{ok}");
+            assert!(Sku::parse(ok).is_ok(), "{ok}");
         }
         for bad in [
             ".",
@@ -275,7 +254,7 @@ mod tests {
             "a\u{0}",
             &"x".repeat(65),
         ] {
-            assert!(validate_sku(bad).is_err(), "{bad:?}");
+            assert!(Sku::parse(bad).is_err(), "{bad:?}");
         }
     }
 
@@ -287,7 +266,7 @@ mod tests {
         InventoryCommand::Set {
             sku: "MUG-1".into(),
             name: "Mug".into(),
-            unit_price: dec!(9.99),
+            unit_price: dec!(9.99).into(),
             quantity,
             low_stock_threshold: threshold,
         }
@@ -492,16 +471,20 @@ mod tests {
 
     #[test]
     fn bad_prices_and_skus_are_refused() {
-        let bad_price = InventoryCommand::Set {
+        // Prices and SKUs are parsed before a command is made: what is left to the
+        // aggregate is the name and the counts.
+        assert!(Money::parse("unitPrice", dec!(-0.01), crate::money::MAX_UNIT_PRICE).is_err());
+        assert!(Money::parse("unitPrice", dec!(1000000.01), crate::money::MAX_UNIT_PRICE).is_err());
+        let blank_name = InventoryCommand::Set {
             sku: "A".into(),
-            name: "x".into(),
-            unit_price: dec!(-0.01),
+            name: " ".into(),
+            unit_price: dec!(1).into(),
             quantity: 1,
             low_stock_threshold: 0,
         };
-        given_nothing::<Inventory>().when(bad_price).then_refused();
-        assert!(validate_sku("has space").is_err());
-        assert!(validate_sku("").is_err());
-        assert!(validate_sku("SKU-1.a_b").is_ok());
+        given_nothing::<Inventory>().when(blank_name).then_refused();
+        assert!(Sku::parse("has space").is_err());
+        assert!(Sku::parse("").is_err());
+        assert!(Sku::parse("SKU-1.a_b").is_ok());
     }
 }

@@ -45,21 +45,12 @@ pub fn fold<'a, A: Aggregate>(events: impl IntoIterator<Item = &'a DomainEvent>)
 }
 
 fn require_text(field: &str, value: &str, max_len: usize) -> Result<(), DomainError> {
-    let trimmed = value.trim();
-    if trimmed.is_empty() {
-        return Err(DomainError::Invalid(format!("{field} must not be empty")));
-    }
-    require_no_control(field, value)?;
-    if trimmed.chars().count() > max_len {
-        return Err(DomainError::Invalid(format!(
-            "{field} must be at most {max_len} characters"
-        )));
-    }
-    Ok(())
+    crate::values::required_text(field, value, max_len).map_err(DomainError::Invalid)
 }
 
 /// Money in this shop has at most two decimal places, is never negative, and is at most
-/// `max` (see [`crate::money`]).
+/// `max` (see [`crate::money`]). For amounts the aggregate computes itself (a total);
+/// one a command brings is a parsed [`crate::Money`].
 fn require_money(
     field: &str,
     value: rust_decimal::Decimal,
@@ -68,15 +59,6 @@ fn require_money(
     crate::money::check_amount(field, value, max).map_err(DomainError::Invalid)
 }
 
-/// Text that a person reads (names, ids, address lines) holds no control characters
-/// (U+0000 to U+001F, U+007F to U+009F): they break logs, e-mails and terminals, and no
-/// real name or address needs them.
-pub(crate) fn require_no_control(field: &str, value: &str) -> Result<(), DomainError> {
-    match value.chars().position(char::is_control) {
-        Some(at) => Err(DomainError::Invalid(format!(
-            "{field} must not contain control characters (one is at character {})",
-            at + 1
-        ))),
-        None => Ok(()),
-    }
+fn require_no_control(field: &str, value: &str) -> Result<(), DomainError> {
+    crate::values::no_control(field, value).map_err(DomainError::Invalid)
 }

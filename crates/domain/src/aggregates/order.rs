@@ -2,7 +2,6 @@
 //! Created → Validated → Confirmed → Shipped → Delivered, and to Cancelled only before
 //! it ships.
 
-use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
@@ -10,6 +9,7 @@ use super::{require_money, require_text, Aggregate};
 use crate::aggregate_type::AggregateType;
 use crate::error::DomainError;
 use crate::events::*;
+use crate::values::{CartId, CustomerId, Email, OrderId, PaymentId, Phone};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub enum OrderStatus {
@@ -26,17 +26,17 @@ pub enum OrderStatus {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Order {
-    pub order_id: String,
-    pub cart_id: String,
-    pub customer_id: String,
+    pub order_id: OrderId,
+    pub cart_id: CartId,
+    pub customer_id: CustomerId,
     pub status: OrderStatus,
     pub items: Vec<LineItem>,
     pub total_amount: Decimal,
     pub payment_token: String,
     pub shipping_address: Option<ShippingAddress>,
-    pub email: String,
-    pub phone: Option<String>,
-    pub payment_id: Option<String>,
+    pub email: Email,
+    pub phone: Option<Phone>,
+    pub payment_id: Option<PaymentId>,
     pub carrier: Option<String>,
     pub tracking_number: Option<String>,
     pub cancel_reason: Option<String>,
@@ -48,7 +48,7 @@ pub enum OrderCommand {
     Create(Box<CartCheckedOut>),
     Validate,
     Confirm {
-        payment_id: String,
+        payment_id: PaymentId,
     },
     Ship {
         carrier: String,
@@ -65,7 +65,7 @@ impl Order {
         if self.status == OrderStatus::New {
             return DomainError::NotFound {
                 aggregate: AggregateType::Order,
-                id: self.order_id.clone(),
+                id: self.order_id.to_string(),
             };
         }
         DomainError::transition(AggregateType::Order, &self.order_id, self.status, action)
@@ -91,7 +91,7 @@ impl Aggregate for Order {
                 if self.status != OrderStatus::New {
                     return Err(DomainError::AlreadyExists {
                         aggregate: AggregateType::Order,
-                        id: c.order_id.clone(),
+                        id: c.order_id.to_string(),
                     });
                 }
                 if c.items.is_empty() {
@@ -209,17 +209,6 @@ impl Aggregate for Order {
     fn owner(&self) -> Option<&str> {
         self.exists().then_some(self.customer_id.as_str())
     }
-}
-
-/// When an order passed each milestone, read from its events' envelopes.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct OrderMilestones {
-    pub created_at: Option<DateTime<Utc>>,
-    pub confirmed_at: Option<DateTime<Utc>>,
-    pub shipped_at: Option<DateTime<Utc>>,
-    pub delivered_at: Option<DateTime<Utc>>,
-    pub cancelled_at: Option<DateTime<Utc>>,
 }
 
 #[cfg(test)]

@@ -4,11 +4,11 @@
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use super::{require_money, require_text, Aggregate};
+use super::{require_text, Aggregate};
 use crate::aggregate_type::AggregateType;
 use crate::error::DomainError;
 use crate::events::*;
-use crate::money::MAX_AMOUNT;
+use crate::values::{CustomerId, Money, OrderId, PaymentId};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub enum PaymentStatus {
@@ -24,9 +24,9 @@ pub enum PaymentStatus {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Payment {
-    pub payment_id: String,
-    pub order_id: String,
-    pub customer_id: String,
+    pub payment_id: PaymentId,
+    pub order_id: OrderId,
+    pub customer_id: CustomerId,
     pub amount: Decimal,
     pub status: PaymentStatus,
     pub authorization_code: Option<String>,
@@ -39,10 +39,10 @@ pub struct Payment {
 #[derive(Debug, Clone, PartialEq)]
 pub enum PaymentCommand {
     Initiate {
-        payment_id: String,
-        order_id: String,
-        customer_id: String,
-        amount: Decimal,
+        payment_id: PaymentId,
+        order_id: OrderId,
+        customer_id: CustomerId,
+        amount: Money,
         payment_token: String,
     },
     Authorize {
@@ -65,7 +65,7 @@ impl Payment {
         if self.status == PaymentStatus::New {
             return DomainError::NotFound {
                 aggregate: AggregateType::Payment,
-                id: self.payment_id.clone(),
+                id: self.payment_id.to_string(),
             };
         }
         DomainError::transition(
@@ -94,11 +94,11 @@ impl Aggregate for Payment {
                 if self.status != PaymentStatus::New {
                     return Err(DomainError::AlreadyExists {
                         aggregate: AggregateType::Payment,
-                        id: payment_id.clone(),
+                        id: payment_id.to_string(),
                     });
                 }
-                require_money("amount", *amount, MAX_AMOUNT)?;
-                if amount.is_zero() {
+                // (Its bounds are `Money`'s, checked where the amount was parsed.)
+                if amount.amount().is_zero() {
                     return Err(DomainError::Invalid(
                         "amount must be greater than zero".into(),
                     ));
@@ -108,7 +108,7 @@ impl Aggregate for Payment {
                     payment_id: payment_id.clone(),
                     order_id: order_id.clone(),
                     customer_id: customer_id.clone(),
-                    amount: *amount,
+                    amount: amount.amount(),
                     payment_token: payment_token.clone(),
                 }
                 .into()]
@@ -214,7 +214,7 @@ mod tests {
             payment_id: "pay-1".into(),
             order_id: "order-1".into(),
             customer_id: "cust-1".into(),
-            amount: dec!(12.34),
+            amount: dec!(12.34).into(),
             payment_token: "tok_visa".into(),
         }
     }
@@ -299,18 +299,21 @@ mod tests {
             panic!()
         };
         assert_eq!(c.amount, dec!(12.34));
-        for bad in [dec!(0), dec!(-1), dec!(1.001)] {
-            let cmd = PaymentCommand::Initiate {
-                payment_id: "p".into(),
-                order_id: "o".into(),
-                customer_id: "c".into(),
-                amount: bad,
-                payment_token: "tok_visa".into(),
-            };
-            given_nothing::<Payment>()
-                .when(cmd)
-                .then_error_matching(|e| matches!(e, DomainError::Invalid(_)));
+        // Out of `Money`'s bounds, an amount is refused where it is parsed; zero is a
+        // shop amount, but not one to pay.
+        for bad in [dec!(-1), dec!(1.001)] {
+            assert!(Money::parse("amount", bad, crate::money::MAX_AMOUNT).is_err());
         }
+        let cmd = PaymentCommand::Initiate {
+            payment_id: "p".into(),
+            order_id: "o".into(),
+            customer_id: "c".into(),
+            amount: Money::ZERO,
+            payment_token: "tok_visa".into(),
+        };
+        given_nothing::<Payment>()
+            .when(cmd)
+            .then_error_matching(|e| matches!(e, DomainError::Invalid(_)));
     }
 
     #[test]

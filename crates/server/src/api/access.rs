@@ -14,7 +14,7 @@ use Access::{Needs, Open};
 use Role::{Admin, Customer, Staff};
 
 /// (method, route as the router names it, access).
-pub const ROUTES: &[(&str, &str, Access)] = &[
+pub(crate) const ROUTES: &[(&str, &str, Access)] = &[
     // Open: probes, scrapes, the API's description, the embedded issuer's keys.
     ("GET", "/health/live", Open),
     ("GET", "/health/ready", Open),
@@ -67,7 +67,7 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
 
 /// The access of a route, by its method and its router path (`/api/carts/{cart_id}`).
 /// HEAD is GET's.
-pub fn required(method: &Method, route: &str) -> Option<Access> {
+pub(crate) fn required(method: &Method, route: &str) -> Option<Access> {
     let method = if method == Method::HEAD {
         "GET"
     } else {
@@ -80,13 +80,13 @@ pub fn required(method: &Method, route: &str) -> Option<Access> {
 }
 
 /// Whether the route is in the table with some method.
-pub fn is_listed(route: &str) -> bool {
+pub(crate) fn is_listed(route: &str) -> bool {
     ROUTES.iter().any(|(_, path, _)| *path == route)
 }
 
 /// The same, for a path as the OpenAPI document spells it (`/api/carts/{cartId}`):
 /// parameters compare by position, not name.
-pub fn required_for_document(method: &str, path: &str) -> Option<Access> {
+pub(crate) fn required_for_document(method: &str, path: &str) -> Option<Access> {
     let shape = |p: &str| {
         p.split('/')
             .map(|segment| {

@@ -1,11 +1,14 @@
 use axum::extract::State;
 use axum::Json;
 use cornershop_app::{AppError, Reply};
-use cornershop_domain::{Cart, CartCommand, CartStatus, Inventory, ShippingAddress};
+use cornershop_domain::money::MAX_UNIT_PRICE;
+use cornershop_domain::{
+    Cart, CartCommand, CartId, CartStatus, CustomerId, Email, Inventory, Money, OrderId, Phone,
+    Quantity, ShippingAddress, Sku,
+};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 use crate::auth::Caller;
 
@@ -15,7 +18,7 @@ use super::{reply, AppState};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CreateCart {
+pub(super) struct CreateCart {
     /// Whose cart it is. A customer opens carts only for itself: this must be its token's
     /// `sub`, or absent (then it is taken from there).
     #[serde(default)]
@@ -24,13 +27,13 @@ pub struct CreateCart {
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct CartCreatedResponse {
+pub(super) struct CartCreatedResponse {
     pub cart_id: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AddItem {
+pub(super) struct AddItem {
     pub sku: String,
     /// 1 to 999.
     #[serde(deserialize_with = "super::number::integer")]
@@ -39,7 +42,7 @@ pub struct AddItem {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Checkout {
+pub(super) struct Checkout {
     /// A payment method token, e.g. `tok_visa`.
     pub payment_token: String,
     pub shipping_address: ShippingAddress,
@@ -50,14 +53,14 @@ pub struct Checkout {
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct CheckoutAccepted {
+pub(super) struct CheckoutAccepted {
     pub order_id: String,
     pub cart_id: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct CartLineView {
+pub(super) struct CartLineView {
     pub sku: String,
     pub name: String,
     pub quantity: u32,
@@ -69,7 +72,7 @@ pub struct CartLineView {
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct CartView {
+pub(super) struct CartView {
     pub cart_id: String,
     pub customer_id: String,
     /// Open, CheckedOut or Expired.
@@ -84,14 +87,14 @@ pub struct CartView {
 impl CartView {
     fn of(cart: &Cart, version: u64) -> Self {
         Self {
-            cart_id: cart.cart_id.clone(),
-            customer_id: cart.customer_id.clone(),
+            cart_id: cart.cart_id.to_string(),
+            customer_id: cart.customer_id.to_string(),
             status: format!("{:?}", cart.status),
             items: cart
                 .items
                 .iter()
                 .map(|l| CartLineView {
-                    sku: l.sku.clone(),
+                    sku: l.sku.to_string(),
                     name: l.name.clone(),
                     quantity: l.quantity,
                     unit_price: l.unit_price,
@@ -101,7 +104,7 @@ impl CartView {
                 })
                 .collect(),
             total_amount: cart.total_amount,
-            order_id: cart.order_id.clone(),
+            order_id: cart.order_id.as_ref().map(ToString::to_string),
             version,
         }
     }
@@ -121,15 +124,18 @@ impl CartView {
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "a customer named another customer", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn create_cart(
+pub(super) async fn create_cart(
     State(state): State<AppState>,
     caller: Caller,
     command: Command<CreateCart>,
 ) -> Result<axum::response::Response, ApiError> {
-    let customer_id = command
-        .body
-        .customer_id
-        .unwrap_or_else(|| caller.sub.clone());
+    let customer_id = CustomerId::parse(
+        command
+            .body
+            .customer_id
+            .as_deref()
+            .unwrap_or(caller.sub.as_str()),
+    )?;
     if !caller.may_act_for(&customer_id) {
         return Err(ApiError::new(
             axum::http::StatusCode::FORBIDDEN,
@@ -137,7 +143,7 @@ pub async fn create_cart(
             "a customer opens carts only for itself: leave customerId out, or give your own",
         ));
     }
-    let cart_id = Uuid::new_v4().to_string();
+    let cart_id = CartId::new_random();
     let create = CartCommand::Create {
         cart_id: cart_id.clone(),
         customer_id,
@@ -158,11 +164,12 @@ pub async fn create_cart(
         (status = 200, body = CartView),
         (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn get_cart(
+pub(super) async fn get_cart(
     State(state): State<AppState>,
     caller: Caller,
     Path(cart_id): Path<String>,
 ) -> Result<Json<CartView>, ApiError> {
+    let cart_id = path_cart_id(&cart_id)?;
     let (cart, version) = state.bus.load::<Cart>(&cart_id).await?;
     if cart.status == CartStatus::New || !caller.may_act_for(&cart.customer_id) {
         return Err(no_such_cart(&cart_id));
@@ -176,6 +183,12 @@ fn no_such_cart(cart_id: &str) -> ApiError {
     ApiError::not_found(format!("cart '{cart_id}' does not exist"))
 }
 
+/// The cart a URL names. A path that is no cart id names no cart: 404, as for an id that
+/// parses but was never opened.
+fn path_cart_id(raw: &str) -> Result<CartId, ApiError> {
+    CartId::parse(raw).map_err(|_| no_such_cart(raw))
+}
+
 /// Add units of a product (ItemAddedToCart); the name and unit price come from the
 /// inventory.
 #[utoipa::path(post, path = "/api/carts/{cartId}/items", tag = "carts",
@@ -187,22 +200,28 @@ fn no_such_cart(cart_id: &str) -> ApiError {
         (status = 404, description = "unknown cart or SKU", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "the cart is checked out or expired, or the line would hold more than 999 units", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn add_item(
+pub(super) async fn add_item(
     State(state): State<AppState>,
     Path(cart_id): Path<String>,
     command: Command<AddItem>,
 ) -> Result<axum::response::Response, ApiError> {
+    let cart_id = path_cart_id(&cart_id)?;
     let AddItem { sku, quantity } = command.body;
+    let sku = Sku::parse(&sku)?;
+    let quantity = Quantity::parse(quantity)?;
     let (product, version) = state.bus.load::<Inventory>(&sku).await?;
     if version == 0 {
         return Err(ApiError::not_found(format!(
             "no product with SKU '{sku}' exists; add it with PUT /api/inventory/{sku} first"
         )));
     }
+    // The inventory's price, as its events hold it: an older writer may have stored one
+    // this shop no longer takes.
+    let unit_price = Money::parse("unitPrice", product.unit_price, MAX_UNIT_PRICE)?;
     let add = CartCommand::AddItem {
         sku,
         name: product.name,
-        unit_price: product.unit_price,
+        unit_price,
         quantity,
     };
     let result = state
@@ -223,11 +242,15 @@ pub async fn add_item(
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn remove_item(
+pub(super) async fn remove_item(
     State(state): State<AppState>,
     Path((cart_id, sku)): Path<(String, String)>,
     Ctx(ctx): Ctx,
 ) -> Result<axum::response::Response, ApiError> {
+    let cart_id = path_cart_id(&cart_id)?;
+    // A path that is no SKU names no line of the cart.
+    let sku = Sku::parse(&sku)
+        .map_err(|_| ApiError::not_found(format!("item '{sku}' is not in cart '{cart_id}'")))?;
     let remove = CartCommand::RemoveItem { sku };
     let result = state
         .bus
@@ -250,19 +273,20 @@ pub async fn remove_item(
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "the cart is empty, checked out or expired", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn checkout(
+pub(super) async fn checkout(
     State(state): State<AppState>,
     Path(cart_id): Path<String>,
     command: Command<Checkout>,
 ) -> Result<axum::response::Response, ApiError> {
+    let cart_id = path_cart_id(&cart_id)?;
     let body = command.body;
-    let order_id = Uuid::new_v4().to_string();
+    let order_id = OrderId::new_random();
     let checkout = CartCommand::Checkout {
         order_id: order_id.clone(),
         payment_token: body.payment_token,
         shipping_address: body.shipping_address,
-        email: body.email,
-        phone: body.phone,
+        email: Email::parse(&body.email)?,
+        phone: body.phone.as_deref().map(Phone::parse).transpose()?,
     };
     let result = state
         .bus

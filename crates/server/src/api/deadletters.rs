@@ -14,7 +14,7 @@ use super::AppState;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct DeadLetterParams {
+pub(super) struct DeadLetterParams {
     /// `pending` or `resolved`; all when absent.
     pub status: Option<String>,
 }
@@ -22,7 +22,7 @@ pub struct DeadLetterParams {
 #[utoipa::path(get, path = "/api/deadletters", tag = "deadletters", operation_id = "list_dead_letters",
     params(DeadLetterParams),
     responses((status = 200, body = [DeadLetter])))]
-pub async fn list(
+pub(super) async fn list(
     State(state): State<AppState>,
     Query(params): Query<DeadLetterParams>,
 ) -> Result<Json<Vec<DeadLetter>>, ApiError> {
@@ -53,7 +53,7 @@ pub async fn list(
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn retry(
+pub(super) async fn retry(
     State(state): State<AppState>,
     Path(id): Path<u64>,
 ) -> Result<Json<DeadLetter>, ApiError> {
@@ -79,7 +79,7 @@ pub async fn retry(
 /// A consumer's checkpoint, how far behind the log head it is, and whether it is stuck.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ConsumerState {
+pub(super) struct ConsumerState {
     #[serde(flatten)]
     pub checkpoint: Checkpoint,
     /// Events in the log after the checkpoint.
@@ -92,14 +92,14 @@ pub struct ConsumerState {
 /// is stalled.
 #[utoipa::path(get, path = "/api/consumers", tag = "deadletters",
     responses((status = 200, body = [ConsumerState])))]
-pub async fn consumers(
+pub(super) async fn consumers(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<ConsumerState>>, ApiError> {
     Ok(Json(consumer_states(&state).await?))
 }
 
 /// Every consumer with a checkpoint in the store, as [`ConsumerState`]s.
-pub async fn consumer_states(state: &AppState) -> Result<Vec<ConsumerState>, ApiError> {
+pub(super) async fn consumer_states(state: &AppState) -> Result<Vec<ConsumerState>, ApiError> {
     let store = state.bus.store();
     let head = store.head_position().await?;
     let checkpoints = store.checkpoints().await?;

@@ -22,7 +22,7 @@ pub struct ApiError {
 
 /// The body of every error response.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Problem {
+pub(crate) struct Problem {
     /// A URI reference naming the kind of problem, e.g. `/problems/invalid-input`.
     #[serde(rename = "type")]
     pub kind: String,
@@ -45,10 +45,20 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "invalid-input", detail)
     }
 
-    pub fn not_found(detail: impl Into<String>) -> Self {
+    pub(crate) fn not_found(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not-found", detail)
     }
+}
 
+/// A value the request sent that does not parse (`values`): a 400 whose detail names the
+/// field and says what it takes.
+impl From<cornershop_domain::ValueError> for ApiError {
+    fn from(e: cornershop_domain::ValueError) -> Self {
+        Self::invalid(e.message)
+    }
+}
+
+impl ApiError {
     /// The store cannot take the request now: 507 while the disk is full, else 503; both
     /// with `Retry-After`, since the same request may pass later unchanged.
     pub fn unavailable(kind: Option<Unavailable>, error: &dyn std::fmt::Display) -> Self {
@@ -185,7 +195,7 @@ impl From<QueryRejection> for ApiError {
 }
 
 /// Turns a JSON parse error into a sentence that says what was wrong and where.
-pub fn json_error(error: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+pub(crate) fn json_error(error: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     use serde_json::error::Category;
     let inner = error.inner();
     match inner.classify() {

@@ -14,12 +14,12 @@ use super::error::{ApiError, Problem};
 use super::extract::{Path, Query};
 use super::AppState;
 
-pub const DEFAULT_PAGE: u32 = 100;
-pub const MAX_PAGE: u32 = 1000;
+pub(super) const DEFAULT_PAGE: u32 = 100;
+pub(super) const MAX_PAGE: u32 = 1000;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ReplayParams {
+pub(super) struct ReplayParams {
     /// Only list events at or after this instant (RFC 3339).
     pub from_date: Option<DateTime<Utc>>,
     /// Rebuild the state as it was at this instant (RFC 3339); default now.
@@ -29,7 +29,7 @@ pub struct ReplayParams {
 /// The aggregate's state rebuilt from its events, as of `toDate`.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ReplayResponse {
+pub(super) struct ReplayResponse {
     pub aggregate_type: AggregateType,
     pub aggregate_id: String,
     pub version: u64,
@@ -68,7 +68,7 @@ fn aggregate_type(name: &str) -> Result<AggregateType, ApiError> {
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn replay(
+pub(super) async fn replay(
     State(state): State<AppState>,
     Path((kind, id)): Path<(String, String)>,
     Query(params): Query<ReplayParams>,
@@ -83,7 +83,7 @@ pub async fn replay(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct EventsParams {
+pub(super) struct EventsParams {
     pub aggregate_type: Option<String>,
     pub event_type: Option<String>,
     /// Only events at or after this instant (RFC 3339).
@@ -98,7 +98,7 @@ pub struct EventsParams {
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct EventsPage {
+pub(super) struct EventsPage {
     pub events: Vec<StoredEvent>,
     /// The `after` for the next page; absent on the last page.
     pub next_after: Option<u64>,
@@ -111,7 +111,7 @@ pub struct EventsPage {
         (status = 200, body = EventsPage),
         (status = 400, body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn events(
+pub(super) async fn events(
     State(state): State<AppState>,
     Query(params): Query<EventsParams>,
 ) -> Result<Json<EventsPage>, ApiError> {
@@ -150,7 +150,7 @@ pub async fn events(
 /// Totals by event type and aggregate type, and the first and last timestamps.
 #[utoipa::path(get, path = "/api/eventstore/stats", tag = "eventstore",
     responses((status = 200, body = StoreStats)))]
-pub async fn stats(State(state): State<AppState>) -> Result<Json<StoreStats>, ApiError> {
+pub(super) async fn stats(State(state): State<AppState>) -> Result<Json<StoreStats>, ApiError> {
     let stats = state.bus.store().stats().await?;
     Ok(Json(stats))
 }

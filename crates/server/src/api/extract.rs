@@ -11,11 +11,11 @@ use serde::de::DeserializeOwned;
 use super::error::{json_error, ApiError};
 use super::middleware::RequestIds;
 
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+pub(super) const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// `Path`, with rejections as problems, and no control characters in any segment (an id
 /// or a SKU never holds one; `%00` in a URL is a probe, not a name).
-pub struct Path<T>(pub T);
+pub(super) struct Path<T>(pub T);
 
 impl<S, T> FromRequestParts<S> for Path<T>
 where
@@ -53,7 +53,7 @@ fn has_encoded_control(path: &str) -> bool {
 /// `Query`, with rejections as problems.
 #[derive(FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
-pub struct Query<T>(pub T);
+pub(super) struct Query<T>(pub T);
 
 fn header_text(
     headers: &HeaderMap,
@@ -110,7 +110,7 @@ fn context(parts: &Parts, body: &[u8]) -> Result<CommandContext, ApiError> {
 }
 
 /// The context of a command that has no body (DELETE, or a POST that names an action).
-pub struct Ctx(pub CommandContext);
+pub(super) struct Ctx(pub CommandContext);
 
 impl<S: Send + Sync> FromRequestParts<S> for Ctx {
     type Rejection = ApiError;
@@ -122,7 +122,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
 
 /// A command's JSON body and its context. Unknown fields are refused by the body types
 /// (`deny_unknown_fields`), so a typo never passes silently.
-pub struct Command<T> {
+pub(super) struct Command<T> {
     pub body: T,
     pub ctx: CommandContext,
 }

@@ -14,14 +14,14 @@ const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The process is up.
 #[utoipa::path(get, path = "/health/live", tag = "health", responses((status = 200)))]
-pub async fn live() -> Json<Value> {
+pub(super) async fn live() -> Json<Value> {
     Json(json!({ "status": "live" }))
 }
 
 /// The process can serve: its event store answers (within 2 s).
 #[utoipa::path(get, path = "/health/ready", tag = "health",
     responses((status = 200), (status = 503)))]
-pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let detail = match tokio::time::timeout(READY_TIMEOUT, state.bus.store().head_position()).await
     {
         // Reads work while writes are refused (a full disk): the process still serves,

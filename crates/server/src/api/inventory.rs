@@ -1,7 +1,8 @@
 use axum::extract::State;
 use axum::Json;
 use cornershop_app::Reply;
-use cornershop_domain::{Inventory, InventoryCommand};
+use cornershop_domain::money::MAX_UNIT_PRICE;
+use cornershop_domain::{Inventory, InventoryCommand, Money, Sku};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -13,7 +14,7 @@ use super::{reply, AppState};
 /// The product's details and the units available for sale.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct PutStock {
+pub(super) struct PutStock {
     pub name: String,
     /// At most 1000000.00, with at most two decimal places; a JSON string (`"9.99"`) or
     /// number, taken exactly as written.
@@ -30,7 +31,7 @@ pub struct PutStock {
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct InventoryView {
+pub(super) struct InventoryView {
     pub sku: String,
     pub name: String,
     #[schema(value_type = String, example = "9.99")]
@@ -44,7 +45,7 @@ pub struct InventoryView {
 impl InventoryView {
     fn of(state: &Inventory, version: u64) -> Self {
         Self {
-            sku: state.sku.clone(),
+            sku: state.sku.to_string(),
             name: state.name.clone(),
             unit_price: state.unit_price,
             available: state.available,
@@ -64,16 +65,17 @@ impl InventoryView {
         (status = 200, body = InventoryView),
         (status = 400, body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn put_stock(
+pub(super) async fn put_stock(
     State(state): State<AppState>,
     Path(sku): Path<String>,
     command: Command<PutStock>,
 ) -> Result<axum::response::Response, ApiError> {
+    let sku = Sku::parse(&sku)?;
     let body = command.body;
     let set = InventoryCommand::Set {
         sku: sku.clone(),
         name: body.name,
-        unit_price: body.unit_price,
+        unit_price: Money::parse("unitPrice", body.unit_price, MAX_UNIT_PRICE)?,
         quantity: body.quantity,
         low_stock_threshold: body.low_stock_threshold,
     };
@@ -94,15 +96,16 @@ pub async fn put_stock(
         (status = 200, body = InventoryView),
         (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn get_stock(
+pub(super) async fn get_stock(
     State(state): State<AppState>,
     Path(sku): Path<String>,
 ) -> Result<Json<InventoryView>, ApiError> {
-    let (inventory, version) = state.bus.load::<Inventory>(&sku).await?;
+    let no_such_product = || ApiError::not_found(format!("no product with SKU '{sku}' exists"));
+    // A path that is no SKU names no product.
+    let parsed = Sku::parse(&sku).map_err(|_| no_such_product())?;
+    let (inventory, version) = state.bus.load::<Inventory>(&parsed).await?;
     if version == 0 {
-        return Err(ApiError::not_found(format!(
-            "no product with SKU '{sku}' exists"
-        )));
+        return Err(no_such_product());
     }
     Ok(Json(InventoryView::of(&inventory, version)))
 }

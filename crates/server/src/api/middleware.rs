@@ -15,11 +15,11 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 
-pub const CORRELATION_ID: &str = "x-correlation-id";
-pub const TRACEPARENT: &str = "traceparent";
+pub(super) const CORRELATION_ID: &str = "x-correlation-id";
+pub(super) const TRACEPARENT: &str = "traceparent";
 
 #[derive(Debug, Clone)]
-pub struct RequestIds {
+pub(super) struct RequestIds {
     pub correlation_id: String,
     /// Becomes the causationId of the events the request appends.
     pub request_id: String,
@@ -44,7 +44,7 @@ fn valid_correlation_id(value: &HeaderValue) -> Option<String> {
         .then(|| text.to_string())
 }
 
-pub async fn correlate(mut request: Request, next: Next) -> Response {
+pub(super) async fn correlate(mut request: Request, next: Next) -> Response {
     let correlation_id = match request.headers().get(CORRELATION_ID) {
         None => Uuid::new_v4().to_string(),
         Some(value) => match valid_correlation_id(value) {
@@ -110,7 +110,7 @@ pub async fn correlate(mut request: Request, next: Next) -> Response {
 /// HTTP request rate, errors (by status) and duration per route. A route layer: it runs
 /// after routing, so the route template (not the path, whose ids would make a label value
 /// per cart) is known.
-pub async fn track(request: Request, next: Next) -> Response {
+pub(super) async fn track(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -128,7 +128,7 @@ pub async fn track(request: Request, next: Next) -> Response {
 
 /// The answer to a handler that panicked (a bug, never an outage): 500 problem+json,
 /// with the panic's message in the log (inside the request's span), never in the body.
-pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+pub(super) fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     let message = panic
         .downcast_ref::<String>()
         .map(String::as_str)
@@ -146,7 +146,7 @@ pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Respons
 /// Turns the request deadline's bare 503 (tower-http's `TimeoutLayer` answers with an
 /// empty body) into problem+json with `Retry-After`. Every answer of ours has a content
 /// type, so one without is the deadline's.
-pub async fn timeout_problem(
+pub(super) async fn timeout_problem(
     State(limit): State<Duration>,
     request: Request,
     next: Next,

@@ -1,20 +1,20 @@
 //! The HTTP API: routes, shared state, and the OpenAPI document generated from the
 //! handlers' annotations.
 
-pub mod access;
-pub mod carts;
-pub mod contract;
-pub mod deadletters;
-pub mod error;
-pub mod eventstore;
-pub mod extract;
-pub mod health;
-pub mod inventory;
-pub mod middleware;
-pub mod notifications;
-pub mod number;
-pub mod orders;
-pub mod reports;
+pub(crate) mod access;
+mod carts;
+mod contract;
+mod deadletters;
+pub(crate) mod error;
+mod eventstore;
+mod extract;
+mod health;
+mod inventory;
+mod middleware;
+mod notifications;
+mod number;
+mod orders;
+mod reports;
 
 use std::time::Duration;
 
@@ -81,7 +81,7 @@ pub struct AppState {
     ),
     components(schemas(error::Problem))
 )]
-pub struct ApiDoc;
+pub(crate) struct ApiDoc;
 
 /// What one request may take of the server.
 #[derive(Debug, Clone, Copy)]
@@ -176,7 +176,7 @@ pub fn router(state: AppState, limits: RequestLimits, shop_api: bool) -> Router 
 
 /// The routes of the separate metrics listener (`--metrics-listen`): the scrape and the
 /// probes, all open.
-pub fn metrics_router(state: AppState, limits: RequestLimits) -> Router {
+pub(crate) fn metrics_router(state: AppState, limits: RequestLimits) -> Router {
     let routes = Router::new()
         .route("/metrics", get(crate::metrics::render))
         .route("/health/live", get(health::live))

@@ -17,7 +17,7 @@ const LIMIT: u32 = 1000;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct NotificationParams {
+pub(super) struct NotificationParams {
     pub order_id: Option<String>,
     pub customer_id: Option<String>,
     /// `email`, `sms` or `push`.
@@ -33,7 +33,7 @@ pub struct NotificationParams {
         (status = 200, body = [Notification]),
         (status = 400, body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn list(
+pub(super) async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Query(mut params): Query<NotificationParams>,

@@ -9,7 +9,7 @@ use serde::de::{Deserializer, Error, Visitor};
 /// magnitude (every float of that size is whole).
 const I64_RANGE: f64 = 9_223_372_036_854_775_808.0;
 
-pub fn integer<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+pub(super) fn integer<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
     struct Whole;
     impl Visitor<'_> for Whole {
         type Value = i64;

@@ -8,7 +8,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use cornershop_app::{fold_stored, AppError, CommandContext, Reply};
 use cornershop_domain::ids::payment_id_for;
-use cornershop_domain::{AggregateType, DomainError, Order, OrderCommand, Payment};
+use cornershop_domain::{AggregateType, DomainError, Order, OrderCommand, OrderId, Payment};
 use cornershop_readmodels::order_view;
 use cornershop_readmodels::{OrderCursor, OrderPage, OrderQuery, OrderReadModel, ORDER_STATUSES};
 use cornershop_store::{StoredEvent, TimeRange};
@@ -25,12 +25,12 @@ use super::reports::{read_model_error, window};
 use super::{reply, AppState};
 
 /// Orders per page by default, and at most.
-pub const DEFAULT_ORDERS_PAGE: u32 = 50;
-pub const MAX_ORDERS_PAGE: u32 = 500;
+pub(super) const DEFAULT_ORDERS_PAGE: u32 = 50;
+pub(super) const MAX_ORDERS_PAGE: u32 = 500;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ShipOrder {
+pub(super) struct ShipOrder {
     pub carrier: String,
     /// Generated when absent.
     #[serde(default)]
@@ -39,13 +39,13 @@ pub struct ShipOrder {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CancelOrder {
+pub(super) struct CancelOrder {
     pub reason: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct TimelineEntry {
+pub(super) struct TimelineEntry {
     pub position: u64,
     pub event_id: Uuid,
     pub event_type: String,
@@ -61,7 +61,7 @@ pub struct TimelineEntry {
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Timeline {
+pub(super) struct Timeline {
     pub order_id: String,
     pub correlation_id: String,
     pub events: Vec<TimelineEntry>,
@@ -102,7 +102,7 @@ fn no_such_order(order_id: &str) -> ApiError {
         (status = 200, body = OrderReadModel),
         (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn get_order(
+pub(super) async fn get_order(
     State(state): State<AppState>,
     caller: Caller,
     Path(order_id): Path<String>,
@@ -120,7 +120,7 @@ pub async fn get_order(
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct OrderListParams {
+pub(super) struct OrderListParams {
     /// One status or several, comma-separated: Created, Validated, Confirmed, Shipped,
     /// Delivered, Cancelled.
     pub status: Option<String>,
@@ -141,7 +141,7 @@ pub struct OrderListParams {
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CustomerOrdersParams {
+pub(super) struct CustomerOrdersParams {
     /// One status or several, comma-separated.
     pub status: Option<String>,
     /// Page size, 1 to 500; default 50.
@@ -218,7 +218,7 @@ fn order_query(params: OrderListParams) -> Result<OrderQuery, ApiError> {
         (status = 200, body = OrderPage),
         (status = 400, body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn list_orders(
+pub(super) async fn list_orders(
     State(state): State<AppState>,
     Query(params): Query<OrderListParams>,
 ) -> Result<Json<OrderPage>, ApiError> {
@@ -239,7 +239,7 @@ pub async fn list_orders(
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "another customer (a customer sees only its own orders)", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn customer_orders(
+pub(super) async fn customer_orders(
     State(state): State<AppState>,
     caller: Caller,
     Path(customer_id): Path<String>,
@@ -273,7 +273,7 @@ pub async fn customer_orders(
         (status = 200, body = Timeline),
         (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn timeline(
+pub(super) async fn timeline(
     State(state): State<AppState>,
     caller: Caller,
     Path(order_id): Path<String>,
@@ -315,6 +315,8 @@ async fn order_command(
     command: OrderCommand,
     ctx: CommandContext,
 ) -> Result<axum::response::Response, ApiError> {
+    // A path that is no order id names no order.
+    let order_id = &OrderId::parse(order_id).map_err(|_| no_such_order(order_id))?;
     // Read before the command: shipping, delivering or cancelling never changes it.
     let payment = state.bus.load::<Payment>(&payment_id_for(order_id)).await?;
     let (executed, _) = state
@@ -358,7 +360,7 @@ async fn order_command(
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "the order is not confirmed", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn ship(
+pub(super) async fn ship(
     State(state): State<AppState>,
     Path(order_id): Path<String>,
     command: Command<ShipOrder>,
@@ -384,7 +386,7 @@ pub async fn ship(
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "the order is not shipped", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn deliver(
+pub(super) async fn deliver(
     State(state): State<AppState>,
     Path(order_id): Path<String>,
     Ctx(ctx): Ctx,
@@ -402,7 +404,7 @@ pub async fn deliver(
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "the order has shipped or is cancelled", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn cancel(
+pub(super) async fn cancel(
     State(state): State<AppState>,
     Path(order_id): Path<String>,
     command: Command<CancelOrder>,

@@ -18,7 +18,7 @@ use super::extract::{Path, Query};
 use super::AppState;
 
 /// A read-model failure as a problem.
-pub fn read_model_error(error: ReadModelError) -> ApiError {
+pub(super) fn read_model_error(error: ReadModelError) -> ApiError {
     match error {
         ReadModelError::UnknownProjection(_) => ApiError::not_found(error.to_string()),
         ReadModelError::RebuildRunning { .. } => {
@@ -50,7 +50,10 @@ pub fn read_model_error(error: ReadModelError) -> ApiError {
 }
 
 /// Checks an optional time window.
-pub fn window(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Result<(), ApiError> {
+pub(super) fn window(
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+) -> Result<(), ApiError> {
     match (from, to) {
         (Some(f), Some(t)) if f > t => {
             Err(ApiError::invalid(format!("from ({f}) is after to ({t})")))
@@ -61,7 +64,7 @@ pub fn window(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Result<
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct InventoryParams {
+pub(super) struct InventoryParams {
     /// Only SKUs whose available units are at or below their low-stock threshold.
     pub low_stock: Option<bool>,
 }
@@ -73,7 +76,7 @@ pub struct InventoryParams {
         (status = 200, body = [InventoryReadModel]),
         (status = 400, body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn inventory(
+pub(super) async fn inventory(
     State(state): State<AppState>,
     Query(params): Query<InventoryParams>,
 ) -> Result<Json<Vec<InventoryReadModel>>, ApiError> {
@@ -87,7 +90,7 @@ pub async fn inventory(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SalesParams {
+pub(super) struct SalesParams {
     /// Orders created at or after this instant (RFC 3339).
     pub from: Option<DateTime<Utc>>,
     /// Orders created at or before this instant (RFC 3339).
@@ -107,7 +110,7 @@ pub struct SalesParams {
         (status = 200, body = SalesReport),
         (status = 400, body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn sales(
+pub(super) async fn sales(
     State(state): State<AppState>,
     Query(params): Query<SalesParams>,
 ) -> Result<Json<SalesReport>, ApiError> {
@@ -144,7 +147,7 @@ pub async fn sales(
 /// last changed the read models.
 #[utoipa::path(get, path = "/api/projections", tag = "reports",
     responses((status = 200, body = [ProjectionStatus])))]
-pub async fn projections(
+pub(super) async fn projections(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<ProjectionStatus>>, ApiError> {
     let all = projection::status(
@@ -168,7 +171,7 @@ pub async fn projections(
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "a rebuild is running", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn rebuild(
+pub(super) async fn rebuild(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<RebuildReport>, ApiError> {

@@ -14,10 +14,10 @@ use super::{AuthFailure, Reason};
 
 /// An unknown kid fetches the keys again at most this often, so that tokens with made-up
 /// kids cannot make us hammer the provider.
-pub const MIN_REFRESH: Duration = Duration::from_secs(5);
+pub(crate) const MIN_REFRESH: Duration = Duration::from_secs(5);
 /// Keys are fetched again after this long anyway (a provider may retire a key without
 /// us seeing a new kid first).
-pub const MAX_AGE: Duration = Duration::from_secs(600);
+pub(crate) const MAX_AGE: Duration = Duration::from_secs(600);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Key {
@@ -32,7 +32,7 @@ struct Cache {
     fetched: Option<Instant>,
 }
 
-pub struct RemoteKeys {
+pub(crate) struct RemoteKeys {
     issuer: String,
     client: reqwest::Client,
     cache: RwLock<Cache>,
@@ -41,7 +41,7 @@ pub struct RemoteKeys {
 }
 
 impl RemoteKeys {
-    pub fn new(issuer: &str) -> anyhow::Result<Self> {
+    pub(crate) fn new(issuer: &str) -> anyhow::Result<Self> {
         Ok(Self {
             issuer: issuer.to_string(),
             client: reqwest::Client::builder().timeout(FETCH_TIMEOUT).build()?,
@@ -51,7 +51,11 @@ impl RemoteKeys {
     }
 
     /// The key that verifies a token with this header.
-    pub async fn key(&self, kid: Option<&str>, alg: Algorithm) -> Result<DecodingKey, AuthFailure> {
+    pub(crate) async fn key(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<DecodingKey, AuthFailure> {
         let stale = {
             let cache = self.cache.read().await;
             if let Some(key) = find(&cache.keys, kid, alg) {
@@ -97,7 +101,7 @@ impl RemoteKeys {
     }
 
     /// Fetches the keys now.
-    pub async fn refresh(&self) -> anyhow::Result<()> {
+    pub(crate) async fn refresh(&self) -> anyhow::Result<()> {
         let _fetching = self.fetching.lock().await;
         let keys = self.fetch().await?;
         let mut cache = self.cache.write().await;

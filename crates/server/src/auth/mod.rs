@@ -64,7 +64,7 @@ impl Role {
 
 /// What a route asks of its caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
+pub(crate) enum Access {
     /// Anyone: health, metrics, the OpenAPI document, the embedded issuer's keys.
     Open,
     /// A valid token with at least this role.
@@ -87,12 +87,12 @@ impl Caller {
 
     /// Whether this caller may see and act on what belongs to `customer_id`: a customer
     /// only on its own, staff and admins on anyone's.
-    pub fn may_act_for(&self, customer_id: &str) -> bool {
+    pub(crate) fn may_act_for(&self, customer_id: &str) -> bool {
         self.has(Role::Staff) || self.sub == customer_id
     }
 
     /// The customer whose data alone this caller may see, or `None` for staff and admins.
-    pub fn only_customer(&self) -> Option<&str> {
+    pub(crate) fn only_customer(&self) -> Option<&str> {
         (!self.has(Role::Staff)).then_some(self.sub.as_str())
     }
 }

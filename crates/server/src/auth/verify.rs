@@ -83,12 +83,12 @@ impl Authenticator {
         })
     }
 
-    pub fn is_off(&self) -> bool {
+    pub(crate) fn is_off(&self) -> bool {
         matches!(self.keys, Keys::Off)
     }
 
     /// The embedded issuer, when the shop is its own.
-    pub fn local_issuer(&self) -> Option<&Arc<issuer::LocalIssuer>> {
+    pub(crate) fn local_issuer(&self) -> Option<&Arc<issuer::LocalIssuer>> {
         match &self.keys {
             Keys::Local(local) => Some(local),
             _ => None,

@@ -209,7 +209,7 @@ pub struct NotificationArgs {
 
 impl ServeArgs {
     /// The store settings alone.
-    pub fn store_args(&self) -> StoreArgs {
+    pub(crate) fn store_args(&self) -> StoreArgs {
         StoreArgs {
             data_dir: self.data_dir.clone(),
             database_url: self.database_url.clone(),

@@ -60,9 +60,10 @@ impl From<&WorkflowArgs> for SimulatedGatewayConfig {
 /// The notification providers and retry settings.
 impl From<&NotificationArgs> for NotificationSettings {
     fn from(n: &NotificationArgs) -> Self {
-        let mut policy = DispatchPolicy::default();
-        policy.retry.base_delay = n.notification_retry_delay.into();
-        policy.retry.max_attempts = n.notification_max_attempts.max(1);
+        let policy = DispatchPolicy::with_retries(
+            n.notification_retry_delay.into(),
+            n.notification_max_attempts,
+        );
         Self {
             smtp_url: n.smtp_url.clone(),
             mail_from: n.mail_from.clone(),

@@ -9,16 +9,16 @@ use std::time::{Duration, Instant};
 use cornershop_server::config::ServeArgs;
 use rand::Rng;
 
-pub const DATABASE_ENV: &str = "CORNERSHOP_TEST_DATABASE_URL";
-pub const BROKERS_ENV: &str = "CORNERSHOP_TEST_KAFKA_BROKERS";
+pub(crate) const DATABASE_ENV: &str = "CORNERSHOP_TEST_DATABASE_URL";
+pub(crate) const BROKERS_ENV: &str = "CORNERSHOP_TEST_KAFKA_BROKERS";
 
 /// Whether the shared tests run against the production path
 /// (`CORNERSHOP_TEST_BACKEND=production`) instead of the embedded default.
-pub fn production() -> bool {
+pub(crate) fn production() -> bool {
     std::env::var("CORNERSHOP_TEST_BACKEND").is_ok_and(|b| b == "production")
 }
 
-pub fn required_env(name: &str) -> String {
+pub(crate) fn required_env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!(
             "{name} is not set: the production-path tests need PostgreSQL, Kafka and Keycloak. \
@@ -27,7 +27,7 @@ pub fn required_env(name: &str) -> String {
     })
 }
 
-pub struct Process {
+pub(crate) struct Process {
     pub name: String,
     /// The key its tokens are checked with.
     pub signing_key: PathBuf,
@@ -45,12 +45,12 @@ pub struct Process {
 impl Process {
     /// Starts `cornershop serve` with `args` (all but `--listen`), its output appended to
     /// `log`, and waits until it is ready.
-    pub async fn start(name: &str, args: Vec<String>, log: PathBuf) -> Self {
+    pub(crate) async fn start(name: &str, args: Vec<String>, log: PathBuf) -> Self {
         Self::start_with_env(name, args, &[], log).await
     }
 
     /// [`start`](Self::start) with extra environment variables.
-    pub async fn start_with_env(
+    pub(crate) async fn start_with_env(
         name: &str,
         args: Vec<String>,
         env: &[(&str, &str)],
@@ -92,12 +92,12 @@ impl Process {
         }
     }
 
-    pub fn base(&self) -> String {
+    pub(crate) fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
     /// An admin's client for this process.
-    pub fn client(&self) -> reqwest::Client {
+    pub(crate) fn client(&self) -> reqwest::Client {
         super::admin_client(&self.signing_key)
     }
 
@@ -129,7 +129,7 @@ impl Process {
     }
 
     /// SIGKILL (no shutdown, no flush) and reap the process.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -138,7 +138,7 @@ impl Process {
 
     /// Sends `signal` (`TERM`, `INT`, ...) with kill(1) and waits up to `limit` for the
     /// process to exit; returns how it exited. Panics with the log tail if it does not.
-    pub async fn signal_and_wait(
+    pub(crate) async fn signal_and_wait(
         &mut self,
         signal: &str,
         limit: Duration,
@@ -170,7 +170,7 @@ impl Process {
     }
 
     /// This start's log lines, parsed (lines that are not JSON are left out).
-    pub fn messages_since_start(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn messages_since_start(&self) -> Vec<serde_json::Value> {
         self.log_since_start()
             .lines()
             .filter_map(|line| serde_json::from_str(line).ok())
@@ -178,7 +178,7 @@ impl Process {
     }
 
     /// Starts the process again with the same settings (after [`kill`](Self::kill)).
-    pub async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         self.kill();
         self.spawn();
         self.wait_ready().await;
@@ -254,7 +254,7 @@ impl Drop for Process {
 
 /// The workflow settings of `ServeArgs` as command-line flags, so that tests configure
 /// both backends the same way.
-pub fn workflow_flags(args: &ServeArgs) -> Vec<String> {
+pub(crate) fn workflow_flags(args: &ServeArgs) -> Vec<String> {
     let w = &args.workflow;
     vec![
         format!("--cart-ttl={}", w.cart_ttl),
@@ -267,7 +267,7 @@ pub fn workflow_flags(args: &ServeArgs) -> Vec<String> {
     ]
 }
 
-pub struct Cluster {
+pub(crate) struct Cluster {
     pub processes: Vec<Process>,
     /// The signing key every process checks tokens with (the embedded issuer's, shared).
     pub signing_key: PathBuf,
@@ -313,7 +313,7 @@ impl Drop for Cluster {
 impl Cluster {
     /// Starts one process per role group, e.g. `[&["api", "relay"], &["order", "inventory"],
     /// &["payment", "relay"]]`, on a fresh database and a fresh Kafka namespace.
-    pub async fn start(roles: &[&[&str]], extra_flags: &[String], logs: &Path) -> Self {
+    pub(crate) async fn start(roles: &[&[&str]], extra_flags: &[String], logs: &Path) -> Self {
         let admin_url = required_env(DATABASE_ENV);
         let brokers = required_env(BROKERS_ENV);
         let suffix: u64 = rand::rng().random();
@@ -360,7 +360,7 @@ impl Cluster {
     }
 
     /// The first process that serves the shop's API.
-    pub fn api_base(&self) -> String {
+    pub(crate) fn api_base(&self) -> String {
         self.processes
             .iter()
             .find(|p| p.name.split('+').any(|r| r == "api" || r == "all"))
@@ -368,14 +368,14 @@ impl Cluster {
             .base()
     }
 
-    pub fn process(&mut self, name: &str) -> &mut Process {
+    pub(crate) fn process(&mut self, name: &str) -> &mut Process {
         self.processes
             .iter_mut()
             .find(|p| p.name == name)
             .unwrap_or_else(|| panic!("no process {name}"))
     }
 
-    pub fn topic(&self, base: &str) -> String {
+    pub(crate) fn topic(&self, base: &str) -> String {
         format!("{}{}", self.namespace, base)
     }
 }
@@ -434,7 +434,7 @@ async fn remove_topics_and_database(namespace: &str, brokers: &str, database_url
 /// The default split for the shared end-to-end suite: three service processes, two
 /// relays (one active, one standby); the reporting service (the read models that the order
 /// queries read) runs beside the order and inventory services.
-pub const DEFAULT_LAYOUT: &[&[&str]] = &[
+pub(crate) const DEFAULT_LAYOUT: &[&[&str]] = &[
     &["api", "relay"],
     &["order", "inventory", "reporting"],
     &["payment", "relay"],
@@ -445,16 +445,16 @@ pub const DEFAULT_LAYOUT: &[&[&str]] = &[
 
 impl Process {
     /// The operating-system process id while it runs.
-    pub fn pid(&self) -> Option<u32> {
+    pub(crate) fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
 
-    pub fn has_role(&self, role: &str) -> bool {
+    pub(crate) fn has_role(&self, role: &str) -> bool {
         self.name.split('+').any(|r| r == role)
     }
 
     /// Every line the process has logged (all its starts).
-    pub fn log_lines(&self) -> Vec<String> {
+    pub(crate) fn log_lines(&self) -> Vec<String> {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
@@ -464,7 +464,7 @@ impl Process {
 
     /// The last `lines` lines of the process's log (for failure messages), without the
     /// access log.
-    pub fn log_tail(&self, lines: usize) -> String {
+    pub(crate) fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let mut tail: Vec<&str> = text
             .lines()
@@ -482,7 +482,10 @@ impl Process {
 /// `CORNERSHOP_TEST_KEEP_LOGS` set, the processes' logs are kept (the path is printed). The cluster is
 /// returned apart, so that a test can kill and restart its processes while tasks share the
 /// client; the client's `cluster` is `None`.
-pub async fn start_shop(layout: &[&[&str]], extra_flags: &[String]) -> (super::TestApp, Cluster) {
+pub(crate) async fn start_shop(
+    layout: &[&[&str]],
+    extra_flags: &[String],
+) -> (super::TestApp, Cluster) {
     let mut data_dir = tempfile::tempdir().expect("temp dir");
     if std::env::var_os("CORNERSHOP_TEST_KEEP_LOGS").is_some() {
         data_dir.disable_cleanup(true);
@@ -503,12 +506,12 @@ pub async fn start_shop(layout: &[&[&str]], extra_flags: &[String]) -> (super::T
 
 impl Cluster {
     /// The process running with this operating-system pid.
-    pub fn process_with_pid(&mut self, pid: u32) -> Option<&mut Process> {
+    pub(crate) fn process_with_pid(&mut self, pid: u32) -> Option<&mut Process> {
         self.processes.iter_mut().find(|p| p.pid() == Some(pid))
     }
 
     /// A small pool on the cluster's database, for checks straight in the store.
-    pub async fn db(&self) -> sqlx::PgPool {
+    pub(crate) async fn db(&self) -> sqlx::PgPool {
         sqlx::postgres::PgPoolOptions::new()
             .max_connections(2)
             .connect(&self.database_url)
@@ -517,7 +520,7 @@ impl Cluster {
     }
 
     /// The four event topics (carts, orders, payments, inventory) in this namespace.
-    pub fn event_topics(&self) -> Vec<String> {
+    pub(crate) fn event_topics(&self) -> Vec<String> {
         [
             "carts.events",
             "orders.events",
@@ -530,12 +533,12 @@ impl Cluster {
     }
 
     /// Every message of `topic` now, read with kcat.
-    pub async fn read_topic(&self, topic: &str) -> Vec<KafkaMessage> {
+    pub(crate) async fn read_topic(&self, topic: &str) -> Vec<KafkaMessage> {
         kcat_read(&self.brokers, topic).await
     }
 
     /// Every message of the four event topics.
-    pub async fn read_event_topics(&self) -> Vec<KafkaMessage> {
+    pub(crate) async fn read_event_topics(&self) -> Vec<KafkaMessage> {
         let mut all = Vec::new();
         for topic in self.event_topics() {
             all.extend(self.read_topic(&topic).await);
@@ -549,7 +552,7 @@ impl Cluster {
     /// group whose session times out while the broker works through them stalls for
     /// about 20 s). Nothing is deleted with `CORNERSHOP_TEST_KEEP_LOGS` set. Failures only
     /// warn. (Dropping a cluster does the same.)
-    pub async fn dispose(mut self) {
+    pub(crate) async fn dispose(mut self) {
         for process in &mut self.processes {
             process.kill();
         }
@@ -558,7 +561,7 @@ impl Cluster {
     }
 
     /// Logs of every process, last lines first per process (for failure messages).
-    pub fn log_tails(&self, lines: usize) -> String {
+    pub(crate) fn log_tails(&self, lines: usize) -> String {
         self.processes
             .iter()
             .map(|p| {
@@ -576,7 +579,7 @@ impl Cluster {
 
 /// One Kafka message as kcat's JSON output shows it.
 #[derive(Debug, Clone)]
-pub struct KafkaMessage {
+pub(crate) struct KafkaMessage {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
@@ -586,7 +589,7 @@ pub struct KafkaMessage {
 }
 
 impl KafkaMessage {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k == name)
@@ -594,12 +597,12 @@ impl KafkaMessage {
     }
 
     /// The payload as JSON, when it is JSON.
-    pub fn json(&self) -> Option<serde_json::Value> {
+    pub(crate) fn json(&self) -> Option<serde_json::Value> {
         serde_json::from_str(self.payload.as_deref()?).ok()
     }
 
     /// The eventId of the envelope in the payload, when there is one.
-    pub fn event_id(&self) -> Option<String> {
+    pub(crate) fn event_id(&self) -> Option<String> {
         self.json()?["eventId"].as_str().map(str::to_string)
     }
 }
@@ -625,7 +628,7 @@ async fn run_kcat(args: &[String], what: &str) -> std::process::Output {
 }
 
 /// Every message of `topic` from the beginning to the current end (`kcat -C -e -J`).
-pub async fn kcat_read(brokers: &str, topic: &str) -> Vec<KafkaMessage> {
+pub(crate) async fn kcat_read(brokers: &str, topic: &str) -> Vec<KafkaMessage> {
     let args: Vec<String> = [
         "-C",
         "-b",
@@ -675,7 +678,7 @@ pub async fn kcat_read(brokers: &str, topic: &str) -> Vec<KafkaMessage> {
 }
 
 /// Produces one message with kcat (`kcat -P`), to `partition` when given.
-pub async fn kcat_produce(
+pub(crate) async fn kcat_produce(
     brokers: &str,
     topic: &str,
     partition: Option<i32>,
@@ -703,7 +706,7 @@ pub async fn kcat_produce(
 }
 
 /// How many partitions `topic` has (`kcat -L -J`).
-pub async fn kcat_partitions(brokers: &str, topic: &str) -> i32 {
+pub(crate) async fn kcat_partitions(brokers: &str, topic: &str) -> i32 {
     let args: Vec<String> = ["-L", "-b", brokers, "-t", topic, "-J"]
         .iter()
         .map(|s| s.to_string())
@@ -720,7 +723,7 @@ pub async fn kcat_partitions(brokers: &str, topic: &str) -> i32 {
 
 /// An event as the PostgreSQL store holds it, with where the relay published it.
 #[derive(Debug, Clone)]
-pub struct StoredRow {
+pub(crate) struct StoredRow {
     pub position: i64,
     pub event_id: String,
     pub event_type: String,
@@ -735,7 +738,7 @@ pub struct StoredRow {
 }
 
 /// The whole log, in position order.
-pub async fn stored_events(db: &sqlx::PgPool) -> Vec<StoredRow> {
+pub(crate) async fn stored_events(db: &sqlx::PgPool) -> Vec<StoredRow> {
     type Row = (
         i64,
         String,
@@ -775,7 +778,7 @@ pub async fn stored_events(db: &sqlx::PgPool) -> Vec<StoredRow> {
 }
 
 /// How many stored events have no recorded Kafka offset yet.
-pub async fn unpublished_count(db: &sqlx::PgPool) -> i64 {
+pub(crate) async fn unpublished_count(db: &sqlx::PgPool) -> i64 {
     sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE kafka_offset IS NULL")
         .fetch_one(db)
         .await
@@ -783,7 +786,7 @@ pub async fn unpublished_count(db: &sqlx::PgPool) -> i64 {
 }
 
 /// The pid in the outbox-relay lease's holder (`relay-pid<PID>-<uuid>`), if it is held.
-pub async fn relay_lease_pid(db: &sqlx::PgPool) -> Option<u32> {
+pub(crate) async fn relay_lease_pid(db: &sqlx::PgPool) -> Option<u32> {
     let holder: Option<String> =
         sqlx::query_scalar("SELECT holder FROM leases WHERE name = 'outbox-relay'")
             .fetch_optional(db)
@@ -803,7 +806,7 @@ pub async fn relay_lease_pid(db: &sqlx::PgPool) -> Option<u32> {
 /// Each order's latest event type (by version) in the event store, the source of truth
 /// (the order queries of the API may lag behind it, or need the reporting role). An order
 /// whose `OrderCreated` is not stored yet is absent.
-pub async fn order_progress(
+pub(crate) async fn order_progress(
     db: &sqlx::PgPool,
     orders: &[String],
 ) -> std::collections::BTreeMap<String, String> {
@@ -820,7 +823,7 @@ pub async fn order_progress(
 }
 
 /// "Confirmed" or "Cancelled" when the order's latest event ends the workflow.
-pub fn outcome(latest_event_type: &str) -> Option<&'static str> {
+pub(crate) fn outcome(latest_event_type: &str) -> Option<&'static str> {
     match latest_event_type {
         "OrderConfirmed" => Some("Confirmed"),
         "OrderCancelled" => Some("Cancelled"),
@@ -831,7 +834,7 @@ pub fn outcome(latest_event_type: &str) -> Option<&'static str> {
 /// Waits (at most `limit`) until every order in `orders` is Confirmed or Cancelled in the
 /// event store, every stored event has a recorded Kafka offset, and the log has been quiet
 /// for a second. Returns each order's outcome ("Confirmed" or "Cancelled").
-pub async fn wait_final_and_published(
+pub(crate) async fn wait_final_and_published(
     cluster: &Cluster,
     db: &sqlx::PgPool,
     orders: &[String],
@@ -882,7 +885,11 @@ pub async fn wait_final_and_published(
 }
 
 /// Waits (at most `limit`) until the order is Confirmed or Cancelled in the event store.
-pub async fn wait_for_outcome(db: &sqlx::PgPool, order: &str, limit: Duration) -> &'static str {
+pub(crate) async fn wait_for_outcome(
+    db: &sqlx::PgPool,
+    order: &str,
+    limit: Duration,
+) -> &'static str {
     let started = Instant::now();
     let ids = [order.to_string()];
     loop {
@@ -900,7 +907,7 @@ pub async fn wait_for_outcome(db: &sqlx::PgPool, order: &str, limit: Duration) -
 
 /// Every stored event is in Kafka at least once, and the (topic, partition, offset) the
 /// store recorded for it holds a message with that eventId.
-pub fn assert_every_event_published(stored: &[StoredRow], messages: &[KafkaMessage]) {
+pub(crate) fn assert_every_event_published(stored: &[StoredRow], messages: &[KafkaMessage]) {
     use std::collections::{HashMap, HashSet};
     let at: HashMap<(&str, i32, i64), Option<String>> = messages
         .iter()
@@ -938,7 +945,7 @@ pub fn assert_every_event_published(stored: &[StoredRow], messages: &[KafkaMessa
 /// messages are in one partition, and by offset, with repeats (redeliveries by a relay
 /// that took over) dropped at their first occurrence, the versions are exactly 1, 2, 3…
 /// up to the stored version. Returns how many messages were repeats.
-pub fn assert_per_aggregate_order(stored: &[StoredRow], messages: &[KafkaMessage]) -> usize {
+pub(crate) fn assert_per_aggregate_order(stored: &[StoredRow], messages: &[KafkaMessage]) -> usize {
     use std::collections::{BTreeMap, HashSet};
     let mut latest: BTreeMap<(&str, &str), i64> = BTreeMap::new();
     for e in stored {
@@ -1002,7 +1009,7 @@ pub fn assert_per_aggregate_order(stored: &[StoredRow], messages: &[KafkaMessage
 
 /// No effect was applied twice: (causationId, aggregateId, eventType) is unique over the
 /// whole log.
-pub fn assert_no_effect_twice(stored: &[StoredRow]) {
+pub(crate) fn assert_no_effect_twice(stored: &[StoredRow]) {
     let mut counts: std::collections::HashMap<(&str, &str, &str), usize> = Default::default();
     for e in stored {
         *counts

@@ -3,16 +3,16 @@
 //! `CORNERSHOP_TEST_BACKEND=production`, as separate processes on PostgreSQL and Kafka.
 #![allow(dead_code)]
 
-pub mod cluster;
+pub(crate) mod cluster;
 
 use cornershop_server::auth::issuer::LocalIssuer;
-pub use cornershop_server::auth::Role;
+pub(crate) use cornershop_server::auth::Role;
 use cornershop_server::config::ServeArgs;
 use cornershop_server::startup::Application;
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 
-pub struct TestApp {
+pub(crate) struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub data_dir: tempfile::TempDir,
@@ -29,12 +29,12 @@ impl Drop for TestApp {
 }
 
 /// A client whose every request carries `token` as its bearer token.
-pub fn client_with_token(token: &str) -> reqwest::Client {
+pub(crate) fn client_with_token(token: &str) -> reqwest::Client {
     authorized(reqwest::Client::builder(), token)
 }
 
 /// `builder`'s client, its every request carrying `token` as its bearer token.
-pub fn authorized(builder: reqwest::ClientBuilder, token: &str) -> reqwest::Client {
+pub(crate) fn authorized(builder: reqwest::ClientBuilder, token: &str) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
     let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
         .expect("a token is ASCII");
@@ -47,11 +47,11 @@ pub fn authorized(builder: reqwest::ClientBuilder, token: &str) -> reqwest::Clie
 }
 
 /// The subject of the tests' admin tokens.
-pub const TEST_ADMIN: &str = "test-admin";
+pub(crate) const TEST_ADMIN: &str = "test-admin";
 
 /// A token from the embedded issuer whose key is `key_file` (created when missing, as
 /// the shop would), for `sub` with `role`, valid for an hour.
-pub fn mint(key_file: &std::path::Path, role: Role, sub: &str) -> String {
+pub(crate) fn mint(key_file: &std::path::Path, role: Role, sub: &str) -> String {
     LocalIssuer::open_or_create(key_file)
         .expect("the signing key")
         .mint(
@@ -64,16 +64,16 @@ pub fn mint(key_file: &std::path::Path, role: Role, sub: &str) -> String {
 }
 
 /// An admin's client for a shop whose key is `key_file`.
-pub fn admin_client(key_file: &std::path::Path) -> reqwest::Client {
+pub(crate) fn admin_client(key_file: &std::path::Path) -> reqwest::Client {
     client_with_token(&mint(key_file, Role::Admin, TEST_ADMIN))
 }
 
-pub async fn spawn_app() -> TestApp {
+pub(crate) async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}, Vec::new()).await
 }
 
 /// The application with adjusted settings and extra consumers.
-pub async fn spawn_app_with(
+pub(crate) async fn spawn_app_with(
     configure: impl FnOnce(&mut ServeArgs),
     handlers: Vec<std::sync::Arc<dyn cornershop_messaging::Handler>>,
 ) -> TestApp {
@@ -82,7 +82,7 @@ pub async fn spawn_app_with(
 
 /// The application in this process on the embedded default, whatever
 /// `CORNERSHOP_TEST_BACKEND` says: for tests of the HTTP layer alone.
-pub async fn spawn_embedded_with(configure: impl FnOnce(&mut ServeArgs)) -> TestApp {
+pub(crate) async fn spawn_embedded_with(configure: impl FnOnce(&mut ServeArgs)) -> TestApp {
     spawn(configure, Vec::new(), true).await
 }
 
@@ -128,7 +128,7 @@ async fn spawn(
     }
 }
 
-pub fn address() -> Value {
+pub(crate) fn address() -> Value {
     json!({
         "name": "Ada Lovelace",
         "line1": "12 Analytical Row",
@@ -140,7 +140,7 @@ pub fn address() -> Value {
 
 impl TestApp {
     /// The embedded issuer's key of this shop (one for all its processes).
-    pub fn signing_key(&self) -> std::path::PathBuf {
+    pub(crate) fn signing_key(&self) -> std::path::PathBuf {
         match &self.cluster {
             Some(cluster) => cluster.signing_key.clone(),
             None => self
@@ -151,20 +151,20 @@ impl TestApp {
     }
 
     /// A token of this shop for `sub` with `role`.
-    pub fn token(&self, role: Role, sub: &str) -> String {
+    pub(crate) fn token(&self, role: Role, sub: &str) -> String {
         mint(&self.signing_key(), role, sub)
     }
 
     /// A client of this shop acting as `sub` with `role`.
-    pub fn client_as(&self, role: Role, sub: &str) -> reqwest::Client {
+    pub(crate) fn client_as(&self, role: Role, sub: &str) -> reqwest::Client {
         client_with_token(&self.token(role, sub))
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
 
-    pub async fn get(&self, path: &str) -> Response {
+    pub(crate) async fn get(&self, path: &str) -> Response {
         self.client
             .get(self.url(path))
             .send()
@@ -172,7 +172,7 @@ impl TestApp {
             .expect("request sent")
     }
 
-    pub async fn post(&self, path: &str, body: &Value) -> Response {
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> Response {
         self.client
             .post(self.url(path))
             .json(body)
@@ -181,7 +181,7 @@ impl TestApp {
             .expect("request sent")
     }
 
-    pub async fn put(&self, path: &str, body: &Value) -> Response {
+    pub(crate) async fn put(&self, path: &str, body: &Value) -> Response {
         self.client
             .put(self.url(path))
             .json(body)
@@ -190,13 +190,13 @@ impl TestApp {
             .expect("request sent")
     }
 
-    pub async fn json(&self, path: &str) -> Value {
+    pub(crate) async fn json(&self, path: &str) -> Value {
         let response = self.get(path).await;
         assert_eq!(response.status(), StatusCode::OK, "GET {path}");
         response.json().await.expect("JSON body")
     }
 
-    pub async fn stock(&self, sku: &str, price: &str, quantity: i64) {
+    pub(crate) async fn stock(&self, sku: &str, price: &str, quantity: i64) {
         let response = self
             .put(
                 &format!("/api/inventory/{sku}"),
@@ -206,7 +206,7 @@ impl TestApp {
         assert_eq!(response.status(), StatusCode::OK, "stocking {sku}");
     }
 
-    pub async fn new_cart(&self, customer: &str) -> String {
+    pub(crate) async fn new_cart(&self, customer: &str) -> String {
         let response = self
             .post("/api/carts", &json!({ "customerId": customer }))
             .await;
@@ -215,7 +215,7 @@ impl TestApp {
         body["cartId"].as_str().expect("cartId").to_string()
     }
 
-    pub async fn add(&self, cart: &str, sku: &str, quantity: i64) -> Response {
+    pub(crate) async fn add(&self, cart: &str, sku: &str, quantity: i64) -> Response {
         self.post(
             &format!("/api/carts/{cart}/items"),
             &json!({ "sku": sku, "quantity": quantity }),
@@ -223,7 +223,7 @@ impl TestApp {
         .await
     }
 
-    pub async fn total_events(&self) -> u64 {
+    pub(crate) async fn total_events(&self) -> u64 {
         self.json("/api/eventstore/stats").await["totalEvents"]
             .as_u64()
             .expect("totalEvents")
@@ -232,7 +232,7 @@ impl TestApp {
 
 /// Asserts a problem+json response with the given status and a non-empty detail;
 /// returns the detail.
-pub async fn assert_problem(response: Response, status: StatusCode) -> String {
+pub(crate) async fn assert_problem(response: Response, status: StatusCode) -> String {
     assert_eq!(response.status(), status);
     let content_type = response
         .headers()
@@ -254,7 +254,7 @@ pub async fn assert_problem(response: Response, status: StatusCode) -> String {
 impl TestApp {
     /// A cart with these (sku, quantity) lines, checked out with the given payment token;
     /// returns the order id.
-    pub async fn order(&self, lines: &[(&str, i64)], token: &str) -> String {
+    pub(crate) async fn order(&self, lines: &[(&str, i64)], token: &str) -> String {
         let cart = self.new_cart("cust-1").await;
         for (sku, quantity) in lines {
             let r = self.add(&cart, sku, *quantity).await;
@@ -263,7 +263,7 @@ impl TestApp {
         self.checkout(&cart, token).await
     }
 
-    pub async fn checkout(&self, cart: &str, token: &str) -> String {
+    pub(crate) async fn checkout(&self, cart: &str, token: &str) -> String {
         let response = self
             .post(
                 &format!("/api/carts/{cart}/checkout"),
@@ -277,7 +277,7 @@ impl TestApp {
     }
 
     /// Waits (at most 30 s) until the order's status is one of `statuses`.
-    pub async fn wait_for_order(&self, order_id: &str, statuses: &[&str]) -> Value {
+    pub(crate) async fn wait_for_order(&self, order_id: &str, statuses: &[&str]) -> Value {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
             let response = self.get(&format!("/api/orders/{order_id}")).await;
@@ -302,7 +302,7 @@ impl TestApp {
     }
 
     /// Waits until every consumer has processed the whole log.
-    pub async fn settle(&self) {
+    pub(crate) async fn settle(&self) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
             let head = self.json("/api/eventstore/stats").await["headPosition"]
@@ -335,14 +335,14 @@ impl TestApp {
         }
     }
 
-    pub async fn timeline(&self, order_id: &str) -> Vec<Value> {
+    pub(crate) async fn timeline(&self, order_id: &str) -> Vec<Value> {
         self.json(&format!("/api/orders/{order_id}/timeline")).await["events"]
             .as_array()
             .unwrap()
             .clone()
     }
 
-    pub async fn inventory(&self, sku: &str) -> (u64, u64) {
+    pub(crate) async fn inventory(&self, sku: &str) -> (u64, u64) {
         let v = self.json(&format!("/api/inventory/{sku}")).await;
         (
             v["available"].as_u64().unwrap(),
@@ -351,7 +351,7 @@ impl TestApp {
     }
 }
 
-pub fn types(events: &[Value]) -> Vec<String> {
+pub(crate) fn types(events: &[Value]) -> Vec<String> {
     events
         .iter()
         .map(|e| e["eventType"].as_str().unwrap().to_string())

@@ -40,12 +40,16 @@ pub struct DispatchPolicy {
     pub send_timeout: Duration,
 }
 
-impl Default for DispatchPolicy {
-    fn default() -> Self {
+impl DispatchPolicy {
+    /// The policy with the retries the settings give (`--notification-retry-delay`,
+    /// `--notification-max-attempts`, whose defaults are clap's) and this module's fixed
+    /// timings: a retry waits at most 5 minutes, a lease lasts 30 s, an idle dispatcher
+    /// looks for work every second, a send may take 10 s.
+    pub fn with_retries(base_delay: Duration, max_attempts: u32) -> Self {
         Self {
             retry: RetryPolicy {
-                max_attempts: 8,
-                base_delay: Duration::from_secs(1),
+                max_attempts: max_attempts.max(1),
+                base_delay,
                 max_delay: Duration::from_secs(300),
             },
             lease_ttl: Duration::from_secs(30),

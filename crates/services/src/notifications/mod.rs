@@ -96,7 +96,7 @@ impl Wakeup {
 }
 
 /// The push topic of a customer's devices.
-pub fn push_topic(customer_id: &str) -> String {
+pub(crate) fn push_topic(customer_id: &str) -> String {
     format!("/topics/customer-{customer_id}")
 }
 
@@ -113,8 +113,8 @@ pub fn plan(
             event_type: event.envelope.event_type.clone(),
             channel: channel.as_str().to_string(),
             template: occasion.template().to_string(),
-            order_id: facts.order_id.clone(),
-            customer_id: facts.customer_id.clone(),
+            order_id: facts.order_id.to_string(),
+            customer_id: facts.customer_id.to_string(),
             recipient,
             subject,
             body_text,
@@ -123,24 +123,17 @@ pub fn plan(
             correlation_id: event.envelope.metadata.correlation_id.clone(),
             trace_id: event.trace_id.clone(),
         };
-    let mut planned = Vec::new();
-    if !facts.email.trim().is_empty() {
-        let email = occasion.email(facts);
-        planned.push(record(
-            Channel::Email,
-            facts.email.trim().to_string(),
-            email.subject,
-            email.text,
-            Some(email.html),
-        ));
-    }
+    // Every order has a (parsed) e-mail address; a phone number is optional.
+    let email = occasion.email(facts);
+    let mut planned = vec![record(
+        Channel::Email,
+        facts.email.to_string(),
+        email.subject,
+        email.text,
+        Some(email.html),
+    )];
     if let Some(text) = occasion.sms(facts) {
-        match facts
-            .phone
-            .as_deref()
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-        {
+        match &facts.phone {
             Some(phone) => planned.push(record(
                 Channel::Sms,
                 phone.to_string(),
@@ -304,6 +297,9 @@ pub struct NotificationSettings {
     pub policy: DispatchPolicy,
 }
 
+/// For this module's tests: a running shop takes its settings from the command line,
+/// whose defaults are clap's.
+#[cfg(test)]
 impl Default for NotificationSettings {
     fn default() -> Self {
         Self {
@@ -315,7 +311,7 @@ impl Default for NotificationSettings {
             push_url: None,
             push_token: None,
             provider_ca_file: None,
-            policy: DispatchPolicy::default(),
+            policy: DispatchPolicy::with_retries(Duration::from_secs(1), 8),
         }
     }
 }
@@ -387,7 +383,7 @@ pub fn dispatchers(
 mod tests {
     use super::*;
     use chrono::Utc;
-    use cornershop_domain::{EventEnvelope, LineItem, Metadata};
+    use cornershop_domain::{EventEnvelope, LineItem, Metadata, Phone};
     use rust_decimal_macros::dec;
     use uuid::Uuid;
 
@@ -422,7 +418,7 @@ mod tests {
             order_id: "ord-1".into(),
             customer_id: "cust-1".into(),
             email: " ada@example.com ".into(),
-            phone: phone.map(str::to_string),
+            phone: phone.map(Phone::from),
             name: "Ada".into(),
             items: vec![LineItem {
                 sku: "MUG-1".into(),
@@ -472,7 +468,7 @@ mod tests {
         assert!(planned[0].body_html.as_deref().unwrap().contains("TRK-9"));
 
         // No phone: no SMS.
-        let planned = plan(&event("OrderShipped"), &shipped, &facts(Some(" ")), now);
+        let planned = plan(&event("OrderShipped"), &shipped, &facts(None), now);
         assert_eq!(channels(&planned), [("email", "ada@example.com")]);
 
         let planned = plan(

@@ -36,7 +36,7 @@ pub enum SendError {
 }
 
 impl SendError {
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Self::Transient(_) => "transient",
             Self::Permanent(_) => "permanent",
@@ -53,7 +53,7 @@ pub struct ProviderConfigError(pub String);
 /// (Mozilla's, built in), plus those of a PEM file for a private CA
 /// (`--provider-ca-file`).
 #[derive(Debug, Clone, Default)]
-pub struct TrustedRoots {
+pub(crate) struct TrustedRoots {
     /// The extra certificates, PEM, as read from the file (for SMTP, which parses its own).
     pem: Option<Vec<u8>>,
     /// The same certificates, parsed once, for the HTTP providers.
@@ -62,7 +62,7 @@ pub struct TrustedRoots {
 
 impl TrustedRoots {
     /// Reads and checks a PEM file of one or more CA certificates.
-    pub fn from_pem_file(path: &std::path::Path) -> Result<Self, ProviderConfigError> {
+    pub(crate) fn from_pem_file(path: &std::path::Path) -> Result<Self, ProviderConfigError> {
         let bad = |why: String| {
             ProviderConfigError(format!("--provider-ca-file {}: {why}", path.display()))
         };
@@ -109,12 +109,12 @@ pub fn idempotency_key(notification: &Notification) -> String {
 
 /// Logs what it would send and counts it as sent: the default of every channel without a
 /// provider URL, so that the shop runs with no mail server.
-pub struct LogProvider {
+pub(crate) struct LogProvider {
     channel: Channel,
 }
 
 impl LogProvider {
-    pub fn new(channel: Channel) -> Self {
+    pub(crate) fn new(channel: Channel) -> Self {
         Self { channel }
     }
 }
@@ -166,7 +166,7 @@ impl Header for IdempotencyKeyHeader {
 }
 
 /// Email over SMTP: a multipart message with the text and the HTML body.
-pub struct SmtpProvider {
+pub(crate) struct SmtpProvider {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
     /// The domain of Message-IDs (the sender's).
@@ -183,7 +183,7 @@ impl SmtpProvider {
     ///
     /// Certificates are checked against `roots`. `from` is a mailbox such as
     /// `CornerShop <orders@cornershop.local>`.
-    pub fn new(
+    pub(crate) fn new(
         url: &str,
         from: &str,
         timeout: Duration,
@@ -249,7 +249,7 @@ impl SmtpProvider {
     }
 
     /// The Message-ID of a notification's email: the same for every attempt.
-    pub fn message_id(&self, n: &Notification) -> String {
+    pub(crate) fn message_id(&self, n: &Notification) -> String {
         format!("<{}.{}@{}>", n.event_id, n.channel, self.domain)
     }
 
@@ -329,7 +329,7 @@ fn percent_decode(text: &str) -> String {
 ///
 /// The provider's message id is read from the answer's `id`, `sid`, `messageId`,
 /// `message_id` or `name`, whichever it has.
-pub struct HttpProvider {
+pub(crate) struct HttpProvider {
     channel: Channel,
     client: reqwest::Client,
     url: reqwest::Url,
@@ -339,7 +339,7 @@ pub struct HttpProvider {
 }
 
 impl HttpProvider {
-    pub fn new(
+    pub(crate) fn new(
         channel: Channel,
         url: &str,
         token: Option<String>,
@@ -380,7 +380,7 @@ impl HttpProvider {
     }
 
     /// The request body for a notification.
-    pub fn body(&self, n: &Notification) -> serde_json::Value {
+    pub(crate) fn body(&self, n: &Notification) -> serde_json::Value {
         match self.channel {
             Channel::Push => json!({
                 "to": n.recipient,

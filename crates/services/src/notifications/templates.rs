@@ -7,17 +7,17 @@
 
 use std::collections::BTreeMap;
 
-use cornershop_domain::LineItem;
+use cornershop_domain::{CustomerId, LineItem, OrderId, Phone};
 use rust_decimal::Decimal;
 
 /// What the messages of one order say about it and where they go. Taken from OrderCreated
 /// (which carries the checkout's contact details) or from the Order aggregate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderFacts {
-    pub order_id: String,
-    pub customer_id: String,
-    pub email: String,
-    pub phone: Option<String>,
+    pub order_id: OrderId,
+    pub customer_id: CustomerId,
+    pub email: cornershop_domain::Email,
+    pub phone: Option<Phone>,
     /// The name on the shipping address, for the greeting.
     pub name: String,
     pub items: Vec<LineItem>,
@@ -155,8 +155,8 @@ impl Occasion {
 
     fn vars(&self, facts: &OrderFacts) -> BTreeMap<&'static str, String> {
         let mut vars = BTreeMap::from([
-            ("order_id", facts.order_id.clone()),
-            ("customer_id", facts.customer_id.clone()),
+            ("order_id", facts.order_id.to_string()),
+            ("customer_id", facts.customer_id.to_string()),
             ("name", facts.name.clone()),
             ("total", facts.total.to_string()),
             ("items", items_text(&facts.items)),
@@ -304,7 +304,7 @@ fn fill(template: &str, vars: &BTreeMap<&'static str, String>, escape: Escape) -
 }
 
 /// Escapes text for HTML element content and attribute values.
-pub fn escape_html(text: &str) -> String {
+pub(crate) fn escape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

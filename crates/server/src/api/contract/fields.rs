@@ -2,8 +2,9 @@
 //! bounds, enums), from the constants the checks use.
 
 use cornershop_domain::aggregates::cart::MAX_LINE_QUANTITY;
-use cornershop_domain::aggregates::inventory::{MAX_STOCK, SKU_PATTERN};
+use cornershop_domain::aggregates::inventory::MAX_STOCK;
 use cornershop_domain::money::{MAX_AMOUNT, MAX_UNIT_PRICE};
+use cornershop_domain::values::SKU_PATTERN;
 use cornershop_domain::{AggregateType, DomainEvent};
 use cornershop_readmodels::PROJECTIONS;
 use cornershop_store::notification_status;

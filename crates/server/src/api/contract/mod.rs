@@ -41,7 +41,7 @@ use links::*;
 use patterns::*;
 
 /// The document, built once.
-pub fn document() -> &'static Value {
+pub(super) fn document() -> &'static Value {
     static DOCUMENT: LazyLock<Value> = LazyLock::new(build);
     &DOCUMENT
 }
