@@ -1,15 +1,15 @@
 //! The workflow's consumers. Each is a [`Reaction`]: the events it reacts to, and the
 //! commands it sends through the command bus in answer, every one keyed by the event that
 //! caused it and the step of the reaction, so a redelivered event never acts twice (see
-//! [`reactor`]).
+//! `reactor.rs`).
 //!
-//! - [`saga::OrderSaga`] (`order-saga`): checkout → order; validated → payment; payment
+//! - `saga::OrderSaga` (`order-saga`): checkout → order; validated → payment; payment
 //!   completed → confirmed.
 //! - [`inventory::InventoryService`] (`inventory-service`), the only one that moves stock:
 //!   reserves every line of a new order (or releases what it took and cancels when a line
 //!   is short), releases the stock of an order whose payment failed (then cancels it) or
 //!   that was cancelled, and ships the stock of a shipped order.
-//! - [`payments::PaymentService`] (`payment-service`): authorizes and captures through the
+//! - `payments::PaymentService` (`payment-service`): authorizes and captures through the
 //!   payment gateway, refunds a completed payment of a cancelled order.
 //! - [`expiry`] (`cart-expiry`): durable timers that expire idle carts.
 //! - [`notifications::NotificationService`] (`notification-service`): records the emails,
