@@ -4,6 +4,7 @@
 //! the domain's spec harness, `given_nothing().when_all(…).then_accepted()`) agrees on
 //! every accepted command, every refusal, every event and the state.
 
+use cornershop_store::EventLog;
 use std::fmt::Debug;
 use std::sync::Arc;
 

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, Context};
 use chrono::Utc;
-use cornershop_store::{EventStore, PgEventStore, SqliteEventStore};
+use cornershop_store::{EventLog, EventStore, PgEventStore, SqliteEventStore};
 use serde_json::json;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::Row;
@@ -99,7 +99,7 @@ pub(crate) async fn raw_scan_sqlite(data_dir: &Path) -> anyhow::Result<(u64, u64
 
 /// The store's `read_log` over the whole log (decoded into events, which is what a
 /// rebuild reads through). Returns (events, seconds).
-pub(crate) async fn read_log_scan(store: &dyn EventStore) -> anyhow::Result<(u64, f64)> {
+pub(crate) async fn read_log_scan(store: &dyn EventLog) -> anyhow::Result<(u64, f64)> {
     let started = Instant::now();
     let (mut after, mut events) = (0u64, 0u64);
     loop {

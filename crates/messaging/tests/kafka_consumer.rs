@@ -227,7 +227,7 @@ async fn on_kafka_a_handler_panic_dead_letters_the_event_and_the_next_is_handled
         || seen.lock().unwrap().contains(&next),
     )
     .await;
-    let letters = cornershop_store::EventStore::dead_letters(store.as_ref(), None)
+    let letters = cornershop_store::ConsumerState::dead_letters(store.as_ref(), None)
         .await
         .unwrap();
     assert_eq!(letters.len(), 1, "{letters:?}");

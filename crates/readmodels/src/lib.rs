@@ -32,7 +32,7 @@ mod view;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cornershop_domain::{AggregateType, DomainEvent, EventType};
-use cornershop_store::{EventStore, StoreError, StoredEvent};
+use cornershop_store::{EventLog, StoreError, StoredEvent};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -472,7 +472,7 @@ pub trait ReadModelStore: Send + Sync + 'static {
     async fn rebuild(
         &self,
         name: &str,
-        source: &dyn EventStore,
+        source: &dyn EventLog,
         progress: &(dyn Fn(RebuildProgress) + Send + Sync),
     ) -> Result<RebuildReport, ReadModelError>;
 

@@ -2,7 +2,10 @@
 //! the production PostgreSQL backend are interchangeable, and nothing above this crate
 //! sees SQL.
 //!
-//! What it offers: the [`EventStore`] trait (this file); its two backends,
+//! What it offers: the store's traits (this file), one per concern: [`EventLog`] (appends,
+//! reads, queries, statistics), [`ConsumerState`] (checkpoints, applied-command keys, dead
+//! letters, publications), [`Scheduling`] (timers, leases) and [`NotificationOutbox`],
+//! which [`EventStore`] gathers; its two backends,
 //! [`SqliteEventStore`] (`sqlite/`) and [`PgEventStore`] (`postgres/`), cut into the same
 //! files by concern; the types the trait takes and returns: events and appends
 //! (`event.rs`), queries of the log (`query.rs`), the other tables' records (`records.rs`:
@@ -39,8 +42,11 @@ pub use records::{Checkpoint, DeadLetter, Publication, Timer};
 pub(crate) use shared::{count_stored, events_to_store, truncate_to_micros, unless_taken};
 pub use sqlite::SqliteEventStore;
 
+/// The event log: appends with an expected version, an aggregate's events, the global
+/// log in commit order and its head, queries and statistics, and the idempotency replies
+/// an append stores with its events.
 #[async_trait]
-pub trait EventStore: Send + Sync + 'static {
+pub trait EventLog: Send + Sync + 'static {
     /// Appends atomically: either every event (and the idempotency record) is stored, or
     /// nothing is. A stale `expected_version` stores nothing and returns
     /// [`StoreError::Conflict`].
@@ -89,6 +95,30 @@ pub trait EventStore: Send + Sync + 'static {
 
     async fn find_event(&self, event_id: Uuid) -> Result<Option<StoredEvent>, StoreError>;
 
+    /// Why the store refuses writes right now (a full disk, say), if it does: the last
+    /// write failed for that reason and none has succeeded since. For readiness to say.
+    fn write_refusal(&self) -> Option<String> {
+        None
+    }
+
+    /// Closes the connections, waiting for running statements to finish.
+    async fn close(&self) {}
+
+    /// The log from a position, in commit order.
+    async fn read_log(&self, after: u64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        self.query(&EventQuery {
+            after,
+            limit,
+            ..EventQuery::default()
+        })
+        .await
+    }
+}
+
+/// What consumers keep: checkpoints, the keys of applied commands, dead letters, and
+/// where the relay published each event.
+#[async_trait]
+pub trait ConsumerState: Send + Sync + 'static {
     /// Whether a command with this dedupe key has been applied.
     async fn is_applied(&self, dedupe_key: &str) -> Result<bool, StoreError>;
 
@@ -116,6 +146,13 @@ pub trait EventStore: Send + Sync + 'static {
 
     async fn resolve_dead_letter(&self, id: u64) -> Result<(), StoreError>;
 
+    /// Records where events were published (topic, partition, offset).
+    async fn record_publications(&self, published: &[Publication]) -> Result<(), StoreError>;
+}
+
+/// Durable timers, and the leases that let one process at a time do a job.
+#[async_trait]
+pub trait Scheduling: Send + Sync + 'static {
     /// Schedules a timer, or moves it later if it exists (never earlier).
     async fn schedule_timer(&self, timer: &Timer) -> Result<(), StoreError>;
 
@@ -128,9 +165,6 @@ pub trait EventStore: Send + Sync + 'static {
     /// Deletes a fired timer, unless it was moved to a later time meanwhile.
     async fn complete_timer(&self, timer: &Timer) -> Result<(), StoreError>;
 
-    /// Records where events were published (topic, partition, offset).
-    async fn record_publications(&self, published: &[Publication]) -> Result<(), StoreError>;
-
     /// Takes the named lease for `holder` until `ttl` from now, or renews it if `holder`
     /// has it. Returns false while another holder's lease has not expired.
     async fn try_lease(
@@ -142,7 +176,12 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Gives the lease up, if `holder` has it.
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+}
 
+/// The notification outbox: notifications recorded by the notification service and
+/// settled by the dispatchers.
+#[async_trait]
+pub trait NotificationOutbox: Send + Sync + 'static {
     /// Records notifications, at most one per (`event_id`, `channel`), atomically: one
     /// recorded before is left exactly as it is. Returns how many were new.
     async fn record_notifications(
@@ -186,23 +225,11 @@ pub trait EventStore: Send + Sync + 'static {
         &self,
         query: &NotificationQuery,
     ) -> Result<Vec<Notification>, StoreError>;
-
-    /// Why the store refuses writes right now (a full disk, say), if it does: the last
-    /// write failed for that reason and none has succeeded since. For readiness to say.
-    fn write_refusal(&self) -> Option<String> {
-        None
-    }
-
-    /// Closes the connections, waiting for running statements to finish.
-    async fn close(&self) {}
-
-    /// The log from a position, in commit order.
-    async fn read_log(&self, after: u64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
-        self.query(&EventQuery {
-            after,
-            limit,
-            ..EventQuery::default()
-        })
-        .await
-    }
 }
+
+/// The whole store: every backend is all four parts, and a caller that needs several (the
+/// command bus, the server's wiring) takes this. A caller that needs one part takes that
+/// trait alone (`Arc<dyn EventStore>` coerces to `Arc<dyn NotificationOutbox>`, say).
+pub trait EventStore: EventLog + ConsumerState + Scheduling + NotificationOutbox {}
+
+impl<T: EventLog + ConsumerState + Scheduling + NotificationOutbox> EventStore for T {}

@@ -2316,6 +2316,7 @@ mod contract {
 mod postgres_processes {
     use super::contract::{append, at, cart_created, item_added};
     use super::*;
+    use cornershop_store::EventLog;
 
     async fn wait_for_head(rx: &mut tokio::sync::watch::Receiver<u64>, position: u64, what: &str) {
         tokio::time::timeout(

@@ -45,7 +45,7 @@ mod rebuild;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use cornershop_store::EventStore;
+use cornershop_store::EventLog;
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
 use sqlx::AnyConnection;
@@ -258,7 +258,7 @@ impl ReadModelStore for SqlReadModels {
     async fn rebuild(
         &self,
         name: &str,
-        source: &dyn EventStore,
+        source: &dyn EventLog,
         progress: &(dyn Fn(RebuildProgress) + Send + Sync),
     ) -> Result<RebuildReport, ReadModelError> {
         rebuild::rebuild(self, name, source, progress).await

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use cornershop_store::EventStore;
+use cornershop_store::EventLog;
 use futures::FutureExt;
 use sqlx::AnyConnection;
 use sqlx::Row;
@@ -124,7 +124,7 @@ impl SqlReadModels {
         &self,
         name: &str,
         holder: &str,
-        source: &dyn EventStore,
+        source: &dyn EventLog,
         progress: &(dyn Fn(RebuildProgress) + Send + Sync),
     ) -> Result<RebuildReport, ReadModelError> {
         let started = Instant::now();
@@ -256,7 +256,7 @@ impl SqlReadModels {
 pub(super) async fn rebuild(
     store: &SqlReadModels,
     name: &str,
-    source: &dyn EventStore,
+    source: &dyn EventLog,
     progress: &(dyn Fn(RebuildProgress) + Send + Sync),
 ) -> Result<RebuildReport, ReadModelError> {
     if !PROJECTIONS.contains(&name) {

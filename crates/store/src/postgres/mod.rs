@@ -37,8 +37,8 @@
 //!    it missed.
 //!
 //! The files are cut as the SQLite backend's are, one concern each: this one holds the
-//! type, connecting and the [`EventStore`] implementation, which hands each method to the
-//! file of its concern: `head` (the head listener), `append`, `events` (reads of the log
+//! type, connecting and the implementations of the store's four traits, which hand each
+//! method to the file of its concern: `head` (the head listener), `append`, `events` (reads of the log
 //! and its statistics), `bookkeeping` (idempotent responses, applied commands,
 //! checkpoints, dead letters, publications), `timers`, `leases` and `notifications`.
 //!
@@ -66,9 +66,9 @@ use tokio::task::JoinHandle;
 
 use crate::{sqlx_unavailability, Unavailable};
 use crate::{
-    AppendRequest, Checkpoint, DeadLetter, EventQuery, EventStore, IdempotentResponse,
-    NewNotification, Notification, NotificationQuery, NotificationUpdate, Publication, StoreError,
-    StoreStats, StoredEvent, TimeRange, Timer,
+    AppendRequest, Checkpoint, ConsumerState, DeadLetter, EventLog, EventQuery, IdempotentResponse,
+    NewNotification, Notification, NotificationOutbox, NotificationQuery, NotificationUpdate,
+    Publication, Scheduling, StoreError, StoreStats, StoredEvent, TimeRange, Timer,
 };
 use uuid::Uuid;
 
@@ -150,7 +150,7 @@ impl Drop for PgEventStore {
 }
 
 #[async_trait]
-impl EventStore for PgEventStore {
+impl EventLog for PgEventStore {
     async fn append(&self, request: AppendRequest) -> Result<Vec<StoredEvent>, StoreError> {
         append::append(self, request).await
     }
@@ -216,7 +216,10 @@ impl EventStore for PgEventStore {
     async fn find_event(&self, event_id: Uuid) -> Result<Option<StoredEvent>, StoreError> {
         events::find_event(self, event_id).await
     }
+}
 
+#[async_trait]
+impl ConsumerState for PgEventStore {
     async fn is_applied(&self, dedupe_key: &str) -> Result<bool, StoreError> {
         bookkeeping::is_applied(self, dedupe_key).await
     }
@@ -257,6 +260,13 @@ impl EventStore for PgEventStore {
         bookkeeping::resolve_dead_letter(self, id).await
     }
 
+    async fn record_publications(&self, published: &[Publication]) -> Result<(), StoreError> {
+        bookkeeping::record_publications(self, published).await
+    }
+}
+
+#[async_trait]
+impl Scheduling for PgEventStore {
     async fn schedule_timer(&self, timer: &Timer) -> Result<(), StoreError> {
         timers::schedule_timer(self, timer).await
     }
@@ -273,10 +283,22 @@ impl EventStore for PgEventStore {
         timers::complete_timer(self, timer).await
     }
 
-    async fn record_publications(&self, published: &[Publication]) -> Result<(), StoreError> {
-        bookkeeping::record_publications(self, published).await
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        leases::try_lease(self, name, holder, ttl).await
     }
 
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        leases::release_lease(self, name, holder).await
+    }
+}
+
+#[async_trait]
+impl NotificationOutbox for PgEventStore {
     async fn record_notifications(
         &self,
         notifications: &[NewNotification],
@@ -318,19 +340,6 @@ impl EventStore for PgEventStore {
         query: &NotificationQuery,
     ) -> Result<Vec<Notification>, StoreError> {
         notifications::notifications(self, query).await
-    }
-
-    async fn try_lease(
-        &self,
-        name: &str,
-        holder: &str,
-        ttl: std::time::Duration,
-    ) -> Result<bool, StoreError> {
-        leases::try_lease(self, name, holder, ttl).await
-    }
-
-    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
-        leases::release_lease(self, name, holder).await
     }
 }
 

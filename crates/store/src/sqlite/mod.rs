@@ -8,7 +8,8 @@
 //! arrive while a commit is being made durable share the next commit (and its fsync).
 //!
 //! The files, one concern each: this one holds the type, opening the file and the
-//! [`EventStore`] implementation, which hands each method to the file of its concern:
+//! implementations of the store's four traits (`EventLog`, `ConsumerState`, `Scheduling`,
+//! `NotificationOutbox`), which hand each method to the file of its concern:
 //! `writer` (the group commit every write goes through), `append`, `events` (reads of the
 //! log and its statistics), `bookkeeping` (idempotent responses, applied commands,
 //! checkpoints, dead letters, publications), `timers`, `leases` and `notifications`.
@@ -36,9 +37,9 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
 use crate::{
-    AppendRequest, Checkpoint, DeadLetter, EventQuery, EventStore, IdempotentResponse,
-    NewNotification, Notification, NotificationQuery, NotificationUpdate, Publication, StoreError,
-    StoreStats, StoredEvent, TimeRange, Timer,
+    AppendRequest, Checkpoint, ConsumerState, DeadLetter, EventLog, EventQuery, IdempotentResponse,
+    NewNotification, Notification, NotificationOutbox, NotificationQuery, NotificationUpdate,
+    Publication, Scheduling, StoreError, StoreStats, StoredEvent, TimeRange, Timer,
 };
 use uuid::Uuid;
 
@@ -125,7 +126,7 @@ fn micros(t: DateTime<Utc>) -> i64 {
 }
 
 #[async_trait]
-impl EventStore for SqliteEventStore {
+impl EventLog for SqliteEventStore {
     async fn append(&self, request: AppendRequest) -> Result<Vec<StoredEvent>, StoreError> {
         append::append(self, request).await
     }
@@ -193,7 +194,10 @@ impl EventStore for SqliteEventStore {
     async fn find_event(&self, event_id: Uuid) -> Result<Option<StoredEvent>, StoreError> {
         events::find_event(self, event_id).await
     }
+}
 
+#[async_trait]
+impl ConsumerState for SqliteEventStore {
     async fn is_applied(&self, dedupe_key: &str) -> Result<bool, StoreError> {
         bookkeeping::is_applied(self, dedupe_key).await
     }
@@ -234,6 +238,13 @@ impl EventStore for SqliteEventStore {
         bookkeeping::resolve_dead_letter(self, id).await
     }
 
+    async fn record_publications(&self, published: &[Publication]) -> Result<(), StoreError> {
+        bookkeeping::record_publications(self, published).await
+    }
+}
+
+#[async_trait]
+impl Scheduling for SqliteEventStore {
     async fn schedule_timer(&self, timer: &Timer) -> Result<(), StoreError> {
         timers::schedule_timer(self, timer).await
     }
@@ -250,10 +261,22 @@ impl EventStore for SqliteEventStore {
         timers::complete_timer(self, timer).await
     }
 
-    async fn record_publications(&self, published: &[Publication]) -> Result<(), StoreError> {
-        bookkeeping::record_publications(self, published).await
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        leases::try_lease(self, name, holder, ttl).await
     }
 
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        leases::release_lease(self, name, holder).await
+    }
+}
+
+#[async_trait]
+impl NotificationOutbox for SqliteEventStore {
     async fn record_notifications(
         &self,
         notifications: &[NewNotification],
@@ -295,18 +318,5 @@ impl EventStore for SqliteEventStore {
         query: &NotificationQuery,
     ) -> Result<Vec<Notification>, StoreError> {
         notifications::notifications(self, query).await
-    }
-
-    async fn try_lease(
-        &self,
-        name: &str,
-        holder: &str,
-        ttl: std::time::Duration,
-    ) -> Result<bool, StoreError> {
-        leases::try_lease(self, name, holder, ttl).await
-    }
-
-    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
-        leases::release_lease(self, name, holder).await
     }
 }
