@@ -1,16 +1,29 @@
-//! Appends on the PostgreSQL backend: the expected-version check, the idempotency and
+//! `EventLog` on the PostgreSQL backend. Appends:  the expected-version check, the idempotency and
 //! applied-command keys, then, under the append lock, the events and the notification of
 //! the new head (see the module comment of `postgres` for why in this order).
+//!
+//! Reads: an aggregate's events, pages of the
+//! global log, the head, the statistics (from one snapshot), a correlation's events and
+//! one event by id (the rows decoded by `shared::decode_event`).
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use chrono::Utc;
 use cornershop_domain::AggregateType;
 use sqlx::{Postgres, QueryBuilder, Row};
+use tokio::sync::watch;
+use uuid::Uuid;
 
-use super::head::{raise, CHANNEL};
+use super::head::{raise, read_head, CHANNEL};
 use super::{commit_failure, PgEventStore};
-use crate::{count_stored, AppendRequest, StoreError, StoredEvent};
+use crate::shared::{
+    count_by, decode_event, decode_idempotent_response, decode_stats, push_event_query, push_range,
+};
+use crate::{
+    count_stored, truncate_to_micros as truncate, AppendRequest, EventLog, EventQuery,
+    IdempotentResponse, StoreError, StoreStats, StoredEvent, TimeRange,
+};
 
 /// The key of the advisory lock that serializes appends (ASCII "CSEVENTS").
 const APPEND_LOCK: i64 = 0x4353_4556_454E_5453;
@@ -20,13 +33,6 @@ const VERSION_CONSTRAINT: &str = "events_aggregate_version_unique";
 
 /// Rows per INSERT statement (PostgreSQL allows at most 65535 bind parameters).
 const INSERT_CHUNK: usize = 1000;
-
-pub(super) async fn append(
-    store: &PgEventStore,
-    request: AppendRequest,
-) -> Result<Vec<StoredEvent>, StoreError> {
-    store.append_inner(request, None).await
-}
 
 impl PgEventStore {
     pub(super) async fn append_inner(
@@ -193,4 +199,151 @@ where
 fn violates(e: &sqlx::Error, constraint: &str) -> bool {
     matches!(e, sqlx::Error::Database(db)
         if db.is_unique_violation() && db.constraint() == Some(constraint))
+}
+
+const COLUMNS: &str = "position, event_id::text AS event_id, event_type, aggregate_type, \
+    aggregate_id, version, schema_version, occurred_at, data::text AS data, \
+    metadata::text AS metadata, topic, kafka_partition, kafka_offset, trace_id";
+
+pub(super) async fn query(
+    store: &PgEventStore,
+    query: &EventQuery,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut sql =
+        QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM events WHERE position > "));
+    push_event_query(&mut sql, query, "occurred_at", truncate)?;
+    let rows = sql.build().fetch_all(&store.pool).await?;
+    rows.iter().map(decode_event).collect()
+}
+
+#[async_trait]
+impl EventLog for PgEventStore {
+    async fn append(&self, request: AppendRequest) -> Result<Vec<StoredEvent>, StoreError> {
+        self.append_inner(request, None).await
+    }
+
+    async fn load_aggregate(
+        &self,
+        aggregate_type: AggregateType,
+        aggregate_id: &str,
+        range: TimeRange,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut sql = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {COLUMNS} FROM events WHERE aggregate_type = "
+        ));
+        sql.push_bind(aggregate_type.as_str())
+            .push(" AND aggregate_id = ")
+            .push_bind(aggregate_id);
+        push_range(&mut sql, range, "occurred_at", truncate)?;
+        sql.push(" ORDER BY version");
+        let rows = sql.build().fetch_all(&self.pool).await?;
+        rows.iter().map(decode_event).collect()
+    }
+
+    async fn load_aggregate_after(
+        &self,
+        aggregate_type: AggregateType,
+        aggregate_id: &str,
+        after_version: u64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 \
+             AND version > $3 ORDER BY version"
+        ))
+        .bind(aggregate_type.as_str())
+        .bind(aggregate_id)
+        .bind(after_version as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode_event).collect()
+    }
+
+    async fn query(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        self::query(self, query).await
+    }
+
+    async fn head_position(&self) -> Result<u64, StoreError> {
+        read_head(&self.pool).await
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        // One snapshot for all three statements, so that the numbers agree.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let by_event_type = count_by(
+            &sqlx::query("SELECT event_type, COUNT(*) AS n FROM events GROUP BY event_type")
+                .fetch_all(&mut *tx)
+                .await?,
+            "event_type",
+        )?;
+        let by_aggregate_type = count_by(
+            &sqlx::query(
+                "SELECT aggregate_type, COUNT(*) AS n FROM events GROUP BY aggregate_type",
+            )
+            .fetch_all(&mut *tx)
+            .await?,
+            "aggregate_type",
+        )?;
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS total, COALESCE(MAX(position), 0) AS head, \
+             MIN(occurred_at) AS first_at, MAX(occurred_at) AS last_at, \
+             (SELECT COUNT(*) FROM events WHERE version = 1) AS aggregates FROM events",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        decode_stats(&row, by_event_type, by_aggregate_type)
+    }
+
+    async fn find_idempotent_response(
+        &self,
+        key: &str,
+    ) -> Result<Option<IdempotentResponse>, StoreError> {
+        let row = sqlx::query(
+            "SELECT key, fingerprint, status, body FROM idempotency_keys WHERE key = $1",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(decode_idempotent_response).transpose()
+    }
+
+    fn watch_head(&self) -> watch::Receiver<u64> {
+        self.head.subscribe()
+    }
+
+    async fn close(&self) {
+        let task = self.listener.lock().ok().and_then(|mut t| t.take());
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+        self.listen_pool.close().await;
+        self.pool.close().await;
+    }
+
+    async fn events_by_correlation(
+        &self,
+        correlation_id: &str,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM events WHERE correlation_id = $1 ORDER BY position"
+        ))
+        .bind(correlation_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode_event).collect()
+    }
+
+    async fn find_event(&self, event_id: Uuid) -> Result<Option<StoredEvent>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM events WHERE event_id = $1::uuid"
+        ))
+        .bind(event_id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(decode_event).transpose()
+    }
 }
