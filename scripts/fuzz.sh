@@ -31,21 +31,15 @@ MAX_EXAMPLES="${FUZZ_MAX_EXAMPLES:-100}"
 REPORT_DIR="${FUZZ_REPORT_DIR:-$DEPLOY_RUN/fuzz-report}"
 
 log() { echo "fuzz.sh: $*" >&2; }
+# shellcheck source=scripts/python-venv.sh
+. "$REPO_ROOT/scripts/python-venv.sh"
 
 install_schemathesis() {
     if "$VENV/bin/schemathesis" --version 2>/dev/null | grep -qx "schemathesis, version $SCHEMATHESIS_VERSION"; then
         return 0
     fi
-    if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
-        log "installing python3 and python3-venv from Debian"
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >&2
-    fi
     log "installing Schemathesis $SCHEMATHESIS_VERSION into $VENV"
-    rm -rf "$VENV"
-    mkdir -p "$DEPLOY_RUN"
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check --requirement "$REQUIREMENTS"
+    python_venv "$VENV" --requirement "$REQUIREMENTS"
 }
 
 build_shop() {

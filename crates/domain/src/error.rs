@@ -63,13 +63,6 @@ pub enum DomainError {
     },
 }
 
-/// A value refused where it was parsed is an invalid command.
-impl From<crate::values::ValueError> for DomainError {
-    fn from(e: crate::values::ValueError) -> Self {
-        Self::Invalid(e.message)
-    }
-}
-
 impl DomainError {
     pub fn kind(&self) -> ErrorKind {
         match self {

@@ -40,7 +40,8 @@ pub(crate) const MAX_ID_CHARS: usize = 200;
 /// `&str` everywhere (`Deref`, `Display`, `AsRef`), written and read as a plain JSON
 /// string.
 macro_rules! text_values {
-    ($( $(#[$doc:meta])* $name:ident, field = $field:literal, check = $check:path; )*) => { $(
+    ($( $(#[$doc:meta])* $name:ident, field = $field:literal, check = $check:path,
+        personal = $personal:literal; )*) => { $(
         $(#[$doc])*
         #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $name(String);
@@ -140,7 +141,18 @@ macro_rules! text_values {
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
                 let text = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
-                Self::parse(&text).map_err(serde::de::Error::custom)
+                Self::parse(&text).map_err(|e| {
+                    // A decoding error ends up in logs and dead letters: a value that
+                    // names a person is not repeated there.
+                    if $personal {
+                        serde::de::Error::custom(format!(
+                            "{} is not valid (the value is personal data and is not repeated here)",
+                            e.field
+                        ))
+                    } else {
+                        serde::de::Error::custom(e)
+                    }
+                })
             }
         }
 
@@ -170,20 +182,20 @@ macro_rules! text_values {
 
 text_values! {
     /// A cart's id (a UUID when this shop opened it).
-    CartId, field = "cartId", check = id_text;
+    CartId, field = "cartId", check = id_text, personal = false;
     /// An order's id (a UUID, chosen at checkout).
-    OrderId, field = "orderId", check = id_text;
+    OrderId, field = "orderId", check = id_text, personal = false;
     /// A payment's id: derived from its order's ([`crate::ids::payment_id_for`]).
-    PaymentId, field = "paymentId", check = id_text;
+    PaymentId, field = "paymentId", check = id_text, personal = false;
     /// Whose cart or order it is: the subject of the customer's token.
-    CustomerId, field = "customerId", check = customer_text;
+    CustomerId, field = "customerId", check = customer_text, personal = false;
     /// A stock-keeping unit: 1 to 64 letters, digits, '-', '_' or '.', starting with a
     /// letter or digit (so never `.` or `..`, which would read as path segments).
-    Sku, field = "sku", check = sku_text;
+    Sku, field = "sku", check = sku_text, personal = false;
     /// An e-mail address the shop writes to, trimmed.
-    Email, field = "email", check = email_text;
+    Email, field = "email", check = email_text, personal = true;
     /// A phone number the shop texts: 7 to 15 digits, optionally with + - ( ) . and spaces.
-    Phone, field = "phone", check = phone_text;
+    Phone, field = "phone", check = phone_text, personal = true;
 }
 
 impl OrderId {
@@ -477,6 +489,13 @@ mod tests {
             e.to_string().contains("sku '../x' is not a valid SKU"),
             "{e}"
         );
+        // An e-mail address or phone number is personal: its decoding error (which a
+        // consumer logs and dead-letters) names the field, not the value.
+        let e = serde_json::from_str::<Email>("\"ada at example\"").unwrap_err();
+        assert!(e.to_string().starts_with("email is not valid"), "{e}");
+        assert!(!e.to_string().contains("ada"), "{e}");
+        let e = serde_json::from_str::<Phone>("\"call ada\"").unwrap_err();
+        assert!(!e.to_string().contains("ada"), "{e}");
         let money = Money::parse("unitPrice", dec!(19.99), dec!(100)).unwrap();
         assert_eq!(
             serde_json::to_value(money).unwrap(),
