@@ -50,15 +50,16 @@ struct Writes {
     unanswered: Mutex<Vec<(String, u64)>>,
 }
 
-/// Eight writers create carts and add items as fast as they can until the server stops
+/// `count` writers create carts and add items as fast as they can until the server stops
 /// answering.
 fn spawn_writers(
     client: &reqwest::Client,
     base: &str,
+    count: usize,
 ) -> (Arc<Writes>, Vec<tokio::task::JoinHandle<()>>) {
     let writes: Arc<Writes> = Arc::default();
     let mut writers = Vec::new();
-    for w in 0..8 {
+    for w in 0..count {
         let (client, base, writes) = (client.clone(), base.to_string(), writes.clone());
         writers.push(tokio::spawn(async move {
             let bad = |what: String| writes.bad_answers.lock().unwrap().push(what);
@@ -131,7 +132,7 @@ impl ShopUnderWrites {
         let server = start(data_dir.path(), &[]).await;
         let client = server.client();
         stock_eight(&client, &server.base()).await;
-        let (writes, writers) = spawn_writers(&client, &server.base());
+        let (writes, writers) = spawn_writers(&client, &server.base(), 8);
         let deadline = Instant::now() + Duration::from_secs(20);
         while writes.acknowledged.lock().unwrap().len() < 300 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -218,6 +219,130 @@ async fn every_acknowledged_event_survives_sigkill() {
     shop.server.kill();
     let (mut server, _client, _writes, _data) = shop.restart_and_check().await;
     server.kill();
+}
+
+/// The (position, event id) of every event a reader saw, in the order it saw them.
+type Tailed = Arc<Mutex<Vec<(u64, String)>>>;
+
+/// A reader tailing the global log through the API until the server stops answering.
+fn spawn_tail(client: &reqwest::Client, base: &str) -> (Tailed, tokio::task::JoinHandle<()>) {
+    let seen: Tailed = Arc::default();
+    let (client, base, tail) = (client.clone(), base.to_string(), seen.clone());
+    let task = tokio::spawn(async move {
+        let mut after = 0;
+        loop {
+            let url = format!("{base}/api/eventstore/events?after={after}&limit=1000");
+            let Ok(r) = client.get(url).send().await else {
+                return;
+            };
+            let Ok(page) = r.json::<Value>().await else {
+                return;
+            };
+            let Some(events) = page["events"].as_array() else {
+                return;
+            };
+            for e in events {
+                let position = e["position"].as_u64().expect("position");
+                assert!(
+                    position > after,
+                    "the log went back from {after} to {position}"
+                );
+                after = position;
+                let id = e["eventId"].as_str().expect("eventId").to_string();
+                tail.lock().unwrap().push((position, id));
+            }
+            if events.is_empty() {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    });
+    (seen, task)
+}
+
+/// 64 writers and a reader tailing the log, until 600 writes are acknowledged (or 30 s
+/// have passed); then `crash` kills the server and starts it again on the same store, and
+/// the server it returns must hold every acknowledged write, and no event below the last
+/// position the reader passed that the reader did not see (no gap it passed was filled).
+async fn sixty_four_writers_survive_sigkill<F, Fut>(client: reqwest::Client, base: String, crash: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = String>,
+{
+    let (writes, writers) = spawn_writers(&client, &base, 64);
+    let (tailed, tail) = spawn_tail(&client, &base);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while writes.acknowledged.lock().unwrap().len() < 600 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let base = crash().await;
+    for w in writers {
+        w.await.unwrap();
+    }
+    tail.await.expect("the tailing reader saw the log in order");
+    assert_every_acknowledged_write_is_there(&client, &base, &writes).await;
+    let tailed = tailed.lock().unwrap().clone();
+    let passed = tailed.last().map_or(0, |(position, _)| *position);
+    assert!(passed > 0, "the reader saw no event before the crash");
+    let seen: BTreeSet<String> = tailed.into_iter().map(|(_, id)| id).collect();
+    let below: Vec<(u64, String)> = all_events(&client, &base)
+        .await
+        .iter()
+        .map(|e| {
+            (
+                e["position"].as_u64().unwrap(),
+                e["eventId"].as_str().unwrap().to_string(),
+            )
+        })
+        .filter(|(position, _)| *position <= passed)
+        .collect();
+    let filled: Vec<u64> = below
+        .iter()
+        .filter(|(_, id)| !seen.contains(id))
+        .map(|(position, _)| *position)
+        .collect();
+    assert!(
+        filled.is_empty(),
+        "the reader passed position {passed}, and after the restart events are at \
+         positions {filled:?} below it that it never saw"
+    );
+    assert_eq!(below.len(), seen.len(), "the reader saw each event once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_writers_lose_nothing_to_sigkill_on_sqlite() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut server = start(data_dir.path(), &[]).await;
+    let (client, base) = (server.client(), server.base());
+    stock_eight(&client, &base).await;
+    let mut restarted = None;
+    sixty_four_writers_survive_sigkill(client, base, || async {
+        server.kill();
+        let again = start(data_dir.path(), &[]).await;
+        let base = again.base();
+        restarted = Some(again);
+        base
+    })
+    .await;
+    if let Some(mut server) = restarted {
+        server.kill();
+    }
+}
+
+/// The same on PostgreSQL (the API process of a production layout, appending in parallel
+/// without a global lock), killed and restarted on the same database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_writers_lose_nothing_to_sigkill_on_postgresql() {
+    let logs = tempfile::tempdir().unwrap();
+    let mut cluster = common::cluster::Cluster::start(&[&["api"]], &[], logs.path()).await;
+    let process = cluster.process("api");
+    let (client, base) = (process.client(), process.base());
+    stock_eight(&client, &base).await;
+    sixty_four_writers_survive_sigkill(client, base, || async {
+        process.restart().await;
+        process.base()
+    })
+    .await;
+    cluster.dispose().await;
 }
 
 /// SIGTERM and SIGINT (Ctrl-C) in the middle of a stream of writes: the server stops

@@ -80,6 +80,18 @@ macro_rules! contract_tests {
                 super::contract::slow_writers_never_let_a_reader_skip_an_event(
                     backend.store.clone(),
                     backend.slow_append.clone(),
+                    10,
+                )
+                .await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sixty_four_slow_writers_never_let_a_reader_skip_an_event() {
+                let (_guard, backend) = $open().await;
+                super::contract::slow_writers_never_let_a_reader_skip_an_event(
+                    backend.store.clone(),
+                    backend.slow_append.clone(),
+                    64,
                 )
                 .await;
             }
@@ -221,6 +233,44 @@ async fn open_postgres() -> (ScratchDatabase, Backend) {
 }
 
 contract_tests!(postgres, super::open_postgres);
+
+/// The no-skip check can fail: against a PostgreSQL store whose readers do not stop at the
+/// settled head (a deliberately broken visibility rule), 64 slow and fast writers make the
+/// reader pass positions that commit later, and the check panics. Whether a run catches it
+/// depends on timing, so up to ten runs are made, each on a fresh database; one must fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_no_skip_check_fails_when_readers_pass_the_settled_head() {
+    const RUNS: usize = 10;
+    for _ in 0..RUNS {
+        let database = ScratchDatabase::create().await;
+        let broken = Arc::new(
+            PgEventStore::connect(&database.url)
+                .await
+                .expect("connect the PostgreSQL store")
+                .reading_past_the_settled_head(),
+        );
+        let slow = broken.clone();
+        let slow_append: SlowAppend = Arc::new(move |request, delay| {
+            let pg = slow.clone();
+            Box::pin(async move { pg.append_with_delay(request, delay).await })
+        });
+        let check = tokio::spawn(contract::slow_writers_never_let_a_reader_skip_an_event(
+            broken.clone(),
+            Some(slow_append),
+            64,
+        ));
+        let outcome = check.await;
+        cornershop_store::EventLog::close(&*broken).await;
+        if let Err(panic) = outcome {
+            assert!(
+                panic.is_panic(),
+                "the check failed by an assertion: {panic}"
+            );
+            return;
+        }
+    }
+    panic!("the no-skip check passed {RUNS} times against a store whose readers skip events");
+}
 
 /// The backend-agnostic contract. Every function expects a fresh, empty store.
 mod contract {
@@ -2191,10 +2241,10 @@ mod contract {
     pub(crate) async fn slow_writers_never_let_a_reader_skip_an_event(
         store: Arc<dyn EventStore>,
         slow_append: Option<SlowAppend>,
+        writer_count: usize,
     ) {
-        const WRITERS: usize = 10;
         const APPENDS_PER_WRITER: usize = 12;
-        const TOTAL: usize = WRITERS * APPENDS_PER_WRITER;
+        let total = writer_count * APPENDS_PER_WRITER;
         assert_empty(&*store).await;
 
         let done = Arc::new(AtomicBool::new(false));
@@ -2248,7 +2298,7 @@ mod contract {
         };
 
         let mut writers = Vec::new();
-        for w in 0..WRITERS {
+        for w in 0..writer_count {
             let store = store.clone();
             let slow_append = slow_append.clone();
             writers.push(tokio::spawn(async move {
@@ -2291,11 +2341,11 @@ mod contract {
         done.store(true, Ordering::SeqCst);
         let seen = reader.await.expect("reader task");
 
-        assert_eq!(written.len(), TOTAL);
-        assert_eq!(seen.len(), TOTAL, "the reader saw every event exactly once");
+        assert_eq!(written.len(), total);
+        assert_eq!(seen.len(), total, "the reader saw every event exactly once");
         let written_by_id: HashMap<Uuid, &StoredEvent> =
             written.iter().map(|e| (e.envelope.event_id, e)).collect();
-        assert_eq!(written_by_id.len(), TOTAL);
+        assert_eq!(written_by_id.len(), total);
         for e in &seen {
             let w = written_by_id
                 .get(&e.envelope.event_id)

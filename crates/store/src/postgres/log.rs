@@ -1,21 +1,21 @@
-//! `EventLog` on the PostgreSQL backend. Appends:  the expected-version check, the idempotency and
-//! applied-command keys, then, under the append lock, the events and the notification of
-//! the new head (see the module comment of `postgres` for why in this order).
+//! `EventLog` on the PostgreSQL backend. Appends: one call of `cornershop_append` (the
+//! expected-version check, the idempotency and applied-command keys and the events), then a
+//! request to the settler to settle the head past them (see the module comment of
+//! `postgres`).
 //!
-//! Reads: an aggregate's events, pages of the
-//! global log, the head, the statistics (from one snapshot), a correlation's events and
-//! one event by id (the rows decoded by `shared::decode_event`).
+//! Reads: an aggregate's events, pages of the global log up to the settled head, the head,
+//! the statistics (from one snapshot), a correlation's events and one event by id (the
+//! rows decoded by `shared::decode_event`).
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::Utc;
 use cornershop_domain::AggregateType;
 use sqlx::{Postgres, QueryBuilder, Row};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::head::{raise, read_head, CHANNEL};
+use super::head::{raise, settled_head};
 use super::{commit_failure, PgEventStore};
 use crate::shared::{
     count_by, decode_event, decode_idempotent_response, decode_stats, push_event_query, push_range,
@@ -25,155 +25,162 @@ use crate::{
     IdempotentResponse, StoreError, StoreStats, StoredEvent, TimeRange,
 };
 
-/// The key of the advisory lock that serializes appends (ASCII "CSEVENTS").
-const APPEND_LOCK: i64 = 0x4353_4556_454E_5453;
-
 /// The constraint that makes versions unique per aggregate (migrations/postgres).
 const VERSION_CONSTRAINT: &str = "events_aggregate_version_unique";
+/// The primary keys of the tables of request and command keys.
+const IDEMPOTENCY_CONSTRAINT: &str = "idempotency_keys_pkey";
+const DEDUPE_CONSTRAINT: &str = "applied_commands_pkey";
 
-/// Rows per INSERT statement (PostgreSQL allows at most 65535 bind parameters).
-const INSERT_CHUNK: usize = 1000;
+/// An append is one call of `cornershop_append` (migrations/postgres/0004): the
+/// expected-version check, the keys and the events in one statement, prepared once per
+/// connection and committed on its own.
+const APPEND: &str = "SELECT actual_version, positions FROM cornershop_append($1, $2, $3, $4, \
+    $5, $6, $7, $8, $9::text[]::uuid[], $10, $11, $12, $13, $14::text[]::json[], \
+    $15::text[]::json[], $16, $17, $18)";
 
 impl PgEventStore {
     pub(super) async fn append_inner(
         &self,
-        request: AppendRequest,
+        mut request: AppendRequest,
         delay: Option<Duration>,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let actual =
-            current_version(&mut *tx, request.aggregate_type, &request.aggregate_id).await?;
-        crate::shared::expect_version(&request, actual)?;
-
-        // The keys go in before the append lock is taken: a second request with the same
-        // key waits here for the first to finish, without holding the lock.
-        if let Some(response) = &request.idempotency {
-            let inserted = sqlx::query(
-                "INSERT INTO idempotency_keys (key, fingerprint, status, body, created_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(&response.key)
-            .bind(&response.fingerprint)
-            .bind(i32::from(response.status))
-            .bind(&response.body)
-            .bind(Utc::now())
-            .execute(&mut *tx)
-            .await;
-            crate::unless_taken(inserted, || {
-                StoreError::IdempotencyKeyTaken(response.key.clone())
-            })?;
-        }
-        if let Some(key) = &request.dedupe_key {
-            let inserted = sqlx::query(
-                "INSERT INTO applied_commands (dedupe_key, applied_at) VALUES ($1, $2)",
-            )
-            .bind(key)
-            .bind(Utc::now())
-            .execute(&mut *tx)
-            .await;
-            crate::unless_taken(inserted, || StoreError::AlreadyApplied(key.clone()))?;
-        }
-
         let (mut stored, rows) = crate::events_to_store(
             request.aggregate_type,
             &request.aggregate_id,
             request.expected_version,
-            request.events,
+            std::mem::take(&mut request.events),
         )?;
+        let envelopes = || stored.iter().map(|e| &e.envelope);
+        let idempotency = request.idempotency.as_ref();
+        let call = sqlx::query(APPEND)
+            .bind(request.aggregate_type.as_str())
+            .bind(&request.aggregate_id)
+            .bind(request.expected_version as i64)
+            .bind(idempotency.map(|r| r.key.clone()))
+            .bind(idempotency.map(|r| r.fingerprint.clone()))
+            .bind(idempotency.map(|r| i32::from(r.status)))
+            .bind(idempotency.map(|r| r.body.clone()))
+            .bind(request.dedupe_key.clone())
+            .bind(
+                envelopes()
+                    .map(|e| e.event_id.to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                envelopes()
+                    .map(|e| e.event_type.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(envelopes().map(|e| e.version as i64).collect::<Vec<_>>())
+            .bind(
+                envelopes()
+                    .map(|e| i64::from(e.schema_version))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(envelopes().map(|e| e.timestamp).collect::<Vec<_>>())
+            .bind(
+                rows.iter()
+                    .map(|(data, _)| data.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                rows.iter()
+                    .map(|(_, meta)| meta.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                envelopes()
+                    .map(|e| e.metadata.correlation_id.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                envelopes()
+                    .map(|e| e.metadata.causation_id.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                stored
+                    .iter()
+                    .map(|e| e.trace_id.clone())
+                    .collect::<Vec<_>>(),
+            );
 
-        if !stored.is_empty() {
-            // From here to the commit, appends run one at a time: see the module comment.
-            // (To see the contract's slow-writer check fail, comment this statement out.)
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(APPEND_LOCK)
-                .execute(&mut *tx)
-                .await?;
-            for (chunk, chunk_rows) in stored
-                .chunks_mut(INSERT_CHUNK)
-                .zip(rows.chunks(INSERT_CHUNK))
-            {
-                let mut sql = QueryBuilder::<Postgres>::new(
-                    "INSERT INTO events (event_id, event_type, aggregate_type, aggregate_id, \
-                     version, schema_version, occurred_at, data, metadata, correlation_id, \
-                     causation_id, trace_id) ",
-                );
-                sql.push_values(
-                    chunk.iter().zip(chunk_rows),
-                    |mut row, (stored, (data, meta))| {
-                        let e = &stored.envelope;
-                        row.push_bind(e.event_id.to_string())
-                            .push_unseparated("::uuid")
-                            .push_bind(e.event_type.clone())
-                            .push_bind(e.aggregate_type.as_str())
-                            .push_bind(e.aggregate_id.clone())
-                            .push_bind(e.version as i64)
-                            .push_bind(i64::from(e.schema_version))
-                            .push_bind(e.timestamp)
-                            .push_bind(data.clone())
-                            .push_unseparated("::json")
-                            .push_bind(meta.clone())
-                            .push_unseparated("::json")
-                            .push_bind(e.metadata.correlation_id.clone())
-                            .push_bind(e.metadata.causation_id.clone())
-                            .push_bind(stored.trace_id.clone());
-                    },
-                );
-                sql.push(" RETURNING version, position");
-                let inserted = sql.build().fetch_all(&mut *tx).await;
-                let inserted = match inserted {
-                    Err(e) if violates(&e, VERSION_CONSTRAINT) => {
-                        // Another append to this aggregate committed after our check.
-                        tx.rollback().await?;
-                        let actual = current_version(
-                            &self.pool,
-                            request.aggregate_type,
-                            &request.aggregate_id,
-                        )
-                        .await?;
-                        return Err(StoreError::Conflict {
-                            aggregate_type: request.aggregate_type,
-                            aggregate_id: request.aggregate_id,
-                            expected: request.expected_version,
-                            actual,
-                        });
-                    }
-                    Err(e) => {
-                        tx.rollback().await?;
-                        return Err(e.into());
-                    }
-                    Ok(rows) => rows,
-                };
-                for row in inserted {
-                    let version = row.try_get::<i64, _>("version")? as u64;
-                    let position = row.try_get::<i64, _>("position")? as u64;
-                    let event = chunk
-                        .iter_mut()
-                        .find(|e| e.envelope.version == version)
-                        .ok_or_else(|| {
-                            StoreError::Corrupt(format!(
-                                "insert returned unknown version {version}"
-                            ))
-                        })?;
-                    event.position = position;
+        // A failure to get a connection stored nothing; once the call is sent, a broken
+        // connection leaves the outcome unknown (the statement commits on its own).
+        let mut conn = self.pool.acquire().await?;
+        let answer = match delay {
+            None => call.fetch_one(&mut *conn).await.map_err(commit_failure),
+            Some(delay) => {
+                // The test hook: the same call, inside a transaction held open (with the
+                // append registered) before it commits.
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                let answer = call.fetch_one(&mut *tx).await;
+                if answer.is_ok() {
+                    tokio::time::sleep(delay).await;
+                    tx.commit().await.map_err(commit_failure)?;
                 }
+                answer.map_err(StoreError::from)
             }
-            let last = stored.last().map_or(0, |e| e.position);
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(CHANNEL)
-                .bind(last.to_string())
-                .execute(&mut *tx)
-                .await?;
+        };
+        drop(conn);
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(StoreError::Database(e)) => return Err(self.refusal(&request, e).await),
+            Err(e) => return Err(e),
+        };
+        let actual = answer.try_get::<i64, _>("actual_version")? as u64;
+        // No positions: the expected version was stale, and nothing was written.
+        let Some(positions) = answer.try_get::<Option<Vec<i64>>, _>("positions")? else {
+            return Err(StoreError::Conflict {
+                aggregate_type: request.aggregate_type,
+                aggregate_id: request.aggregate_id,
+                expected: request.expected_version,
+                actual,
+            });
+        };
+        if positions.len() != stored.len() {
+            return Err(StoreError::Corrupt(format!(
+                "an append of {} events returned {} positions",
+                stored.len(),
+                positions.len()
+            )));
         }
-
-        if let Some(delay) = delay {
-            tokio::time::sleep(delay).await;
+        for (event, position) in stored.iter_mut().zip(positions) {
+            event.position = position as u64;
         }
-        tx.commit().await.map_err(commit_failure)?;
         count_stored(&stored);
         if let Some(last) = stored.last() {
-            raise(&self.head, last.position);
+            self.settle_past(last.position);
         }
         Ok(stored)
+    }
+
+    /// What a refused append call means: a version taken meanwhile (a conflict, with the
+    /// version read again), a key taken, or the database's own error.
+    async fn refusal(&self, request: &AppendRequest, e: sqlx::Error) -> StoreError {
+        if violates(&e, VERSION_CONSTRAINT) {
+            // Another append to this aggregate committed after our check.
+            return match current_version(&self.pool, request.aggregate_type, &request.aggregate_id)
+                .await
+            {
+                Ok(actual) => StoreError::Conflict {
+                    aggregate_type: request.aggregate_type,
+                    aggregate_id: request.aggregate_id.clone(),
+                    expected: request.expected_version,
+                    actual,
+                },
+                Err(e) => e,
+            };
+        }
+        match (&request.idempotency, &request.dedupe_key) {
+            (Some(response), _) if violates(&e, IDEMPOTENCY_CONSTRAINT) => {
+                StoreError::IdempotencyKeyTaken(response.key.clone())
+            }
+            (_, Some(key)) if violates(&e, DEDUPE_CONSTRAINT) => {
+                StoreError::AlreadyApplied(key.clone())
+            }
+            _ => e.into(),
+        }
     }
 }
 
@@ -209,8 +216,11 @@ pub(super) async fn query(
     store: &PgEventStore,
     query: &EventQuery,
 ) -> Result<Vec<StoredEvent>, StoreError> {
+    // Never past the settled head: below it, no event can still appear.
     let mut sql =
-        QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM events WHERE position > "));
+        QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM events WHERE position <= "));
+    sql.push_bind(store.readable().await)
+        .push(" AND position > ");
     push_event_query(&mut sql, query, "occurred_at", truncate)?;
     let rows = sql.build().fetch_all(&store.pool).await?;
     rows.iter().map(decode_event).collect()
@@ -263,7 +273,12 @@ impl EventLog for PgEventStore {
     }
 
     async fn head_position(&self) -> Result<u64, StoreError> {
-        read_head(&self.pool).await
+        if !self.bounded {
+            return Ok(*self.head.borrow());
+        }
+        let position = settled_head(&self.pool).await?;
+        raise(&self.head, position);
+        Ok(*self.head.borrow())
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
@@ -315,8 +330,11 @@ impl EventLog for PgEventStore {
     }
 
     async fn close(&self) {
-        let task = self.listener.lock().ok().and_then(|mut t| t.take());
-        if let Some(task) = task {
+        let tasks: Vec<_> = match self.tasks.lock() {
+            Ok(mut tasks) => tasks.drain(..).collect(),
+            Err(_) => Vec::new(),
+        };
+        for task in tasks {
             task.abort();
             let _ = task.await;
         }

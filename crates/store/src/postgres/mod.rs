@@ -9,38 +9,48 @@
 //! Two things work differently from SQLite, because PostgreSQL runs writers concurrently
 //! and several processes share one database:
 //!
-//! 1. **One global order without skipping.** A sequence alone is not enough: a transaction
-//!    that drew position *n* early but commits late would become visible after *n + 1*, and
-//!    a reader tailing the log by position would already have passed *n*. So every append
-//!    takes a transaction-scoped advisory lock (`pg_advisory_xact_lock(APPEND_LOCK)`)
-//!    right before it inserts its events, and holds it until it commits: positions (an
-//!    identity column with the default `CACHE 1`) are drawn and committed by one append
-//!    after another. PostgreSQL releases the lock only after the commit is visible, so a
-//!    snapshot that sees a position also sees every position below it. An aborted append
-//!    leaves a gap that never fills, which readers tolerate (they page by `position >
-//!    after`, never by counting). The lock covers only the event inserts, the notify and
-//!    the commit: the expected-version check runs before it, and the idempotency record and
-//!    the applied-command key are inserted before it too (so that a transaction never waits
-//!    for a key while holding the lock, and no two appends can deadlock). The check stays
-//!    race-free: two appends that both passed it insert the same version, the unique
+//! 1. **One global order without skipping, without a global lock.** A sequence alone is
+//!    not enough: an append that drew position *n* early but commits late becomes visible
+//!    after *n + 1*, and a reader tailing the log by position would already have passed
+//!    *n*. Until migration 0004 every append held one advisory lock through its commit,
+//!    which serialized them all. Now appends run in parallel and readers stop at the
+//!    **settled head**, a position below which every append has finished:
+//!    - an append is one call of `cornershop_append` (the expected-version check, the
+//!      idempotency and applied-command keys, the events: one prepared statement,
+//!      committed on its own); before it draws a position (an identity column with
+//!      `CACHE 1`, so values are handed out in time order) it *registers* by taking the
+//!      transaction-scoped advisory lock (1129529680, its backend pid), which PostgreSQL
+//!      releases only once its commit (or abort) is visible;
+//!    - `cornershop_settled_head()` reads the last drawn position D, then lists the
+//!      registered appends in `pg_locks` and waits for each, taking and releasing its
+//!      lock in share mode. Every position <= D was drawn before D was read, by an append
+//!      registered before it drew, so that append was listed (or had finished) and has
+//!      finished now: every position <= D is visible or aborted for good;
+//!    - the store keeps the settled head in its head watch (`head.rs`); `query` and
+//!      `read_log` read only `position <= head`, once the head has passed every append
+//!      this process answered, so a caller reads its own writes (an append answers at its
+//!      commit and asks the settler to settle past it; it does not wait).
+//!
+//!    An aborted append leaves a gap that never fills, which readers tolerate (they page
+//!    by `position > after`, never by counting). The version check stays race-free: two
+//!    appends that both passed it insert the same version, and the unique
 //!    `(aggregate_type, aggregate_id, version)` constraint refuses the second once the
-//!    first has committed (it waited for the lock), and that refusal is reported as
-//!    [`StoreError::Conflict`] with the version read again.
-//! 2. **`watch_head` across processes.** The append transaction runs
-//!    `pg_notify('cornershop_events', <last position>)`, which PostgreSQL delivers at
-//!    commit, in commit order, to every session listening. Each store runs a background
-//!    task with a [`PgListener`] on its own connection that raises the head watch to the
-//!    notified position (never lowers it), so consumers in every process wake for every
-//!    process's appends. The appending process also raises it itself right after its
-//!    commit. Notifications are not durable: when the listener's connection is lost, the
-//!    task reconnects, listens again, and then reads `MAX(position)` to catch up on what
-//!    it missed.
+//!    first has committed; that refusal is reported as [`StoreError::Conflict`] with the
+//!    version read again.
+//! 2. **`watch_head` across processes.** A settler task settles when an append of this
+//!    process waits, and once a second otherwise (which settles what a process that died
+//!    between its commit and its announcement left behind); an announcer sends each new
+//!    settled head with `pg_notify('cornershop_events', <position>)`, one at a time
+//!    (a notifying commit takes a database-wide lock, so not once per append); a listener
+//!    task with a [`PgListener`] on its own connection raises the head watch to every
+//!    announced position (never lowers it). Notifications are not durable: when the
+//!    listener's connection is lost, it reconnects, listens again and settles afresh.
 //!
 //! The files are cut as the SQLite backend's are, one per trait of the store: `log`
 //! (`EventLog`: appends, reads, statistics, idempotency replies), `consumers`
 //! (`ConsumerState`), `scheduling` (`Scheduling`: timers and leases) and `notifications`
-//! (`NotificationOutbox`); this one holds the type and connecting, and `head` the head
-//! listener.
+//! (`NotificationOutbox`); this one holds the type and connecting, and `head` the
+//! settled head's tasks.
 //!
 //! [`PgListener`]: sqlx::postgres::PgListener
 
@@ -62,19 +72,30 @@ use tokio::task::JoinHandle;
 use crate::{sqlx_unavailability, Unavailable};
 use crate::{AppendRequest, StoreError, StoredEvent};
 
-use head::{follow_head, listen, read_head};
+use head::{announce, follow_head, listen, raise, settle, settled_head};
 
 pub struct PgEventStore {
     pool: PgPool,
     /// One connection, used only by the head listener.
     listen_pool: PgPool,
+    /// The settled head: readers of the log stop there.
     head: Arc<watch::Sender<u64>>,
-    listener: Mutex<Option<JoinHandle<()>>>,
+    /// The last position an append of this process asked to see settled.
+    wanted: watch::Sender<u64>,
+    /// The listener, the settler and the announcer.
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Whether readers stop at the settled head; false only in the test that shows the
+    /// contract's no-skip check failing without it.
+    bounded: bool,
 }
+
+/// How long a reader waits for this process's appends to be settled before reading below
+/// them (the settler retries meanwhile; they are committed either way).
+const SETTLE_WAIT: Duration = Duration::from_secs(10);
 
 impl PgEventStore {
     /// Connects to `database_url` (`postgres://user:password@host:port/database`), runs the
-    /// migrations, starts the head listener and reads the current head.
+    /// migrations, starts the head's tasks and settles the head.
     pub async fn connect(database_url: &str) -> Result<Self, StoreError> {
         Self::connect_with(PgConnectOptions::from_str(database_url)?).await
     }
@@ -101,21 +122,66 @@ impl PgEventStore {
             .idle_timeout(None)
             .connect_with(named("cornershop-head-listener"))
             .await?;
-        // Listen before reading the head, so that no append falls between the two.
+        // Listen before settling the head, so that no announcement falls between the two.
         let listener = listen(&listen_pool).await?;
-        let head = Arc::new(watch::Sender::new(read_head(&pool).await?));
-        let task = tokio::spawn(follow_head(
-            listener,
-            listen_pool.clone(),
-            pool.clone(),
-            head.clone(),
-        ));
+        let head = Arc::new(watch::Sender::new(settled_head(&pool).await?));
+        let (wanted, wanted_rx) = watch::channel(0);
+        let (found, found_rx) = watch::channel(0);
+        let tasks = vec![
+            tokio::spawn(follow_head(
+                listener,
+                listen_pool.clone(),
+                pool.clone(),
+                head.clone(),
+            )),
+            tokio::spawn(settle(pool.clone(), head.clone(), wanted_rx, found)),
+            tokio::spawn(announce(pool.clone(), found_rx)),
+        ];
         Ok(Self {
             pool,
             listen_pool,
             head,
-            listener: Mutex::new(Some(task)),
+            wanted,
+            tasks: Mutex::new(tasks),
+            bounded: true,
         })
+    }
+
+    /// Asks the settler to settle the head past `position`, an appended event's. The
+    /// append does not wait for it: its events are committed (durable) already, and this
+    /// process's readers wait for it instead (`readable`).
+    fn settle_past(&self, position: u64) {
+        if !self.bounded {
+            raise(&self.head, position);
+            return;
+        }
+        self.wanted.send_if_modified(|wanted| {
+            let newer = position > *wanted;
+            if newer {
+                *wanted = position;
+            }
+            newer
+        });
+    }
+
+    /// The highest position a reader may read up to: the settled head, once it has passed
+    /// every append this process has answered (so that a caller reads its own writes;
+    /// waiting at most [`SETTLE_WAIT`]).
+    async fn readable(&self) -> i64 {
+        if !self.bounded {
+            return i64::MAX;
+        }
+        let appended = *self.wanted.borrow();
+        let mut head = self.head.subscribe();
+        let settled = tokio::time::timeout(SETTLE_WAIT, head.wait_for(|h| *h >= appended)).await;
+        if settled.is_err() {
+            tracing::warn!(
+                position = appended,
+                "the head of the log is not settled past this process's appends; reading below"
+            );
+        }
+        let readable = *self.head.borrow();
+        readable as i64
     }
 
     /// Test hook: [`EventStore::append`], but holding the transaction open for `delay`
@@ -129,12 +195,20 @@ impl PgEventStore {
     ) -> Result<Vec<StoredEvent>, StoreError> {
         self.append_inner(request, Some(delay)).await
     }
+
+    /// Test hook: this store with a broken visibility rule, whose readers do not stop at
+    /// the settled head. The contract shows its no-skip check failing against it.
+    #[doc(hidden)]
+    pub fn reading_past_the_settled_head(mut self) -> Self {
+        self.bounded = false;
+        self
+    }
 }
 
 impl Drop for PgEventStore {
     fn drop(&mut self) {
-        if let Some(task) = self.listener.lock().ok().and_then(|mut t| t.take()) {
-            task.abort();
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.drain(..).for_each(|task| task.abort());
         }
     }
 }
