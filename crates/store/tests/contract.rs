@@ -272,6 +272,73 @@ async fn the_no_skip_check_fails_when_readers_pass_the_settled_head() {
     panic!("the no-skip check passed {RUNS} times against a store whose readers skip events");
 }
 
+/// An append that stays open (a stuck writer) holds the settled head below its events, but
+/// does not hold up `head_position`: `cornershop_settled_head()` gives up on it after its
+/// lock timeout (5 s) and the store answers the last settled head, while the append is
+/// still in flight. Once it commits, the head passes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_append_holds_the_head_back_without_holding_up_head_position() {
+    use cornershop_domain::AggregateType;
+    use cornershop_store::EventLog;
+    let database = ScratchDatabase::create().await;
+    let pg = connect_postgres(&database.url).await;
+    let first = contract::append(
+        &*pg,
+        AggregateType::Cart,
+        "cart-before",
+        0,
+        vec![contract::cart_created("cart-before", contract::at(0))],
+    )
+    .await;
+    assert_eq!(pg.head_position().await.unwrap(), first[0].position);
+    let stuck = tokio::spawn({
+        let pg = pg.clone();
+        async move {
+            pg.append_with_delay(
+                contract::request(
+                    AggregateType::Cart,
+                    "cart-stuck",
+                    0,
+                    vec![contract::cart_created("cart-stuck", contract::at(1))],
+                ),
+                Duration::from_secs(12),
+            )
+            .await
+        }
+    });
+    // Until the stuck append has drawn its position, the head could not wait for it.
+    let probe = sqlx::PgPool::connect(&database.url).await.unwrap();
+    let drawn = loop {
+        let drawn: i64 = sqlx::query_scalar("SELECT last_value FROM events_position_seq")
+            .fetch_one(&probe)
+            .await
+            .unwrap();
+        if drawn as u64 > first[0].position {
+            break drawn as u64;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let head = pg
+        .head_position()
+        .await
+        .expect("head_position answers while an append is stuck");
+    assert!(
+        !stuck.is_finished(),
+        "head_position waited for the stuck append to finish"
+    );
+    assert_eq!(
+        head, first[0].position,
+        "the head passed an append that has not committed"
+    );
+    let stored = stuck
+        .await
+        .expect("the stuck append's task")
+        .expect("the stuck append commits in the end");
+    assert_eq!(stored[0].position, drawn);
+    assert!(pg.head_position().await.unwrap() >= drawn);
+    pg.close().await;
+}
+
 /// The backend-agnostic contract. Every function expects a fresh, empty store.
 mod contract {
     use std::collections::{BTreeMap, HashMap, HashSet};

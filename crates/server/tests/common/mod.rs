@@ -28,9 +28,14 @@ impl Drop for TestApp {
     }
 }
 
-/// A client whose every request carries `token` as its bearer token.
+/// A client whose every request carries `token` as its bearer token, and fails after five
+/// minutes without an answer: a shop that stopped answering fails its test with the
+/// request's name instead of hanging the whole run.
 pub(crate) fn client_with_token(token: &str) -> reqwest::Client {
-    authorized(reqwest::Client::builder(), token)
+    authorized(
+        reqwest::Client::builder().timeout(std::time::Duration::from_secs(300)),
+        token,
+    )
 }
 
 /// `builder`'s client, its every request carrying `token` as its bearer token.

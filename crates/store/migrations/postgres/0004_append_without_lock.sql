@@ -89,6 +89,10 @@ DECLARE
     drawn  BIGINT;
     writer INTEGER;
 BEGIN
+    -- An append takes milliseconds; one still registered after this long is stuck (a
+    -- transaction held open, a disk that does not answer). The call fails instead of
+    -- waiting for ever, so that the caller can say which append the head waits for.
+    PERFORM set_config('lock_timeout', '5s', true);
     SELECT CASE WHEN is_called THEN last_value ELSE 0 END INTO drawn
       FROM events_position_seq;
     FOR writer IN

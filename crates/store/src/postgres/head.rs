@@ -31,6 +31,9 @@ const IDLE_SETTLE: Duration = Duration::from_secs(1);
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// SQLSTATE 55P03: the lock timeout of `cornershop_settled_head()` ran out.
+const LOCK_NOT_AVAILABLE: &str = "55P03";
+
 /// Raises the head watch to `position`; never lowers it. Returns whether it rose.
 pub(super) fn raise(head: &watch::Sender<u64>, position: u64) -> bool {
     head.send_if_modified(|head| {
@@ -48,6 +51,39 @@ pub(super) async fn settled_head(pool: &PgPool) -> Result<u64, StoreError> {
         .fetch_one(pool)
         .await?;
     Ok(head as u64)
+}
+
+/// Whether settling failed because an append stayed registered past the lock timeout of
+/// `cornershop_settled_head()` (the database itself answers).
+pub(super) fn waited_too_long(error: &StoreError) -> bool {
+    matches!(error, StoreError::Database(sqlx::Error::Database(db))
+        if db.code().as_deref() == Some(LOCK_NOT_AVAILABLE))
+}
+
+/// When settling failed because an append stayed registered past the lock timeout of
+/// `cornershop_settled_head()`: which appends are in flight, and for how long (backend pid,
+/// application name, state, seconds since its transaction began), for the operator.
+async fn stuck_appends(pool: &PgPool, error: &StoreError) -> Option<String> {
+    if !waited_too_long(error) {
+        return None;
+    }
+    let described: Vec<String> = sqlx::query_scalar(
+        "SELECT format('backend %s (%s, %s, transaction open for %s s)', a.pid, \
+                       a.application_name, a.state, \
+                       round(EXTRACT(EPOCH FROM now() - a.xact_start)::numeric, 1)) \
+           FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+          WHERE l.locktype = 'advisory' AND l.classid = 1129529680 AND l.objsubid = 2 \
+            AND l.granted AND l.mode = 'ExclusiveLock' \
+          ORDER BY a.xact_start LIMIT 5",
+    )
+    .fetch_all(pool)
+    .await
+    .ok()?;
+    Some(if described.is_empty() {
+        "an append that has finished meanwhile".to_string()
+    } else {
+        described.join("; ")
+    })
 }
 
 pub(super) async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
@@ -87,7 +123,13 @@ pub(super) async fn settle(
             }
             Err(StoreError::Database(sqlx::Error::PoolClosed)) => return,
             Err(error) => {
-                tracing::warn!(%error, "cannot settle the head of the log; retrying");
+                match stuck_appends(&pool, &error).await {
+                    Some(stuck) => tracing::warn!(
+                        %stuck,
+                        "the head of the log waits for an append that does not finish; retrying"
+                    ),
+                    None => tracing::warn!(%error, "cannot settle the head of the log; retrying"),
+                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }

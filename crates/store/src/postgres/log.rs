@@ -15,7 +15,7 @@ use sqlx::{Postgres, QueryBuilder, Row};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::head::{raise, settled_head};
+use super::head::{raise, settled_head, waited_too_long};
 use super::{commit_failure, PgEventStore};
 use crate::shared::{
     count_by, decode_event, decode_idempotent_response, decode_stats, push_event_query, push_range,
@@ -276,8 +276,15 @@ impl EventLog for PgEventStore {
         if !self.bounded {
             return Ok(*self.head.borrow());
         }
-        let position = settled_head(&self.pool).await?;
-        raise(&self.head, position);
+        match settled_head(&self.pool).await {
+            Ok(position) => {
+                raise(&self.head, position);
+            }
+            // A stuck append holds the head back; the last settled head is still true (the
+            // settler names the append in its warning).
+            Err(error) if waited_too_long(&error) => {}
+            Err(error) => return Err(error),
+        }
         Ok(*self.head.borrow())
     }
 

@@ -25,7 +25,10 @@
 //!      registered appends in `pg_locks` and waits for each, taking and releasing its
 //!      lock in share mode. Every position <= D was drawn before D was read, by an append
 //!      registered before it drew, so that append was listed (or had finished) and has
-//!      finished now: every position <= D is visible or aborted for good;
+//!      finished now: every position <= D is visible or aborted for good. An append
+//!      still registered after 5 s is stuck: the call gives up (its lock timeout), the
+//!      settler names that append's backend in a warning and retries, and
+//!      `head_position` answers the last settled head instead of waiting;
 //!    - the store keeps the settled head in its head watch (`head.rs`); `query` and
 //!      `read_log` read only `position <= head`, once the head has passed every append
 //!      this process answered, so a caller reads its own writes (an append answers at its
