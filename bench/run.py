@@ -686,6 +686,39 @@ def table(results, config):
     return "\n".join(lines)
 
 
+def scaling_table(results):
+    """Each read and write of the store at each size of the log (median ms), and the ratio
+    of the largest size to the smallest (the aim: within 2x)."""
+    measured = [r for r in results if r.get("kind") == "scaling"]
+    if not measured:
+        return ""
+    sizes = sorted({r["events"] for r in measured})
+    operations = list(dict.fromkeys(r["operation"] for r in measured))
+    backend = measured[0]["backend"]
+    lines = [f"\nScaling of the event store ({backend}; median of {measured[0]['samples']} timings, ms; "
+             "p90 in brackets):\n",
+             "| operation | " + " | ".join(f"{fmt(n)} events" for n in sizes)
+             + " | largest/smallest | aim |",
+             "|---|" + "---:|" * len(sizes) + "---:|---|"]
+    for operation in operations:
+        cells, medians = [], []
+        for n in sizes:
+            r = find(results, "scaling", operation=operation, events=n)
+            cells.append(f"{r['medianMs']:.2f} ({r['p90Ms']:.2f})" if r else "—")
+            medians.append(r["medianMs"] if r else None)
+        ratio = medians[-1] / medians[0] if medians[0] and medians[-1] else None
+        aim = "—" if ratio is None else ("within 2x: met" if ratio <= 2 else "within 2x: **short**")
+        lines.append(f"| {operation} | " + " | ".join(cells)
+                     + f" | {'—' if ratio is None else f'{ratio:.2f}'} | {aim} |")
+    return "\n".join(lines)
+
+
+def scaling(exe, opts, results, *backend_args):
+    log(f"the store's reads and writes at {opts.scaling_sizes} events")
+    results += bench(exe, "scaling", *backend_args, "--sizes", opts.scaling_sizes,
+                     "--samples", "21")
+
+
 # ---------------------------------------------------------------- configurations
 
 
@@ -695,6 +728,7 @@ def embedded(exe, opts, workdir, results):
                      "--seconds", str(opts.seconds))
     log(f"projection rebuild of {opts.rebuild_orders} orders (and a raw scan of the same events)")
     results += bench(exe, "rebuild", "--dir", workdir, "--orders", str(opts.rebuild_orders))
+    scaling(exe, opts, results, "--backend", "sqlite", "--dir", workdir)
     auth_bench(exe, opts, results)
     data = os.path.join(workdir, "shop")
     if not has_simulate():
@@ -723,7 +757,7 @@ def auth_bench(exe, opts, results):
 def production(exe, opts, workdir, results):
     base, brokers = opts.database_url, opts.kafka_brokers
     tag = rand_suffix()
-    dbs = {k: f"cs_bench_{tag}_{k}" for k in ("store", "raw", "rebuild", "relay", "shop")}
+    dbs = {k: f"cs_bench_{tag}_{k}" for k in ("store", "raw", "rebuild", "scaling", "relay", "shop")}
     namespace_relay, namespace_shop = f"bench{tag}relay.", f"bench{tag}shop."
     created = []
     try:
@@ -743,6 +777,11 @@ def production(exe, opts, workdir, results):
         results += bench(exe, "rebuild", "--database-url", create_db(base, dbs["rebuild"]),
                          "--orders", str(opts.rebuild_orders))
         drop_db(base, dbs["rebuild"])
+
+        created.append(dbs["scaling"])
+        scaling(exe, opts, results, "--backend", "postgres", "--database-url",
+                create_db(base, dbs["scaling"]))
+        drop_db(base, dbs["scaling"])
 
         log(f"relay to Kafka: {opts.relay_events} events")
         created.append(dbs["relay"])
@@ -823,6 +862,7 @@ def main():
     opts.duration = "5s" if opts.quick else "30s"
     opts.relay_events = 10_000 if opts.quick else 100_000
     opts.rebuild_orders = 1_000 if opts.quick else 10_000
+    opts.scaling_sizes = "1000,10000" if opts.quick else "10000,100000,1000000"
     if config == "production":
         env = stack_env()
         opts.database_url = opts.database_url or os.environ.get("CORNERSHOP_TEST_DATABASE_URL") \
@@ -845,7 +885,7 @@ def main():
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     facts["load1After"] = os.getloadavg()[0]
-    md = table(results, config)
+    md = table(results, config) + "\n" + scaling_table(results)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M")
     _, commit, _ = run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], check=False)
     header = (f"# CornerShop benchmarks: {config}{' (quick)' if opts.quick else ''}, {stamp}\n\n"

@@ -34,6 +34,8 @@ pub(crate) enum Command {
     Load(LoadArgs),
     /// Waits until N events carry a Kafka offset; prints the relay's rate.
     RelayWait(RelayWaitArgs),
+    /// Grows a store to each of --sizes events and times each read and write at each size.
+    Scaling(ScalingArgs),
     /// Verifications/s of an ES256 token through Authenticator::verify (one task), beside
     /// jsonwebtoken's decode without the signature check and ring's raw P-256 verify.
     Auth(AuthArgs),
@@ -109,6 +111,24 @@ pub(crate) struct RelayWaitArgs {
     /// Longest wait.
     #[arg(long, default_value_t = 300.0)]
     pub(crate) timeout_seconds: f64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ScalingArgs {
+    #[arg(long, value_enum)]
+    pub(crate) backend: Backend,
+    /// The PostgreSQL database (with --backend postgres); it should start empty.
+    #[arg(long)]
+    pub(crate) database_url: Option<String>,
+    /// Where the SQLite files go (a temporary directory in it).
+    #[arg(long)]
+    pub(crate) dir: Option<PathBuf>,
+    /// The sizes of the log (events) at which every operation is timed.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+    pub(crate) sizes: Vec<u64>,
+    /// Timings of each operation at each size.
+    #[arg(long, default_value_t = 21)]
+    pub(crate) samples: usize,
 }
 
 #[derive(Debug, Args)]

@@ -13,11 +13,12 @@
 //! cargo bench -p cornershop-bench -- rebuild --orders 20000
 //! cargo bench -p cornershop-bench -- load --database-url postgres://... --events 100000
 //! cargo bench -p cornershop-bench -- relay-wait --database-url postgres://... --events 100000
+//! cargo bench -p cornershop-bench -- scaling --backend sqlite --sizes 10000,100000,1000000
 //! cargo bench -p cornershop-bench -- auth --seconds 3
 //! ```
 //!
 //! `cli` holds the command line; `append`, `scan`, `rebuild`, `relay` (load and
-//! relay-wait) and `auth` the measurements. A leaf of the workspace: it may depend on
+//! relay-wait), `scaling` (each operation as the log grows) and `auth` the measurements. A leaf of the workspace: it may depend on
 //! every other crate, and none depends on it.
 
 mod append;
@@ -25,6 +26,7 @@ mod auth;
 mod cli;
 mod rebuild;
 mod relay;
+mod scaling;
 mod scan;
 
 use chrono::Utc;
@@ -55,6 +57,7 @@ pub fn main() -> anyhow::Result<()> {
             Command::Load(args) => relay::load(&args).await,
             Command::RelayWait(args) => relay::relay_wait(&args).await,
             Command::Rebuild(args) => rebuild::rebuild(&args).await,
+            Command::Scaling(args) => scaling::scaling(&args).await,
             Command::Auth(args) => auth::auth(&args).await,
         }
     })

@@ -24,6 +24,7 @@ mod query;
 mod records;
 mod shared;
 mod sqlite;
+mod stats;
 pub mod trace;
 
 use async_trait::async_trait;

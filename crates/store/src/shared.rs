@@ -6,8 +6,6 @@
 //! into their records ([`StoreRow`]: a row of either backend, whose timestamps each backend
 //! keeps its own way).
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 use cornershop_domain::{AggregateType, EventEnvelope, Metadata};
 use sqlx::postgres::PgRow;
@@ -17,8 +15,7 @@ use uuid::Uuid;
 
 use crate::{
     trace, AppendRequest, Checkpoint, DeadLetter, EventQuery, IdempotentResponse, NewEvent,
-    NewNotification, Notification, NotificationQuery, StoreError, StoreStats, StoredEvent,
-    TimeRange, Timer,
+    NewNotification, Notification, NotificationQuery, StoreError, StoredEvent, TimeRange, Timer,
 };
 
 /// Counts appended events by type (`events_stored_total`); called by every backend after
@@ -193,7 +190,7 @@ impl StoreRow for SqliteRow {
     }
 }
 
-fn unsigned(row: &impl StoreRow, column: &str) -> Result<u64, StoreError> {
+pub(crate) fn unsigned(row: &impl StoreRow, column: &str) -> Result<u64, StoreError> {
     Ok(Column::<i64>::column(row, column)? as u64)
 }
 
@@ -306,36 +303,6 @@ pub(crate) fn decode_idempotent_response(
         fingerprint: row.column("fingerprint")?,
         status: row.http_status("status")?,
         body: row.column("body")?,
-    })
-}
-
-/// The counts of a `SELECT <column>, COUNT(*) AS n ... GROUP BY <column>`, by value.
-pub(crate) fn count_by(
-    rows: &[impl StoreRow],
-    column: &str,
-) -> Result<BTreeMap<String, u64>, StoreError> {
-    let mut counts = BTreeMap::new();
-    for row in rows {
-        counts.insert(row.column(column)?, unsigned(row, "n")?);
-    }
-    Ok(counts)
-}
-
-/// The statistics of the log: the totals row (total, aggregates, head, the first and the
-/// last event's timestamps) and the counts by event type and by aggregate type.
-pub(crate) fn decode_stats(
-    row: &impl StoreRow,
-    by_event_type: BTreeMap<String, u64>,
-    by_aggregate_type: BTreeMap<String, u64>,
-) -> Result<StoreStats, StoreError> {
-    Ok(StoreStats {
-        total_events: unsigned(row, "total")?,
-        total_aggregates: unsigned(row, "aggregates")?,
-        head_position: unsigned(row, "head")?,
-        by_event_type,
-        by_aggregate_type,
-        first_event_at: row.optional_timestamp("first_at", "first_us")?,
-        last_event_at: row.optional_timestamp("last_at", "last_us")?,
     })
 }
 

@@ -19,7 +19,7 @@ use cornershop_domain::{
 use cornershop_store::{
     trace, AppendRequest, EventQuery, EventStore, IdempotentResponse, NewEvent, NewNotification,
     Notification, NotificationQuery, NotificationUpdate, PgEventStore, Publication,
-    SqliteEventStore, StoreError, StoredEvent, TimeRange, Timer,
+    SqliteEventStore, StoreError, StoreStats, StoredEvent, TimeRange, Timer,
 };
 use futures::future::BoxFuture;
 use uuid::Uuid;
@@ -57,6 +57,7 @@ macro_rules! contract_tests {
                 query_filters_by_aggregate_type_event_type_and_time,
                 query_paging_walks_the_whole_log_without_duplicates_or_gaps,
                 stats_summarise_the_log,
+                stats_stay_exact_across_folds,
                 watch_head_sees_every_committed_append,
                 concurrent_writers_keep_a_global_order_readers_can_follow,
                 concurrent_appends_to_one_aggregate_have_exactly_one_winner,
@@ -1260,6 +1261,76 @@ mod contract {
         // First and last by timestamp, not by position.
         assert_eq!(stats.first_event_at, Some(at(0)));
         assert_eq!(stats.last_event_at, Some(at(60)));
+    }
+
+    /// The statistics as a scan of the whole log computes them.
+    async fn counted(store: &dyn EventStore) -> StoreStats {
+        let all = whole_log(store).await;
+        let mut counted = StoreStats {
+            total_events: all.len() as u64,
+            total_aggregates: all.iter().filter(|e| e.envelope.version == 1).count() as u64,
+            head_position: all.last().map_or(0, |e| e.position),
+            by_event_type: BTreeMap::new(),
+            by_aggregate_type: BTreeMap::new(),
+            first_event_at: all.iter().map(|e| e.envelope.timestamp).min(),
+            last_event_at: all.iter().map(|e| e.envelope.timestamp).max(),
+        };
+        for e in &all {
+            *counted
+                .by_event_type
+                .entry(e.envelope.event_type.clone())
+                .or_default() += 1;
+            *counted
+                .by_aggregate_type
+                .entry(e.envelope.aggregate_type.as_str().to_string())
+                .or_default() += 1;
+        }
+        counted
+    }
+
+    /// Statistics are a summary plus the newer events, folded into the summary once there
+    /// are a thousand of them: across folds, and with several callers folding at once,
+    /// they stay what a scan of the log says (nothing counted twice or lost).
+    pub(crate) async fn stats_stay_exact_across_folds(store: Arc<dyn EventStore>) {
+        let mut appended = 0;
+        for round in 0..3u32 {
+            // 1,250 events a round: more than a fold's threshold.
+            for cart in 0..25 {
+                let id = format!("cart-{round}-{cart}");
+                let mut events = vec![cart_created(&id, at(i64::from(round * 100 + cart)))];
+                events.extend((1..50).map(|i| item_added(&id, "SKU", i, at(-i64::from(i)))));
+                append(&*store, AggregateType::Cart, &id, 0, events).await;
+                appended += 50;
+            }
+            let callers: Vec<_> = (0..4)
+                .map(|_| {
+                    let store = store.clone();
+                    tokio::spawn(async move { store.stats().await.unwrap() })
+                })
+                .collect();
+            let expected = counted(&*store).await;
+            assert_eq!(expected.total_events, appended);
+            for caller in callers {
+                assert_eq!(caller.await.unwrap(), expected, "round {round}");
+            }
+            assert_eq!(
+                store.stats().await.unwrap(),
+                expected,
+                "round {round}, again"
+            );
+        }
+        // A few more than the last fold: the delta is read on top of the summary.
+        append(
+            &*store,
+            AggregateType::Inventory,
+            "SKU",
+            0,
+            vec![stock_updated("SKU", 5, at(-1000))],
+        )
+        .await;
+        let stats = store.stats().await.unwrap();
+        assert_eq!(stats, counted(&*store).await);
+        assert_eq!(stats.first_event_at, Some(at(-1000)));
     }
 
     pub(crate) async fn watch_head_sees_every_committed_append(store: Arc<dyn EventStore>) {

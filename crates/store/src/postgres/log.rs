@@ -17,9 +17,8 @@ use uuid::Uuid;
 
 use super::head::{raise, settled_head, waited_too_long};
 use super::{commit_failure, PgEventStore};
-use crate::shared::{
-    count_by, decode_event, decode_idempotent_response, decode_stats, push_event_query, push_range,
-};
+use crate::shared::{decode_event, decode_idempotent_response, push_event_query, push_range};
+use crate::stats;
 use crate::{
     count_stored, truncate_to_micros as truncate, AppendRequest, EventLog, EventQuery,
     IdempotentResponse, StoreError, StoreStats, StoredEvent, TimeRange,
@@ -184,6 +183,23 @@ impl PgEventStore {
     }
 }
 
+impl PgEventStore {
+    /// Writes merged statistics as the new summary (see stats.rs), unless another fold
+    /// came first.
+    async fn fold_stats(&self, merged: &stats::Merged) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let updated = stats::fold_totals(merged, "at", truncate)?
+            .build()
+            .execute(&mut *tx)
+            .await?;
+        if updated.rows_affected() == 1 {
+            stats::fold_counts(merged).build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
 async fn current_version<'e, E>(
     executor: E,
     aggregate_type: AggregateType,
@@ -289,34 +305,22 @@ impl EventLog for PgEventStore {
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
-        // One snapshot for all three statements, so that the numbers agree.
+        // Up to the settled head: no event can still appear below it (see stats.rs).
+        let head = self.head_position().await?;
+        // One snapshot for the summary and the delta, so that they add up.
         let mut tx = self.pool.begin().await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .execute(&mut *tx)
             .await?;
-        let by_event_type = count_by(
-            &sqlx::query("SELECT event_type, COUNT(*) AS n FROM events GROUP BY event_type")
-                .fetch_all(&mut *tx)
-                .await?,
-            "event_type",
-        )?;
-        let by_aggregate_type = count_by(
-            &sqlx::query(
-                "SELECT aggregate_type, COUNT(*) AS n FROM events GROUP BY aggregate_type",
-            )
-            .fetch_all(&mut *tx)
-            .await?,
-            "aggregate_type",
-        )?;
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS total, COALESCE(MAX(position), 0) AS head, \
-             MIN(occurred_at) AS first_at, MAX(occurred_at) AS last_at, \
-             (SELECT COUNT(*) FROM events WHERE version = 1) AS aggregates FROM events",
-        )
-        .fetch_one(&mut *tx)
-        .await?;
+        let merged = stats::read::<Postgres>(&mut tx, head, "occurred_at", "at").await?;
         tx.commit().await?;
-        decode_stats(&row, by_event_type, by_aggregate_type)
+        if merged.fold {
+            // The statistics are right either way; a failed fold is retried by the next call.
+            if let Err(error) = self.fold_stats(&merged).await {
+                tracing::warn!(%error, "cannot fold the log's statistics");
+            }
+        }
+        Ok(merged.stats)
     }
 
     async fn find_idempotent_response(

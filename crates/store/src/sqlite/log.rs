@@ -14,9 +14,8 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::{micros, SqliteEventStore};
-use crate::shared::{
-    count_by, decode_event, decode_idempotent_response, decode_stats, push_event_query, push_range,
-};
+use crate::shared::{decode_event, decode_idempotent_response, push_event_query, push_range};
+use crate::stats;
 use crate::{
     count_stored, AppendRequest, EventLog, EventQuery, IdempotentResponse, StoreError, StoreStats,
     StoredEvent, TimeRange,
@@ -191,28 +190,36 @@ impl EventLog for SqliteEventStore {
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
-        let by_event_type = count_by(
-            &sqlx::query("SELECT event_type, COUNT(*) AS n FROM events GROUP BY event_type")
-                .fetch_all(&self.reader)
-                .await?,
-            "event_type",
-        )?;
-        let by_aggregate_type = count_by(
-            &sqlx::query(
-                "SELECT aggregate_type, COUNT(*) AS n FROM events GROUP BY aggregate_type",
-            )
-            .fetch_all(&self.reader)
-            .await?,
-            "aggregate_type",
-        )?;
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS total, COALESCE(MAX(position), 0) AS head, \
-             MIN(timestamp_us) AS first_us, MAX(timestamp_us) AS last_us, \
-             (SELECT COUNT(*) FROM events WHERE version = 1) AS aggregates FROM events",
-        )
-        .fetch_one(&self.reader)
-        .await?;
-        decode_stats(&row, by_event_type, by_aggregate_type)
+        // One read transaction for the summary and the delta, so that they add up. The
+        // delta runs to the end of the log: SQLite commits positions in order.
+        let mut tx = self.reader.begin().await?;
+        let merged = stats::read::<Sqlite>(&mut tx, u64::MAX, "timestamp_us", "us").await?;
+        tx.commit().await?;
+        let stats = merged.stats.clone();
+        if merged.fold {
+            // The statistics are right either way; a failed fold is retried by the next call.
+            let folded = self
+                .write(move |conn| {
+                    Box::pin(async move {
+                        let updated = stats::fold_totals(&merged, "us", |t| Ok(micros(t)))?
+                            .build()
+                            .execute(&mut *conn)
+                            .await?;
+                        if updated.rows_affected() == 1 {
+                            stats::fold_counts(&merged)
+                                .build()
+                                .execute(&mut *conn)
+                                .await?;
+                        }
+                        Ok(())
+                    })
+                })
+                .await;
+            if let Err(error) = folded {
+                tracing::warn!(%error, "cannot fold the log's statistics");
+            }
+        }
+        Ok(stats)
     }
 
     async fn find_idempotent_response(
