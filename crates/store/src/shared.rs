@@ -354,6 +354,7 @@ where
         sql.push(" AND event_type = ").push_bind(t.clone());
     }
     push_range(sql, query.range, column, time)?;
+    crate::stats::push_time_start(sql, query.after, query.range, time)?;
     sql.push(" ORDER BY position LIMIT ")
         .push_bind(i64::from(query.limit));
     Ok(())

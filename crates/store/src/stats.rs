@@ -22,13 +22,45 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use sqlx::{Database, QueryBuilder};
 
 use crate::shared::{unsigned, Bind, BindTime, StoreRow};
-use crate::{StoreError, StoreStats};
+use crate::{EventLog, StoreError, StoreStats, TimeRange};
 
 /// A delta of this many events is folded into the summary by the call that read it.
 pub(crate) const FOLD_AFTER: u64 = 1_000;
+
+/// A query by time range first folds (by asking for the statistics) when this many events
+/// are past the summary: it scans those in full, since no run of `event_blocks` covers
+/// them yet, so they are kept few even when nobody asks for statistics.
+const FOLD_BEFORE_TIME_QUERY: u64 = 10 * FOLD_AFTER;
+
+/// Before a query by `range`: folds (by asking `log` for its statistics) when a bound is
+/// set and `head` is far past the summary's `counted_through`, read on `pool`.
+pub(crate) async fn fold_before_time_query<'e, DB, E>(
+    pool: E,
+    log: &dyn EventLog,
+    range: TimeRange,
+    head: u64,
+) -> Result<(), StoreError>
+where
+    DB: Database,
+    E: sqlx::Executor<'e, Database = DB>,
+    (i64,): for<'r> sqlx::FromRow<'r, DB::Row>,
+    for<'q> <DB as Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+{
+    if range.from.is_none() && range.to.is_none() {
+        return Ok(());
+    }
+    let through: i64 = sqlx::query_scalar("SELECT counted_through FROM event_totals")
+        .fetch_one(pool)
+        .await?;
+    if head.saturating_sub(through.max(0) as u64) >= FOLD_BEFORE_TIME_QUERY {
+        log.stats().await?;
+    }
+    Ok(())
+}
 
 /// The summary's row of totals, on either backend (`first_at`/`last_at` on PostgreSQL,
 /// `first_us`/`last_us` on SQLite, as `time` names them).
@@ -111,6 +143,8 @@ pub(crate) struct Merged {
     pub(crate) stats: StoreStats,
     /// The summary's `through` that the merged statistics were computed from.
     pub(crate) from: u64,
+    /// The lowest and highest timestamp of the events after it (none: there are none).
+    newer: Option<(DateTime<Utc>, DateTime<Utc>)>,
     pub(crate) fold: bool,
 }
 
@@ -122,6 +156,8 @@ fn merge<R: StoreRow>(
 ) -> Result<Merged, StoreError> {
     let from = unsigned(totals, "counted_through")?;
     let delta = unsigned(delta_totals, "total")?;
+    let newer_first = delta_totals.optional_timestamp("first_at", "first_us")?;
+    let newer_last = delta_totals.optional_timestamp("last_at", "last_us")?;
     let mut stats = StoreStats {
         total_events: unsigned(totals, "total")? + delta,
         total_aggregates: unsigned(totals, "aggregates")? + unsigned(delta_totals, "aggregates")?,
@@ -130,11 +166,11 @@ fn merge<R: StoreRow>(
         by_aggregate_type: BTreeMap::new(),
         first_event_at: earliest(
             totals.optional_timestamp("first_at", "first_us")?,
-            delta_totals.optional_timestamp("first_at", "first_us")?,
+            newer_first,
         ),
         last_event_at: totals
             .optional_timestamp("last_at", "last_us")?
-            .max(delta_totals.optional_timestamp("last_at", "last_us")?),
+            .max(newer_last),
     };
     for row in counts.iter().chain(delta_counts) {
         let kind: String = row.column("kind")?;
@@ -152,6 +188,7 @@ fn merge<R: StoreRow>(
     Ok(Merged {
         stats,
         from,
+        newer: newer_first.zip(newer_last),
         fold: delta >= FOLD_AFTER,
     })
 }
@@ -165,7 +202,8 @@ fn earliest<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
 
 /// The fold's first statement: the merged totals, written only if the summary is still
 /// the one they were computed from (`from`). It changes one row, or none when another
-/// fold came first; only then do the counts follow ([`fold_counts`]).
+/// fold came first; only then do the counts and the run follow ([`fold_counts`],
+/// [`fold_run`]).
 pub(crate) fn fold_totals<'a, DB: Database, T: Bind<'a, DB>>(
     merged: &Merged,
     time: &str,
@@ -215,4 +253,62 @@ where
     });
     sql.push(" ON CONFLICT (kind, name) DO UPDATE SET n = excluded.n");
     sql
+}
+
+/// The fold's third statement: the run of positions it folded, with its lowest and highest
+/// timestamp, for queries by time range ([`push_time_start`]). None when nothing was folded.
+pub(crate) fn fold_run<'a, DB: Database, T: Bind<'a, DB>>(
+    merged: &Merged,
+    bind_time: BindTime<T>,
+) -> Result<Option<QueryBuilder<'a, DB>>, StoreError>
+where
+    i64: Bind<'a, DB>,
+{
+    let Some((first, last)) = merged.newer else {
+        return Ok(None);
+    };
+    let mut sql = QueryBuilder::new(
+        "INSERT INTO event_blocks (first_position, last_position, min_time, max_time) VALUES (",
+    );
+    sql.push_bind(merged.from as i64 + 1)
+        .push(", ")
+        .push_bind(merged.stats.head_position as i64)
+        .push(", ")
+        .push_bind(bind_time(first)?)
+        .push(", ")
+        .push_bind(bind_time(last)?)
+        .push(")");
+    Ok(Some(sql))
+}
+
+/// For a query by time range, after `... AND position > <after>`: where to start instead
+/// of at the start of the log. Every event up to the summary's `counted_through` is in one
+/// run of `event_blocks`, so the events of the runs before the first run (past `after`)
+/// that overlaps `range` are all outside the range; with no such run, only the events
+/// after `counted_through` can be in it.
+pub(crate) fn push_time_start<'a, DB: Database, T: Bind<'a, DB>>(
+    sql: &mut QueryBuilder<'a, DB>,
+    after: u64,
+    range: TimeRange,
+    time: BindTime<T>,
+) -> Result<(), StoreError>
+where
+    i64: Bind<'a, DB>,
+{
+    if range.from.is_none() && range.to.is_none() {
+        return Ok(());
+    }
+    sql.push(
+        " AND position > COALESCE((SELECT first_position - 1 FROM event_blocks \
+         WHERE last_position > ",
+    )
+    .push_bind(after as i64);
+    if let Some(from) = range.from {
+        sql.push(" AND max_time >= ").push_bind(time(from)?);
+    }
+    if let Some(to) = range.to {
+        sql.push(" AND min_time <= ").push_bind(time(to)?);
+    }
+    sql.push(" ORDER BY first_position LIMIT 1), (SELECT counted_through FROM event_totals))");
+    Ok(())
 }

@@ -29,6 +29,20 @@ SELECT 'event_type', event_type, COUNT(*) FROM events GROUP BY event_type;
 INSERT INTO event_counts (kind, name, n)
 SELECT 'aggregate_type', aggregate_type, COUNT(*) FROM events GROUP BY aggregate_type;
 
+-- The lowest and highest timestamp of each run of positions the summary counts (one run
+-- per fold; here, one per 1,000 positions of the events there already are). Every event
+-- up to counted_through is in one run, so a query by time range may skip every run that
+-- does not overlap its range: it starts at the first that does (src/stats.rs).
+CREATE TABLE event_blocks (
+    first_position INTEGER PRIMARY KEY,
+    last_position  INTEGER NOT NULL,
+    min_time       INTEGER NOT NULL,
+    max_time       INTEGER NOT NULL
+);
+INSERT INTO event_blocks (first_position, last_position, min_time, max_time)
+SELECT MIN(position), MAX(position), MIN(timestamp_us), MAX(timestamp_us)
+  FROM events GROUP BY (position - 1) / 1000;
+
 -- A page of one event type is read in position order: (event_type, position) serves it
 -- in O(limit + log n); the index by type and time did not (it sorted every event of the
 -- type), and no query needs it.

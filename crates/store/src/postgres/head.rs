@@ -103,12 +103,12 @@ pub(super) async fn settle(
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
+        // The head is read before waiting, not inside `wait_for`'s test (which runs under
+        // the `wanted` watch's read guard): no guard of one watch is held while the other
+        // is locked. A rise of the head meanwhile only makes this settle one more time.
+        let settled = *head.borrow();
         let store_gone = matches!(
-            tokio::time::timeout(
-                IDLE_SETTLE,
-                wanted.wait_for(|wanted| *wanted > *head.borrow()),
-            )
-            .await,
+            tokio::time::timeout(IDLE_SETTLE, wanted.wait_for(|wanted| *wanted > settled)).await,
             Ok(Err(_))
         );
         if store_gone || pool.is_closed() {

@@ -194,6 +194,9 @@ impl PgEventStore {
             .await?;
         if updated.rows_affected() == 1 {
             stats::fold_counts(merged).build().execute(&mut *tx).await?;
+            if let Some(mut run) = stats::fold_run(merged, truncate)? {
+                run.build().execute(&mut *tx).await?;
+            }
         }
         tx.commit().await?;
         Ok(())
@@ -232,11 +235,12 @@ pub(super) async fn query(
     store: &PgEventStore,
     query: &EventQuery,
 ) -> Result<Vec<StoredEvent>, StoreError> {
+    let readable = store.readable().await;
+    stats::fold_before_time_query(&store.pool, store, query.range, readable as u64).await?;
     // Never past the settled head: below it, no event can still appear.
     let mut sql =
         QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM events WHERE position <= "));
-    sql.push_bind(store.readable().await)
-        .push(" AND position > ");
+    sql.push_bind(readable).push(" AND position > ");
     push_event_query(&mut sql, query, "occurred_at", truncate)?;
     let rows = sql.build().fetch_all(&store.pool).await?;
     rows.iter().map(decode_event).collect()

@@ -176,8 +176,14 @@ impl PgEventStore {
         }
         let appended = *self.wanted.borrow();
         let mut head = self.head.subscribe();
-        let settled = tokio::time::timeout(SETTLE_WAIT, head.wait_for(|h| *h >= appended)).await;
-        if settled.is_err() {
+        // `wait_for` answers with a read guard of the watch: it must be gone before the
+        // watch is borrowed again, or a rise of the head queued in between (a writer
+        // waiting for the guard) blocks that borrow, and with it the whole runtime.
+        let settled = matches!(
+            tokio::time::timeout(SETTLE_WAIT, head.wait_for(|h| *h >= appended)).await,
+            Ok(Ok(_))
+        );
+        if !settled {
             tracing::warn!(
                 position = appended,
                 "the head of the log is not settled past this process's appends; reading below"
@@ -228,5 +234,71 @@ fn commit_failure(e: sqlx::Error) -> StoreError {
             )
         }
         _ => e.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Readers asking for the readable head while the head keeps rising never block each
+    /// other or the rise. (A reader that held the head watch's read guard from `wait_for`
+    /// while it borrowed the watch again deadlocked the whole runtime as soon as a rise
+    /// queued between the two reads: the lock lets no new reader in while a writer waits.)
+    /// The runtime runs on a thread of its own, so that a deadlock fails the test instead
+    /// of hanging it.
+    #[test]
+    fn readers_and_a_rising_head_never_deadlock() {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(4)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(read_while_the_head_rises());
+            let _ = done.send(());
+        });
+        finished
+            .recv_timeout(Duration::from_secs(120))
+            .expect("the readers deadlocked with the head's rise");
+    }
+
+    async fn read_while_the_head_rises() {
+        let pool = PgPool::connect_lazy("postgres://nobody@127.0.0.1:1/none").unwrap();
+        let (wanted, _) = watch::channel(0);
+        let store = Arc::new(PgEventStore {
+            pool: pool.clone(),
+            listen_pool: pool,
+            head: Arc::new(watch::Sender::new(0)),
+            wanted,
+            tasks: Mutex::new(Vec::new()),
+            bounded: true,
+        });
+        let rising = {
+            let head = store.head.clone();
+            std::thread::spawn(move || {
+                for position in 1..=2_000_000 {
+                    raise(&head, position);
+                }
+            })
+        };
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut last = 0;
+                    for _ in 0..200_000 {
+                        let readable = store.readable().await;
+                        assert!(readable >= last);
+                        last = readable;
+                    }
+                })
+            })
+            .collect();
+        for reader in readers {
+            reader.await.unwrap();
+        }
+        rising.join().unwrap();
     }
 }

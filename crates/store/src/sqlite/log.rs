@@ -122,6 +122,8 @@ pub(super) async fn query(
     store: &SqliteEventStore,
     query: &EventQuery,
 ) -> Result<Vec<StoredEvent>, StoreError> {
+    let head = *store.head.borrow();
+    stats::fold_before_time_query(&store.reader, store, query.range, head).await?;
     let mut sql =
         QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM events WHERE position > "));
     push_event_query(&mut sql, query, "timestamp_us", |t| Ok(micros(t)))?;
@@ -210,6 +212,9 @@ impl EventLog for SqliteEventStore {
                                 .build()
                                 .execute(&mut *conn)
                                 .await?;
+                            if let Some(mut run) = stats::fold_run(&merged, |t| Ok(micros(t)))? {
+                                run.build().execute(&mut *conn).await?;
+                            }
                         }
                         Ok(())
                     })
