@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context};
+use anyhow::Context;
 use cornershop_domain::AggregateType;
 use cornershop_store::{AppendRequest, EventStore, NewEvent, PgEventStore, SqliteEventStore};
 use serde_json::{json, Value};
@@ -148,26 +148,17 @@ const RAW_CASES: [(&str, usize, usize); 3] = [
 
 pub(crate) async fn append(args: &AppendArgs) -> anyhow::Result<()> {
     let seconds = args.seconds;
-    let backend = match args.backend {
-        Backend::Sqlite => "sqlite",
-        Backend::Postgres => "postgres",
-    };
+    let backend = args.store.backend.name();
     let duration = Duration::from_secs_f64(seconds);
-    let (store, _dir): (Arc<dyn EventStore>, Option<tempfile::TempDir>) = match args.backend {
+    let (store, _dir): (Arc<dyn EventStore>, Option<tempfile::TempDir>) = match args.store.backend {
         Backend::Sqlite => {
-            let dir = match &args.dir {
-                Some(d) => tempfile::tempdir_in(d)?,
-                None => tempfile::tempdir()?,
-            };
+            let dir = args.store.temp_dir()?;
             let store = SqliteEventStore::open(&dir.path().join("store")).await?;
             raw_sqlite(&dir.path().join("raw"), duration).await?;
             (Arc::new(store), Some(dir))
         }
         Backend::Postgres => {
-            let url = args
-                .database_url
-                .as_deref()
-                .ok_or_else(|| anyhow!("append needs --database-url"))?;
+            let url = args.store.database_url("append")?;
             (Arc::new(PgEventStore::connect(url).await?), None)
         }
     };

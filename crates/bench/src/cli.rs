@@ -47,8 +47,19 @@ pub(crate) enum Backend {
     Postgres,
 }
 
+impl Backend {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// Which store a benchmark writes to: `--backend`, with the PostgreSQL database or the
+/// directory the SQLite files go in.
 #[derive(Debug, Args)]
-pub(crate) struct AppendArgs {
+pub(crate) struct StoreArgs {
     #[arg(long, value_enum)]
     pub(crate) backend: Backend,
     /// The PostgreSQL database (with --backend postgres).
@@ -57,6 +68,29 @@ pub(crate) struct AppendArgs {
     /// Where the SQLite files go (a temporary directory in it).
     #[arg(long)]
     pub(crate) dir: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// A new temporary directory under `--dir` (or the system's).
+    pub(crate) fn temp_dir(&self) -> std::io::Result<tempfile::TempDir> {
+        match &self.dir {
+            Some(dir) => tempfile::tempdir_in(dir),
+            None => tempfile::tempdir(),
+        }
+    }
+
+    /// `--database-url`, which `command` needs with `--backend postgres`.
+    pub(crate) fn database_url(&self, command: &str) -> anyhow::Result<&str> {
+        self.database_url
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("{command} needs --database-url"))
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AppendArgs {
+    #[command(flatten)]
+    pub(crate) store: StoreArgs,
     /// How long each case runs.
     #[arg(long, default_value_t = 5.0)]
     pub(crate) seconds: f64,
@@ -115,14 +149,9 @@ pub(crate) struct RelayWaitArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct ScalingArgs {
-    #[arg(long, value_enum)]
-    pub(crate) backend: Backend,
-    /// The PostgreSQL database (with --backend postgres); it should start empty.
-    #[arg(long)]
-    pub(crate) database_url: Option<String>,
-    /// Where the SQLite files go (a temporary directory in it).
-    #[arg(long)]
-    pub(crate) dir: Option<PathBuf>,
+    /// The store; a PostgreSQL database should start empty.
+    #[command(flatten)]
+    pub(crate) store: StoreArgs,
     /// The sizes of the log (events) at which every operation is timed.
     #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
     pub(crate) sizes: Vec<u64>,

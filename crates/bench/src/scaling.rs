@@ -10,7 +10,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Context;
 use chrono::{DateTime, Utc};
 use cornershop_domain::AggregateType;
 use cornershop_store::{
@@ -27,21 +26,14 @@ const CART: u64 = 100;
 pub(crate) async fn scaling(args: &ScalingArgs) -> anyhow::Result<()> {
     let mut sizes = args.sizes.clone();
     sizes.sort_unstable();
-    let temp = tempfile::tempdir_in(args.dir.clone().unwrap_or_else(std::env::temp_dir))?;
-    let store: Arc<dyn EventStore> = match args.backend {
+    let temp = args.store.temp_dir()?;
+    let store: Arc<dyn EventStore> = match args.store.backend {
         Backend::Sqlite => Arc::new(SqliteEventStore::open(temp.path()).await?),
         Backend::Postgres => {
-            let url = args
-                .database_url
-                .as_deref()
-                .context("--database-url is needed with --backend postgres")?;
-            Arc::new(PgEventStore::connect(url).await?)
+            Arc::new(PgEventStore::connect(args.store.database_url("scaling")?).await?)
         }
     };
-    let backend = match args.backend {
-        Backend::Sqlite => "sqlite",
-        Backend::Postgres => "postgres",
-    };
+    let backend = args.store.backend.name();
     let mut log = Grown::default();
     for size in sizes {
         let started = Instant::now();
