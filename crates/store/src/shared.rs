@@ -311,6 +311,36 @@ pub(crate) trait Bind<'a, DB: Database>: 'a + sqlx::Encode<'a, DB> + sqlx::Type<
 
 impl<'a, DB: Database, T: 'a + sqlx::Encode<'a, DB> + sqlx::Type<DB>> Bind<'a, DB> for T {}
 
+/// A connection that runs a statement built by shared code. Generic code cannot run a
+/// [`QueryBuilder`] itself: sqlx's bounds make the builder's borrow as long as its
+/// arguments' lifetime, which the concrete types loosen (their arguments are covariant)
+/// and a generic `DB::Arguments<'a>` does not. Each backend says it in three lines.
+pub(crate) trait Run<DB: Database> {
+    /// Runs `sql`; the number of rows it changed.
+    fn run<'c>(
+        &'c mut self,
+        sql: &'c mut QueryBuilder<'_, DB>,
+    ) -> futures::future::BoxFuture<'c, Result<u64, StoreError>>;
+}
+
+impl Run<sqlx::Postgres> for sqlx::PgConnection {
+    fn run<'c>(
+        &'c mut self,
+        sql: &'c mut QueryBuilder<'_, sqlx::Postgres>,
+    ) -> futures::future::BoxFuture<'c, Result<u64, StoreError>> {
+        Box::pin(async move { Ok(sql.build().execute(self).await?.rows_affected()) })
+    }
+}
+
+impl Run<sqlx::Sqlite> for sqlx::SqliteConnection {
+    fn run<'c>(
+        &'c mut self,
+        sql: &'c mut QueryBuilder<'_, sqlx::Sqlite>,
+    ) -> futures::future::BoxFuture<'c, Result<u64, StoreError>> {
+        Box::pin(async move { Ok(sql.build().execute(self).await?.rows_affected()) })
+    }
+}
+
 /// How a backend binds a timestamp: PostgreSQL a `TIMESTAMPTZ` cut to microseconds, SQLite
 /// the microseconds.
 pub(crate) type BindTime<T> = fn(DateTime<Utc>) -> Result<T, StoreError>;
@@ -332,11 +362,13 @@ pub(crate) fn push_range<'a, DB: Database, T: Bind<'a, DB>>(
     Ok(())
 }
 
-/// The rest of a page of the log, after `... WHERE position > `: the position, the
+/// The rest of a page of the log, after `... WHERE position > `: `after` (the query's own,
+/// or where [`crate::stats::time_start`] found that its time range starts), the
 /// query's filters (the time range by the timestamp `column`, bound as `time` makes it),
 /// the order and the limit.
 pub(crate) fn push_event_query<'a, DB: Database, T: Bind<'a, DB>>(
     sql: &mut QueryBuilder<'a, DB>,
+    after: u64,
     query: &EventQuery,
     column: &str,
     time: BindTime<T>,
@@ -346,7 +378,7 @@ where
     String: Bind<'a, DB>,
     &'static str: Bind<'a, DB>,
 {
-    sql.push_bind(query.after as i64);
+    sql.push_bind(after.min(i64::MAX as u64) as i64);
     if let Some(t) = query.aggregate_type {
         sql.push(" AND aggregate_type = ").push_bind(t.as_str());
     }
@@ -354,7 +386,6 @@ where
         sql.push(" AND event_type = ").push_bind(t.clone());
     }
     push_range(sql, query.range, column, time)?;
-    crate::stats::push_time_start(sql, query.after, query.range, time)?;
     sql.push(" ORDER BY position LIMIT ")
         .push_bind(i64::from(query.limit));
     Ok(())

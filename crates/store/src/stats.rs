@@ -22,11 +22,10 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
 use sqlx::{Database, QueryBuilder};
 
-use crate::shared::{unsigned, Bind, BindTime, StoreRow};
-use crate::{EventLog, StoreError, StoreStats, TimeRange};
+use crate::shared::{unsigned, Bind, BindTime, Run, StoreRow};
+use crate::{EventLog, EventQuery, StoreError, StoreStats};
 
 /// A delta of this many events is folded into the summary by the call that read it.
 pub(crate) const FOLD_AFTER: u64 = 1_000;
@@ -36,30 +35,64 @@ pub(crate) const FOLD_AFTER: u64 = 1_000;
 /// them yet, so they are kept few even when nobody asks for statistics.
 const FOLD_BEFORE_TIME_QUERY: u64 = 10 * FOLD_AFTER;
 
-/// Before a query by `range`: folds (by asking `log` for its statistics) when a bound is
-/// set and `head` is far past the summary's `counted_through`, read on `pool`.
-pub(crate) async fn fold_before_time_query<'e, DB, E>(
-    pool: E,
+/// Where a query by time range starts: past `after` and past every run of `event_blocks`
+/// before the first one (past `after`) that overlaps `range`, whose events are all outside
+/// it; with no such run, past `counted_through` (only the events after it can be in the
+/// range). Every event up to `counted_through` is in one run, and a fold writes a run
+/// with the summary, in one transaction: read in one statement, the two agree.
+///
+/// The start is read first and bound as one integer: given `position > after AND
+/// position > (subquery)`, both SQLite and PostgreSQL bound their primary-key scan by the
+/// first and merely filter by the second, a scan from `after` that grew with the log.
+///
+/// When `head` is far past the summary, it first folds (by asking `log` for its
+/// statistics): those events are in no run yet, so a query would scan them all.
+pub(crate) async fn time_start<'e, DB, T>(
+    pool: impl sqlx::Executor<'e, Database = DB> + Copy,
     log: &dyn EventLog,
-    range: TimeRange,
+    query: &EventQuery,
     head: u64,
-) -> Result<(), StoreError>
+    bind_time: BindTime<T>,
+) -> Result<u64, StoreError>
 where
     DB: Database,
-    E: sqlx::Executor<'e, Database = DB>,
-    (i64,): for<'r> sqlx::FromRow<'r, DB::Row>,
+    T: for<'a> Bind<'a, DB> + Clone + Send,
+    i64: for<'a> Bind<'a, DB>,
+    (i64, Option<i64>): for<'r> sqlx::FromRow<'r, DB::Row>,
     for<'q> <DB as Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
 {
+    let range = query.range;
     if range.from.is_none() && range.to.is_none() {
-        return Ok(());
+        return Ok(query.after);
     }
-    let through: i64 = sqlx::query_scalar("SELECT counted_through FROM event_totals")
-        .fetch_one(pool)
-        .await?;
+    let mut text = "SELECT counted_through, (SELECT first_position - 1 FROM event_blocks \
+                    WHERE last_position > $1"
+        .to_string();
+    let mut binds = Vec::new();
+    if let Some(from) = range.from {
+        binds.push(bind_time(from)?);
+        text.push_str(&format!(" AND max_time >= ${}", binds.len() + 1));
+    }
+    if let Some(to) = range.to {
+        binds.push(bind_time(to)?);
+        text.push_str(&format!(" AND min_time <= ${}", binds.len() + 1));
+    }
+    text.push_str(" ORDER BY first_position LIMIT 1) FROM event_totals");
+    let read = || {
+        let mut statement = sqlx::query_as::<DB, (i64, Option<i64>)>(&text)
+            .bind(query.after.min(i64::MAX as u64) as i64);
+        for bound in binds.clone() {
+            statement = statement.bind(bound);
+        }
+        statement.fetch_one(pool)
+    };
+    let (mut through, mut run_start) = read().await?;
     if head.saturating_sub(through.max(0) as u64) >= FOLD_BEFORE_TIME_QUERY {
         log.stats().await?;
+        (through, run_start) = read().await?;
     }
-    Ok(())
+    let start = run_start.unwrap_or(through).max(0) as u64;
+    Ok(start.max(query.after))
 }
 
 /// The summary's row of totals, on either backend (`first_at`/`last_at` on PostgreSQL,
@@ -143,8 +176,6 @@ pub(crate) struct Merged {
     pub(crate) stats: StoreStats,
     /// The summary's `through` that the merged statistics were computed from.
     pub(crate) from: u64,
-    /// The lowest and highest timestamp of the events after it (none: there are none).
-    newer: Option<(DateTime<Utc>, DateTime<Utc>)>,
     pub(crate) fold: bool,
 }
 
@@ -188,7 +219,6 @@ fn merge<R: StoreRow>(
     Ok(Merged {
         stats,
         from,
-        newer: newer_first.zip(newer_last),
         fold: delta >= FOLD_AFTER,
     })
 }
@@ -200,11 +230,39 @@ fn earliest<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
     }
 }
 
-/// The fold's first statement: the merged totals, written only if the summary is still
-/// the one they were computed from (`from`). It changes one row, or none when another
-/// fold came first; only then do the counts and the run follow ([`fold_counts`],
-/// [`fold_run`]).
-pub(crate) fn fold_totals<'a, DB: Database, T: Bind<'a, DB>>(
+/// Writes `merged` as the new summary on `conn`, inside the caller's transaction, unless
+/// another fold came first: the totals only if the summary is still the one they were
+/// computed from (`merged.from`), and only then the counts and the runs of the events
+/// folded. `column` is the events' timestamp column, `time` the suffix of the summary's,
+/// `bind_time` how the backend binds a timestamp. Returns whether it folded.
+pub(crate) async fn fold<DB, T>(
+    conn: &mut (impl Run<DB> + Send),
+    merged: &Merged,
+    column: &str,
+    time: &str,
+    bind_time: BindTime<T>,
+) -> Result<bool, StoreError>
+where
+    DB: Database,
+    T: for<'a> Bind<'a, DB>,
+    Option<T>: for<'a> Bind<'a, DB>,
+    i64: for<'a> Bind<'a, DB>,
+    String: for<'a> Bind<'a, DB>,
+{
+    if conn
+        .run(&mut fold_totals::<DB, T>(merged, time, bind_time)?)
+        .await?
+        != 1
+    {
+        return Ok(false);
+    }
+    conn.run(&mut fold_counts::<DB>(merged)).await?;
+    conn.run(&mut fold_runs::<DB>(merged, column)).await?;
+    Ok(true)
+}
+
+/// The merged totals, written only where `counted_through` is still `merged.from`.
+fn fold_totals<'a, DB: Database, T: Bind<'a, DB>>(
     merged: &Merged,
     time: &str,
     bind_time: BindTime<T>,
@@ -229,12 +287,11 @@ where
     Ok(sql)
 }
 
-/// The fold's second statement: every merged count, as one upsert.
-pub(crate) fn fold_counts<'a, DB: Database>(merged: &Merged) -> QueryBuilder<'a, DB>
+/// Every merged count, as one upsert.
+fn fold_counts<'a, DB: Database>(merged: &Merged) -> QueryBuilder<'a, DB>
 where
     i64: Bind<'a, DB>,
     String: Bind<'a, DB>,
-    &'static str: Bind<'a, DB>,
 {
     let stats = &merged.stats;
     let rows = stats
@@ -249,66 +306,34 @@ where
         );
     let mut sql = QueryBuilder::new("INSERT INTO event_counts (kind, name, n) ");
     sql.push_values(rows, |mut row, (kind, name, n)| {
-        row.push_bind(kind).push_bind(name).push_bind(n as i64);
+        row.push_bind(kind.to_owned())
+            .push_bind(name)
+            .push_bind(n as i64);
     });
     sql.push(" ON CONFLICT (kind, name) DO UPDATE SET n = excluded.n");
     sql
 }
 
-/// The fold's third statement: the run of positions it folded, with its lowest and highest
-/// timestamp, for queries by time range ([`push_time_start`]). None when nothing was folded.
-pub(crate) fn fold_run<'a, DB: Database, T: Bind<'a, DB>>(
-    merged: &Merged,
-    bind_time: BindTime<T>,
-) -> Result<Option<QueryBuilder<'a, DB>>, StoreError>
+/// The runs of the positions folded, one per [`RUN`] positions (cut where
+/// `(position - 1) / RUN` changes, as migration 0005 cuts the events there before it),
+/// each with its lowest and highest timestamp, for queries by time range
+/// ([`push_time_start`]). One run per fold would span, after a long silence, every
+/// timestamp of the log, and skip nothing.
+fn fold_runs<'a, DB: Database>(merged: &Merged, column: &str) -> QueryBuilder<'a, DB>
 where
     i64: Bind<'a, DB>,
 {
-    let Some((first, last)) = merged.newer else {
-        return Ok(None);
-    };
-    let mut sql = QueryBuilder::new(
-        "INSERT INTO event_blocks (first_position, last_position, min_time, max_time) VALUES (",
-    );
-    sql.push_bind(merged.from as i64 + 1)
-        .push(", ")
+    let mut sql = QueryBuilder::new(format!(
+        "INSERT INTO event_blocks (first_position, last_position, min_time, max_time) \
+         SELECT MIN(position), MAX(position), MIN({column}), MAX({column}) FROM events \
+         WHERE position > "
+    ));
+    sql.push_bind(merged.from as i64)
+        .push(" AND position <= ")
         .push_bind(merged.stats.head_position as i64)
-        .push(", ")
-        .push_bind(bind_time(first)?)
-        .push(", ")
-        .push_bind(bind_time(last)?)
-        .push(")");
-    Ok(Some(sql))
+        .push(format!(" GROUP BY (position - 1) / {RUN}"));
+    sql
 }
 
-/// For a query by time range, after `... AND position > <after>`: where to start instead
-/// of at the start of the log. Every event up to the summary's `counted_through` is in one
-/// run of `event_blocks`, so the events of the runs before the first run (past `after`)
-/// that overlaps `range` are all outside the range; with no such run, only the events
-/// after `counted_through` can be in it.
-pub(crate) fn push_time_start<'a, DB: Database, T: Bind<'a, DB>>(
-    sql: &mut QueryBuilder<'a, DB>,
-    after: u64,
-    range: TimeRange,
-    time: BindTime<T>,
-) -> Result<(), StoreError>
-where
-    i64: Bind<'a, DB>,
-{
-    if range.from.is_none() && range.to.is_none() {
-        return Ok(());
-    }
-    sql.push(
-        " AND position > COALESCE((SELECT first_position - 1 FROM event_blocks \
-         WHERE last_position > ",
-    )
-    .push_bind(after as i64);
-    if let Some(from) = range.from {
-        sql.push(" AND max_time >= ").push_bind(time(from)?);
-    }
-    if let Some(to) = range.to {
-        sql.push(" AND min_time <= ").push_bind(time(to)?);
-    }
-    sql.push(" ORDER BY first_position LIMIT 1), (SELECT counted_through FROM event_totals))");
-    Ok(())
-}
+/// Positions per run of `event_blocks`.
+const RUN: u64 = 1_000;

@@ -188,16 +188,7 @@ impl PgEventStore {
     /// came first.
     async fn fold_stats(&self, merged: &stats::Merged) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let updated = stats::fold_totals(merged, "at", truncate)?
-            .build()
-            .execute(&mut *tx)
-            .await?;
-        if updated.rows_affected() == 1 {
-            stats::fold_counts(merged).build().execute(&mut *tx).await?;
-            if let Some(mut run) = stats::fold_run(merged, truncate)? {
-                run.build().execute(&mut *tx).await?;
-            }
-        }
+        stats::fold::<Postgres, _>(&mut *tx, merged, "occurred_at", "at", truncate).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -236,12 +227,12 @@ pub(super) async fn query(
     query: &EventQuery,
 ) -> Result<Vec<StoredEvent>, StoreError> {
     let readable = store.readable().await;
-    stats::fold_before_time_query(&store.pool, store, query.range, readable as u64).await?;
+    let after = stats::time_start(&store.pool, store, query, readable as u64, truncate).await?;
     // Never past the settled head: below it, no event can still appear.
     let mut sql =
         QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM events WHERE position <= "));
     sql.push_bind(readable).push(" AND position > ");
-    push_event_query(&mut sql, query, "occurred_at", truncate)?;
+    push_event_query(&mut sql, after, query, "occurred_at", truncate)?;
     let rows = sql.build().fetch_all(&store.pool).await?;
     rows.iter().map(decode_event).collect()
 }

@@ -123,10 +123,10 @@ pub(super) async fn query(
     query: &EventQuery,
 ) -> Result<Vec<StoredEvent>, StoreError> {
     let head = *store.head.borrow();
-    stats::fold_before_time_query(&store.reader, store, query.range, head).await?;
+    let after = stats::time_start(&store.reader, store, query, head, |t| Ok(micros(t))).await?;
     let mut sql =
         QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM events WHERE position > "));
-    push_event_query(&mut sql, query, "timestamp_us", |t| Ok(micros(t)))?;
+    push_event_query(&mut sql, after, query, "timestamp_us", |t| Ok(micros(t)))?;
     let rows = sql.build().fetch_all(&store.reader).await?;
     rows.iter().map(decode_event).collect()
 }
@@ -203,19 +203,10 @@ impl EventLog for SqliteEventStore {
             let folded = self
                 .write(move |conn| {
                     Box::pin(async move {
-                        let updated = stats::fold_totals(&merged, "us", |t| Ok(micros(t)))?
-                            .build()
-                            .execute(&mut *conn)
-                            .await?;
-                        if updated.rows_affected() == 1 {
-                            stats::fold_counts(&merged)
-                                .build()
-                                .execute(&mut *conn)
-                                .await?;
-                            if let Some(mut run) = stats::fold_run(&merged, |t| Ok(micros(t)))? {
-                                run.build().execute(&mut *conn).await?;
-                            }
-                        }
+                        stats::fold::<Sqlite, _>(conn, &merged, "timestamp_us", "us", |t| {
+                            Ok(micros(t))
+                        })
+                        .await?;
                         Ok(())
                     })
                 })
