@@ -35,9 +35,11 @@
 //! The files, one concern each: this one holds the type, the [`Dialect`], the helpers that
 //! run statements, and the [`ReadModelStore`] implementation, which hands each method to
 //! the file of its concern: `connect` (opening and migrating either backend), `project`
-//! (what each event changes, applied exactly once), `rebuild` (the shadow tables, the
+//! (what each event changes, applied exactly once), `batch` (an effect's statements, and
+//! a rebuild's page of them as multi-row statements), `rebuild` (the shadow tables, the
 //! lease and the swap) and `queries` (the reads the API serves).
 
+mod batch;
 mod connect;
 mod project;
 mod queries;
@@ -56,6 +58,7 @@ use crate::{
     ReadModelError, ReadModelStore, RebuildProgress, RebuildReport, SalesQuery, SalesReport,
 };
 
+use batch::{insert, push, Stmt};
 pub use connect::{connect_postgres, open_sqlite};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,13 +98,6 @@ fn bind<'q>(sql: &'q str, args: Vec<Arg>) -> Query<'q, Any, AnyArguments<'q>> {
         };
     }
     query
-}
-
-/// A statement and its arguments, run alone or in a batch.
-type Stmt = (String, Vec<Arg>);
-
-fn push(statements: &mut Vec<Stmt>, sql: &str, args: Vec<Arg>) {
-    statements.push((sql.to_string(), args));
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -188,7 +184,7 @@ impl SqlReadModels {
                 }
                 let mut sql = String::new();
                 let mut args = Vec::new();
-                for (text, more) in statements {
+                for (text, more) in statements.into_iter().map(Stmt::into_parts) {
                     if !sql.is_empty() {
                         sql.push_str(";\n");
                     }
@@ -201,9 +197,12 @@ impl SqlReadModels {
                     .await?;
             }
             Dialect::Postgres => {
-                for (text, args) in statements {
+                for (text, args) in statements.into_iter().map(Stmt::into_parts) {
                     let sql = self.sql(&text);
-                    bind(&sql, args).execute(&mut *conn).await?;
+                    bind(&sql, args)
+                        .persistent(persistent)
+                        .execute(&mut *conn)
+                        .await?;
                 }
             }
         }

@@ -4,7 +4,7 @@
 use chrono::Utc;
 use cornershop_domain::DomainEvent;
 
-use super::{is_unique_violation, micros, push, t, Arg, SqlReadModels, Stmt};
+use super::{insert, is_unique_violation, micros, push, t, Arg, SqlReadModels, Stmt};
 use crate::{cents, ProjectedEvent, ReadModelError, PROJECTIONS};
 
 fn bad(event: &ProjectedEvent, reason: &str) -> ReadModelError {
@@ -41,18 +41,21 @@ impl SqlReadModels {
                     bad(e, "totalAmount is not a whole number of cents an i64 holds")
                 })?;
                 let items = serde_json::to_string(&o.items).expect("line items serialize");
-                push(
+                insert(
                     c,
-                    &format!(
+                    format!(
                         "INSERT INTO {p}orders (order_id, cart_id, customer_id, total_cents, items, \
-                         correlation_id, created_us, status, order_version) \
-                         VALUES (?, ?, ?, ?, ?, ?, ?, 'Created', ?) \
-                         ON CONFLICT (order_id) DO UPDATE SET cart_id = excluded.cart_id, \
+                         correlation_id, created_us, status, order_version) VALUES"
+                    ),
+                    "(?, ?, ?, ?, ?, ?, ?, 'Created', ?)".into(),
+                    format!(
+                        "ON CONFLICT (order_id) DO UPDATE SET cart_id = excluded.cart_id, \
                          customer_id = excluded.customer_id, total_cents = excluded.total_cents, \
                          items = excluded.items, correlation_id = excluded.correlation_id, \
                          created_us = excluded.created_us, {}",
                         order_status_set(p)
                     ),
+                    &o.order_id,
                     vec![
                         t(&o.order_id),
                         t(&o.cart_id),
@@ -84,13 +87,15 @@ impl SqlReadModels {
                             Arg::I(total),
                         ]);
                     }
-                    push(
+                    insert(
                         c,
-                        &format!(
+                        format!(
                             "INSERT INTO {p}order_lines (order_id, line_no, sku, name, quantity, \
-                             line_total_cents) VALUES {} ON CONFLICT (order_id, line_no) DO NOTHING",
-                            rows.join(", ")
+                             line_total_cents) VALUES"
                         ),
+                        rows.join(", "),
+                        "ON CONFLICT (order_id, line_no) DO NOTHING".into(),
+                        &o.order_id,
                         args,
                     );
                 }
@@ -158,21 +163,26 @@ impl SqlReadModels {
                          THEN excluded.{column} ELSE {p}inventory.{column} END"
                     )
                 };
-                push(
+                insert(
                     c,
-                    &format!(
+                    format!(
                         "INSERT INTO {p}inventory (sku, name, unit_price_cents, available, \
-                         low_stock_threshold, update_version) \
-                         VALUES (?, ?, ?, CAST(? + (SELECT COALESCE(SUM(available_delta), 0) \
-                         FROM {p}stock_moves WHERE sku = ? AND version > ?) AS {int}), ?, ?) \
-                         ON CONFLICT (sku) DO UPDATE SET {}, {}, {}, {}, {}",
+                         low_stock_threshold, update_version) VALUES"
+                    ),
+                    format!(
+                        "(?, ?, ?, CAST(? + (SELECT COALESCE(SUM(available_delta), 0) \
+                         FROM {p}stock_moves WHERE sku = ? AND version > ?) AS {int}), ?, ?)",
+                        int = self.dialect.int(),
+                    ),
+                    format!(
+                        "ON CONFLICT (sku) DO UPDATE SET {}, {}, {}, {}, {}",
                         newer("name"),
                         newer("unit_price_cents"),
                         newer("available"),
                         newer("low_stock_threshold"),
                         newer("update_version"),
-                        int = self.dialect.int(),
                     ),
+                    &s.sku,
                     vec![
                         t(&s.sku),
                         t(&s.name),
@@ -239,13 +249,12 @@ impl SqlReadModels {
             args.push(value);
         }
         sets.push(order_status_set(p));
-        push(
+        insert(
             c,
-            &format!(
-                "INSERT INTO {p}orders ({columns}) VALUES ({values}) \
-                 ON CONFLICT (order_id) DO UPDATE SET {}",
-                sets.join(", ")
-            ),
+            format!("INSERT INTO {p}orders ({columns}) VALUES"),
+            format!("({values})"),
+            format!("ON CONFLICT (order_id) DO UPDATE SET {}", sets.join(", ")),
+            order_id,
             args,
         );
         Ok(())
@@ -261,18 +270,22 @@ impl SqlReadModels {
         payment_id: &str,
         status: &str,
     ) -> Result<(), ReadModelError> {
-        push(
+        insert(
             c,
-            &format!(
+            format!(
                 "INSERT INTO {p}orders (order_id, payment_id, payment_status, payment_version, \
-                 correlation_id) VALUES (?, ?, ?, ?, ?) \
-                 ON CONFLICT (order_id) DO UPDATE SET payment_id = excluded.payment_id, \
+                 correlation_id) VALUES"
+            ),
+            "(?, ?, ?, ?, ?)".into(),
+            format!(
+                "ON CONFLICT (order_id) DO UPDATE SET payment_id = excluded.payment_id, \
                  correlation_id = COALESCE({p}orders.correlation_id, excluded.correlation_id), \
                  payment_status = CASE WHEN excluded.payment_version > {p}orders.payment_version \
                    THEN excluded.payment_status ELSE {p}orders.payment_status END, \
                  payment_version = CASE WHEN excluded.payment_version > {p}orders.payment_version \
                    THEN excluded.payment_version ELSE {p}orders.payment_version END"
             ),
+            order_id,
             vec![
                 t(order_id),
                 t(payment_id),
@@ -295,27 +308,38 @@ impl SqlReadModels {
         available_delta: i64,
         reserved_delta: i64,
     ) -> Result<(), ReadModelError> {
-        push(
+        insert(
             c,
-            &format!(
-                "INSERT INTO {p}stock_moves (sku, version, available_delta) VALUES (?, ?, ?) \
-                 ON CONFLICT (sku, version) DO NOTHING"
-            ),
+            format!("INSERT INTO {p}stock_moves (sku, version, available_delta) VALUES"),
+            "(?, ?, ?)".into(),
+            "ON CONFLICT (sku, version) DO NOTHING".into(),
+            &format!("{sku}\u{0}{version}"),
             vec![t(sku), Arg::I(version), Arg::I(available_delta)],
         );
-        push(
+        // Whether available moves is decided in the row, against the stock row as the
+        // statement starts (no version in the conflict clause, so that a rebuild can send
+        // many of these rows in one statement, one row per SKU; see batch.rs). Nothing
+        // writes the row between the two: live updates are serialized by the projection's
+        // state row, and a rebuild writes its shadow tables alone.
+        let int = self.dialect.int();
+        insert(
             c,
-            &format!(
-                "INSERT INTO {p}inventory (sku, available, reserved) VALUES (?, ?, ?) \
-                 ON CONFLICT (sku) DO UPDATE SET reserved = {p}inventory.reserved + excluded.reserved, \
-                 available = CASE WHEN ? > {p}inventory.update_version \
-                   THEN {p}inventory.available + excluded.available ELSE {p}inventory.available END"
+            format!("INSERT INTO {p}inventory (sku, available, reserved) VALUES"),
+            format!(
+                "(?, CASE WHEN ? > COALESCE((SELECT update_version FROM {p}inventory \
+                 WHERE sku = ?), 0) THEN CAST(? AS {int}) ELSE 0 END, ?)"
             ),
+            format!(
+                "ON CONFLICT (sku) DO UPDATE SET reserved = {p}inventory.reserved + excluded.reserved, \
+                 available = {p}inventory.available + excluded.available"
+            ),
+            sku,
             vec![
+                t(sku),
+                Arg::I(version),
                 t(sku),
                 Arg::I(available_delta),
                 Arg::I(reserved_delta),
-                Arg::I(version),
             ],
         );
         Ok(())
@@ -332,18 +356,19 @@ pub(super) async fn apply(
     }
     // First lock the projection's row (see the module documentation), then the effect,
     // and last the event id: a repeat fails there, and everything before rolls back.
-    let mut statements = vec![(
+    let mut statements = Vec::new();
+    push(
+        &mut statements,
         "UPDATE rm_projection_state SET events_applied = events_applied + 1, \
          position = CASE WHEN ? > position THEN ? ELSE position END, updated_us = ? \
-         WHERE name = ?"
-            .to_string(),
+         WHERE name = ?",
         vec![
             Arg::I(event.position as i64),
             Arg::I(event.position as i64),
             Arg::I(micros(Utc::now())),
             t(projection),
         ],
-    )];
+    );
     store.effect(&mut statements, "rm_", event)?;
     push(
         &mut statements,

@@ -9,7 +9,8 @@ use futures::FutureExt;
 use sqlx::AnyConnection;
 use sqlx::Row;
 
-use super::{micros, push, t, Arg, Dialect, SqlReadModels};
+use super::batch::{batched, insert};
+use super::{micros, t, Arg, Dialect, SqlReadModels};
 use crate::schema::{render, statements, INDEXES, SWAPPED, TABLES};
 use uuid::Uuid;
 
@@ -82,41 +83,46 @@ impl SqlReadModels {
 
     /// Applies a page of the log to the shadow tables; returns how many events it applied.
     /// (The shadows start empty and the log holds each event once: no event repeats.)
-    /// One call per event, like a live update: its statements have few distinct shapes,
-    /// so the connection's statement cache spares SQLite from parsing them again.
+    /// The page's effects go as a few multi-row statements (see batch.rs), on SQLite in
+    /// one call.
     async fn apply_page(
         &self,
         conn: &mut AnyConnection,
         page: &[cornershop_store::StoredEvent],
     ) -> Result<u64, ReadModelError> {
         let mut applied = 0;
+        let mut statements = Vec::new();
         for stored in page {
             if !is_projected(&stored.envelope.event_type) {
                 continue;
             }
             // An event the read models cannot take is left out, as the live projection
             // leaves it out (it dead-letters it): the rebuilt models match the live ones.
-            let effect = ProjectedEvent::from_stored(stored).and_then(|event| {
-                let mut statements = Vec::new();
-                self.effect(&mut statements, "rm_shadow_", &event)?;
-                Ok((event, statements))
-            });
-            let (event, mut statements) = match effect {
-                Ok(effect) => effect,
+            let mut effect = Vec::new();
+            let event = match ProjectedEvent::from_stored(stored).and_then(|event| {
+                self.effect(&mut effect, "rm_shadow_", &event)
+                    .map(|()| event)
+            }) {
+                Ok(event) => event,
                 Err(e @ ReadModelError::BadEvent { .. }) => {
                     tracing::warn!(error = %e, position = stored.position, "the rebuild leaves out an event the read models cannot take");
                     continue;
                 }
                 Err(e) => return Err(e),
             };
-            push(
+            statements.append(&mut effect);
+            let id = event.event_id.to_string();
+            insert(
                 &mut statements,
-                "INSERT INTO rm_shadow_applied (event_id) VALUES (?)",
-                vec![Arg::T(event.event_id.to_string())],
+                "INSERT INTO rm_shadow_applied (event_id) VALUES".into(),
+                "(?)".into(),
+                String::new(),
+                &id,
+                vec![Arg::T(id.clone())],
             );
-            self.execute_all(conn, statements, true).await?;
             applied += 1;
         }
+        self.execute_all(conn, batched(statements), false).await?;
         Ok(applied)
     }
 
