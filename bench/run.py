@@ -344,6 +344,69 @@ def drain(api_url, token, quiet=3, timeout=180):
     return round(time.time() - start, 1)
 
 
+# The workflow's hops, from one event to the event its consumer's reaction writes.
+STAGES = [
+    ("CartCheckedOut", "OrderCreated", "order saga: the order from the checkout"),
+    ("OrderCreated", "StockReserved", "inventory service: the first reservation"),
+    ("StockReserved", "OrderValidated", "inventory service: the other lines, then validation"),
+    ("OrderValidated", "PaymentInitiated", "order saga: the payment"),
+    ("PaymentInitiated", "PaymentAuthorized", "payment service: authorization"),
+    ("PaymentAuthorized", "PaymentCompleted", "payment service: capture"),
+    ("PaymentCompleted", "OrderConfirmed", "order saga: the confirmation"),
+    ("CartCheckedOut", "OrderConfirmed", "the whole chain, checkout to confirmation"),
+]
+
+
+def head_position(api_url, token):
+    with get(f"{api_url}/api/eventstore/stats", token, timeout=30) as r:
+        return json.load(r)["headPosition"]
+
+
+def order_stages(api_url, token, after, case, results):
+    """Where an order waits: for every business transaction (correlation id) whose events
+    are past `after`, the time from each hop's event to the next (their timestamps, taken
+    when the command that wrote each was decided), so each figure holds the previous
+    append's commit, the delivery to the next consumer (embedded: the head watch; on
+    Kafka: the relay, the broker, the consumer's poll) and the reaction up to its
+    decision. p50 and p99 per hop."""
+    first = {}
+    while True:
+        with get(f"{api_url}/api/eventstore/events?after={after}&limit=1000", token,
+                 timeout=60) as r:
+            page = json.load(r)
+        for e in page["events"]:
+            at = datetime.datetime.fromisoformat(e["timestamp"])
+            first.setdefault(e["metadata"]["correlationId"], {}).setdefault(e["eventType"], at)
+        if page.get("nextAfter") is None:
+            break
+        after = page["nextAfter"]
+
+    def pct(values, p):
+        return round(values[min(len(values) - 1, int(len(values) * p / 100))], 1)
+
+    for start, end, what in STAGES:
+        took = sorted((times[end] - times[start]).total_seconds() * 1000
+                      for times in first.values() if start in times and end in times)
+        if took:
+            results.append({"kind": "stage", "case": case, "from": start, "to": end,
+                            "what": what, "orders": len(took), "p50Ms": pct(took, 50),
+                            "p99Ms": pct(took, 99)})
+
+
+def stages_table(results):
+    """The hops of an order at half rate (see order_stages)."""
+    stages = [r for r in results if r.get("kind") == "stage"]
+    if not stages:
+        return ""
+    lines = ["\nWhere an order waits, at half the max rate: from each event's timestamp to "
+             "the next one's (ms)\n", "| hop | from → to | orders | p50 | p99 |",
+             "|---|---|---:|---:|---:|"]
+    for r in stages:
+        lines.append(f"| {r['what']} | {r['from']} → {r['to']} | {fmt(r['orders'])} | "
+                     f"{fmt(r['p50Ms'])} | {fmt(r['p99Ms'])} |")
+    return "\n".join(lines) + "\n"
+
+
 def lifecycle(shops, api_url, key_file, token, results, opts):
     """Max rate (as many orders as `--concurrency` shoppers complete), then half of it for
     the p99; peak memory of every process after. The simulator's own defaults otherwise
@@ -365,10 +428,16 @@ def lifecycle(shops, api_url, key_file, token, results, opts):
     # idle shop, or its latencies would measure the backlog.
     results.append({"kind": "drain", "seconds": drain(api_url, token)})
     half = max(1, round(peak.get("ordersPerSecond", 0) / 2, 1))
+    head = head_position(api_url, token)
     before = cpu_snapshot(ours)
     at_half = simulate(api_url, key_file, opts.duration, opts.concurrency, rate=half)
     results.append({"kind": "cpu", "case": "half", **cpu_usage(before, cpu_snapshot(ours))})
     results.append({"kind": "lifecycle", "case": "half", "auth": "on", "rate": half, **at_half})
+    drain(api_url, token)
+    try:
+        order_stages(api_url, token, head, "half", results)
+    except (urllib.error.URLError, OSError, ValueError, KeyError) as e:
+        log(f"cannot read the events for the stages of an order: {e}")
     memory = {name: shop.peak_kib() for name, shop in shops.items()}
     results.append({"kind": "memory", "processes": memory,
                     "totalKiB": sum(v or 0 for v in memory.values())})
@@ -908,7 +977,7 @@ def main():
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     facts["load1After"] = os.getloadavg()[0]
-    md = table(results, config) + "\n" + scaling_table(results)
+    md = table(results, config) + "\n" + stages_table(results) + "\n" + scaling_table(results)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M")
     _, commit, _ = run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], check=False)
     header = (f"# CornerShop benchmarks: {config}{' (quick)' if opts.quick else ''}, {stamp}\n\n"
