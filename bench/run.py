@@ -511,7 +511,9 @@ def pgbench(url, workdir, results, seconds):
     one transaction per row or per 100 rows."""
     migrations = os.path.join(REPO, "crates/store/migrations/postgres")
     for name in sorted(n for n in os.listdir(migrations) if n.endswith(".sql")):
-        run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", url, "-f", os.path.join(migrations, name)])
+        # One transaction per file, as sqlx runs them (0005 locks the events table).
+        run(["psql", "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", url, "-f",
+             os.path.join(migrations, name)])
     psql(url, "CREATE SEQUENCE raw_version")
     single = os.path.join(workdir, "insert1.sql")
     with open(single, "w") as f:
