@@ -47,6 +47,11 @@ TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
 CORNERSHOP = os.path.join(TARGET, "release", "cornershop")
 
 
+def percentile(ordered, p):
+    """The nearest-rank percentile `p` (0 to 1) of an ascending, non-empty list."""
+    return ordered[min(len(ordered) - 1, max(0, int(len(ordered) * p + 0.999999) - 1))]
+
+
 def log(message):
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
@@ -381,16 +386,14 @@ def order_stages(api_url, token, after, case, results):
             break
         after = page["nextAfter"]
 
-    def pct(values, p):
-        return round(values[min(len(values) - 1, int(len(values) * p / 100))], 1)
-
     for start, end, what in STAGES:
         took = sorted((times[end] - times[start]).total_seconds() * 1000
                       for times in first.values() if start in times and end in times)
         if took:
             results.append({"kind": "stage", "case": case, "from": start, "to": end,
-                            "what": what, "orders": len(took), "p50Ms": pct(took, 50),
-                            "p99Ms": pct(took, 99)})
+                            "what": what, "orders": len(took),
+                            "p50Ms": round(percentile(took, 0.50), 1),
+                            "p99Ms": round(percentile(took, 0.99), 1)})
 
 
 def stages_table(results):
@@ -542,9 +545,7 @@ def pgbench(url, workdir, results, seconds):
         latencies.sort()
 
         def pct(p):
-            if not latencies:
-                return 0
-            return latencies[min(len(latencies) - 1, max(0, int(len(latencies) * p + 0.999999) - 1))] / 1000
+            return percentile(latencies, p) / 1000 if latencies else 0
 
         results.append({"kind": "raw-insert", "backend": "postgres", "case": label,
                         "batch": rows, "clients": clients,

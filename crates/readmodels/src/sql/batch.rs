@@ -83,26 +83,32 @@ pub(super) fn insert(
 
 /// A page's statements as few (see the module documentation).
 pub(super) fn batched(statements: Vec<Stmt>) -> Vec<Stmt> {
-    // Each kind's statements, in rounds: a key's n-th row goes into round n.
+    /// What runs, in order: a statement that is not batched, or a kind (its index).
+    enum Next {
+        Alone(Stmt),
+        Kind(usize),
+    }
+    /// A kind's statements in rounds: a key's n-th row goes into round n.
+    #[derive(Default)]
     struct Kind {
         rounds: Vec<Vec<Stmt>>,
         seen: HashMap<String, usize>,
     }
-    let mut order: Vec<Result<Stmt, (String, String)>> = Vec::new();
-    let mut kinds: HashMap<(String, String), Kind> = HashMap::new();
+    let mut order = Vec::new();
+    let mut kinds: Vec<Kind> = Vec::new();
+    let mut kind_of: HashMap<(String, String), usize> = HashMap::new();
     for statement in statements {
         let Some(key) = statement.key.clone() else {
-            order.push(Ok(statement));
+            order.push(Next::Alone(statement));
             continue;
         };
         let name = (statement.head.clone(), statement.tail.clone());
-        let kind = kinds.entry(name.clone()).or_insert_with(|| {
-            order.push(Err(name));
-            Kind {
-                rounds: Vec::new(),
-                seen: HashMap::new(),
-            }
+        let at = *kind_of.entry(name).or_insert_with(|| {
+            kinds.push(Kind::default());
+            order.push(Next::Kind(kinds.len() - 1));
+            kinds.len() - 1
         });
+        let kind = &mut kinds[at];
         let round = kind.seen.entry(key).or_insert(0);
         if kind.rounds.len() <= *round {
             kind.rounds.push(Vec::new());
@@ -111,12 +117,11 @@ pub(super) fn batched(statements: Vec<Stmt>) -> Vec<Stmt> {
         *round += 1;
     }
     let mut out = Vec::new();
-    for item in order {
-        match item {
-            Ok(alone) => out.push(alone),
-            Err(name) => {
-                let kind = kinds.remove(&name).expect("every kind is in the map");
-                for round in kind.rounds {
+    for next in order {
+        match next {
+            Next::Alone(statement) => out.push(statement),
+            Next::Kind(at) => {
+                for round in std::mem::take(&mut kinds[at].rounds) {
                     merge(round, &mut out);
                 }
             }
