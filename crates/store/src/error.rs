@@ -24,6 +24,9 @@ pub enum StoreError {
     // chain of causes (`domain::causes`, the logs' `errorChain`) says it once.
     #[error("database error: {0}")]
     Database(sqlx::Error),
+    /// An error of the embedded backend's own SQLite connections (its writer thread).
+    #[error("database error: {0}")]
+    Sqlite(rusqlite::Error),
     #[error("migration failed: {0}")]
     Migration(sqlx::migrate::MigrateError),
     /// The store could not take the write (or cannot be reached): nothing of it is
@@ -35,6 +38,12 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         Self::Database(e)
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Sqlite(e)
     }
 }
 
@@ -71,7 +80,22 @@ impl StoreError {
         match self {
             Self::Unavailable { kind, .. } => Some(*kind),
             Self::Database(e) => sqlx_unavailability(e),
+            Self::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                sqlite_unavailability(e.extended_code)
+            }
             _ => None,
+        }
+    }
+
+    /// Whether this error is a unique-key violation (an insert of a key that is taken).
+    pub(crate) fn is_unique_violation(&self) -> bool {
+        match self {
+            Self::Database(sqlx::Error::Database(db)) => db.is_unique_violation(),
+            // SQLITE_CONSTRAINT_UNIQUE (2067) and SQLITE_CONSTRAINT_PRIMARYKEY (1555).
+            Self::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                matches!(e.extended_code, 2067 | 1555)
+            }
+            _ => false,
         }
     }
 }
@@ -84,14 +108,7 @@ pub fn sqlx_unavailability(e: &sqlx::Error) -> Option<Unavailable> {
         sqlx::Error::Database(db) => {
             let code = db.code()?;
             if let Ok(sqlite) = code.parse::<i32>() {
-                // SQLITE_FULL (13); SQLITE_IOERR (10), SQLITE_NOMEM (7), SQLITE_BUSY (5),
-                // SQLITE_CANTOPEN (14) and SQLITE_READONLY (8, a file system remounted
-                // read-only) each with their extended variants.
-                return match sqlite & 0xff {
-                    13 => Some(Unavailable::DiskFull),
-                    5 | 7 | 8 | 10 | 14 => Some(Unavailable::Unreachable),
-                    _ => None,
-                };
+                return sqlite_unavailability(sqlite);
             }
             match code.as_ref() {
                 // disk_full, insufficient_resources, out_of_memory, too_many_connections
@@ -108,6 +125,18 @@ pub fn sqlx_unavailability(e: &sqlx::Error) -> Option<Unavailable> {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::Protocol(_) => Some(Unavailable::Unreachable),
+        _ => None,
+    }
+}
+
+/// What a SQLite result code says about the store's availability: SQLITE_FULL (13) a full
+/// disk; SQLITE_IOERR (10), SQLITE_NOMEM (7), SQLITE_BUSY (5), SQLITE_CANTOPEN (14) and
+/// SQLITE_READONLY (8, a file system remounted read-only) that it cannot take work now;
+/// each with its extended variants (the primary code is the low byte).
+fn sqlite_unavailability(code: i32) -> Option<Unavailable> {
+    match code & 0xff {
+        13 => Some(Unavailable::DiskFull),
+        5 | 7 | 8 | 10 | 14 => Some(Unavailable::Unreachable),
         _ => None,
     }
 }

@@ -9,13 +9,12 @@
 use chrono::{DateTime, Utc};
 use cornershop_domain::{AggregateType, EventEnvelope, Metadata};
 use sqlx::postgres::PgRow;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Database, QueryBuilder, Row};
+use sqlx::Row;
 use uuid::Uuid;
 
 use crate::{
     trace, AppendRequest, Checkpoint, DeadLetter, EventQuery, IdempotentResponse, NewEvent,
-    NewNotification, Notification, NotificationQuery, StoreError, StoredEvent, TimeRange, Timer,
+    Notification, NotificationQuery, StoreError, StoredEvent, TimeRange, Timer,
 };
 
 /// Counts appended events by type (`events_stored_total`); called by every backend after
@@ -38,19 +37,15 @@ pub(crate) fn from_micros(us: i64) -> Result<DateTime<Utc>, StoreError> {
         .ok_or_else(|| StoreError::Corrupt(format!("timestamp {us} is out of range")))
 }
 
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
-}
-
 /// An insert of a key that must be new (an idempotency key, a dedupe key): a unique-key
 /// violation becomes `taken`, any other error is the store's.
-pub(crate) fn unless_taken<T>(
-    inserted: Result<T, sqlx::Error>,
+pub(crate) fn unless_taken<T, E: Into<StoreError>>(
+    inserted: Result<T, E>,
     taken: impl FnOnce() -> StoreError,
 ) -> Result<(), StoreError> {
-    match inserted {
-        Err(e) if is_unique_violation(&e) => Err(taken()),
-        Err(e) => Err(e.into()),
+    match inserted.map_err(Into::into) {
+        Err(e) if e.is_unique_violation() => Err(taken()),
+        Err(e) => Err(e),
         Ok(_) => Ok(()),
     }
 }
@@ -116,20 +111,24 @@ fn stored_trace_id(column: Option<String>, metadata: &Metadata) -> String {
     column.unwrap_or_else(|| trace::trace_id_for_correlation(&metadata.correlation_id))
 }
 
-/// A column of type `T`, read from a row of either backend (any row whose database
-/// decodes `T`).
+/// A column of type `T`, read from a row of either backend (a sqlx row of PostgreSQL, a
+/// rusqlite row of SQLite).
 pub(crate) trait Column<T> {
     fn column(&self, name: &str) -> Result<T, StoreError>;
 }
 
-impl<R, T> Column<T> for R
+impl<T> Column<T> for PgRow
 where
-    R: Row,
-    for<'r> T: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'n> &'n str: sqlx::ColumnIndex<R>,
+    for<'r> T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
 {
     fn column(&self, name: &str) -> Result<T, StoreError> {
         Ok(self.try_get(name)?)
+    }
+}
+
+impl<T: rusqlite::types::FromSql> Column<T> for rusqlite::Row<'_> {
+    fn column(&self, name: &str) -> Result<T, StoreError> {
+        Ok(self.get(name)?)
     }
 }
 
@@ -171,9 +170,9 @@ impl StoreRow for PgRow {
     }
 }
 
-impl StoreRow for SqliteRow {
+impl StoreRow for rusqlite::Row<'_> {
     fn timestamp(&self, _pg: &str, sqlite: &str) -> Result<DateTime<Utc>, StoreError> {
-        from_micros(self.try_get(sqlite)?)
+        from_micros(self.get(sqlite)?)
     }
 
     fn optional_timestamp(
@@ -181,12 +180,12 @@ impl StoreRow for SqliteRow {
         _pg: &str,
         sqlite: &str,
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let us: Option<i64> = self.try_get(sqlite)?;
+        let us: Option<i64> = self.get(sqlite)?;
         us.map(from_micros).transpose()
     }
 
     fn http_status(&self, column: &str) -> Result<u16, StoreError> {
-        Ok(self.try_get::<i64, _>(column)? as u16)
+        Ok(self.get::<_, i64>(column)? as u16)
     }
 }
 
@@ -306,100 +305,75 @@ pub(crate) fn decode_idempotent_response(
     })
 }
 
-/// A value a query of the database `DB` can bind.
-pub(crate) trait Bind<'a, DB: Database>: 'a + sqlx::Encode<'a, DB> + sqlx::Type<DB> {}
-
-impl<'a, DB: Database, T: 'a + sqlx::Encode<'a, DB> + sqlx::Type<DB>> Bind<'a, DB> for T {}
-
-/// A connection that runs a statement built by shared code. Generic code cannot run a
-/// [`QueryBuilder`] itself: sqlx's bounds make the builder's borrow as long as its
-/// arguments' lifetime, which the concrete types loosen (their arguments are covariant)
-/// and a generic `DB::Arguments<'a>` does not. Each backend says it in three lines.
-pub(crate) trait Run<DB: Database> {
-    /// Runs `sql`; the number of rows it changed.
-    fn run<'c>(
-        &'c mut self,
-        sql: &'c mut QueryBuilder<'_, DB>,
-    ) -> futures::future::BoxFuture<'c, Result<u64, StoreError>>;
+/// A statement built by code both backends share: its text, with the placeholders `$1`,
+/// `$2`, ... (which both accept), and its arguments in that order. PostgreSQL binds it to
+/// a sqlx query, SQLite to a rusqlite statement, each a timestamp its own way.
+pub(crate) struct Statement {
+    pub(crate) text: String,
+    pub(crate) args: Vec<Arg>,
 }
 
-impl Run<sqlx::Postgres> for sqlx::PgConnection {
-    fn run<'c>(
-        &'c mut self,
-        sql: &'c mut QueryBuilder<'_, sqlx::Postgres>,
-    ) -> futures::future::BoxFuture<'c, Result<u64, StoreError>> {
-        Box::pin(async move { Ok(sql.build().execute(self).await?.rows_affected()) })
+/// An argument of a [`Statement`]. A timestamp is bound by each backend its own way
+/// (PostgreSQL a `TIMESTAMPTZ` cut to microseconds, SQLite the microseconds).
+pub(crate) enum Arg {
+    Int(i64),
+    Text(String),
+    Time(Option<DateTime<Utc>>),
+}
+
+impl Statement {
+    pub(crate) fn new(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            args: Vec::new(),
+        }
+    }
+
+    /// Appends `text`, then a placeholder bound to `arg`.
+    pub(crate) fn bind(&mut self, text: &str, arg: Arg) -> &mut Self {
+        self.args.push(arg);
+        self.text.push_str(text);
+        self.text.push_str(&format!("${}", self.args.len()));
+        self
+    }
+
+    pub(crate) fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
     }
 }
 
-impl Run<sqlx::Sqlite> for sqlx::SqliteConnection {
-    fn run<'c>(
-        &'c mut self,
-        sql: &'c mut QueryBuilder<'_, sqlx::Sqlite>,
-    ) -> futures::future::BoxFuture<'c, Result<u64, StoreError>> {
-        Box::pin(async move { Ok(sql.build().execute(self).await?.rows_affected()) })
-    }
-}
-
-/// How a backend binds a timestamp: PostgreSQL a `TIMESTAMPTZ` cut to microseconds, SQLite
-/// the microseconds.
-pub(crate) type BindTime<T> = fn(DateTime<Utc>) -> Result<T, StoreError>;
-
-/// Limits events to `range`, by their timestamp `column`, bound as `time` makes it.
-pub(crate) fn push_range<'a, DB: Database, T: Bind<'a, DB>>(
-    sql: &mut QueryBuilder<'a, DB>,
-    range: TimeRange,
-    column: &str,
-    time: BindTime<T>,
-) -> Result<(), StoreError> {
+/// Limits events to `range`, by their timestamp `column`.
+pub(crate) fn push_range(sql: &mut Statement, range: TimeRange, column: &str) {
     if let Some(from) = range.from {
-        sql.push(format!(" AND {column} >= "))
-            .push_bind(time(from)?);
+        sql.bind(&format!(" AND {column} >= "), Arg::Time(Some(from)));
     }
     if let Some(to) = range.to {
-        sql.push(format!(" AND {column} <= ")).push_bind(time(to)?);
+        sql.bind(&format!(" AND {column} <= "), Arg::Time(Some(to)));
     }
-    Ok(())
 }
 
 /// The rest of a page of the log, after `... WHERE position > `: `after` (the query's own,
 /// or where [`crate::stats::time_start`] found that its time range starts), the
-/// query's filters (the time range by the timestamp `column`, bound as `time` makes it),
-/// the order and the limit.
-pub(crate) fn push_event_query<'a, DB: Database, T: Bind<'a, DB>>(
-    sql: &mut QueryBuilder<'a, DB>,
-    after: u64,
-    query: &EventQuery,
-    column: &str,
-    time: BindTime<T>,
-) -> Result<(), StoreError>
-where
-    i64: Bind<'a, DB>,
-    String: Bind<'a, DB>,
-    &'static str: Bind<'a, DB>,
-{
-    sql.push_bind(after.min(i64::MAX as u64) as i64);
+/// query's filters (the time range by the timestamp `column`), the order and the limit.
+pub(crate) fn push_event_query(sql: &mut Statement, after: u64, query: &EventQuery, column: &str) {
+    sql.bind("", Arg::Int(after.min(i64::MAX as u64) as i64));
     if let Some(t) = query.aggregate_type {
-        sql.push(" AND aggregate_type = ").push_bind(t.as_str());
+        sql.bind(" AND aggregate_type = ", Arg::Text(t.as_str().to_string()));
     }
     if let Some(t) = &query.event_type {
-        sql.push(" AND event_type = ").push_bind(t.clone());
+        sql.bind(" AND event_type = ", Arg::Text(t.clone()));
     }
-    push_range(sql, query.range, column, time)?;
-    sql.push(" ORDER BY position LIMIT ")
-        .push_bind(i64::from(query.limit));
-    Ok(())
+    push_range(sql, query.range, column);
+    sql.bind(
+        " ORDER BY position LIMIT ",
+        Arg::Int(i64::from(query.limit)),
+    );
 }
 
 /// The rest of a listing of notifications, after a `WHERE` that holds: every filter the
 /// query gives, newest first, and the limit.
-pub(crate) fn push_notification_query<'a, DB: Database>(
-    sql: &mut QueryBuilder<'a, DB>,
-    query: &NotificationQuery,
-) where
-    i64: Bind<'a, DB>,
-    String: Bind<'a, DB>,
-{
+pub(crate) fn push_notification_query(sql: &mut Statement, query: &NotificationQuery) {
     for (column, value) in [
         ("order_id", &query.order_id),
         ("customer_id", &query.customer_id),
@@ -407,38 +381,8 @@ pub(crate) fn push_notification_query<'a, DB: Database>(
         ("status", &query.status),
     ] {
         if let Some(value) = value {
-            sql.push(format!(" AND {column} = "))
-                .push_bind(value.clone());
+            sql.bind(&format!(" AND {column} = "), Arg::Text(value.clone()));
         }
     }
-    sql.push(" ORDER BY id DESC LIMIT ")
-        .push_bind(i64::from(query.limit));
-}
-
-/// A statement of the database `DB`, its arguments bound one by one.
-pub(crate) type Statement<'q, DB> = sqlx::query::Query<'q, DB, <DB as Database>::Arguments<'q>>;
-
-/// Binds the fields of a notification that both backends' inserts take first, in this
-/// order: the event id (as text), event type, channel, template, order id, customer id,
-/// recipient, subject, text body and HTML body.
-pub(crate) fn bind_notification<'q, DB: Database>(
-    statement: Statement<'q, DB>,
-    n: &'q NewNotification,
-) -> Statement<'q, DB>
-where
-    String: Bind<'q, DB>,
-    &'q String: Bind<'q, DB>,
-    &'q Option<String>: Bind<'q, DB>,
-{
-    statement
-        .bind(n.event_id.to_string())
-        .bind(&n.event_type)
-        .bind(&n.channel)
-        .bind(&n.template)
-        .bind(&n.order_id)
-        .bind(&n.customer_id)
-        .bind(&n.recipient)
-        .bind(&n.subject)
-        .bind(&n.body_text)
-        .bind(&n.body_html)
+    sql.bind(" ORDER BY id DESC LIMIT ", Arg::Int(i64::from(query.limit)));
 }

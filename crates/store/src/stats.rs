@@ -22,9 +22,9 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::{Database, QueryBuilder};
+use chrono::{DateTime, Utc};
 
-use crate::shared::{unsigned, Bind, BindTime, Run, StoreRow};
+use crate::shared::{unsigned, Arg, Statement, StoreRow};
 use crate::{EventLog, EventQuery, StoreError, StoreStats};
 
 /// A delta of this many events is folded into the summary by the call that read it.
@@ -47,49 +47,41 @@ const FOLD_BEFORE_TIME_QUERY: u64 = 10 * FOLD_AFTER;
 ///
 /// When `head` is far past the summary, it first folds (by asking `log` for its
 /// statistics): those events are in no run yet, so a query would scan them all.
-pub(crate) async fn time_start<'e, DB, T>(
-    pool: impl sqlx::Executor<'e, Database = DB> + Copy,
+pub(crate) async fn time_start<F, Fut>(
     log: &dyn EventLog,
     query: &EventQuery,
     head: u64,
-    bind_time: BindTime<T>,
+    read: F,
 ) -> Result<u64, StoreError>
 where
-    DB: Database,
-    T: for<'a> Bind<'a, DB> + Clone + Send,
-    i64: for<'a> Bind<'a, DB>,
-    (i64, Option<i64>): for<'r> sqlx::FromRow<'r, DB::Row>,
-    for<'q> <DB as Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    F: Fn(Statement) -> Fut,
+    Fut: std::future::Future<Output = Result<(i64, Option<i64>), StoreError>>,
 {
     let range = query.range;
     if range.from.is_none() && range.to.is_none() {
         return Ok(query.after);
     }
-    let mut text = "SELECT counted_through, (SELECT first_position - 1 FROM event_blocks \
-                    WHERE last_position > $1"
-        .to_string();
-    let mut binds = Vec::new();
-    if let Some(from) = range.from {
-        binds.push(bind_time(from)?);
-        text.push_str(&format!(" AND max_time >= ${}", binds.len() + 1));
-    }
-    if let Some(to) = range.to {
-        binds.push(bind_time(to)?);
-        text.push_str(&format!(" AND min_time <= ${}", binds.len() + 1));
-    }
-    text.push_str(" ORDER BY first_position LIMIT 1) FROM event_totals");
-    let read = || {
-        let mut statement = sqlx::query_as::<DB, (i64, Option<i64>)>(&text)
-            .bind(query.after.min(i64::MAX as u64) as i64);
-        for bound in binds.clone() {
-            statement = statement.bind(bound);
+    let statement = || {
+        let mut sql = Statement::new(
+            "SELECT counted_through, (SELECT first_position - 1 FROM event_blocks WHERE",
+        );
+        sql.bind(
+            " last_position > ",
+            Arg::Int(query.after.min(i64::MAX as u64) as i64),
+        );
+        if let Some(from) = range.from {
+            sql.bind(" AND max_time >= ", Arg::Time(Some(from)));
         }
-        statement.fetch_one(pool)
+        if let Some(to) = range.to {
+            sql.bind(" AND min_time <= ", Arg::Time(Some(to)));
+        }
+        sql.push(" ORDER BY first_position LIMIT 1) FROM event_totals");
+        sql
     };
-    let (mut through, mut run_start) = read().await?;
+    let (mut through, mut run_start) = read(statement()).await?;
     if head.saturating_sub(through.max(0) as u64) >= FOLD_BEFORE_TIME_QUERY {
         log.stats().await?;
-        (through, run_start) = read().await?;
+        (through, run_start) = read(statement()).await?;
     }
     let start = run_start.unwrap_or(through).max(0) as u64;
     Ok(start.max(query.after))
@@ -137,37 +129,96 @@ fn delta_range(through: u64, head: u64) -> String {
     )
 }
 
+/// The two reads of the summary: its totals (one row: `counted_through`, `total`,
+/// `aggregates`, `first_{time}`, `last_{time}`) and its counts (`kind`, `name`, `n`). With
+/// the two reads of [`delta_reads`], made inside one snapshot, they give the statistics
+/// ([`merge`]). `time` is the suffix of the summary's timestamps (`at` or `us`).
+pub(crate) fn summary_reads(time: &str) -> [String; 2] {
+    [summary_totals(time), SUMMARY_COUNTS.to_string()]
+}
+
+/// The two reads of the delta after the summary's `through`, up to `head`: its totals (one
+/// row: `total`, `head`, `aggregates`, `first_{time}`, `last_{time}`) and counts, as the
+/// summary's. `column` is the events' timestamp column. The statements are not to be kept
+/// prepared: their text changes with every call.
+pub(crate) fn delta_reads(through: u64, head: u64, column: &str, time: &str) -> [String; 2] {
+    let range = delta_range(through, head);
+    [delta_totals(&range, column, time), delta_counts(&range)]
+}
+
+/// A row of totals, of the summary or of the delta.
+pub(crate) struct Totals {
+    /// The summary's `counted_through`, or the delta's highest position.
+    pub(crate) through: u64,
+    total: u64,
+    aggregates: u64,
+    first: Option<DateTime<Utc>>,
+    last: Option<DateTime<Utc>>,
+}
+
+impl Totals {
+    /// Decodes the summary's row (`through` from `counted_through`) or the delta's
+    /// (from `head`).
+    pub(crate) fn decode(row: &impl StoreRow, through: &str) -> Result<Self, StoreError> {
+        Ok(Self {
+            through: unsigned(row, through)?,
+            total: unsigned(row, "total")?,
+            aggregates: unsigned(row, "aggregates")?,
+            first: row.optional_timestamp("first_at", "first_us")?,
+            last: row.optional_timestamp("last_at", "last_us")?,
+        })
+    }
+}
+
+/// A row of counts: how many events of one event type or of one aggregate type.
+pub(crate) struct Count {
+    kind: String,
+    name: String,
+    n: u64,
+}
+
+impl Count {
+    pub(crate) fn decode(row: &impl StoreRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            kind: row.column("kind")?,
+            name: row.column("name")?,
+            n: unsigned(row, "n")?,
+        })
+    }
+}
+
 /// Reads the summary and the delta up to `head` on `conn` (inside one snapshot, which the
-/// caller opens), and merges them. `column` is the events' timestamp column, `time` the
-/// suffix of the summary's (`at` or `us`).
-pub(crate) async fn read<DB>(
-    conn: &mut DB::Connection,
+/// caller opens), and merges them, on PostgreSQL. `column` is the events' timestamp
+/// column, `time` the suffix of the summary's (`at`).
+pub(crate) async fn read_pg(
+    conn: &mut sqlx::PgConnection,
     head: u64,
     column: &str,
     time: &str,
-) -> Result<Merged, StoreError>
-where
-    DB: Database + sqlx::database::HasStatementCache,
-    DB::Row: StoreRow,
-    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
-    for<'q> <DB as Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
-{
-    let totals = sqlx::query::<DB>(&summary_totals(time))
-        .fetch_one(&mut *conn)
-        .await?;
-    let counts = sqlx::query::<DB>(SUMMARY_COUNTS)
-        .fetch_all(&mut *conn)
-        .await?;
-    let range = delta_range(unsigned(&totals, "counted_through")?, head);
-    let newer_totals = sqlx::query::<DB>(&delta_totals(&range, column, time))
+) -> Result<Merged, StoreError> {
+    let [totals, counts] = summary_reads(time);
+    let summary = Totals::decode(
+        &sqlx::query(&totals).fetch_one(&mut *conn).await?,
+        "counted_through",
+    )?;
+    let mut all = Vec::new();
+    for row in sqlx::query(&counts).fetch_all(&mut *conn).await? {
+        all.push(Count::decode(&row)?);
+    }
+    let [totals, counts] = delta_reads(summary.through, head, column, time);
+    let delta = sqlx::query(&totals)
         .persistent(false)
         .fetch_one(&mut *conn)
         .await?;
-    let newer_counts = sqlx::query::<DB>(&delta_counts(&range))
+    let delta = Totals::decode(&delta, "head")?;
+    for row in sqlx::query(&counts)
         .persistent(false)
         .fetch_all(&mut *conn)
-        .await?;
-    merge(&totals, &counts, &newer_totals, &newer_counts)
+        .await?
+    {
+        all.push(Count::decode(&row)?);
+    }
+    merge(summary, delta, all)
 }
 
 /// The statistics of the log: the summary (its totals and counts rows) plus the delta read
@@ -179,33 +230,23 @@ pub(crate) struct Merged {
     pub(crate) fold: bool,
 }
 
-fn merge<R: StoreRow>(
-    totals: &R,
-    counts: &[R],
-    delta_totals: &R,
-    delta_counts: &[R],
+/// The statistics from the summary's totals, the delta's, and the counts of both.
+pub(crate) fn merge(
+    summary: Totals,
+    delta: Totals,
+    counts: Vec<Count>,
 ) -> Result<Merged, StoreError> {
-    let from = unsigned(totals, "counted_through")?;
-    let delta = unsigned(delta_totals, "total")?;
-    let newer_first = delta_totals.optional_timestamp("first_at", "first_us")?;
-    let newer_last = delta_totals.optional_timestamp("last_at", "last_us")?;
     let mut stats = StoreStats {
-        total_events: unsigned(totals, "total")? + delta,
-        total_aggregates: unsigned(totals, "aggregates")? + unsigned(delta_totals, "aggregates")?,
-        head_position: from.max(unsigned(delta_totals, "head")?),
+        total_events: summary.total + delta.total,
+        total_aggregates: summary.aggregates + delta.aggregates,
+        head_position: summary.through.max(delta.through),
         by_event_type: BTreeMap::new(),
         by_aggregate_type: BTreeMap::new(),
-        first_event_at: earliest(
-            totals.optional_timestamp("first_at", "first_us")?,
-            newer_first,
-        ),
-        last_event_at: totals
-            .optional_timestamp("last_at", "last_us")?
-            .max(newer_last),
+        first_event_at: earliest(summary.first, delta.first),
+        last_event_at: summary.last.max(delta.last),
     };
-    for row in counts.iter().chain(delta_counts) {
-        let kind: String = row.column("kind")?;
-        let counted = match kind.as_str() {
+    for count in counts {
+        let counted = match count.kind.as_str() {
             "event_type" => &mut stats.by_event_type,
             "aggregate_type" => &mut stats.by_aggregate_type,
             other => {
@@ -214,12 +255,12 @@ fn merge<R: StoreRow>(
                 )))
             }
         };
-        *counted.entry(row.column("name")?).or_default() += unsigned(row, "n")?;
+        *counted.entry(count.name).or_default() += count.n;
     }
     Ok(Merged {
         stats,
-        from,
-        fold: delta >= FOLD_AFTER,
+        from: summary.through,
+        fold: delta.total >= FOLD_AFTER,
     })
 }
 
@@ -230,86 +271,59 @@ fn earliest<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
     }
 }
 
-/// Writes `merged` as the new summary on `conn`, inside the caller's transaction, unless
-/// another fold came first: the totals only if the summary is still the one they were
-/// computed from (`merged.from`), and only then the counts and the runs of the events
-/// folded. `column` is the events' timestamp column, `time` the suffix of the summary's,
-/// `bind_time` how the backend binds a timestamp. Returns whether it folded.
-pub(crate) async fn fold<DB, T>(
-    conn: &mut (impl Run<DB> + Send),
-    merged: &Merged,
-    column: &str,
-    time: &str,
-    bind_time: BindTime<T>,
-) -> Result<bool, StoreError>
-where
-    DB: Database,
-    T: for<'a> Bind<'a, DB>,
-    Option<T>: for<'a> Bind<'a, DB>,
-    i64: for<'a> Bind<'a, DB>,
-    String: for<'a> Bind<'a, DB>,
-{
-    if conn
-        .run(&mut fold_totals::<DB, T>(merged, time, bind_time)?)
-        .await?
-        != 1
-    {
-        return Ok(false);
+/// How to write `merged` as the new summary, inside the caller's transaction, unless
+/// another fold came first: run `totals`, which writes the totals only if the summary is
+/// still the one they were computed from (`merged.from`); only if it changed one row, run
+/// `then` (the counts, and the runs of the events folded), in order. `column` is the
+/// events' timestamp column, `time` the suffix of the summary's.
+pub(crate) struct Fold {
+    pub(crate) totals: Statement,
+    pub(crate) then: [Statement; 2],
+}
+
+pub(crate) fn fold(merged: &Merged, column: &str, time: &str) -> Fold {
+    Fold {
+        totals: fold_totals(merged, time),
+        then: [fold_counts(merged), fold_runs(merged, column)],
     }
-    conn.run(&mut fold_counts::<DB>(merged)).await?;
-    conn.run(&mut fold_runs::<DB>(merged, column)).await?;
-    Ok(true)
 }
 
 /// The merged totals, written only where `counted_through` is still `merged.from`.
-fn fold_totals<'a, DB: Database, T: Bind<'a, DB>>(
-    merged: &Merged,
-    time: &str,
-    bind_time: BindTime<T>,
-) -> Result<QueryBuilder<'a, DB>, StoreError>
-where
-    i64: Bind<'a, DB>,
-    Option<T>: Bind<'a, DB>,
-{
+fn fold_totals(merged: &Merged, time: &str) -> Statement {
     let stats = &merged.stats;
-    let mut sql = QueryBuilder::new("UPDATE event_totals SET counted_through = ");
-    sql.push_bind(stats.head_position as i64)
-        .push(", total = ")
-        .push_bind(stats.total_events as i64)
-        .push(", aggregates = ")
-        .push_bind(stats.total_aggregates as i64)
-        .push(format!(", first_{time} = "))
-        .push_bind(stats.first_event_at.map(bind_time).transpose()?)
-        .push(format!(", last_{time} = "))
-        .push_bind(stats.last_event_at.map(bind_time).transpose()?)
-        .push(" WHERE counted_through = ")
-        .push_bind(merged.from as i64);
-    Ok(sql)
+    let mut sql = Statement::new("UPDATE event_totals SET");
+    sql.bind(" counted_through = ", Arg::Int(stats.head_position as i64))
+        .bind(", total = ", Arg::Int(stats.total_events as i64))
+        .bind(", aggregates = ", Arg::Int(stats.total_aggregates as i64))
+        .bind(
+            &format!(", first_{time} = "),
+            Arg::Time(stats.first_event_at),
+        )
+        .bind(&format!(", last_{time} = "), Arg::Time(stats.last_event_at))
+        .bind(" WHERE counted_through = ", Arg::Int(merged.from as i64));
+    sql
 }
 
 /// Every merged count, as one upsert.
-fn fold_counts<'a, DB: Database>(merged: &Merged) -> QueryBuilder<'a, DB>
-where
-    i64: Bind<'a, DB>,
-    String: Bind<'a, DB>,
-{
+fn fold_counts(merged: &Merged) -> Statement {
     let stats = &merged.stats;
     let rows = stats
         .by_event_type
         .iter()
-        .map(|(name, n)| ("event_type", name.clone(), *n))
+        .map(|(name, n)| ("event_type", name, *n))
         .chain(
             stats
                 .by_aggregate_type
                 .iter()
-                .map(|(name, n)| ("aggregate_type", name.clone(), *n)),
+                .map(|(name, n)| ("aggregate_type", name, *n)),
         );
-    let mut sql = QueryBuilder::new("INSERT INTO event_counts (kind, name, n) ");
-    sql.push_values(rows, |mut row, (kind, name, n)| {
-        row.push_bind(kind.to_owned())
-            .push_bind(name)
-            .push_bind(n as i64);
-    });
+    let mut sql = Statement::new("INSERT INTO event_counts (kind, name, n) VALUES ");
+    for (i, (kind, name, n)) in rows.enumerate() {
+        sql.bind(if i == 0 { "(" } else { ", (" }, Arg::Text(kind.to_owned()))
+            .bind(", ", Arg::Text(name.clone()))
+            .bind(", ", Arg::Int(n as i64))
+            .push(")");
+    }
     sql.push(" ON CONFLICT (kind, name) DO UPDATE SET n = excluded.n");
     sql
 }
@@ -317,21 +331,20 @@ where
 /// The runs of the positions folded, one per [`RUN`] positions (cut where
 /// `(position - 1) / RUN` changes, as migration 0005 cuts the events there before it),
 /// each with its lowest and highest timestamp, for queries by time range
-/// ([`push_time_start`]). One run per fold would span, after a long silence, every
+/// ([`time_start`]). One run per fold would span, after a long silence, every
 /// timestamp of the log, and skip nothing.
-fn fold_runs<'a, DB: Database>(merged: &Merged, column: &str) -> QueryBuilder<'a, DB>
-where
-    i64: Bind<'a, DB>,
-{
-    let mut sql = QueryBuilder::new(format!(
+fn fold_runs(merged: &Merged, column: &str) -> Statement {
+    let mut sql = Statement::new(format!(
         "INSERT INTO event_blocks (first_position, last_position, min_time, max_time) \
          SELECT MIN(position), MAX(position), MIN({column}), MAX({column}) FROM events \
-         WHERE position > "
+         WHERE"
     ));
-    sql.push_bind(merged.from as i64)
-        .push(" AND position <= ")
-        .push_bind(merged.stats.head_position as i64)
-        .push(format!(" GROUP BY (position - 1) / {RUN}"));
+    sql.bind(" position > ", Arg::Int(merged.from as i64))
+        .bind(
+            " AND position <= ",
+            Arg::Int(merged.stats.head_position as i64),
+        )
+        .push(&format!(" GROUP BY (position - 1) / {RUN}"));
     sql
 }
 

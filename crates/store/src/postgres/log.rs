@@ -11,17 +11,19 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cornershop_domain::AggregateType;
-use sqlx::{Postgres, QueryBuilder, Row};
+use sqlx::{Postgres, Row};
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::head::{raise, settled_head, waited_too_long};
-use super::{commit_failure, PgEventStore};
-use crate::shared::{decode_event, decode_idempotent_response, push_event_query, push_range};
+use super::{bound, commit_failure, PgEventStore};
+use crate::shared::{
+    decode_event, decode_idempotent_response, push_event_query, push_range, Arg, Statement,
+};
 use crate::stats;
 use crate::{
-    count_stored, truncate_to_micros as truncate, AppendRequest, EventLog, EventQuery,
-    IdempotentResponse, StoreError, StoreStats, StoredEvent, TimeRange,
+    count_stored, AppendRequest, EventLog, EventQuery, IdempotentResponse, StoreError, StoreStats,
+    StoredEvent, TimeRange,
 };
 
 /// The constraint that makes versions unique per aggregate (migrations/postgres).
@@ -187,8 +189,18 @@ impl PgEventStore {
     /// Writes merged statistics as the new summary (see stats.rs), unless another fold
     /// came first.
     async fn fold_stats(&self, merged: &stats::Merged) -> Result<(), StoreError> {
+        let fold = stats::fold(merged, "occurred_at", "at");
         let mut tx = self.pool.begin().await?;
-        stats::fold::<Postgres, _>(&mut *tx, merged, "occurred_at", "at", truncate).await?;
+        if bound(&fold.totals)?
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1
+        {
+            for statement in &fold.then {
+                bound(statement)?.execute(&mut *tx).await?;
+            }
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -227,13 +239,19 @@ pub(super) async fn query(
     query: &EventQuery,
 ) -> Result<Vec<StoredEvent>, StoreError> {
     let readable = store.readable().await;
-    let after = stats::time_start(&store.pool, store, query, readable as u64, truncate).await?;
+    let after = stats::time_start(store, query, readable as u64, |start| async move {
+        Ok(bound(&start)?
+            .fetch_one(&store.pool)
+            .await
+            .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?)))?)
+    })
+    .await?;
     // Never past the settled head: below it, no event can still appear.
-    let mut sql =
-        QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM events WHERE position <= "));
-    sql.push_bind(readable).push(" AND position > ");
-    push_event_query(&mut sql, after, query, "occurred_at", truncate)?;
-    let rows = sql.build().fetch_all(&store.pool).await?;
+    let mut sql = Statement::new(format!("SELECT {COLUMNS} FROM events WHERE"));
+    sql.bind(" position <= ", Arg::Int(readable))
+        .push(" AND position > ");
+    push_event_query(&mut sql, after, query, "occurred_at");
+    let rows = bound(&sql)?.fetch_all(&store.pool).await?;
     rows.iter().map(decode_event).collect()
 }
 
@@ -249,15 +267,15 @@ impl EventLog for PgEventStore {
         aggregate_id: &str,
         range: TimeRange,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let mut sql = QueryBuilder::<Postgres>::new(format!(
-            "SELECT {COLUMNS} FROM events WHERE aggregate_type = "
-        ));
-        sql.push_bind(aggregate_type.as_str())
-            .push(" AND aggregate_id = ")
-            .push_bind(aggregate_id);
-        push_range(&mut sql, range, "occurred_at", truncate)?;
+        let mut sql = Statement::new(format!("SELECT {COLUMNS} FROM events WHERE"));
+        sql.bind(
+            " aggregate_type = ",
+            Arg::Text(aggregate_type.as_str().into()),
+        )
+        .bind(" AND aggregate_id = ", Arg::Text(aggregate_id.into()));
+        push_range(&mut sql, range, "occurred_at");
         sql.push(" ORDER BY version");
-        let rows = sql.build().fetch_all(&self.pool).await?;
+        let rows = bound(&sql)?.fetch_all(&self.pool).await?;
         rows.iter().map(decode_event).collect()
     }
 
@@ -307,7 +325,7 @@ impl EventLog for PgEventStore {
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .execute(&mut *tx)
             .await?;
-        let merged = stats::read::<Postgres>(&mut tx, head, "occurred_at", "at").await?;
+        let merged = stats::read_pg(&mut tx, head, "occurred_at", "at").await?;
         tx.commit().await?;
         if merged.fold {
             // The statistics are right either way; a failed fold is retried by the next call.

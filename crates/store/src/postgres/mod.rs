@@ -72,6 +72,7 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::shared::{Arg, Statement};
 use crate::{sqlx_unavailability, Unavailable};
 use crate::{AppendRequest, StoreError, StoredEvent};
 
@@ -235,6 +236,21 @@ fn commit_failure(e: sqlx::Error) -> StoreError {
         }
         _ => e.into(),
     }
+}
+
+/// A statement built by shared code (`shared::Statement`), bound for PostgreSQL.
+fn bound(
+    statement: &Statement,
+) -> Result<sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>, StoreError> {
+    let mut query = sqlx::query(&statement.text);
+    for arg in &statement.args {
+        query = match arg {
+            Arg::Int(n) => query.bind(*n),
+            Arg::Text(text) => query.bind(text.as_str()),
+            Arg::Time(t) => query.bind(t.map(crate::truncate_to_micros).transpose()?),
+        };
+    }
+    Ok(query)
 }
 
 #[cfg(test)]

@@ -3,11 +3,10 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::{commit_failure, PgEventStore};
-use crate::shared::{bind_notification, decode_notification, push_notification_query};
+use crate::shared::{decode_notification, push_notification_query, Statement};
 use crate::{
     truncate_to_micros as truncate, NewNotification, Notification, NotificationOutbox,
     NotificationQuery, NotificationUpdate, StoreError,
@@ -27,17 +26,24 @@ impl NotificationOutbox for PgEventStore {
         let mut inserted = 0;
         for n in notifications {
             let created = truncate(n.created_at)?;
-            inserted += bind_notification(
-                sqlx::query(
-                    "INSERT INTO notifications (event_id, event_type, channel, template, order_id, \
+            inserted += sqlx::query(
+                "INSERT INTO notifications (event_id, event_type, channel, template, order_id, \
                  customer_id, recipient, subject, body_text, body_html, status, attempts, \
                  next_attempt_at, created_at, updated_at, correlation_id, trace_id) \
                  VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', 0, \
                  $11, $11, $11, $12, $13) \
                  ON CONFLICT (event_id, channel) DO NOTHING",
-                ),
-                n,
             )
+            .bind(n.event_id.to_string())
+            .bind(&n.event_type)
+            .bind(&n.channel)
+            .bind(&n.template)
+            .bind(&n.order_id)
+            .bind(&n.customer_id)
+            .bind(&n.recipient)
+            .bind(&n.subject)
+            .bind(&n.body_text)
+            .bind(&n.body_html)
             .bind(created)
             .bind(&n.correlation_id)
             .bind(&n.trace_id)
@@ -131,11 +137,11 @@ impl NotificationOutbox for PgEventStore {
         &self,
         query: &NotificationQuery,
     ) -> Result<Vec<Notification>, StoreError> {
-        let mut sql = QueryBuilder::<Postgres>::new(format!(
+        let mut sql = Statement::new(format!(
             "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE TRUE"
         ));
         push_notification_query(&mut sql, query);
-        let rows = sql.build().fetch_all(&self.pool).await?;
+        let rows = super::bound(&sql)?.fetch_all(&self.pool).await?;
         rows.iter().map(decode_notification).collect()
     }
 }

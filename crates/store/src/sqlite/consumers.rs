@@ -3,58 +3,69 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{QueryBuilder, Sqlite};
+use rusqlite::params;
 
-use super::{micros, SqliteEventStore};
-use crate::shared::{decode_checkpoint, decode_dead_letter};
+use super::{all, all_of, first, micros, SqliteEventStore};
+use crate::shared::{decode_checkpoint, decode_dead_letter, unsigned, Arg, Statement};
 use crate::{Checkpoint, ConsumerState, DeadLetter, Publication, StoreError, StoredEvent};
+
+const DEAD_LETTER_COLUMNS: &str = "id, consumer, event_id, position, event_type, \
+    aggregate_id, error, attempts, first_failed_us, last_failed_us, status";
 
 #[async_trait]
 impl ConsumerState for SqliteEventStore {
     async fn is_applied(&self, dedupe_key: &str) -> Result<bool, StoreError> {
-        let found: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM applied_commands WHERE dedupe_key = ?")
-                .bind(dedupe_key)
-                .fetch_optional(&self.reader)
-                .await?;
-        Ok(found.is_some())
+        let dedupe_key = dedupe_key.to_string();
+        self.read(move |conn| {
+            let found = first(
+                conn,
+                "SELECT 1 FROM applied_commands WHERE dedupe_key = ?1",
+                [dedupe_key],
+                |_| Ok(()),
+            )?;
+            Ok(found.is_some())
+        })
+        .await
     }
 
     async fn checkpoint(&self, consumer: &str) -> Result<u64, StoreError> {
-        let position: Option<i64> =
-            sqlx::query_scalar("SELECT position FROM checkpoints WHERE consumer = ?")
-                .bind(consumer)
-                .fetch_optional(&self.reader)
-                .await?;
-        Ok(position.unwrap_or(0) as u64)
+        let consumer = consumer.to_string();
+        self.read(move |conn| {
+            let position = first(
+                conn,
+                "SELECT position FROM checkpoints WHERE consumer = ?1",
+                [consumer],
+                |row| unsigned(row, "position"),
+            )?;
+            Ok(position.unwrap_or(0))
+        })
+        .await
     }
 
     async fn save_checkpoint(&self, consumer: &str, position: u64) -> Result<(), StoreError> {
         let consumer = consumer.to_string();
         self.write(move |conn| {
-            Box::pin(async move {
-                sqlx::query(
-                    "INSERT INTO checkpoints (consumer, position, updated_us) VALUES (?, ?, ?) \
-                     ON CONFLICT (consumer) DO UPDATE SET \
-                     position = MAX(position, excluded.position), updated_us = excluded.updated_us",
-                )
-                .bind(consumer)
-                .bind(position as i64)
-                .bind(micros(Utc::now()))
-                .execute(&mut *conn)
-                .await?;
-                Ok(())
-            })
+            conn.prepare_cached(
+                "INSERT INTO checkpoints (consumer, position, updated_us) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (consumer) DO UPDATE SET \
+                 position = MAX(position, excluded.position), updated_us = excluded.updated_us",
+            )?
+            .execute(params![consumer, position as i64, micros(Utc::now())])?;
+            Ok(())
         })
         .await
     }
 
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
-        let rows =
-            sqlx::query("SELECT consumer, position, updated_us FROM checkpoints ORDER BY consumer")
-                .fetch_all(&self.reader)
-                .await?;
-        rows.iter().map(decode_checkpoint).collect()
+        self.read(|conn| {
+            all(
+                conn,
+                "SELECT consumer, position, updated_us FROM checkpoints ORDER BY consumer",
+                [],
+                |row| decode_checkpoint(row),
+            )
+        })
+        .await
     }
 
     async fn record_dead_letter(
@@ -72,89 +83,78 @@ impl ConsumerState for SqliteEventStore {
         let aggregate_id = event.envelope.aggregate_id.clone();
         let error = error.to_string();
         self.write(move |conn| {
-            Box::pin(async move {
-                let id: i64 = sqlx::query_scalar(
-            "INSERT INTO dead_letters (consumer, event_id, position, event_type, aggregate_id, \
-             error, attempts, first_failed_us, last_failed_us, status) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending') \
-             ON CONFLICT (consumer, event_id) DO UPDATE SET error = excluded.error, \
-             attempts = dead_letters.attempts + excluded.attempts, \
-             last_failed_us = excluded.last_failed_us, status = 'pending' \
-             RETURNING id",
-        )
-        .bind(consumer)
-        .bind(event_id)
-        .bind(position)
-        .bind(event_type)
-        .bind(aggregate_id)
-        .bind(error)
-        .bind(attempts as i64)
-        .bind(micros(first_failed_at))
-        .bind(micros(Utc::now()))
-        .fetch_one(&mut *conn)
-        .await?;
-                Ok(id as u64)
-            })
+            let id: i64 = conn
+                .prepare_cached(
+                    "INSERT INTO dead_letters (consumer, event_id, position, event_type, \
+                     aggregate_id, error, attempts, first_failed_us, last_failed_us, status) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending') \
+                     ON CONFLICT (consumer, event_id) DO UPDATE SET error = excluded.error, \
+                     attempts = dead_letters.attempts + excluded.attempts, \
+                     last_failed_us = excluded.last_failed_us, status = 'pending' \
+                     RETURNING id",
+                )?
+                .query_row(
+                    params![
+                        consumer,
+                        event_id,
+                        position,
+                        event_type,
+                        aggregate_id,
+                        error,
+                        attempts as i64,
+                        micros(first_failed_at),
+                        micros(Utc::now()),
+                    ],
+                    |row| row.get(0),
+                )?;
+            Ok(id as u64)
         })
         .await
     }
 
     async fn dead_letters(&self, status: Option<&str>) -> Result<Vec<DeadLetter>, StoreError> {
-        let mut sql = QueryBuilder::<Sqlite>::new(
-            "SELECT id, consumer, event_id, position, event_type, aggregate_id, error, attempts, \
-             first_failed_us, last_failed_us, status FROM dead_letters",
-        );
+        let mut sql = Statement::new(format!("SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters"));
         if let Some(status) = status {
-            sql.push(" WHERE status = ").push_bind(status.to_string());
+            sql.bind(" WHERE status = ", Arg::Text(status.to_string()));
         }
         sql.push(" ORDER BY id");
-        let rows = sql.build().fetch_all(&self.reader).await?;
-        rows.iter().map(decode_dead_letter).collect()
+        self.read(move |conn| all_of(conn, &sql, |row| decode_dead_letter(row)))
+            .await
     }
 
     async fn dead_letter(&self, id: u64) -> Result<Option<DeadLetter>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, consumer, event_id, position, event_type, aggregate_id, error, attempts, \
-             first_failed_us, last_failed_us, status FROM dead_letters WHERE id = ?",
-        )
-        .bind(id as i64)
-        .fetch_optional(&self.reader)
-        .await?;
-        row.as_ref().map(decode_dead_letter).transpose()
+        self.read(move |conn| {
+            first(
+                conn,
+                &format!("SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE id = ?1"),
+                [id as i64],
+                |row| decode_dead_letter(row),
+            )
+        })
+        .await
     }
 
     async fn resolve_dead_letter(&self, id: u64) -> Result<(), StoreError> {
         self.write(move |conn| {
-            Box::pin(async move {
-                sqlx::query("UPDATE dead_letters SET status = 'resolved' WHERE id = ?")
-                    .bind(id as i64)
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(())
-            })
+            conn.prepare_cached("UPDATE dead_letters SET status = 'resolved' WHERE id = ?1")?
+                .execute([id as i64])?;
+            Ok(())
         })
         .await
     }
 
     async fn record_publications(&self, published: &[Publication]) -> Result<(), StoreError> {
         let published = published.to_vec();
-        self
-            .write(move |conn| {
-                Box::pin(async move {
-                    for p in &published {
-                        sqlx::query(
-                "UPDATE events SET topic = ?, kafka_partition = ?, kafka_offset = ? WHERE position = ?",
-            )
-            .bind(&p.topic)
-            .bind(p.partition)
-            .bind(p.offset)
-            .bind(p.position as i64)
-            .execute(&mut *conn)
-            .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .await
+        self.write(move |conn| {
+            let mut update = conn.prepare_cached(
+                "UPDATE events SET topic = ?1, kafka_partition = ?2, kafka_offset = ?3 \
+                 WHERE position = ?4",
+            )?;
+            for p in &published {
+                update.execute(params![p.topic, p.partition, p.offset, p.position as i64])?;
+            }
+            Ok(())
+        })
+        .await
     }
 }

@@ -9,34 +9,35 @@
 use async_trait::async_trait;
 use chrono::Utc;
 use cornershop_domain::AggregateType;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use rusqlite::{params, params_from_iter};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::{micros, SqliteEventStore};
-use crate::shared::{decode_event, decode_idempotent_response, push_event_query, push_range};
-use crate::stats;
+use super::{all, all_of, first, micros, SqliteEventStore};
+use crate::shared::{
+    decode_event, decode_idempotent_response, push_event_query, push_range, Arg, Statement,
+};
+use crate::stats::{self, Count, Totals};
 use crate::{
     count_stored, AppendRequest, EventLog, EventQuery, IdempotentResponse, StoreError, StoreStats,
     StoredEvent, TimeRange,
 };
 
-/// Events per INSERT statement (12 parameters each; SQLite allows 32,766 per statement).
-const INSERT_CHUNK: usize = 1000;
-
 /// One append inside the writer's transaction: the expected-version check, the events,
 /// the idempotency record and the dedupe key. Positions are assigned by the inserts.
-async fn append_in(
-    conn: &mut sqlx::SqliteConnection,
+fn append_in(
+    conn: &rusqlite::Connection,
     request: AppendRequest,
 ) -> Result<Vec<StoredEvent>, StoreError> {
-    let actual: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(version), 0) FROM events WHERE aggregate_type = ? AND aggregate_id = ?",
-        )
-        .bind(request.aggregate_type.as_str())
-        .bind(&request.aggregate_id)
-        .fetch_one(&mut *conn)
-        .await?;
+    let actual: i64 = conn
+        .prepare_cached(
+            "SELECT COALESCE(MAX(version), 0) FROM events \
+             WHERE aggregate_type = ?1 AND aggregate_id = ?2",
+        )?
+        .query_row(
+            params![request.aggregate_type.as_str(), request.aggregate_id],
+            |row| row.get(0),
+        )?;
     crate::shared::expect_version(&request, actual as u64)?;
 
     let (mut stored, rows) = crate::events_to_store(
@@ -45,74 +46,68 @@ async fn append_in(
         request.expected_version,
         request.events,
     )?;
-    // One multi-row INSERT per chunk: a batch of events is one statement, not one per
-    // event (each statement is a round trip to sqlx's SQLite worker thread).
-    for (chunk, chunk_rows) in stored
-        .chunks_mut(INSERT_CHUNK)
-        .zip(rows.chunks(INSERT_CHUNK))
-    {
-        let mut sql = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO events (event_id, event_type, aggregate_type, aggregate_id, version, \
-             schema_version, timestamp_us, data, metadata, correlation_id, causation_id, \
-             trace_id) ",
-        );
-        sql.push_values(
-            chunk.iter().zip(chunk_rows),
-            |mut row, (e, (data, meta))| {
-                let envelope = &e.envelope;
-                row.push_bind(envelope.event_id.to_string())
-                    .push_bind(envelope.event_type.clone())
-                    .push_bind(envelope.aggregate_type.as_str())
-                    .push_bind(envelope.aggregate_id.clone())
-                    .push_bind(envelope.version as i64)
-                    .push_bind(i64::from(envelope.schema_version))
-                    .push_bind(micros(envelope.timestamp))
-                    .push_bind(data.clone())
-                    .push_bind(meta.clone())
-                    .push_bind(envelope.metadata.correlation_id.clone())
-                    .push_bind(envelope.metadata.causation_id.clone())
-                    .push_bind(e.trace_id.clone());
-            },
-        );
-        // RETURNING's row order is not promised: match the positions by version.
-        sql.push(" RETURNING version, position");
-        let inserted = sql.build().fetch_all(&mut *conn).await?;
-        let first_version = chunk[0].envelope.version;
-        for row in inserted {
-            let version: i64 = row.try_get("version")?;
-            let position: i64 = row.try_get("position")?;
-            chunk[(version as u64 - first_version) as usize].position = position as u64;
-        }
+    // One prepared statement, stepped once per event: no thread to cross, so a
+    // multi-row statement would save nothing.
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO events (event_id, event_type, aggregate_type, aggregate_id, version, \
+         schema_version, timestamp_us, data, metadata, correlation_id, causation_id, \
+         trace_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?;
+    for (event, (data, metadata)) in stored.iter_mut().zip(&rows) {
+        let envelope = &event.envelope;
+        insert.execute(params![
+            envelope.event_id.to_string(),
+            envelope.event_type,
+            envelope.aggregate_type.as_str(),
+            envelope.aggregate_id,
+            envelope.version as i64,
+            i64::from(envelope.schema_version),
+            micros(envelope.timestamp),
+            data,
+            metadata,
+            envelope.metadata.correlation_id,
+            envelope.metadata.causation_id,
+            event.trace_id,
+        ])?;
+        // `position` is the table's INTEGER PRIMARY KEY: the row id just assigned.
+        event.position = conn.last_insert_rowid() as u64;
     }
 
     if let Some(response) = &request.idempotency {
-        let inserted = sqlx::query(
-            "INSERT INTO idempotency_keys (key, fingerprint, status, body, created_us) \
-                 VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(&response.key)
-        .bind(&response.fingerprint)
-        .bind(response.status as i64)
-        .bind(&response.body)
-        .bind(micros(Utc::now()))
-        .execute(&mut *conn)
-        .await;
+        let inserted = conn
+            .prepare_cached(
+                "INSERT INTO idempotency_keys (key, fingerprint, status, body, created_us) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                response.key,
+                response.fingerprint,
+                i64::from(response.status),
+                response.body,
+                micros(Utc::now()),
+            ]);
         crate::unless_taken(inserted, || {
             StoreError::IdempotencyKeyTaken(response.key.clone())
         })?;
     }
 
     if let Some(key) = &request.dedupe_key {
-        let inserted =
-            sqlx::query("INSERT INTO applied_commands (dedupe_key, applied_us) VALUES (?, ?)")
-                .bind(key)
-                .bind(micros(Utc::now()))
-                .execute(&mut *conn)
-                .await;
+        let inserted = conn
+            .prepare_cached(
+                "INSERT INTO applied_commands (dedupe_key, applied_us) VALUES (?1, ?2)",
+            )?
+            .execute(params![key, micros(Utc::now())]);
         crate::unless_taken(inserted, || StoreError::AlreadyApplied(key.clone()))?;
     }
 
     Ok(stored)
+}
+
+/// Runs a statement built by shared code (see stats.rs) on the writer's connection; the
+/// number of rows it changed.
+fn run(conn: &rusqlite::Connection, statement: &Statement) -> Result<u64, StoreError> {
+    // Not kept prepared: the text changes with every fold.
+    Ok(conn.execute(&statement.text, params_from_iter(&statement.args))? as u64)
 }
 
 const COLUMNS: &str = "position, event_id, event_type, aggregate_type, aggregate_id, version, \
@@ -123,19 +118,29 @@ pub(super) async fn query(
     query: &EventQuery,
 ) -> Result<Vec<StoredEvent>, StoreError> {
     let head = *store.head.borrow();
-    let after = stats::time_start(&store.reader, store, query, head, |t| Ok(micros(t))).await?;
-    let mut sql =
-        QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM events WHERE position > "));
-    push_event_query(&mut sql, after, query, "timestamp_us", |t| Ok(micros(t)))?;
-    let rows = sql.build().fetch_all(&store.reader).await?;
-    rows.iter().map(decode_event).collect()
+    let after = stats::time_start(store, query, head, |start| {
+        store.read(move |conn| {
+            let pair = conn
+                .prepare_cached(&start.text)?
+                .query_row(params_from_iter(&start.args), |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })?;
+            Ok(pair)
+        })
+    })
+    .await?;
+    let mut sql = Statement::new(format!("SELECT {COLUMNS} FROM events WHERE position > "));
+    push_event_query(&mut sql, after, query, "timestamp_us");
+    store
+        .read(move |conn| all_of(conn, &sql, |row| decode_event(row)))
+        .await
 }
 
 #[async_trait]
 impl EventLog for SqliteEventStore {
     async fn append(&self, request: AppendRequest) -> Result<Vec<StoredEvent>, StoreError> {
         self.write_then(
-            move |conn| Box::pin(append_in(conn, request)),
+            move |conn| append_in(conn, request),
             |stored: &Vec<StoredEvent>| {
                 count_stored(stored);
                 stored.last().map(|e| e.position)
@@ -150,16 +155,16 @@ impl EventLog for SqliteEventStore {
         aggregate_id: &str,
         range: TimeRange,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let mut sql = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {COLUMNS} FROM events WHERE aggregate_type = "
-        ));
-        sql.push_bind(aggregate_type.as_str())
-            .push(" AND aggregate_id = ")
-            .push_bind(aggregate_id);
-        push_range(&mut sql, range, "timestamp_us", |t| Ok(micros(t)))?;
+        let mut sql = Statement::new(format!("SELECT {COLUMNS} FROM events WHERE"));
+        sql.bind(
+            " aggregate_type = ",
+            Arg::Text(aggregate_type.as_str().into()),
+        )
+        .bind(" AND aggregate_id = ", Arg::Text(aggregate_id.into()));
+        push_range(&mut sql, range, "timestamp_us");
         sql.push(" ORDER BY version");
-        let rows = sql.build().fetch_all(&self.reader).await?;
-        rows.iter().map(decode_event).collect()
+        self.read(move |conn| all_of(conn, &sql, |row| decode_event(row)))
+            .await
     }
 
     async fn load_aggregate_after(
@@ -168,16 +173,19 @@ impl EventLog for SqliteEventStore {
         aggregate_id: &str,
         after_version: u64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM events WHERE aggregate_type = ? AND aggregate_id = ? \
-             AND version > ? ORDER BY version"
-        ))
-        .bind(aggregate_type.as_str())
-        .bind(aggregate_id)
-        .bind(after_version as i64)
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter().map(decode_event).collect()
+        let aggregate_id = aggregate_id.to_string();
+        self.read(move |conn| {
+            all(
+                conn,
+                &format!(
+                    "SELECT {COLUMNS} FROM events WHERE aggregate_type = ?1 \
+                     AND aggregate_id = ?2 AND version > ?3 ORDER BY version"
+                ),
+                params![aggregate_type.as_str(), aggregate_id, after_version as i64],
+                |row| decode_event(row),
+            )
+        })
+        .await
     }
 
     async fn query(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
@@ -185,30 +193,54 @@ impl EventLog for SqliteEventStore {
     }
 
     async fn head_position(&self) -> Result<u64, StoreError> {
-        let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events")
-            .fetch_one(&self.reader)
-            .await?;
-        Ok(head as u64)
+        self.read(|conn| {
+            let head: i64 = conn
+                .prepare_cached("SELECT COALESCE(MAX(position), 0) FROM events")?
+                .query_row([], |row| row.get(0))?;
+            Ok(head as u64)
+        })
+        .await
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         // One read transaction for the summary and the delta, so that they add up. The
         // delta runs to the end of the log: SQLite commits positions in order.
-        let mut tx = self.reader.begin().await?;
-        let merged = stats::read::<Sqlite>(&mut tx, u64::MAX, "timestamp_us", "us").await?;
-        tx.commit().await?;
+        let merged = self
+            .read(|conn| {
+                let snapshot = conn.unchecked_transaction()?;
+                let [totals, counts] = stats::summary_reads("us");
+                let summary = first(conn, &totals, [], |row| {
+                    Totals::decode(row, "counted_through")
+                })?
+                .ok_or_else(|| StoreError::Corrupt("event_totals has no row".into()))?;
+                let mut all_counts = all(conn, &counts, [], |row| Count::decode(row))?;
+                let [totals, counts] =
+                    stats::delta_reads(summary.through, u64::MAX, "timestamp_us", "us");
+                // Not kept prepared: their text changes with every call.
+                let delta =
+                    conn.query_row(&totals, [], |row| Ok(Totals::decode(row, "head")))??;
+                let mut rows = conn.prepare(&counts)?;
+                let mut rows = rows.query([])?;
+                while let Some(row) = rows.next()? {
+                    all_counts.push(Count::decode(row)?);
+                }
+                drop(rows);
+                snapshot.commit()?;
+                stats::merge(summary, delta, all_counts)
+            })
+            .await?;
         let stats = merged.stats.clone();
         if merged.fold {
             // The statistics are right either way; a failed fold is retried by the next call.
+            let fold = stats::fold(&merged, "timestamp_us", "us");
             let folded = self
                 .write(move |conn| {
-                    Box::pin(async move {
-                        stats::fold::<Sqlite, _>(conn, &merged, "timestamp_us", "us", |t| {
-                            Ok(micros(t))
-                        })
-                        .await?;
-                        Ok(())
-                    })
+                    if run(conn, &fold.totals)? == 1 {
+                        for statement in &fold.then {
+                            run(conn, statement)?;
+                        }
+                    }
+                    Ok(())
                 })
                 .await;
             if let Err(error) = folded {
@@ -222,13 +254,16 @@ impl EventLog for SqliteEventStore {
         &self,
         key: &str,
     ) -> Result<Option<IdempotentResponse>, StoreError> {
-        let row = sqlx::query(
-            "SELECT key, fingerprint, status, body FROM idempotency_keys WHERE key = ?",
-        )
-        .bind(key)
-        .fetch_optional(&self.reader)
-        .await?;
-        row.as_ref().map(decode_idempotent_response).transpose()
+        let key = key.to_string();
+        self.read(move |conn| {
+            first(
+                conn,
+                "SELECT key, fingerprint, status, body FROM idempotency_keys WHERE key = ?1",
+                [key],
+                |row| decode_idempotent_response(row),
+            )
+        })
+        .await
     }
 
     fn write_refusal(&self) -> Option<String> {
@@ -243,28 +278,37 @@ impl EventLog for SqliteEventStore {
     }
 
     async fn close(&self) {
-        self.writer.close().await;
-        self.reader.close().await;
+        self.close_writer().await;
+        self.readers.close();
     }
 
     async fn events_by_correlation(
         &self,
         correlation_id: &str,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM events WHERE correlation_id = ? ORDER BY position"
-        ))
-        .bind(correlation_id)
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter().map(decode_event).collect()
+        let correlation_id = correlation_id.to_string();
+        self.read(move |conn| {
+            all(
+                conn,
+                &format!(
+                    "SELECT {COLUMNS} FROM events WHERE correlation_id = ?1 ORDER BY position"
+                ),
+                [correlation_id],
+                |row| decode_event(row),
+            )
+        })
+        .await
     }
 
     async fn find_event(&self, event_id: Uuid) -> Result<Option<StoredEvent>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM events WHERE event_id = ?"))
-            .bind(event_id.to_string())
-            .fetch_optional(&self.reader)
-            .await?;
-        row.as_ref().map(decode_event).transpose()
+        self.read(move |conn| {
+            first(
+                conn,
+                &format!("SELECT {COLUMNS} FROM events WHERE event_id = ?1"),
+                [event_id.to_string()],
+                |row| decode_event(row),
+            )
+        })
+        .await
     }
 }

@@ -1,11 +1,13 @@
 //! The embedded backend: one SQLite file in WAL mode.
 //!
-//! All writes go through a pool of exactly one connection. SQLite admits one writer at a
-//! time anyway; queueing writers in our pool instead of in SQLite's busy handler keeps
-//! latency predictable, and it makes the global order trivially safe: positions are
-//! assigned and committed by one transaction after another. Reads use a separate pool and,
-//! thanks to WAL, never wait for the writer. Writes are group-committed: those that
-//! arrive while a commit is being made durable share the next commit (and its fsync).
+//! All writes go through one connection, owned by a thread of its own (`writer`: rusqlite,
+//! prepared statements cached, a whole write handed over as one message). SQLite admits
+//! one writer at a time anyway; queueing writers in our queue instead of in SQLite's busy
+//! handler keeps latency predictable, and it makes the global order trivially safe:
+//! positions are assigned and committed by one transaction after another. Reads use a
+//! separate pool and, thanks to WAL, never wait for the writer. Writes are
+//! group-committed: those that arrive while a commit is being made durable share the next
+//! commit (and its fsync).
 //!
 //! The files, one per trait of the store: `log` (`EventLog`: appends, reads, statistics,
 //! idempotency replies), `consumers` (`ConsumerState`), `scheduling` (`Scheduling`: timers
@@ -18,31 +20,31 @@ mod notifications;
 mod scheduling;
 mod writer;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use tokio::sync::{mpsc, watch, Semaphore};
 
-use tokio::sync::{mpsc, watch};
-
+use crate::shared::{Arg, Statement};
 use crate::StoreError;
 
-use writer::{run_group_commit, WriteJob, Writer, GROUP_COMMIT_MAX};
+use writer::{run_group_commit, WriteJob, Writer, GROUP_COMMIT_MAX, PREPARED_STATEMENTS};
 
 pub struct SqliteEventStore {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    readers: Arc<Readers>,
     head: Arc<watch::Sender<u64>>,
-    /// Every write goes to the group-commit writer (see [`run_group_commit`]).
-    writes: mpsc::Sender<WriteJob>,
+    /// Every write goes to the group-commit writer (see [`run_group_commit`]); `None` once
+    /// the store is closed.
+    writes: Mutex<Option<mpsc::Sender<WriteJob>>>,
+    /// The writer's thread, joined by `close`.
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Set by the writer while writes fail for a reason of the store's own (a full disk),
     /// cleared by the next commit that succeeds.
-    refusal: Arc<std::sync::Mutex<Option<String>>>,
+    refusal: Arc<Mutex<Option<String>>>,
 }
 
 impl SqliteEventStore {
@@ -54,8 +56,9 @@ impl SqliteEventStore {
                 data_dir.display()
             ))
         })?;
+        let path = data_dir.join("cornershop.db");
         let options = SqliteConnectOptions::from_str("sqlite:")?
-            .filename(data_dir.join("cornershop.db"))
+            .filename(&path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // FULL: a commit is on disk before it is acknowledged, so an acknowledged event
@@ -63,49 +66,195 @@ impl SqliteEventStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        // SQLite rolls a whole transaction back by itself on some errors (full disk, I/O
-        // error, out of memory, busy). The group commit must know, or it would go on
-        // releasing savepoints of a transaction that is gone (see `commit_group`): the
-        // writer's connection counts every rollback of a transaction (not of a savepoint).
-        let rollbacks = Arc::new(AtomicU64::new(0));
-        let hook = rollbacks.clone();
-        let writer = SqlitePoolOptions::new()
+        // sqlx migrates (its table of applied migrations is the one every store so far
+        // has), on a connection that is closed before the writer opens its own.
+        let migrator = SqlitePoolOptions::new()
             .max_connections(1)
-            .acquire_timeout(Duration::from_secs(60))
-            .after_connect(move |conn, _| {
-                let hook = hook.clone();
-                Box::pin(async move {
-                    conn.lock_handle().await?.set_rollback_hook(move || {
-                        hook.fetch_add(1, Ordering::SeqCst);
-                    });
-                    Ok(())
-                })
-            })
             .connect_with(options.clone())
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options.read_only(true))
-            .await?;
-        let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events")
-            .fetch_one(&reader)
-            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&migrator).await?;
+        migrator.close().await;
+        let conn = open_writer(&path)?;
+        let head: i64 =
+            conn.query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |row| {
+                row.get(0)
+            })?;
         let head = Arc::new(watch::Sender::new(head as u64));
         let (writes, queue) = mpsc::channel(4 * GROUP_COMMIT_MAX);
-        let refusal = Arc::new(std::sync::Mutex::new(None));
-        let writer_state = Writer {
-            pool: writer.clone(),
-            rollbacks,
+        let refusal = Arc::new(Mutex::new(None));
+        let writer = Writer {
+            conn,
             refusal: refusal.clone(),
+            head: head.clone(),
         };
-        tokio::spawn(run_group_commit(writer_state, head.clone(), queue));
+        let writer_thread = std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || run_group_commit(writer, queue))
+            .map_err(|e| StoreError::Corrupt(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
-            writer,
-            reader,
+            readers: Arc::new(Readers::new(path)),
             head,
-            writes,
+            writes: Mutex::new(Some(writes)),
+            writer_thread: Mutex::new(Some(writer_thread)),
             refusal,
+        })
+    }
+
+    /// Stops taking writes and waits for the writer to finish the ones queued.
+    async fn close_writer(&self) {
+        self.writes.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let thread = self
+            .writer_thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(thread) = thread {
+            // The thread ends once the last write sent before now is answered (writes
+            // still being sent hold a sender until then).
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+/// The writer's connection, with the settings `open` gives sqlx's: WAL, `synchronous=FULL`
+/// (see there), a busy timeout, foreign keys.
+fn open_writer(path: &Path) -> Result<rusqlite::Connection, StoreError> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.set_prepared_statement_cache_capacity(PREPARED_STATEMENTS);
+    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+    Ok(conn)
+}
+
+/// Most reads that run at once, each on a connection of its own.
+const READERS: usize = 4;
+
+/// The connections reads run on, opened read-only when first needed and kept: a read runs
+/// whole (every statement, every row) on a blocking thread with one of them, so it crosses
+/// threads once, not once per statement and row.
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<rusqlite::Connection>>,
+    /// One per connection; closed by `close`.
+    permits: Semaphore,
+}
+
+impl Readers {
+    fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(READERS),
+        }
+    }
+
+    fn open(&self) -> Result<rusqlite::Connection, StoreError> {
+        let conn = rusqlite::Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.set_prepared_statement_cache_capacity(PREPARED_STATEMENTS);
+        Ok(conn)
+    }
+
+    fn close(&self) {
+        self.permits.close();
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+impl SqliteEventStore {
+    /// Runs `read` on a reader connection, on a blocking thread.
+    pub(super) async fn read<T, F>(&self, read: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let permit = self
+            .readers
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| writer::closed())?;
+        let readers = self.readers.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let idle = readers.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let conn = match idle {
+                Some(conn) => conn,
+                None => readers.open()?,
+            };
+            let outcome = read(&conn);
+            // A read that failed inside its transaction leaves it open (the Transaction
+            // guard rolls back when dropped, but say it once more for certain).
+            if conn.is_autocommit() || conn.execute_batch("ROLLBACK").is_ok() {
+                readers
+                    .idle
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(conn);
+            }
+            outcome
+        })
+        .await;
+        drop(permit);
+        outcome.map_err(|e| StoreError::Corrupt(format!("a read of the store panicked: {e}")))?
+    }
+}
+
+/// Every row of `statement` (cached prepared), each decoded.
+fn all<T>(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    decode: impl Fn(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let mut rows = statement.query(params)?;
+    let mut decoded = Vec::new();
+    while let Some(row) = rows.next()? {
+        decoded.push(decode(row)?);
+    }
+    Ok(decoded)
+}
+
+/// The first row of `sql`, if any, decoded.
+fn first<T>(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    decode: impl Fn(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+) -> Result<Option<T>, StoreError> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let mut rows = statement.query(params)?;
+    rows.next()?.map(decode).transpose()
+}
+
+/// Every row of a statement built by shared code, each decoded.
+fn all_of<T>(
+    conn: &rusqlite::Connection,
+    statement: &Statement,
+    decode: impl Fn(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    all(
+        conn,
+        &statement.text,
+        rusqlite::params_from_iter(&statement.args),
+        decode,
+    )
+}
+
+/// SQLite binds a timestamp as its microseconds (see `shared::Arg`).
+impl rusqlite::ToSql for Arg {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+        Ok(match self {
+            Arg::Int(n) => ToSqlOutput::Owned(Value::Integer(*n)),
+            Arg::Text(text) => ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes())),
+            Arg::Time(t) => {
+                ToSqlOutput::Owned(t.map_or(Value::Null, |t| Value::Integer(micros(t))))
+            }
         })
     }
 }
