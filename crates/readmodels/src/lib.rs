@@ -32,7 +32,9 @@ mod view;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cornershop_domain::{AggregateType, DomainEvent, EventType};
-use cornershop_store::{EventLog, StoreError, StoredEvent};
+use cornershop_store::{
+    rusqlite_unavailability, sqlx_unavailability, EventLog, StoreError, StoredEvent, Unavailable,
+};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -336,6 +338,10 @@ pub struct RebuildReport {
 pub enum ReadModelError {
     #[error("read-model database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("read-model database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the read models are closed")]
+    Closed,
     #[error("read-model migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("event store: {0}")]
@@ -354,6 +360,20 @@ pub enum ReadModelError {
     RebuildRunning { name: String, holder: String },
     #[error("{0}")]
     RebuildFailed(String),
+}
+
+impl ReadModelError {
+    /// Whether (and why) this error means that the read models' database (or the event
+    /// store behind a rebuild) cannot take work now, as opposed to a bad event or a bug.
+    pub fn unavailability(&self) -> Option<Unavailable> {
+        match self {
+            Self::Database(e) => sqlx_unavailability(e),
+            Self::Sqlite(e) => rusqlite_unavailability(e),
+            Self::Store(e) => e.unavailability(),
+            Self::Closed => Some(Unavailable::Unreachable),
+            _ => None,
+        }
+    }
 }
 
 /// An event ready to be projected: decoded, with what the envelope says about it.

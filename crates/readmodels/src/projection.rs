@@ -8,7 +8,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cornershop_messaging::{Handler, HandlerError};
-use cornershop_store::{sqlx_unavailability, EventStore, StoredEvent};
+use cornershop_store::{EventStore, StoredEvent};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -37,12 +37,7 @@ fn handler_error(e: ReadModelError) -> HandlerError {
         ReadModelError::BadEvent { .. } | ReadModelError::Corrupt(_) => {
             HandlerError::Permanent(e.to_string())
         }
-        ReadModelError::Database(ref db) if sqlx_unavailability(db).is_some() => {
-            HandlerError::Unavailable(e.to_string())
-        }
-        ReadModelError::Store(ref store) if store.unavailability().is_some() => {
-            HandlerError::Unavailable(e.to_string())
-        }
+        _ if e.unavailability().is_some() => HandlerError::Unavailable(e.to_string()),
         _ => HandlerError::Transient(e.to_string()),
     }
 }

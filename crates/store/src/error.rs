@@ -80,9 +80,7 @@ impl StoreError {
         match self {
             Self::Unavailable { kind, .. } => Some(*kind),
             Self::Database(e) => sqlx_unavailability(e),
-            Self::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
-                sqlite_unavailability(e.extended_code)
-            }
+            Self::Sqlite(e) => rusqlite_unavailability(e),
             _ => None,
         }
     }
@@ -125,6 +123,15 @@ pub fn sqlx_unavailability(e: &sqlx::Error) -> Option<Unavailable> {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::Protocol(_) => Some(Unavailable::Unreachable),
+        _ => None,
+    }
+}
+
+/// Whether a SQLite error (through rusqlite) means that the database cannot take work now:
+/// see [`sqlite_unavailability`].
+pub fn rusqlite_unavailability(e: &rusqlite::Error) -> Option<Unavailable> {
+    match e {
+        rusqlite::Error::SqliteFailure(e, _) => sqlite_unavailability(e.extended_code),
         _ => None,
     }
 }

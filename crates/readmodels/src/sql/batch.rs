@@ -53,13 +53,20 @@ impl Stmt {
 
 /// A statement that runs alone.
 pub(super) fn push(statements: &mut Vec<Stmt>, sql: &str, args: Vec<Arg>) {
-    statements.push(Stmt {
-        head: sql.to_string(),
-        rows: String::new(),
-        tail: String::new(),
-        args,
-        key: None,
-    });
+    statements.push(Stmt::alone(sql, args));
+}
+
+impl Stmt {
+    /// A statement that is never batched.
+    pub(super) fn alone(sql: &str, args: Vec<Arg>) -> Self {
+        Self {
+            head: sql.to_string(),
+            rows: String::new(),
+            tail: String::new(),
+            args,
+            key: None,
+        }
+    }
 }
 
 /// `{head} {rows} {tail}`: an insert of `rows` (with `args`) whose conflict key is `key`,

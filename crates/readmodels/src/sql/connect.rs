@@ -3,11 +3,15 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::any::AnyPoolOptions;
+use cornershop_store::SqliteReaders;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Connection, Executor};
 
+use super::engine::{Engine, PREPARED_STATEMENTS};
 use super::{Dialect, SqlReadModels};
 use crate::ReadModelError;
 
@@ -25,7 +29,6 @@ fn io_error(what: &str, e: std::io::Error) -> ReadModelError {
 
 /// Opens (creating and migrating) the embedded read models: `readmodels.db` in `data_dir`.
 pub async fn open_sqlite(data_dir: &Path) -> Result<SqlReadModels, ReadModelError> {
-    sqlx::any::install_default_drivers();
     std::fs::create_dir_all(data_dir).map_err(|e| {
         io_error(
             &format!("cannot create data directory {}", data_dir.display()),
@@ -33,48 +36,36 @@ pub async fn open_sqlite(data_dir: &Path) -> Result<SqlReadModels, ReadModelErro
         )
     })?;
     let path = data_dir.join(SQLITE_FILE);
-    let path = path
-        .to_str()
-        .ok_or_else(|| ReadModelError::Corrupt(format!("path {} is not UTF-8", path.display())))?
-        .to_string();
-    let writer = AnyPoolOptions::new()
+    // sqlx migrates (its table of applied migrations is the one every file so far has),
+    // on a connection closed before the writer opens its own.
+    let options = SqliteConnectOptions::from_str("sqlite:")?
+        .filename(&path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .busy_timeout(Duration::from_secs(30));
+    let migrator = SqlitePoolOptions::new()
         .max_connections(1)
-        .acquire_timeout(Duration::from_secs(120))
-        .after_connect(|conn, _| {
-            Box::pin(async move {
-                conn.execute(
-                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                     PRAGMA busy_timeout = 30000;",
-                )
-                .await?;
-                Ok(())
-            })
-        })
-        .connect(&format!("sqlite://{path}?mode=rwc"))
+        .connect_with(options)
         .await?;
-    sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
-    let reader = AnyPoolOptions::new()
-        .max_connections(4)
-        .acquire_timeout(Duration::from_secs(60))
-        .after_connect(|conn, _| {
-            Box::pin(async move {
-                conn.execute("PRAGMA busy_timeout = 30000;").await?;
-                Ok(())
-            })
-        })
-        .connect(&format!("sqlite://{path}?mode=ro"))
-        .await?;
+    sqlx::migrate!("./migrations/sqlite").run(&migrator).await?;
+    migrator.close().await;
+    let writer = rusqlite::Connection::open(&path)?;
+    writer.busy_timeout(Duration::from_secs(30))?;
+    writer.set_prepared_statement_cache_capacity(PREPARED_STATEMENTS);
+    writer.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+    writer.execute_batch("PRAGMA synchronous = NORMAL;")?;
     Ok(SqlReadModels {
         dialect: Dialect::Sqlite,
-        writer,
-        reader,
+        engine: Engine::Sqlite {
+            writer: Arc::new(tokio::sync::Mutex::new(writer)),
+            readers: SqliteReaders::new(path, PREPARED_STATEMENTS),
+        },
     })
 }
 
 /// Connects to the production read models: the schema `readmodels` of the event store's
 /// database at `database_url`, created and migrated when needed.
 pub async fn connect_postgres(database_url: &str) -> Result<SqlReadModels, ReadModelError> {
-    sqlx::any::install_default_drivers();
     {
         // Processes that start together must not race to create the schema.
         let options = sqlx::postgres::PgConnectOptions::from_str(database_url)?;
@@ -90,7 +81,7 @@ pub async fn connect_postgres(database_url: &str) -> Result<SqlReadModels, ReadM
         tx.commit().await?;
         setup.close().await?;
     }
-    let pool = AnyPoolOptions::new()
+    let pool = PgPoolOptions::new()
         .max_connections(6)
         .acquire_timeout(Duration::from_secs(60))
         .after_connect(|conn, _| {
@@ -112,7 +103,6 @@ pub async fn connect_postgres(database_url: &str) -> Result<SqlReadModels, ReadM
     sqlx::migrate!("./migrations/postgres").run(&pool).await?;
     Ok(SqlReadModels {
         dialect: Dialect::Postgres,
-        writer: pool.clone(),
-        reader: pool,
+        engine: Engine::Postgres(pool),
     })
 }

@@ -1,13 +1,14 @@
 //! The read models on SQL: one engine for SQLite and PostgreSQL.
 //!
 //! The tables hold only 64-bit integers and text (times in microseconds, money in cents),
-//! so the statements are the same on both backends, and they run through `sqlx::Any`; what
-//! differs is set apart in [`Dialect`]: placeholders (`?` or `$n`), the integer type of the
-//! DDL, connection settings and the migrations.
+//! so the statements are the same on both backends (`?` placeholders, numbered for
+//! PostgreSQL); what differs is set apart: in `engine` how they run (rusqlite on SQLite,
+//! sqlx on PostgreSQL), in [`Dialect`] the integer type of the DDL, and in `connect` the
+//! connection settings and the migrations.
 //!
 //! - **SQLite** (embedded): `readmodels.db` next to the event store's `cornershop.db`, in WAL
-//!   mode, written through a pool of one connection (as the event store is), read through
-//!   its own pool. `synchronous=NORMAL`: a commit survives a crash of the process; after a
+//!   mode, written through one connection (as the event store is), read through read-only
+//!   ones. `synchronous=NORMAL`: a commit survives a crash of the process; after a
 //!   power loss the last commits may be gone (derived data: `projections verify` finds it,
 //!   `projections rebuild` repairs it), and an fsync per projected event would cap the
 //!   projection at a few hundred events a second.
@@ -19,7 +20,7 @@
 //! **Exactly once.** A live update runs in one transaction: lock the projection's state
 //! row (`UPDATE rm_projection_state`), apply the effect, insert the event id into
 //! `rm_applied` (a unique violation means it was applied before: everything rolls back),
-//! commit. On SQLite these statements go in one multi-statement call. A consumer that dies
+//! commit. On SQLite the whole transaction is one call on a blocking thread. A consumer that dies
 //! after the commit and before its transport checkpoint gets the event again and changes
 //! nothing. Locking the state row first also orders every live update against a rebuild's
 //! swap, which locks the same row first (no deadlock, no update lost between them).
@@ -34,13 +35,15 @@
 //!
 //! The files, one concern each: this one holds the type, the [`Dialect`], the helpers that
 //! run statements, and the [`ReadModelStore`] implementation, which hands each method to
-//! the file of its concern: `connect` (opening and migrating either backend), `project`
+//! the file of its concern: `connect` (opening and migrating either backend), `engine`
+//! (running statements and decoding rows on either backend), `project`
 //! (what each event changes, applied exactly once), `batch` (an effect's statements, and
 //! a rebuild's page of them as multi-row statements), `rebuild` (the shadow tables, the
 //! lease and the swap) and `queries` (the reads the API serves).
 
 mod batch;
 mod connect;
+mod engine;
 mod project;
 mod queries;
 mod rebuild;
@@ -48,10 +51,6 @@ mod rebuild;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cornershop_store::EventLog;
-use sqlx::any::{AnyArguments, AnyRow};
-use sqlx::query::Query;
-use sqlx::AnyConnection;
-use sqlx::{Any, AnyPool};
 
 use crate::{
     InventoryReadModel, OrderPage, OrderQuery, OrderReadModel, ProjectedEvent, ProjectionState,
@@ -60,6 +59,7 @@ use crate::{
 
 use batch::{insert, push, Stmt};
 pub use connect::{connect_postgres, open_sqlite};
+use engine::{Cells, Engine};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Dialect {
@@ -79,29 +79,13 @@ impl Dialect {
 /// The read models in a SQL database: see the module documentation.
 pub struct SqlReadModels {
     dialect: Dialect,
-    writer: AnyPool,
-    reader: AnyPool,
+    engine: Engine,
 }
 
 /// A bind parameter.
 enum Arg {
     I(i64),
     T(String),
-}
-
-fn bind<'q>(sql: &'q str, args: Vec<Arg>) -> Query<'q, Any, AnyArguments<'q>> {
-    let mut query = sqlx::query(sql);
-    for arg in args {
-        query = match arg {
-            Arg::I(v) => query.bind(v),
-            Arg::T(v) => query.bind(v),
-        };
-    }
-    query
-}
-
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
 fn t(s: &str) -> Arg {
@@ -119,95 +103,6 @@ fn from_micros(us: i64) -> Result<DateTime<Utc>, ReadModelError> {
 
 fn opt_time(us: Option<i64>) -> Result<Option<DateTime<Utc>>, ReadModelError> {
     us.map(from_micros).transpose()
-}
-
-impl SqlReadModels {
-    /// The statement for this backend: `?` placeholders become `$1, $2, ...` on PostgreSQL.
-    fn sql(&self, text: &str) -> String {
-        match self.dialect {
-            Dialect::Sqlite => text.to_string(),
-            Dialect::Postgres => {
-                let mut out = String::with_capacity(text.len() + 16);
-                let mut n = 0;
-                for c in text.chars() {
-                    if c == '?' {
-                        n += 1;
-                        out.push('$');
-                        out.push_str(&n.to_string());
-                    } else {
-                        out.push(c);
-                    }
-                }
-                out
-            }
-        }
-    }
-
-    async fn exec(
-        &self,
-        conn: &mut AnyConnection,
-        text: &str,
-        args: Vec<Arg>,
-    ) -> Result<u64, ReadModelError> {
-        let sql = self.sql(text);
-        Ok(bind(&sql, args).execute(conn).await?.rows_affected())
-    }
-
-    async fn fetch_all(
-        &self,
-        conn: &mut AnyConnection,
-        text: &str,
-        args: Vec<Arg>,
-    ) -> Result<Vec<AnyRow>, ReadModelError> {
-        let sql = self.sql(text);
-        Ok(bind(&sql, args).fetch_all(conn).await?)
-    }
-
-    async fn read(&self, text: &str, args: Vec<Arg>) -> Result<Vec<AnyRow>, ReadModelError> {
-        let mut conn = self.reader.acquire().await?;
-        self.fetch_all(&mut conn, text, args).await
-    }
-
-    /// Runs statements in order: on SQLite as one multi-statement call (one trip to the
-    /// connection's thread instead of one per statement; SQLite binds the `?` of each
-    /// statement from the arguments in turn), on PostgreSQL one by one.
-    async fn execute_all(
-        &self,
-        conn: &mut AnyConnection,
-        statements: Vec<Stmt>,
-        persistent: bool,
-    ) -> Result<(), sqlx::Error> {
-        match self.dialect {
-            Dialect::Sqlite => {
-                if statements.is_empty() {
-                    return Ok(());
-                }
-                let mut sql = String::new();
-                let mut args = Vec::new();
-                for (text, more) in statements.into_iter().map(Stmt::into_parts) {
-                    if !sql.is_empty() {
-                        sql.push_str(";\n");
-                    }
-                    sql.push_str(&text);
-                    args.extend(more);
-                }
-                bind(&sql, args)
-                    .persistent(persistent)
-                    .execute(conn)
-                    .await?;
-            }
-            Dialect::Postgres => {
-                for (text, args) in statements.into_iter().map(Stmt::into_parts) {
-                    let sql = self.sql(&text);
-                    bind(&sql, args)
-                        .persistent(persistent)
-                        .execute(&mut *conn)
-                        .await?;
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -264,7 +159,6 @@ impl ReadModelStore for SqlReadModels {
     }
 
     async fn close(&self) {
-        self.writer.close().await;
-        self.reader.close().await;
+        self.engine.close().await;
     }
 }

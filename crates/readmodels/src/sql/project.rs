@@ -4,7 +4,7 @@
 use chrono::Utc;
 use cornershop_domain::DomainEvent;
 
-use super::{insert, is_unique_violation, micros, push, t, Arg, SqlReadModels, Stmt};
+use super::{insert, micros, push, t, Arg, SqlReadModels, Stmt};
 use crate::{cents, ProjectedEvent, ReadModelError, PROJECTIONS};
 
 fn bad(event: &ProjectedEvent, reason: &str) -> ReadModelError {
@@ -375,16 +375,6 @@ pub(super) async fn apply(
         "INSERT INTO rm_applied (event_id) VALUES (?)",
         vec![Arg::T(event.event_id.to_string())],
     );
-    let mut tx = store.writer.begin().await?;
-    match store.execute_all(&mut tx, statements, true).await {
-        Ok(()) => {
-            tx.commit().await?;
-            Ok(true)
-        }
-        Err(e) if is_unique_violation(&e) => {
-            tx.rollback().await?;
-            Ok(false)
-        }
-        Err(e) => Err(e.into()),
-    }
+    // A repeat violates rm_applied's key: the whole transaction rolls back.
+    store.engine.all_or_nothing(statements).await
 }

@@ -2,10 +2,8 @@
 //! and the projections' state; and the decoding of an order row.
 
 use cornershop_domain::LineItem;
-use sqlx::any::AnyRow;
-use sqlx::Row;
 
-use super::{from_micros, micros, opt_time, t, Arg, SqlReadModels};
+use super::{from_micros, micros, opt_time, t, Arg, Cells, SqlReadModels};
 use rust_decimal::Decimal;
 
 use crate::{
@@ -19,55 +17,52 @@ const ORDER_COLUMNS: &str = "order_id, cart_id, customer_id, status, order_versi
     correlation_id, created_us, validated_us, confirmed_us, shipped_us, delivered_us, \
     cancelled_us";
 
-fn decode_order(row: &AnyRow) -> Result<OrderReadModel, ReadModelError> {
-    let text = |name: &str| -> Result<String, ReadModelError> {
-        let value: Option<String> = row.try_get(name)?;
-        value.ok_or_else(|| ReadModelError::Corrupt(format!("order row without {name}")))
-    };
-    let items: Vec<LineItem> = serde_json::from_str(&text("items")?)
+fn decode_order(row: &dyn Cells) -> Result<OrderReadModel, ReadModelError> {
+    let items: Vec<LineItem> = serde_json::from_str(&row.text_of("items")?)
         .map_err(|e| ReadModelError::Corrupt(format!("order items: {e}")))?;
-    let total: Option<i64> = row.try_get("total_cents")?;
-    let created: Option<i64> = row.try_get("created_us")?;
     Ok(OrderReadModel {
-        order_id: row.try_get("order_id")?,
-        cart_id: text("cart_id")?,
-        customer_id: text("customer_id")?,
-        status: text("status")?,
-        total_amount: money(total.unwrap_or(0)),
+        order_id: row.text_of("order_id")?,
+        cart_id: row.text_of("cart_id")?,
+        customer_id: row.text_of("customer_id")?,
+        status: row.text_of("status")?,
+        total_amount: money(row.int("total_cents")?.unwrap_or(0)),
         items: lines_of(&items),
-        payment_id: row.try_get("payment_id")?,
-        payment_status: row.try_get("payment_status")?,
-        carrier: row.try_get("carrier")?,
-        tracking_number: row.try_get("tracking_number")?,
-        cancel_reason: row.try_get("cancel_reason")?,
-        created_at: from_micros(
-            created
-                .ok_or_else(|| ReadModelError::Corrupt("order row without created_us".into()))?,
-        )?,
-        validated_at: opt_time(row.try_get("validated_us")?)?,
-        confirmed_at: opt_time(row.try_get("confirmed_us")?)?,
-        shipped_at: opt_time(row.try_get("shipped_us")?)?,
-        delivered_at: opt_time(row.try_get("delivered_us")?)?,
-        cancelled_at: opt_time(row.try_get("cancelled_us")?)?,
-        correlation_id: text("correlation_id")?,
-        version: row.try_get::<i64, _>("order_version")? as u64,
+        payment_id: row.text("payment_id")?,
+        payment_status: row.text("payment_status")?,
+        carrier: row.text("carrier")?,
+        tracking_number: row.text("tracking_number")?,
+        cancel_reason: row.text("cancel_reason")?,
+        created_at: from_micros(row.int_of("created_us")?)?,
+        validated_at: opt_time(row.int("validated_us")?)?,
+        confirmed_at: opt_time(row.int("confirmed_us")?)?,
+        shipped_at: opt_time(row.int("shipped_us")?)?,
+        delivered_at: opt_time(row.int("delivered_us")?)?,
+        cancelled_at: opt_time(row.int("cancelled_us")?)?,
+        correlation_id: row.text_of("correlation_id")?,
+        version: row.int_of("order_version")?.max(0) as u64,
     })
+}
+
+fn count(row: &dyn Cells, column: &str) -> Result<u64, ReadModelError> {
+    Ok(row.int_of(column)?.max(0) as u64)
 }
 
 pub(super) async fn order(
     store: &SqlReadModels,
     order_id: &str,
 ) -> Result<Option<OrderReadModel>, ReadModelError> {
-    let rows = store
+    let orders = store
+        .engine
         .read(
             &format!(
                 "SELECT {ORDER_COLUMNS} FROM rm_orders \
                  WHERE order_id = ? AND created_us IS NOT NULL"
             ),
             vec![t(order_id)],
+            decode_order,
         )
         .await?;
-    rows.first().map(decode_order).transpose()
+    Ok(orders.into_iter().next())
 }
 
 pub(super) async fn orders(
@@ -113,11 +108,7 @@ pub(super) async fn orders(
     let limit = query.limit.max(1);
     sql.push_str(" ORDER BY created_us DESC, order_id DESC LIMIT ?");
     args.push(Arg::I(i64::from(limit) + 1));
-    let rows = store.read(&sql, args).await?;
-    let mut orders = rows
-        .iter()
-        .map(decode_order)
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut orders = store.engine.read(&sql, args, decode_order).await?;
     let more = orders.len() > limit as usize;
     orders.truncate(limit as usize);
     let next_cursor = more.then(|| orders.last()).flatten().map(|last| {
@@ -138,15 +129,14 @@ pub(super) async fn order_ids(
     after: Option<&str>,
     limit: u32,
 ) -> Result<Vec<String>, ReadModelError> {
-    let rows = store
+    store
+        .engine
         .read(
             "SELECT order_id FROM rm_orders WHERE order_id > ? ORDER BY order_id LIMIT ?",
             vec![t(after.unwrap_or("")), Arg::I(i64::from(limit))],
+            |row| row.text_of("order_id"),
         )
-        .await?;
-    rows.iter()
-        .map(|r| r.try_get("order_id").map_err(Into::into))
-        .collect()
+        .await
 }
 
 pub(super) async fn inventory(
@@ -160,22 +150,22 @@ pub(super) async fn inventory(
         sql.push_str(" AND available <= low_stock_threshold");
     }
     sql.push_str(" ORDER BY sku");
-    let rows = store.read(&sql, vec![]).await?;
-    rows.iter()
-        .map(|row| {
-            let available: i64 = row.try_get("available")?;
-            let threshold: i64 = row.try_get("low_stock_threshold")?;
+    store
+        .engine
+        .read(&sql, vec![], |row| {
+            let available = row.int_of("available")?;
+            let threshold = row.int_of("low_stock_threshold")?;
             Ok(InventoryReadModel {
-                sku: row.try_get("sku")?,
-                name: row.try_get("name")?,
-                unit_price: money(row.try_get("unit_price_cents")?),
+                sku: row.text_of("sku")?,
+                name: row.text_of("name")?,
+                unit_price: money(row.int_of("unit_price_cents")?),
                 available,
-                reserved: row.try_get("reserved")?,
+                reserved: row.int_of("reserved")?,
                 low_stock_threshold: threshold,
                 low_stock: available <= threshold,
             })
         })
-        .collect()
+        .await
 }
 
 pub(super) async fn sales_report(
@@ -199,7 +189,7 @@ pub(super) async fn sales_report(
         window_args.push(micros(to));
     }
     let width = query.group_by.micros();
-    let count = |condition: &str| {
+    let how_many = |condition: &str| {
         format!("CAST(COALESCE(SUM(CASE WHEN {condition} THEN 1 ELSE 0 END), 0) AS {int})")
     };
     let sql = format!(
@@ -209,32 +199,34 @@ pub(super) async fn sales_report(
            AS {int}) AS revenue, \
          {cancelled} AS cancelled, {attempted} AS attempted, {failed} AS failed \
          FROM rm_orders WHERE {window} GROUP BY bucket ORDER BY bucket",
-        sold_orders = count(&format!("status IN ({sold})")),
-        cancelled = count("status = 'Cancelled'"),
-        attempted = count("payment_status IS NOT NULL"),
-        failed = count("payment_status = 'Failed'"),
+        sold_orders = how_many(&format!("status IN ({sold})")),
+        cancelled = how_many("status = 'Cancelled'"),
+        attempted = how_many("payment_status IS NOT NULL"),
+        failed = how_many("payment_status = 'Failed'"),
     );
     let mut args = vec![Arg::I(width), Arg::I(width)];
     args.extend(window_args.iter().map(|v| Arg::I(*v)));
-    let rows = store.read(&sql, args).await?;
+    let rows = store
+        .engine
+        .read(&sql, args, |row| {
+            let figures = SalesFigures {
+                orders: count(row, "orders")?,
+                sold_orders: count(row, "sold_orders")?,
+                revenue: money(row.int_of("revenue")?),
+                cancelled_orders: count(row, "cancelled")?,
+                payments_attempted: count(row, "attempted")?,
+                payments_failed: count(row, "failed")?,
+                ..SalesFigures::default()
+            };
+            Ok((from_micros(row.int_of("bucket")?)?, figures))
+        })
+        .await?;
     let mut totals = SalesFigures::default();
     let mut buckets = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let n = |column: &str| -> Result<u64, ReadModelError> {
-            Ok(row.try_get::<i64, _>(column)?.max(0) as u64)
-        };
-        let figures = SalesFigures {
-            orders: n("orders")?,
-            sold_orders: n("sold_orders")?,
-            revenue: money(row.try_get("revenue")?),
-            cancelled_orders: n("cancelled")?,
-            payments_attempted: n("attempted")?,
-            payments_failed: n("failed")?,
-            ..SalesFigures::default()
-        };
+    for (start, figures) in rows {
         totals.add(&figures);
         buckets.push(SalesBucket {
-            start: from_micros(row.try_get("bucket")?)?,
+            start,
             figures: figures.finish(),
         });
     }
@@ -248,18 +240,17 @@ pub(super) async fn sales_report(
     );
     let mut args: Vec<Arg> = window_args.iter().map(|v| Arg::I(*v)).collect();
     args.push(Arg::I(i64::from(query.top)));
-    let rows = store.read(&sql, args).await?;
-    let top_products = rows
-        .iter()
-        .map(|row| {
+    let top_products = store
+        .engine
+        .read(&sql, args, |row| {
             Ok(TopProduct {
-                sku: row.try_get("sku")?,
-                name: row.try_get("name")?,
-                quantity: row.try_get::<i64, _>("quantity")?.max(0) as u64,
-                revenue: money(row.try_get("revenue")?),
+                sku: row.text_of("sku")?,
+                name: row.text_of("name")?,
+                quantity: count(row, "quantity")?,
+                revenue: money(row.int_of("revenue")?),
             })
         })
-        .collect::<Result<Vec<_>, ReadModelError>>()?;
+        .await?;
     Ok(SalesReport {
         from: query.from,
         to: query.to,
@@ -274,24 +265,24 @@ pub(super) async fn projection_state(
     store: &SqlReadModels,
     name: &str,
 ) -> Result<Option<ProjectionState>, ReadModelError> {
-    let rows = store
+    let states = store
+        .engine
         .read(
             "SELECT name, position, events_applied, updated_us, generation, rebuilt_us, \
              rebuild_error FROM rm_projection_state WHERE name = ?",
             vec![t(name)],
+            |row| {
+                Ok(ProjectionState {
+                    name: row.text_of("name")?,
+                    position: count(row, "position")?,
+                    events_applied: count(row, "events_applied")?,
+                    updated_at: opt_time(row.int("updated_us")?)?,
+                    generation: count(row, "generation")?,
+                    rebuilt_at: opt_time(row.int("rebuilt_us")?)?,
+                    rebuild_error: row.text("rebuild_error")?,
+                })
+            },
         )
         .await?;
-    rows.first()
-        .map(|row| {
-            Ok(ProjectionState {
-                name: row.try_get("name")?,
-                position: row.try_get::<i64, _>("position")?.max(0) as u64,
-                events_applied: row.try_get::<i64, _>("events_applied")?.max(0) as u64,
-                updated_at: opt_time(row.try_get("updated_us")?)?,
-                generation: row.try_get::<i64, _>("generation")?.max(0) as u64,
-                rebuilt_at: opt_time(row.try_get("rebuilt_us")?)?,
-                rebuild_error: row.try_get("rebuild_error")?,
-            })
-        })
-        .transpose()
+    Ok(states.into_iter().next())
 }

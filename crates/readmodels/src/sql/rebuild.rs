@@ -6,10 +6,9 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use cornershop_store::EventLog;
 use futures::FutureExt;
-use sqlx::AnyConnection;
-use sqlx::Row;
 
-use super::batch::{batched, insert};
+use super::batch::{batched, insert, Stmt};
+use super::engine::Tx;
 use super::{micros, t, Arg, Dialect, SqlReadModels};
 use crate::schema::{render, statements, INDEXES, SWAPPED, TABLES};
 use uuid::Uuid;
@@ -27,45 +26,36 @@ impl SqlReadModels {
     async fn take_lease(&self, name: &str, holder: &str) -> Result<(), ReadModelError> {
         let now = micros(Utc::now());
         let stale = now - LEASE_STALE.as_micros() as i64;
-        let mut conn = self.writer.acquire().await?;
-        let taken = self
+        let mut tx = self.engine.begin().await?;
+        let taken = tx
             .exec(
-                &mut conn,
                 "UPDATE rm_projection_state SET rebuild_holder = ?, rebuild_heartbeat_us = ? \
                  WHERE name = ? AND (rebuild_holder IS NULL OR rebuild_heartbeat_us < ?)",
                 vec![t(holder), Arg::I(now), t(name), Arg::I(stale)],
             )
             .await?;
         if taken == 1 {
-            return Ok(());
+            return tx.commit().await;
         }
-        let rows = self
-            .fetch_all(
-                &mut conn,
+        let holders = tx
+            .fetch(
                 "SELECT rebuild_holder FROM rm_projection_state WHERE name = ?",
                 vec![t(name)],
+                |row| row.text("rebuild_holder"),
             )
             .await?;
-        match rows.first() {
+        match holders.into_iter().next() {
             None => Err(ReadModelError::UnknownProjection(name.to_string())),
-            Some(row) => Err(ReadModelError::RebuildRunning {
+            Some(holder) => Err(ReadModelError::RebuildRunning {
                 name: name.to_string(),
-                holder: row
-                    .try_get::<Option<String>, _>("rebuild_holder")?
-                    .unwrap_or_default(),
+                holder: holder.unwrap_or_default(),
             }),
         }
     }
 
-    async fn heartbeat(
-        &self,
-        conn: &mut AnyConnection,
-        name: &str,
-        holder: &str,
-    ) -> Result<(), ReadModelError> {
-        let kept = self
+    async fn heartbeat(&self, tx: &mut Tx, name: &str, holder: &str) -> Result<(), ReadModelError> {
+        let kept = tx
             .exec(
-                conn,
                 "UPDATE rm_projection_state SET rebuild_heartbeat_us = ? \
                  WHERE name = ? AND rebuild_holder = ?",
                 vec![Arg::I(micros(Utc::now())), t(name), t(holder)],
@@ -87,7 +77,7 @@ impl SqlReadModels {
     /// one call.
     async fn apply_page(
         &self,
-        conn: &mut AnyConnection,
+        tx: &mut Tx,
         page: &[cornershop_store::StoredEvent],
     ) -> Result<u64, ReadModelError> {
         let mut applied = 0;
@@ -122,7 +112,7 @@ impl SqlReadModels {
             );
             applied += 1;
         }
-        self.execute_all(conn, batched(statements), false).await?;
+        tx.execute_all(batched(statements), false).await?;
         Ok(applied)
     }
 
@@ -137,18 +127,15 @@ impl SqlReadModels {
         let head = source.head_position().await?;
         let int = self.dialect.int();
         {
-            let mut conn = self.writer.acquire().await?;
+            let mut tx = self.engine.begin().await?;
             for table in SWAPPED {
-                self.exec(
-                    &mut conn,
-                    &format!("DROP TABLE IF EXISTS rm_shadow_{table}"),
-                    vec![],
-                )
-                .await?;
+                tx.exec(&format!("DROP TABLE IF EXISTS rm_shadow_{table}"), vec![])
+                    .await?;
             }
             for statement in statements(&render(TABLES, "rm_shadow_", int)) {
-                self.exec(&mut conn, statement, vec![]).await?;
+                tx.exec(statement, vec![]).await?;
             }
+            tx.commit().await?;
         }
         let (mut position, mut read, mut applied) = (0u64, 0u64, 0u64);
         progress(RebuildProgress {
@@ -160,12 +147,13 @@ impl SqlReadModels {
         loop {
             let page = source.read_log(position, PAGE).await?;
             let Some(last) = page.last() else { break };
-            let mut tx = self.writer.begin().await?;
+            let mut tx = self.engine.begin().await?;
             applied += self.apply_page(&mut tx, &page).await?;
             tx.commit().await?;
             {
-                let mut conn = self.writer.acquire().await?;
-                self.heartbeat(&mut conn, name, holder).await?;
+                let mut tx = self.engine.begin().await?;
+                self.heartbeat(&mut tx, name, holder).await?;
+                tx.commit().await?;
             }
             read += page.len() as u64;
             position = last.position;
@@ -179,7 +167,7 @@ impl SqlReadModels {
             }
         }
         // The swap: the live projection waits on the state row from here to the commit.
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.engine.begin().await?;
         self.heartbeat(&mut tx, name, holder).await?;
         loop {
             let page = source.read_log(position, PAGE).await?;
@@ -189,12 +177,11 @@ impl SqlReadModels {
             position = last.position;
         }
         for table in SWAPPED {
-            self.exec(&mut tx, &format!("DROP TABLE IF EXISTS rm_{table}"), vec![])
+            tx.exec(&format!("DROP TABLE IF EXISTS rm_{table}"), vec![])
                 .await?;
         }
         for table in SWAPPED {
-            self.exec(
-                &mut tx,
+            tx.exec(
                 &format!("ALTER TABLE rm_shadow_{table} RENAME TO rm_{table}"),
                 vec![],
             )
@@ -202,8 +189,7 @@ impl SqlReadModels {
             if self.dialect == Dialect::Postgres {
                 // The primary key's index keeps its name through a rename; give it the
                 // live name, so that the next rebuild's shadow can have the shadow name.
-                self.exec(
-                    &mut tx,
+                tx.exec(
                     &format!(
                         "ALTER INDEX IF EXISTS rm_shadow_{table}_pkey RENAME TO rm_{table}_pkey"
                     ),
@@ -213,11 +199,10 @@ impl SqlReadModels {
             }
         }
         for statement in statements(&render(INDEXES, "rm_", int)) {
-            self.exec(&mut tx, statement, vec![]).await?;
+            tx.exec(statement, vec![]).await?;
         }
         let now = micros(Utc::now());
-        self.exec(
-            &mut tx,
+        tx.exec(
             "UPDATE rm_projection_state SET position = ?, events_applied = ?, updated_us = ?, \
              generation = generation + 1, rebuilt_us = ?, rebuild_holder = NULL, \
              rebuild_heartbeat_us = NULL, rebuild_error = NULL WHERE name = ?",
@@ -230,19 +215,15 @@ impl SqlReadModels {
             ],
         )
         .await?;
-        let rows = self
-            .fetch_all(
-                &mut tx,
+        let generations = tx
+            .fetch(
                 "SELECT generation FROM rm_projection_state WHERE name = ?",
                 vec![t(name)],
+                |row| row.int_of("generation"),
             )
             .await?;
         tx.commit().await?;
-        let generation = rows
-            .first()
-            .map(|r| r.try_get::<i64, _>("generation"))
-            .transpose()?
-            .unwrap_or(0) as u64;
+        let generation = generations.first().copied().unwrap_or(0).max(0) as u64;
         progress(RebuildProgress {
             position,
             head: head.max(position),
@@ -292,19 +273,16 @@ pub(super) async fn rebuild(
         // Released in its own statement, retried a few times: a lease left behind
         // would refuse every rebuild until it went stale.
         for attempt in 0..3 {
-            let released = match store.writer.acquire().await {
-                Ok(mut conn) => store
-                    .exec(
-                        &mut conn,
-                        "UPDATE rm_projection_state SET rebuild_holder = NULL, \
-                         rebuild_heartbeat_us = NULL, rebuild_error = ? \
-                         WHERE name = ? AND rebuild_holder = ?",
-                        vec![t(&why), t(name), t(&holder)],
-                    )
-                    .await
-                    .is_ok(),
-                Err(_) => false,
-            };
+            let released = store
+                .engine
+                .all_or_nothing(vec![Stmt::alone(
+                    "UPDATE rm_projection_state SET rebuild_holder = NULL, \
+                     rebuild_heartbeat_us = NULL, rebuild_error = ? \
+                     WHERE name = ? AND rebuild_holder = ?",
+                    vec![t(&why), t(name), t(&holder)],
+                )])
+                .await
+                .is_ok();
             if released {
                 break;
             }

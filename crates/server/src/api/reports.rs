@@ -9,7 +9,6 @@ use cornershop_readmodels::projection::{self, ProjectionStatus};
 use cornershop_readmodels::{
     GroupBy, InventoryReadModel, ReadModelError, RebuildReport, SalesQuery, SalesReport,
 };
-use cornershop_store::sqlx_unavailability;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -32,11 +31,8 @@ pub(super) fn read_model_error(error: ReadModelError) -> ApiError {
                  (GET /api/projections shows the failure until a rebuild succeeds)"
             ),
         ),
-        ReadModelError::Database(ref e) if sqlx_unavailability(e).is_some() => {
-            ApiError::unavailable(sqlx_unavailability(e), &error)
-        }
-        ReadModelError::Store(ref e) if e.unavailability().is_some() => {
-            ApiError::unavailable(e.unavailability(), &error)
+        _ if error.unavailability().is_some() => {
+            ApiError::unavailable(error.unavailability(), &error)
         }
         _ => {
             tracing::error!(error = %error, "read-model request failed inside the server");

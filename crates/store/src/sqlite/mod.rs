@@ -17,25 +17,27 @@
 mod consumers;
 mod log;
 mod notifications;
+pub(crate) mod readers;
 mod scheduling;
 mod writer;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch};
 
 use crate::shared::{Arg, Statement};
 use crate::StoreError;
+use readers::{ReadRefused, SqliteReaders};
 
 use writer::{run_group_commit, WriteJob, Writer, GROUP_COMMIT_MAX, PREPARED_STATEMENTS};
 
 pub struct SqliteEventStore {
-    readers: Arc<Readers>,
+    readers: SqliteReaders,
     head: Arc<watch::Sender<u64>>,
     /// Every write goes to the group-commit writer (see [`run_group_commit`]); `None` once
     /// the store is closed.
@@ -92,7 +94,7 @@ impl SqliteEventStore {
             .spawn(move || run_group_commit(writer, queue))
             .map_err(|e| StoreError::Corrupt(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
-            readers: Arc::new(Readers::new(path)),
+            readers: SqliteReaders::new(path, PREPARED_STATEMENTS),
             head,
             writes: Mutex::new(Some(writes)),
             writer_thread: Mutex::new(Some(writer_thread)),
@@ -127,44 +129,6 @@ fn open_writer(path: &Path) -> Result<rusqlite::Connection, StoreError> {
     Ok(conn)
 }
 
-/// Most reads that run at once, each on a connection of its own.
-const READERS: usize = 4;
-
-/// The connections reads run on, opened read-only when first needed and kept: a read runs
-/// whole (every statement, every row) on a blocking thread with one of them, so it crosses
-/// threads once, not once per statement and row.
-struct Readers {
-    path: PathBuf,
-    idle: Mutex<Vec<rusqlite::Connection>>,
-    /// One per connection; closed by `close`.
-    permits: Semaphore,
-}
-
-impl Readers {
-    fn new(path: PathBuf) -> Self {
-        Self {
-            path,
-            idle: Mutex::new(Vec::new()),
-            permits: Semaphore::new(READERS),
-        }
-    }
-
-    fn open(&self) -> Result<rusqlite::Connection, StoreError> {
-        let conn = rusqlite::Connection::open_with_flags(
-            &self.path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        conn.set_prepared_statement_cache_capacity(PREPARED_STATEMENTS);
-        Ok(conn)
-    }
-
-    fn close(&self) {
-        self.permits.close();
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
-    }
-}
-
 impl SqliteEventStore {
     /// Runs `read` on a reader connection, on a blocking thread.
     pub(super) async fn read<T, F>(&self, read: F) -> Result<T, StoreError>
@@ -172,34 +136,15 @@ impl SqliteEventStore {
         T: Send + 'static,
         F: FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let permit = self
-            .readers
-            .permits
-            .acquire()
+        self.readers
+            .read(read)
             .await
-            .map_err(|_| writer::closed())?;
-        let readers = self.readers.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let idle = readers.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-            let conn = match idle {
-                Some(conn) => conn,
-                None => readers.open()?,
-            };
-            let outcome = read(&conn);
-            // A read that failed inside its transaction leaves it open (the Transaction
-            // guard rolls back when dropped, but say it once more for certain).
-            if conn.is_autocommit() || conn.execute_batch("ROLLBACK").is_ok() {
-                readers
-                    .idle
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(conn);
-            }
-            outcome
-        })
-        .await;
-        drop(permit);
-        outcome.map_err(|e| StoreError::Corrupt(format!("a read of the store panicked: {e}")))?
+            .map_err(|refused| match refused {
+                ReadRefused::Closed => writer::closed(),
+                ReadRefused::Panicked(e) => {
+                    StoreError::Corrupt(format!("a read of the store panicked: {e}"))
+                }
+            })?
     }
 }
 

@@ -1,0 +1,108 @@
+//! The read-only connections reads of a SQLite file run on: opened when first needed and
+//! kept, at most [`READERS`] in use at once. A read runs whole (every statement, every
+//! row) on a blocking thread with one of them, so it crosses threads once, not once per
+//! statement and row as through sqlx. The event store uses it, and so do the read models
+//! (`cornershop-readmodels`) for their own file.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+/// Most reads that run at once, each on a connection of its own.
+const READERS: usize = 4;
+
+/// Why a read did not run, apart from its own error.
+#[derive(Debug)]
+pub enum ReadRefused {
+    /// [`SqliteReaders::close`] was called.
+    Closed,
+    /// The read panicked; the message says where.
+    Panicked(String),
+}
+
+/// See the module documentation.
+pub struct SqliteReaders {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    statement_cache: usize,
+    idle: Mutex<Vec<rusqlite::Connection>>,
+    /// One per connection; closed by `close`.
+    permits: Semaphore,
+}
+
+impl SqliteReaders {
+    /// Readers of the file at `path`, each keeping `statement_cache` statements prepared.
+    pub fn new(path: PathBuf, statement_cache: usize) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                path,
+                statement_cache,
+                idle: Mutex::new(Vec::new()),
+                permits: Semaphore::new(READERS),
+            }),
+        }
+    }
+
+    /// Runs `read` on a reader connection, on a blocking thread. A read that fails inside
+    /// a transaction of its own leaves no transaction open behind it.
+    pub async fn read<T, E, F>(&self, read: F) -> Result<Result<T, E>, ReadRefused>
+    where
+        T: Send + 'static,
+        E: From<rusqlite::Error> + Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> Result<T, E> + Send + 'static,
+    {
+        let permit = self
+            .inner
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| ReadRefused::Closed)?;
+        let inner = self.inner.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let idle = inner.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let conn = match idle {
+                Some(conn) => conn,
+                None => inner.open()?,
+            };
+            let outcome = read(&conn);
+            if conn.is_autocommit() || conn.execute_batch("ROLLBACK").is_ok() {
+                inner
+                    .idle
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(conn);
+            }
+            outcome
+        })
+        .await;
+        drop(permit);
+        outcome.map_err(|e| ReadRefused::Panicked(e.to_string()))
+    }
+
+    /// Refuses reads from now on and closes the idle connections.
+    pub fn close(&self) {
+        self.inner.permits.close();
+        self.inner
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+}
+
+impl Inner {
+    fn open(&self) -> Result<rusqlite::Connection, rusqlite::Error> {
+        let conn = rusqlite::Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.set_prepared_statement_cache_capacity(self.statement_cache);
+        Ok(conn)
+    }
+}
