@@ -2,15 +2,13 @@
 //! on SQLite, raw inserts of the same rows: the baselines.
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cornershop_domain::AggregateType;
 use cornershop_store::{AppendRequest, EventStore, NewEvent, PgEventStore, SqliteEventStore};
 use serde_json::{json, Value};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use uuid::Uuid;
 
 use crate::cli::{AppendArgs, Backend};
@@ -41,12 +39,15 @@ impl Tally {
     ) -> anyhow::Result<Tally> {
         let mut total = Tally::default();
         for writer in writers {
-            let tally = writer.await??;
-            total.events += tally.events;
-            total.transactions += tally.transactions;
-            total.latencies_us.extend(tally.latencies_us);
+            total.add(writer.await??);
         }
         Ok(total)
+    }
+
+    fn add(&mut self, other: Tally) {
+        self.events += other.events;
+        self.transactions += other.transactions;
+        self.latencies_us.extend(other.latencies_us);
     }
 
     fn report(mut self, seconds: f64, fields: Value) -> Value {
@@ -196,23 +197,22 @@ pub(crate) async fn append(args: &AppendArgs) -> anyhow::Result<()> {
 }
 
 /// SQLite's own limit for the same rows: the store's migrations (the same `events` table,
-/// columns, indexes and constraints) in a file of its own, the same pragmas as the store (WAL,
-/// synchronous=FULL) and the same one-connection writer pool, plain INSERTs without the
-/// version check, one transaction per row or per batch.
+/// columns, indexes and constraints) in a file of its own, the same pragmas as the store's
+/// writer (WAL, synchronous=FULL) on one rusqlite connection as the store has, plain
+/// INSERTs (prepared once) without the version check, one transaction per row or per
+/// batch. Each client is a thread of its own that takes the connection for a
+/// transaction: no async runtime, no thread hop, no group commit.
 async fn raw_sqlite(dir: &Path, duration: Duration) -> anyhow::Result<()> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || raw_sqlite_on_threads(&dir, duration)).await?
+}
+
+fn raw_sqlite_on_threads(dir: &Path, duration: Duration) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let options = SqliteConnectOptions::from_str("sqlite:")?
-        .filename(dir.join("raw.db"))
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
-        .busy_timeout(Duration::from_secs(10))
-        .foreign_keys(true);
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(60))
-        .connect_with(options)
-        .await?;
+    let conn = rusqlite::Connection::open(dir.join("raw.db"))?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
     // Every migration of the store, in order: the same table, columns and indexes.
     let migrations = Path::new(env!("CARGO_MANIFEST_DIR")).join("../store/migrations/sqlite");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&migrations)
@@ -224,65 +224,33 @@ async fn raw_sqlite(dir: &Path, duration: Duration) -> anyhow::Result<()> {
         .iter()
         .filter(|f| f.extension().is_some_and(|e| e == "sql"))
     {
-        sqlx::raw_sql(&std::fs::read_to_string(file)?)
-            .execute(&pool)
-            .await?;
+        conn.execute_batch(&std::fs::read_to_string(file)?)?;
     }
+    let conn = Mutex::new(conn);
     for (case, (label, batch, clients)) in RAW_CASES.iter().enumerate() {
-        let run = |prefix: String, duration: Duration| {
-            let pool = pool.clone();
-            let (batch, clients) = (*batch, *clients);
-            async move {
-                let started = Instant::now();
-                let deadline = started + duration;
-                let mut tasks = Vec::new();
-                for client in 0..clients {
-                    let pool = pool.clone();
-                    let aggregate = format!("{prefix}-{client}");
-                    tasks.push(tokio::spawn(async move {
-                        let mut tally = Tally::default();
-                        let mut version = 0u64;
-                        while Instant::now() < deadline {
-                            let t = Instant::now();
-                            let mut tx = pool.begin().await?;
-                            for _ in 0..batch {
-                                version += 1;
-                                let e = new_event(&aggregate, version);
-                                sqlx::query(
-                                    "INSERT INTO events (event_id, event_type, aggregate_type, \
-                                     aggregate_id, version, schema_version, timestamp_us, data, \
-                                     metadata, correlation_id, causation_id, trace_id) \
-                                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                )
-                                .bind(e.event_id.to_string())
-                                .bind(&e.event_type)
-                                .bind("Cart")
-                                .bind(&aggregate)
-                                .bind(version as i64)
-                                .bind(e.schema_version as i64)
-                                .bind(e.timestamp.timestamp_micros())
-                                .bind(e.data.to_string())
-                                .bind(serde_json::to_string(&e.metadata)?)
-                                .bind(&e.metadata.correlation_id)
-                                .bind(&e.metadata.causation_id)
-                                .bind(Uuid::new_v4().simple().to_string())
-                                .execute(&mut *tx)
-                                .await?;
-                            }
-                            tx.commit().await?;
-                            tally.committed(t, batch as u64);
-                        }
-                        Ok::<Tally, anyhow::Error>(tally)
-                    }));
+        let run = |prefix: String, duration: Duration| -> anyhow::Result<(Tally, f64)> {
+            let started = Instant::now();
+            let deadline = started + duration;
+            let mut total = Tally::default();
+            std::thread::scope(|scope| {
+                let threads: Vec<_> = (0..*clients)
+                    .map(|client| {
+                        let (conn, aggregate) = (&conn, format!("{prefix}-{client}"));
+                        scope.spawn(move || raw_client(conn, &aggregate, *batch, deadline))
+                    })
+                    .collect();
+                for thread in threads {
+                    let tally = thread
+                        .join()
+                        .map_err(|_| anyhow::anyhow!("a raw-insert client panicked"))??;
+                    total.add(tally);
                 }
-                Ok::<(Tally, f64), anyhow::Error>((
-                    Tally::of_all(tasks).await?,
-                    started.elapsed().as_secs_f64(),
-                ))
-            }
+                Ok::<(), anyhow::Error>(())
+            })?;
+            Ok((total, started.elapsed().as_secs_f64()))
         };
-        run(format!("raw{case}-warm"), Duration::from_millis(200)).await?;
-        let (tally, elapsed) = run(format!("raw{case}"), duration).await?;
+        run(format!("raw{case}-warm"), Duration::from_millis(200))?;
+        let (tally, elapsed) = run(format!("raw{case}"), duration)?;
         emit(tally.report(
             elapsed,
             json!({
@@ -291,6 +259,48 @@ async fn raw_sqlite(dir: &Path, duration: Duration) -> anyhow::Result<()> {
             }),
         ));
     }
-    pool.close().await;
     Ok(())
+}
+
+/// One raw-insert client: transactions of `batch` rows until `deadline`.
+fn raw_client(
+    conn: &Mutex<rusqlite::Connection>,
+    aggregate: &str,
+    batch: usize,
+    deadline: Instant,
+) -> anyhow::Result<Tally> {
+    let mut tally = Tally::default();
+    let mut version = 0u64;
+    while Instant::now() < deadline {
+        let t = Instant::now();
+        let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+        conn.prepare_cached("BEGIN")?.execute([])?;
+        for _ in 0..batch {
+            version += 1;
+            let e = new_event(aggregate, version);
+            conn.prepare_cached(
+                "INSERT INTO events (event_id, event_type, aggregate_type, aggregate_id, \
+                 version, schema_version, timestamp_us, data, metadata, correlation_id, \
+                 causation_id, trace_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )?
+            .execute(rusqlite::params![
+                e.event_id.to_string(),
+                e.event_type,
+                "Cart",
+                aggregate,
+                version as i64,
+                e.schema_version as i64,
+                e.timestamp.timestamp_micros(),
+                e.data.to_string(),
+                serde_json::to_string(&e.metadata)?,
+                e.metadata.correlation_id,
+                e.metadata.causation_id,
+                Uuid::new_v4().simple().to_string(),
+            ])?;
+        }
+        conn.prepare_cached("COMMIT")?.execute([])?;
+        drop(conn);
+        tally.committed(t, batch as u64);
+    }
+    Ok(tally)
 }

@@ -1,7 +1,6 @@
 //! Scans of the whole log (the rebuild's baseline): raw, and through `read_log`.
 
 use std::path::Path;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -9,7 +8,6 @@ use anyhow::{anyhow, Context};
 use chrono::Utc;
 use cornershop_store::{EventLog, EventStore, PgEventStore, SqliteEventStore};
 use serde_json::json;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::Row;
 
 use crate::cli::ScanArgs;
@@ -58,43 +56,42 @@ pub(crate) async fn raw_scan_postgres(url: &str) -> anyhow::Result<(u64, u64, f6
     Ok((events, bytes, seconds))
 }
 
-/// [`raw_scan_postgres`] on the embedded store's file.
+/// [`raw_scan_postgres`] on the embedded store's file, through rusqlite (as the store
+/// reads it), on one blocking thread: what SQLite itself can scan.
 pub(crate) async fn raw_scan_sqlite(data_dir: &Path) -> anyhow::Result<(u64, u64, f64)> {
-    let options = SqliteConnectOptions::from_str("sqlite:")?
-        .filename(data_dir.join("cornershop.db"))
-        .read_only(true);
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(options)
-        .await
-        .with_context(|| format!("cannot open {}", data_dir.display()))?;
-    let started = Instant::now();
-    let (mut after, mut events, mut bytes) = (0i64, 0u64, 0u64);
-    loop {
-        let rows = sqlx::query(
+    let path = data_dir.join("cornershop.db");
+    tokio::task::spawn_blocking(move || {
+        let conn = rusqlite::Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .with_context(|| format!("cannot open {}", path.display()))?;
+        let started = Instant::now();
+        let (mut after, mut events, mut bytes) = (0i64, 0u64, 0u64);
+        let mut statement = conn.prepare(
             "SELECT position, event_id, event_type, aggregate_type, aggregate_id, version, \
              schema_version, timestamp_us, data, metadata, trace_id FROM events \
-             WHERE position > ? ORDER BY position LIMIT ?",
-        )
-        .bind(after)
-        .bind(PAGE)
-        .fetch_all(&pool)
-        .await?;
-        for row in &rows {
-            after = row.try_get("position")?;
-            let data: String = row.try_get("data")?;
-            let metadata: String = row.try_get("metadata")?;
-            let id: String = row.try_get("event_id")?;
-            bytes += (data.len() + metadata.len() + id.len()) as u64;
-            events += 1;
+             WHERE position > ?1 ORDER BY position LIMIT ?2",
+        )?;
+        loop {
+            let mut rows = statement.query(rusqlite::params![after, PAGE])?;
+            let mut read = 0;
+            while let Some(row) = rows.next()? {
+                after = row.get("position")?;
+                let data: String = row.get("data")?;
+                let metadata: String = row.get("metadata")?;
+                let id: String = row.get("event_id")?;
+                bytes += (data.len() + metadata.len() + id.len()) as u64;
+                events += 1;
+                read += 1;
+            }
+            if read < PAGE {
+                break;
+            }
         }
-        if (rows.len() as i64) < PAGE {
-            break;
-        }
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    pool.close().await;
-    Ok((events, bytes, seconds))
+        Ok((events, bytes, started.elapsed().as_secs_f64()))
+    })
+    .await?
 }
 
 /// The store's `read_log` over the whole log (decoded into events, which is what a
