@@ -143,28 +143,39 @@ impl SqlReadModels {
             head,
             events: read,
         });
-        // Fill the shadows, a page per transaction, while the live tables keep serving.
-        loop {
-            let page = source.read_log(position, PAGE).await?;
-            let Some(last) = page.last() else { break };
-            let mut tx = self.engine.begin().await?;
-            applied += self.apply_page(&mut tx, &page).await?;
-            tx.commit().await?;
-            {
+        // Fill the shadows, a page per transaction (with the lease's heartbeat), while the
+        // live tables keep serving. The next page is read from the log while this one is
+        // applied: reading (decoding every event) and applying each take a core.
+        let mut page = source.read_log(position, PAGE).await?;
+        while let Some(last) = page.last().map(|e| e.position) {
+            let full = page.len() == PAGE as usize;
+            let fill = async {
                 let mut tx = self.engine.begin().await?;
+                let applied = self.apply_page(&mut tx, &page).await?;
                 self.heartbeat(&mut tx, name, holder).await?;
                 tx.commit().await?;
-            }
+                Ok::<u64, ReadModelError>(applied)
+            };
+            let ahead = async {
+                if full {
+                    source
+                        .read_log(last, PAGE)
+                        .await
+                        .map_err(ReadModelError::from)
+                } else {
+                    Ok(Vec::new())
+                }
+            };
+            let (filled, next) = tokio::join!(fill, ahead);
+            applied += filled?;
             read += page.len() as u64;
-            position = last.position;
+            position = last;
             progress(RebuildProgress {
                 position,
                 head: head.max(position),
                 events: read,
             });
-            if page.len() < PAGE as usize {
-                break;
-            }
+            page = next?;
         }
         // The swap: the live projection waits on the state row from here to the commit.
         let mut tx = self.engine.begin().await?;
