@@ -18,6 +18,7 @@ mod error;
 mod events;
 pub mod ids;
 pub mod money;
+pub mod panics;
 /// Given/when/then for the aggregates' tests (and, with the `testkit` feature, other
 /// crates' tests).
 #[cfg(any(test, feature = "testkit"))]

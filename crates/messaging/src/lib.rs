@@ -55,15 +55,7 @@ impl From<StoreError> for HandlerError {
     }
 }
 
-/// The message of a caught panic (a `&str` or `String` payload; anything else is named
-/// as such).
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_string())
-}
+pub use cornershop_domain::panics::panic_message;
 
 /// Runs a handler on one event, with a panic turned into a failure of that event (a
 /// panic is a bug in the handler or an event it cannot take, never a reason for the

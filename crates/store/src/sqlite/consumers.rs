@@ -16,7 +16,7 @@ const DEAD_LETTER_COLUMNS: &str = "id, consumer, event_id, position, event_type,
 impl ConsumerState for SqliteEventStore {
     async fn is_applied(&self, dedupe_key: &str) -> Result<bool, StoreError> {
         let dedupe_key = dedupe_key.to_string();
-        self.read(move |conn| {
+        self.read_here(move |conn| {
             let found = first(
                 conn,
                 "SELECT 1 FROM applied_commands WHERE dedupe_key = ?1",
@@ -30,7 +30,7 @@ impl ConsumerState for SqliteEventStore {
 
     async fn checkpoint(&self, consumer: &str) -> Result<u64, StoreError> {
         let consumer = consumer.to_string();
-        self.read(move |conn| {
+        self.read_here(move |conn| {
             let position = first(
                 conn,
                 "SELECT position FROM checkpoints WHERE consumer = ?1",
@@ -123,7 +123,7 @@ impl ConsumerState for SqliteEventStore {
     }
 
     async fn dead_letter(&self, id: u64) -> Result<Option<DeadLetter>, StoreError> {
-        self.read(move |conn| {
+        self.read_here(move |conn| {
             first(
                 conn,
                 &format!("SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE id = ?1"),

@@ -119,7 +119,7 @@ pub(super) async fn query(
 ) -> Result<Vec<StoredEvent>, StoreError> {
     let head = *store.head.borrow();
     let after = stats::time_start(store, query, head, |start| {
-        store.read(move |conn| {
+        store.read_here(move |conn| {
             let pair = conn
                 .prepare_cached(&start.text)?
                 .query_row(params_from_iter(&start.args), |row| {
@@ -131,10 +131,19 @@ pub(super) async fn query(
     .await?;
     let mut sql = Statement::new(format!("SELECT {COLUMNS} FROM events WHERE position > "));
     push_event_query(&mut sql, after, query, "timestamp_us");
-    store
-        .read(move |conn| all_of(conn, &sql, |row| decode_event(row)))
-        .await
+    let read = move |conn: &rusqlite::Connection| all_of(conn, &sql, |row| decode_event(row));
+    // A consumer's batch near the head (a few events, at most a batch's worth) is read
+    // right here; a longer page (a rebuild's, an API listing) on a blocking thread.
+    if query.limit <= READ_HERE_MAX_EVENTS {
+        store.read_here(read).await
+    } else {
+        store.read(read).await
+    }
 }
+
+/// Most events a read may ask for and still run on the caller's thread (see
+/// `SqliteReaders::read_here`): an embedded consumer's batch.
+const READ_HERE_MAX_EVENTS: u32 = 256;
 
 #[async_trait]
 impl EventLog for SqliteEventStore {
@@ -174,7 +183,7 @@ impl EventLog for SqliteEventStore {
         after_version: u64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let aggregate_id = aggregate_id.to_string();
-        self.read(move |conn| {
+        self.read_here(move |conn| {
             all(
                 conn,
                 &format!(
@@ -193,7 +202,7 @@ impl EventLog for SqliteEventStore {
     }
 
     async fn head_position(&self) -> Result<u64, StoreError> {
-        self.read(|conn| {
+        self.read_here(|conn| {
             let head: i64 = conn
                 .prepare_cached("SELECT COALESCE(MAX(position), 0) FROM events")?
                 .query_row([], |row| row.get(0))?;
@@ -255,7 +264,7 @@ impl EventLog for SqliteEventStore {
         key: &str,
     ) -> Result<Option<IdempotentResponse>, StoreError> {
         let key = key.to_string();
-        self.read(move |conn| {
+        self.read_here(move |conn| {
             first(
                 conn,
                 "SELECT key, fingerprint, status, body FROM idempotency_keys WHERE key = ?1",
@@ -301,7 +310,7 @@ impl EventLog for SqliteEventStore {
     }
 
     async fn find_event(&self, event_id: Uuid) -> Result<Option<StoredEvent>, StoreError> {
-        self.read(move |conn| {
+        self.read_here(move |conn| {
             first(
                 conn,
                 &format!("SELECT {COLUMNS} FROM events WHERE event_id = ?1"),

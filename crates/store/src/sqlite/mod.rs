@@ -136,15 +136,25 @@ impl SqliteEventStore {
         T: Send + 'static,
         F: FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        self.readers
-            .read(read)
-            .await
-            .map_err(|refused| match refused {
-                ReadRefused::Closed => writer::closed(),
-                ReadRefused::Panicked(e) => {
-                    StoreError::Corrupt(format!("a read of the store panicked: {e}"))
-                }
-            })?
+        self.readers.read(read).await.map_err(refused)?
+    }
+
+    /// Runs `read`, a read of a row or two by a key, on a reader connection right here
+    /// (see [`SqliteReaders::read_here`]).
+    pub(super) async fn read_here<T, F>(&self, read: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&rusqlite::Connection) -> Result<T, StoreError>,
+    {
+        self.readers.read_here(read).await.map_err(refused)?
+    }
+}
+
+fn refused(refused: ReadRefused) -> StoreError {
+    match refused {
+        ReadRefused::Closed => writer::closed(),
+        ReadRefused::Panicked(e) => {
+            StoreError::Corrupt(format!("a read of the store panicked: {e}"))
+        }
     }
 }
 

@@ -84,7 +84,7 @@ impl NotificationOutbox for SqliteEventStore {
         channel: &str,
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
         let channel = channel.to_string();
-        self.read(move |conn| {
+        self.read_here(move |conn| {
             let due: Option<i64> = conn
                 .prepare_cached(
                     "SELECT MIN(next_attempt_us) FROM notifications WHERE channel = ?1 \

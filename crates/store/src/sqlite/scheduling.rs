@@ -45,7 +45,7 @@ impl Scheduling for SqliteEventStore {
     }
 
     async fn next_timer_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        self.read(|conn| {
+        self.read_here(|conn| {
             let due: Option<i64> = conn
                 .prepare_cached("SELECT MIN(due_us) FROM timers")?
                 .query_row([], |row| row.get(0))?;
