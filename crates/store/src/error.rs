@@ -89,10 +89,7 @@ impl StoreError {
     pub(crate) fn is_unique_violation(&self) -> bool {
         match self {
             Self::Database(sqlx::Error::Database(db)) => db.is_unique_violation(),
-            // SQLITE_CONSTRAINT_UNIQUE (2067) and SQLITE_CONSTRAINT_PRIMARYKEY (1555).
-            Self::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
-                matches!(e.extended_code, 2067 | 1555)
-            }
+            Self::Sqlite(e) => rusqlite_is_unique_violation(e),
             _ => false,
         }
     }
@@ -125,6 +122,12 @@ pub fn sqlx_unavailability(e: &sqlx::Error) -> Option<Unavailable> {
         | sqlx::Error::Protocol(_) => Some(Unavailable::Unreachable),
         _ => None,
     }
+}
+
+/// Whether a SQLite error (through rusqlite) is a unique-key violation:
+/// SQLITE_CONSTRAINT_UNIQUE (2067) or SQLITE_CONSTRAINT_PRIMARYKEY (1555).
+pub fn rusqlite_is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(e, _) if matches!(e.extended_code, 2067 | 1555))
 }
 
 /// Whether a SQLite error (through rusqlite) means that the database cannot take work now:

@@ -32,7 +32,10 @@ use chrono::{DateTime, Utc};
 use cornershop_domain::AggregateType;
 use uuid::Uuid;
 
-pub use error::{rusqlite_unavailability, sqlx_unavailability, StoreError, Unavailable};
+pub use error::{
+    rusqlite_is_unique_violation, rusqlite_unavailability, sqlx_unavailability, StoreError,
+    Unavailable,
+};
 pub use event::{AppendRequest, IdempotentResponse, NewEvent, StoredEvent};
 pub use notification::{
     notification_status, NewNotification, Notification, NotificationQuery, NotificationUpdate,
@@ -41,7 +44,7 @@ pub use postgres::PgEventStore;
 pub use query::{EventQuery, StoreStats, TimeRange};
 pub use records::{Checkpoint, DeadLetter, Publication, Timer};
 pub(crate) use shared::{count_stored, events_to_store, truncate_to_micros, unless_taken};
-pub use sqlite::readers::{ReadRefused, SqliteReaders};
+pub use sqlite::readers::{open_writing_connection, Durability, ReadRefused, SqliteReaders};
 pub use sqlite::SqliteEventStore;
 
 /// The event log: appends with an expected version, an aggregate's events, the global

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cornershop_store::SqliteReaders;
+use cornershop_store::{open_writing_connection, Durability, SqliteReaders};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Connection, Executor};
@@ -49,11 +49,13 @@ pub async fn open_sqlite(data_dir: &Path) -> Result<SqlReadModels, ReadModelErro
         .await?;
     sqlx::migrate!("./migrations/sqlite").run(&migrator).await?;
     migrator.close().await;
-    let writer = rusqlite::Connection::open(&path)?;
-    writer.busy_timeout(Duration::from_secs(30))?;
-    writer.set_prepared_statement_cache_capacity(PREPARED_STATEMENTS);
-    writer.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
-    writer.execute_batch("PRAGMA synchronous = NORMAL;")?;
+    // NORMAL: derived data (see the module documentation of `sql`).
+    let writer = open_writing_connection(
+        &path,
+        Durability::Normal,
+        Duration::from_secs(30),
+        PREPARED_STATEMENTS,
+    )?;
     Ok(SqlReadModels {
         dialect: Dialect::Sqlite,
         engine: Engine::Sqlite {

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use cornershop_store::{ReadRefused, SqliteReaders};
+use cornershop_store::{rusqlite_is_unique_violation, ReadRefused, SqliteReaders};
 use sqlx::postgres::{PgArguments, PgPool, PgRow};
 use sqlx::query::Query;
 use sqlx::{Postgres, Row};
@@ -120,10 +120,7 @@ fn bound(sql: &str, args: Vec<Arg>) -> Query<'_, Postgres, PgArguments> {
 fn is_unique_violation(e: &ReadModelError) -> bool {
     match e {
         ReadModelError::Database(sqlx::Error::Database(db)) => db.is_unique_violation(),
-        // SQLITE_CONSTRAINT_UNIQUE (2067) and SQLITE_CONSTRAINT_PRIMARYKEY (1555).
-        ReadModelError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
-            matches!(e.extended_code, 2067 | 1555)
-        }
+        ReadModelError::Sqlite(e) => rusqlite_is_unique_violation(e),
         _ => false,
     }
 }

@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::shared::{Arg, Statement};
 use crate::StoreError;
-use readers::{ReadRefused, SqliteReaders};
+use readers::{open_writing_connection, Durability, ReadRefused, SqliteReaders};
 
 use writer::{run_group_commit, WriteJob, Writer, GROUP_COMMIT_MAX, PREPARED_STATEMENTS};
 
@@ -76,7 +76,13 @@ impl SqliteEventStore {
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&migrator).await?;
         migrator.close().await;
-        let conn = open_writer(&path)?;
+        // FULL: see the options above (an acknowledged event survives a power loss).
+        let conn = open_writing_connection(
+            &path,
+            Durability::Full,
+            Duration::from_secs(10),
+            PREPARED_STATEMENTS,
+        )?;
         let head: i64 =
             conn.query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |row| {
                 row.get(0)
@@ -116,17 +122,6 @@ impl SqliteEventStore {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
-}
-
-/// The writer's connection, with the settings `open` gives sqlx's: WAL, `synchronous=FULL`
-/// (see there), a busy timeout, foreign keys.
-fn open_writer(path: &Path) -> Result<rusqlite::Connection, StoreError> {
-    let conn = rusqlite::Connection::open(path)?;
-    conn.busy_timeout(Duration::from_secs(10))?;
-    conn.set_prepared_statement_cache_capacity(PREPARED_STATEMENTS);
-    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
-    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
-    Ok(conn)
 }
 
 impl SqliteEventStore {

@@ -14,6 +14,35 @@ use tokio::sync::Semaphore;
 /// Most reads that run at once, each on a connection of its own.
 const READERS: usize = 4;
 
+/// How a SQLite file's one writing connection commits: `Full` makes every commit durable
+/// before it returns (the event store), `Normal` in WAL mode survives a crash of the
+/// process but may lose the last commits to a power loss (derived data: the read models).
+#[derive(Debug, Clone, Copy)]
+pub enum Durability {
+    Full,
+    Normal,
+}
+
+/// Opens the one writing connection of a SQLite file: WAL, the `durability` asked for,
+/// foreign keys on, waiting up to `busy` for another process's lock, and up to
+/// `statement_cache` statements kept prepared.
+pub fn open_writing_connection(
+    path: &std::path::Path,
+    durability: Durability,
+    busy: Duration,
+    statement_cache: usize,
+) -> Result<rusqlite::Connection, rusqlite::Error> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(busy)?;
+    conn.set_prepared_statement_cache_capacity(statement_cache);
+    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+    conn.execute_batch(match durability {
+        Durability::Full => "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+        Durability::Normal => "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+    })?;
+    Ok(conn)
+}
+
 /// Why a read did not run, apart from its own error.
 #[derive(Debug)]
 pub enum ReadRefused {
@@ -57,12 +86,7 @@ impl SqliteReaders {
         E: From<rusqlite::Error> + Send + 'static,
         F: FnOnce(&rusqlite::Connection) -> Result<T, E> + Send + 'static,
     {
-        let permit = self
-            .inner
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| ReadRefused::Closed)?;
+        let permit = self.permit().await?;
         let inner = self.inner.clone();
         let outcome = tokio::task::spawn_blocking(move || inner.run(read)).await;
         drop(permit);
@@ -70,25 +94,28 @@ impl SqliteReaders {
     }
 
     /// Runs `read` on a reader connection right here, on the caller's thread: only for a
-    /// read of a row or two by a key (a checkpoint, an idempotency reply, the head), which
-    /// takes microseconds, so that the thread hop of [`Self::read`] would cost more than
-    /// the read. Measured at 64 shoppers: about 7% less CPU per order, and at the maximum
-    /// rate the checkout-to-confirmed p50 went from 437 to 56 ms with every read here
-    /// (BENCHMARKS.md); longer reads (pages, aggregates, listings) stay on
-    /// [`Self::read`], which does not hold up the runtime's threads.
+    /// read that takes microseconds to a millisecond (rows by a key, a page of a few
+    /// hundred rows at most), for which the thread hop of [`Self::read`] costs more than
+    /// the read itself (BENCHMARKS.md has the runs that chose which reads: about 15% less
+    /// CPU per order). Longer reads stay on [`Self::read`], so that they do not hold up
+    /// the runtime's threads. A panic in `read` is caught and answered as refused.
     pub async fn read_here<T, E, F>(&self, read: F) -> Result<Result<T, E>, ReadRefused>
     where
         E: From<rusqlite::Error>,
         F: FnOnce(&rusqlite::Connection) -> Result<T, E>,
     {
-        let _permit = self
-            .inner
+        let _permit = self.permit().await?;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.inner.run(read)))
+            .map_err(|panic| ReadRefused::Panicked(panic_message(panic.as_ref())))
+    }
+
+    /// One of the [`READERS`] places, or refused once closed.
+    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ReadRefused> {
+        self.inner
             .permits
             .acquire()
             .await
-            .map_err(|_| ReadRefused::Closed)?;
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.inner.run(read)))
-            .map_err(|panic| ReadRefused::Panicked(panic_message(panic.as_ref())))
+            .map_err(|_| ReadRefused::Closed)
     }
 
     /// Refuses reads from now on and closes the idle connections.
