@@ -251,7 +251,14 @@ pub(super) async fn query(
     sql.bind(" position <= ", Arg::Int(readable))
         .push(" AND position > ");
     push_event_query(&mut sql, after, query, "occurred_at");
-    let rows = bound(&sql)?.fetch_all(&store.pool).await?;
+    // Planned for its own values each time, never kept prepared: after five runs a
+    // prepared statement may switch to a generic plan, which cannot know that the event
+    // type asked for is rare and walks the primary key filtering by type (9.6 ms for a
+    // page of a 1% type at 10^6 events against 1.9 ms by the index on type).
+    let rows = bound(&sql)?
+        .persistent(false)
+        .fetch_all(&store.pool)
+        .await?;
     rows.iter().map(decode_event).collect()
 }
 
