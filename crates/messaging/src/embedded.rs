@@ -55,7 +55,7 @@ pub async fn run_embedded(consumer: Consumer, mut shutdown: watch::Receiver<bool
             // The whole batch, by transaction; the checkpoint moves only once all of it is
             // handled (a crash before that delivers the batch again: handlers are
             // idempotent).
-            if deliver_concurrently(&consumer, &batch, &shutdown).await == Delivery::Handled {
+            if consumer.deliver_by_transaction(&batch, &shutdown).await == Delivery::Handled {
                 handled_to = batch.last().map_or(position, |e| e.position);
             }
         } else {
@@ -82,54 +82,6 @@ pub async fn run_embedded(consumer: Consumer, mut shutdown: watch::Receiver<bool
         }
     }
     tracing::info!(consumer = name, position, "consumer stopped");
-}
-
-/// Delivers the wanted events of `batch` grouped by correlation id: up to the handler's
-/// concurrency of groups at once, each group's events in log order. `Interrupted` when
-/// shutdown cut any delivery short.
-async fn deliver_concurrently(
-    consumer: &Consumer,
-    batch: &[cornershop_store::StoredEvent],
-    shutdown: &watch::Receiver<bool>,
-) -> Delivery {
-    use futures::StreamExt;
-    // Groups of indices into `batch` (owned, so that the futures below borrow only
-    // `batch` and `consumer`).
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    for (at, event) in batch.iter().enumerate() {
-        if !consumer.handler.handles(&event.envelope.event_type) {
-            continue;
-        }
-        let key = event.envelope.metadata.correlation_id.as_str();
-        let group = *index.entry(key).or_insert_with(|| {
-            groups.push(Vec::new());
-            groups.len() - 1
-        });
-        groups[group].push(at);
-    }
-    let outcomes: Vec<Delivery> = futures::stream::iter(groups)
-        .map(|group| {
-            let mut shutdown = shutdown.clone();
-            async move {
-                for at in group {
-                    if consumer.deliver_traced(&batch[at], &mut shutdown).await
-                        == Delivery::Interrupted
-                    {
-                        return Delivery::Interrupted;
-                    }
-                }
-                Delivery::Handled
-            }
-        })
-        .buffer_unordered(consumer.handler.concurrency())
-        .collect()
-        .await;
-    if outcomes.contains(&Delivery::Interrupted) {
-        Delivery::Interrupted
-    } else {
-        Delivery::Handled
-    }
 }
 
 /// On the embedded default the store's log is the topic: an event is published when its

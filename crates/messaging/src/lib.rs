@@ -230,6 +230,55 @@ impl Consumer {
         }
     }
 
+    /// Delivers the wanted events of `batch` grouped by correlation id: up to the handler's
+    /// concurrency of groups at once, each group's events in log order. `Interrupted` when
+    /// shutdown cut any delivery short.
+    pub(crate) async fn deliver_by_transaction(
+        &self,
+        batch: &[StoredEvent],
+        shutdown: &watch::Receiver<bool>,
+    ) -> Delivery {
+        use futures::StreamExt;
+        let consumer = self;
+        // Groups of indices into `batch` (owned, so that the futures below borrow only
+        // `batch` and `consumer`).
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for (at, event) in batch.iter().enumerate() {
+            if !consumer.handler.handles(&event.envelope.event_type) {
+                continue;
+            }
+            let key = event.envelope.metadata.correlation_id.as_str();
+            let group = *index.entry(key).or_insert_with(|| {
+                groups.push(Vec::new());
+                groups.len() - 1
+            });
+            groups[group].push(at);
+        }
+        let outcomes: Vec<Delivery> = futures::stream::iter(groups)
+            .map(|group| {
+                let mut shutdown = shutdown.clone();
+                async move {
+                    for at in group {
+                        if consumer.deliver_traced(&batch[at], &mut shutdown).await
+                            == Delivery::Interrupted
+                        {
+                            return Delivery::Interrupted;
+                        }
+                    }
+                    Delivery::Handled
+                }
+            })
+            .buffer_unordered(consumer.handler.concurrency())
+            .collect()
+            .await;
+        if outcomes.contains(&Delivery::Interrupted) {
+            Delivery::Interrupted
+        } else {
+            Delivery::Handled
+        }
+    }
+
     async fn dead_letter(
         &self,
         event: &StoredEvent,

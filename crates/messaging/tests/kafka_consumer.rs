@@ -1,7 +1,9 @@
 //! The Kafka consumer against a real broker (`CORNERSHOP_TEST_KAFKA_BROKERS`, as
 //! `scripts/stack.sh start` prints it): an offset is committed only for a message whose
 //! handling finished, also when the consumer stops in the middle of a retry; a handler
-//! that panics costs only its event (dead-lettered with the panic) and the next flows.
+//! that panics costs only its event (dead-lettered with the panic) and the next flows; a
+//! handler that may work on several business transactions at once gets them side by side,
+//! each one's events in order.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -84,12 +86,22 @@ async fn fresh_topics() -> KafkaSettings {
 
 /// Publishes a CartCreated of `customer` to the carts topic; returns its eventId.
 async fn publish_cart(settings: &KafkaSettings, cart: &str, customer: &str) -> String {
+    publish_cart_in(settings, cart, customer, "c").await
+}
+
+/// [`publish_cart`] in the business transaction `correlation`.
+async fn publish_cart_in(
+    settings: &KafkaSettings,
+    cart: &str,
+    customer: &str,
+    correlation: &str,
+) -> String {
     let event_id = uuid::Uuid::new_v4().to_string();
     let envelope = json!({
         "eventId": event_id, "eventType": "CartCreated", "aggregateId": cart,
         "aggregateType": "Cart", "timestamp": "2026-01-01T00:00:00Z", "version": 1,
         "schemaVersion": 1, "data": {"cartId": cart, "customerId": customer},
-        "metadata": {"correlationId": "c", "causationId": "c", "userId": null,
+        "metadata": {"correlationId": correlation, "causationId": correlation, "userId": null,
                      "source": "CartService"},
     })
     .to_string();
@@ -241,4 +253,104 @@ async fn on_kafka_a_handler_panic_dead_letters_the_event_and_the_next_is_handled
     stop.send(true).unwrap();
     let _ = tokio::time::timeout(Duration::from_secs(30), consumer).await;
     delete_topics(&settings).await;
+}
+
+/// Takes its time over each event (a command waiting for its commit), counting how many
+/// it has in hand at once and recording each business transaction's events in the order
+/// they are handled.
+#[derive(Clone, Default)]
+struct Slow {
+    in_hand: Arc<AtomicUsize>,
+    most_in_hand: Arc<AtomicUsize>,
+    handled: Arc<Mutex<std::collections::BTreeMap<String, Vec<String>>>>,
+}
+
+#[async_trait]
+impl Handler for Slow {
+    fn name(&self) -> &'static str {
+        "slow-kafka-consumer"
+    }
+    fn handles(&self, _event_type: &str) -> bool {
+        true
+    }
+    fn concurrency(&self) -> usize {
+        4
+    }
+    async fn handle(&self, event: &StoredEvent) -> Result<(), HandlerError> {
+        let now = self.in_hand.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_in_hand.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.handled
+            .lock()
+            .unwrap()
+            .entry(event.envelope.metadata.correlation_id.clone())
+            .or_default()
+            .push(event.envelope.event_id.to_string());
+        self.in_hand.fetch_sub(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_kafka_business_transactions_are_handled_side_by_side_each_in_order() {
+    let settings = fresh_topics().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteEventStore::open(dir.path()).await.unwrap());
+    // Four business transactions of three events each, interleaved on one partition.
+    let mut published: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for step in 0..3 {
+        for transaction in 0..4 {
+            let correlation = format!("transaction-{transaction}");
+            let id = publish_cart_in(
+                &settings,
+                &format!("cart-{transaction}-{step}"),
+                "ada",
+                &correlation,
+            )
+            .await;
+            published.entry(correlation).or_default().push(id);
+        }
+    }
+    let slow = Slow::default();
+    let (stop, stopped) = watch::channel(false);
+    let consumer = tokio::spawn(run_kafka_consumer(
+        Consumer {
+            handler: Arc::new(slow.clone()),
+            store: store.clone(),
+            policy: RetryPolicy {
+                max_attempts: 2,
+                base_delay: Duration::from_millis(10),
+                max_delay: Duration::from_millis(10),
+            },
+        },
+        settings.clone(),
+        stopped,
+    ));
+    wait_until("not every event was handled", || {
+        slow.handled
+            .lock()
+            .unwrap()
+            .values()
+            .map(Vec::len)
+            .sum::<usize>()
+            >= 12
+    })
+    .await;
+    stop.send(true).unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(30), consumer).await;
+    delete_topics(&settings).await;
+    assert_eq!(
+        *slow.handled.lock().unwrap(),
+        published,
+        "each transaction's events, once each, in order"
+    );
+    let most = slow.most_in_hand.load(Ordering::SeqCst);
+    assert!(
+        most >= 2,
+        "one event in hand at a time ({most}): the transactions were handled one after another"
+    );
+    assert!(
+        most <= 4,
+        "{most} events in hand at once, more than the handler's concurrency of 4"
+    );
 }

@@ -101,11 +101,12 @@ async fn dead_letter_to_topic(
         .map_err(|(e, _)| e)
 }
 
-/// Drives a consumer from Kafka until `shutdown`: its group reads the seed's topics; a
-/// message that is not a well-formed event this build understands (not JSON, unknown
-/// eventType, a newer schemaVersion) goes to `<topic>.dlq` with the error and its origin
-/// in headers; every other message goes through the handler (retries, then the store's
-/// dead letters); the offset is committed after that.
+/// Drives a consumer from Kafka until `shutdown`: its group reads the seed's topics in
+/// batches of what is fetched; a message that is not a well-formed event this build
+/// understands (not JSON, unknown eventType, a newer schemaVersion) goes to
+/// `<topic>.dlq` with the error and its origin in headers; every other message goes
+/// through the handler (retries, then the store's dead letters); the offsets are
+/// committed after that.
 pub async fn run_kafka_consumer(
     consumer: Consumer,
     settings: KafkaSettings,
@@ -129,7 +130,7 @@ pub async fn run_kafka_consumer(
     let mut handled = HandledOffsets::default();
     loop {
         let commit_due = handled.due_in();
-        let message = tokio::select! {
+        let first = tokio::select! {
             m = kafka.recv() => m,
             _ = tokio::time::sleep(commit_due.unwrap_or_default()), if commit_due.is_some() => {
                 handled.commit(&kafka, &group, CommitMode::Async);
@@ -137,53 +138,60 @@ pub async fn run_kafka_consumer(
             }
             _ = shutdown.wait_for(|s| *s) => break,
         };
-        let message = match message {
-            Ok(m) => m,
+        let batch = match first {
+            Ok(first) => fetched_batch(&kafka, first),
             Err(e) => {
                 tracing::warn!(group, error = %e, "Kafka receive failed; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
         };
-        match parse(&message) {
-            Err(error) => {
-                tracing::warn!(
-                    group,
-                    topic = message.topic(),
-                    offset = message.offset(),
-                    error,
-                    "poison message; sending it to the dead-letter topic"
-                );
-                // Keep trying: the offset must not move past a message that is neither
-                // handled nor parked.
-                while let Err(e) = dead_letter_to_topic(&dlq, &message, &group, &error).await {
-                    tracing::warn!(group, error = %e, "cannot produce to the dead-letter topic; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = shutdown.wait_for(|s| *s) => return,
+        let mut events = Vec::with_capacity(batch.len());
+        for message in &batch {
+            match parse(message) {
+                Err(error) => {
+                    tracing::warn!(
+                        group,
+                        topic = message.topic(),
+                        offset = message.offset(),
+                        error,
+                        "poison message; sending it to the dead-letter topic"
+                    );
+                    // Keep trying: the offset must not move past a message that is neither
+                    // handled nor parked.
+                    while let Err(e) = dead_letter_to_topic(&dlq, message, &group, &error).await {
+                        tracing::warn!(group, error = %e, "cannot produce to the dead-letter topic; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            _ = shutdown.wait_for(|s| *s) => return,
+                        }
                     }
                 }
-            }
-            Ok(envelope) => {
-                if consumer.handler.handles(&envelope.event_type) {
-                    let event = StoredEvent {
+                Ok(envelope) if consumer.handler.handles(&envelope.event_type) => {
+                    events.push(StoredEvent {
                         // The global position is the store's, not Kafka's (the relay sends
                         // it in a header); consumers on Kafka work by eventId.
-                        position: message_position(&message),
+                        position: message_position(message),
                         topic: Some(message.topic().to_string()),
                         partition: Some(message.partition()),
                         offset: Some(message.offset()),
-                        trace_id: message_trace_id(&message, &envelope),
+                        trace_id: message_trace_id(message, &envelope),
                         envelope,
-                    };
-                    let delivery = consumer.deliver_traced(&event, &mut shutdown).await;
-                    if delivery == Delivery::Interrupted {
-                        break;
-                    }
+                    })
                 }
+                Ok(_) => {}
             }
         }
-        handled.record(&message);
+        // The batch as the embedded transport delivers one: by business transaction, each
+        // one's events in the order they came. Its offsets are recorded only once all of
+        // it is handled: a batch cut short by shutdown comes again (handlers are
+        // idempotent).
+        if consumer.deliver_by_transaction(&events, &shutdown).await == Delivery::Interrupted {
+            break;
+        }
+        for message in &batch {
+            handled.record(message);
+        }
         if handled.due_in() == Some(Duration::ZERO) {
             handled.commit(&kafka, &group, CommitMode::Async);
         }
@@ -192,6 +200,33 @@ pub async fn run_kafka_consumer(
     // is committed before leaving the group.
     handled.commit(&kafka, &group, CommitMode::Sync);
     tracing::info!(group, "Kafka consumer stopped");
+}
+
+/// Most messages a consumer handles as one batch (see [`fetched_batch`]).
+const BATCH: usize = 256;
+
+/// `first` and the messages already fetched behind it, up to [`BATCH`]: never waits for
+/// more, so a lone message is handled at once and a backlog in batches whose business
+/// transactions are handled side by side (up to the handler's concurrency), their
+/// commands sharing the database's commits instead of waiting for one each.
+fn fetched_batch<'c>(
+    kafka: &'c StreamConsumer,
+    first: BorrowedMessage<'c>,
+) -> Vec<BorrowedMessage<'c>> {
+    use futures::FutureExt;
+    let mut batch = vec![first];
+    while batch.len() < BATCH {
+        match kafka.recv().now_or_never() {
+            Some(Ok(message)) => batch.push(message),
+            Some(Err(e)) => {
+                // What is fetched is handled first; the next receive tries again.
+                tracing::warn!(error = %e, "Kafka receive failed; handling what was fetched");
+                break;
+            }
+            None => break,
+        }
+    }
+    batch
 }
 
 /// How often a consumer commits the offsets it has handled. One OffsetCommit per message
