@@ -349,17 +349,71 @@ def drain(api_url, token, quiet=3, timeout=180):
     return round(time.time() - start, 1)
 
 
-# The workflow's hops, from one event to the event its consumer's reaction writes.
+# The workflow's hops, from one event to the event its consumer's reaction writes, and
+# that consumer (None: the next event is written by the same reaction as the first).
 STAGES = [
-    ("CartCheckedOut", "OrderCreated", "order saga: the order from the checkout"),
-    ("OrderCreated", "StockReserved", "inventory service: the first reservation"),
-    ("StockReserved", "OrderValidated", "inventory service: the other lines, then validation"),
-    ("OrderValidated", "PaymentInitiated", "order saga: the payment"),
-    ("PaymentInitiated", "PaymentAuthorized", "payment service: authorization"),
-    ("PaymentAuthorized", "PaymentCompleted", "payment service: capture"),
-    ("PaymentCompleted", "OrderConfirmed", "order saga: the confirmation"),
-    ("CartCheckedOut", "OrderConfirmed", "the whole chain, checkout to confirmation"),
+    ("CartCheckedOut", "OrderCreated", "order saga: the order from the checkout", "order-saga"),
+    ("OrderCreated", "StockReserved", "inventory service: the first reservation",
+     "inventory-service"),
+    ("StockReserved", "OrderValidated", "inventory service: the other lines, then validation",
+     None),
+    ("OrderValidated", "PaymentInitiated", "order saga: the payment", "order-saga"),
+    ("PaymentInitiated", "PaymentAuthorized", "payment service: authorization",
+     "payment-service"),
+    ("PaymentAuthorized", "PaymentCompleted", "payment service: capture", "payment-service"),
+    ("PaymentCompleted", "OrderConfirmed", "order saga: the confirmation", "order-saga"),
+    ("CartCheckedOut", "OrderConfirmed", "the whole chain, checkout to confirmation", None),
 ]
+
+# The consumer that keeps the read models.
+READ_MODELS = "reporting-service"
+
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def shop_log_lines(logfiles, since):
+    """The JSON lines of the shop's logs written at or after `since` (a datetime)."""
+    for logfile in logfiles:
+        with open(logfile) as f:
+            for line in f:
+                if not line.startswith("{"):
+                    continue
+                try:
+                    entry = json.loads(line)
+                    at = datetime.datetime.fromisoformat(entry["timestamp"])
+                except (ValueError, KeyError):
+                    continue
+                if at >= since:
+                    yield entry
+
+
+def spans_of_the_run(logfiles, since):
+    """What the shop's log lines say about a run since `since`: each consumer's first
+    handling of each (correlation id, event type) (its `waited_ms`, from the event's
+    timestamp to the start of the handling, and `elapsed_ms`, the handling, the next
+    command's append and commit included), the relay's first publication of each
+    (`relayed_ms`, from the event's timestamp to the broker's acknowledgement), the read
+    models' handling of every event, and each request's handling by route."""
+    handled, relayed, read_models, requests = {}, {}, [], {}
+    for e in shop_log_lines(logfiles, since):
+        message = e.get("message")
+        if message == "event handled" and "waited_ms" in e:
+            key = (e.get("consumer"), e.get("correlationId"), e.get("eventType"))
+            handled.setdefault(key, (e["waited_ms"], e["elapsed_ms"]))
+            if e.get("consumer") == READ_MODELS:
+                read_models.append(e["waited_ms"] + e["elapsed_ms"])
+        elif message == "Event published successfully" and "relayed_ms" in e:
+            relayed.setdefault((e.get("correlationId"), e.get("eventType")), e["relayed_ms"])
+        elif message == "request handled" and "elapsed_ms" in e:
+            route = f"{e.get('method')} {UUID.sub('{id}', e.get('path', ''))}"
+            requests.setdefault(route, []).append(e["elapsed_ms"])
+    return handled, relayed, read_models, requests
+
+
+def p50_p99(values):
+    ordered = sorted(values)
+    return (round(percentile(ordered, 0.50), 1), round(percentile(ordered, 0.99), 1)) \
+        if ordered else (None, None)
 
 
 def head_position(api_url, token):
@@ -367,13 +421,15 @@ def head_position(api_url, token):
         return json.load(r)["headPosition"]
 
 
-def order_stages(api_url, token, after, case, results):
+def order_stages(api_url, token, after, case, results, logfiles=(), since=None):
     """Where an order waits: for every business transaction (correlation id) whose events
     are past `after`, the time from each hop's event to the next (their timestamps, taken
     when the command that wrote each was decided), so each figure holds the previous
     append's commit, the delivery to the next consumer (embedded: the head watch; on
     Kafka: the relay, the broker, the consumer's poll) and the reaction up to its
-    decision. p50 and p99 per hop."""
+    decision. p50 and p99 per hop; with the shop's `logfiles` since `since`, each hop
+    split into its stages (see spans_of_the_run), and the read models' catch-up and the
+    requests' handling."""
     first = {}
     while True:
         with get(f"{api_url}/api/eventstore/events?after={after}&limit=1000", token,
@@ -386,14 +442,36 @@ def order_stages(api_url, token, after, case, results):
             break
         after = page["nextAfter"]
 
-    for start, end, what in STAGES:
-        took = sorted((times[end] - times[start]).total_seconds() * 1000
-                      for times in first.values() if start in times and end in times)
+    handled, relayed, read_models, requests = spans_of_the_run(logfiles, since) \
+        if since else ({}, {}, [], {})
+    for start, end, what, consumer in STAGES:
+        took, split = [], {"relay": [], "pickUp": [], "reaction": []}
+        for correlation, times in first.items():
+            if start not in times or end not in times:
+                continue
+            took.append((times[end] - times[start]).total_seconds() * 1000)
+            if (correlation, start) in relayed:
+                split["relay"].append(relayed[(correlation, start)])
+            if (consumer, correlation, start) in handled:
+                waited, elapsed = handled[(consumer, correlation, start)]
+                split["pickUp"].append(waited)
+                split["reaction"].append(elapsed)
         if took:
-            results.append({"kind": "stage", "case": case, "from": start, "to": end,
-                            "what": what, "orders": len(took),
-                            "p50Ms": round(percentile(took, 0.50), 1),
-                            "p99Ms": round(percentile(took, 0.99), 1)})
+            row = {"kind": "stage", "case": case, "from": start, "to": end,
+                   "what": what, "orders": len(took)}
+            row["p50Ms"], row["p99Ms"] = p50_p99(took)
+            for stage, values in split.items():
+                if consumer and values:
+                    row[f"{stage}P50Ms"], row[f"{stage}P99Ms"] = p50_p99(values)
+            results.append(row)
+    if read_models:
+        p50, p99 = p50_p99(read_models)
+        results.append({"kind": "catch-up", "case": case, "events": len(read_models),
+                        "p50Ms": p50, "p99Ms": p99})
+    for route, took in sorted(requests.items(), key=lambda kv: -len(kv[1])):
+        p50, p99 = p50_p99(took)
+        results.append({"kind": "request-stage", "case": case, "route": route,
+                        "requests": len(took), "p50Ms": p50, "p99Ms": p99})
 
 
 def stages_table(results):
@@ -401,12 +479,35 @@ def stages_table(results):
     stages = [r for r in results if r.get("kind") == "stage"]
     if not stages:
         return ""
+    def pair(r, stage):
+        p50, p99 = r.get(f"{stage}P50Ms"), r.get(f"{stage}P99Ms")
+        return "—" if p50 is None else f"{fmt(p50)} / {fmt(p99)}"
+
     lines = ["\nWhere an order waits, at half the max rate: from each event's timestamp to "
-             "the next one's (ms)\n", "| hop | from → to | orders | p50 | p99 |",
-             "|---|---|---:|---:|---:|"]
+             "the next one's (ms, p50 / p99). The stages of a hop, from the shop's log "
+             "lines: **relay**, from the first event's timestamp to the broker's "
+             "acknowledgement (Kafka only); **pick-up**, from that timestamp to the start of "
+             "the consumer's handling (the first event's commit, its way to the consumer, the "
+             "consumer's queue; the relay included); **reaction**, the handling (load, "
+             "decide, the next event's append and commit)\n",
+             "| hop | from → to | orders | hop p50 / p99 | relay | pick-up | reaction |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for r in stages:
         lines.append(f"| {r['what']} | {r['from']} → {r['to']} | {fmt(r['orders'])} | "
-                     f"{fmt(r['p50Ms'])} | {fmt(r['p99Ms'])} |")
+                     f"{fmt(r['p50Ms'])} / {fmt(r['p99Ms'])} | {pair(r, 'relay')} | "
+                     f"{pair(r, 'pickUp')} | {pair(r, 'reaction')} |")
+    catch_up = [r for r in results if r.get("kind") == "catch-up"]
+    for r in catch_up:
+        lines.append(f"\nRead-model catch-up, from an event's timestamp to the end of its "
+                     f"projection ({READ_MODELS}), {fmt(r['events'])} events: p50 "
+                     f"{fmt(r['p50Ms'])} ms, p99 {fmt(r['p99Ms'])} ms.")
+    routes = [r for r in results if r.get("kind") == "request-stage"][:8]
+    if routes:
+        lines += ["\nRequest handling in the shop (its `request handled` lines), the busiest "
+                  "routes (ms)\n", "| route | requests | p50 | p99 |", "|---|---:|---:|---:|"]
+        for r in routes:
+            lines.append(f"| `{r['route']}` | {fmt(r['requests'])} | {fmt(r['p50Ms'])} | "
+                         f"{fmt(r['p99Ms'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -433,12 +534,14 @@ def lifecycle(shops, api_url, key_file, token, results, opts):
     half = max(1, round(peak.get("ordersPerSecond", 0) / 2, 1))
     head = head_position(api_url, token)
     before = cpu_snapshot(ours)
+    half_started = datetime.datetime.now(datetime.timezone.utc)
     at_half = simulate(api_url, key_file, opts.duration, opts.concurrency, rate=half)
     results.append({"kind": "cpu", "case": "half", **cpu_usage(before, cpu_snapshot(ours))})
     results.append({"kind": "lifecycle", "case": "half", "auth": "on", "rate": half, **at_half})
     drain(api_url, token)
     try:
-        order_stages(api_url, token, head, "half", results)
+        order_stages(api_url, token, head, "half", results,
+                     [shop.logfile for shop in shops.values()], half_started)
     except (urllib.error.URLError, OSError, ValueError, KeyError) as e:
         log(f"cannot read the events for the stages of an order: {e}")
     memory = {name: shop.peak_kib() for name, shop in shops.items()}
@@ -526,11 +629,20 @@ def pgbench(url, workdir, results, seconds):
     with open(batch, "w") as f:
         f.write("\\set aid random(1, 10000)\n")
         f.write(f"INSERT INTO events ({PG_COLUMNS}) SELECT {PG_ROW} FROM generate_series(1, 100);\n")
+    # The same row with a pg_notify in its transaction: PostgreSQL takes one database-wide
+    # lock while it commits a transaction that notified, which would serialize appends
+    # that notified (the store's appends do not: one announcer coalesces the notices).
+    notifying = os.path.join(workdir, "insert1-notify.sql")
+    with open(notifying, "w") as f:
+        f.write("\\set aid random(1, 10000)\nBEGIN;\n")
+        f.write(f"INSERT INTO events ({PG_COLUMNS}) VALUES ({PG_ROW});\n")
+        f.write("SELECT pg_notify('cornershop_bench', :aid::text);\nEND;\n")
     cases = [("raw insert, 1 row/transaction", single, 1, 1),
              ("raw insert, 100 rows/transaction", batch, 100, 1),
-             ("raw insert, 1 row/transaction, 64 clients", single, 1, 64)]
-    for label, script, rows, clients in cases:
-        prefix = os.path.join(workdir, f"pgbench-{rows}-{clients}")
+             ("raw insert, 1 row/transaction, 64 clients", single, 1, 64),
+             ("raw insert and pg_notify, 1 row/transaction, 64 clients", notifying, 1, 64)]
+    for n, (label, script, rows, clients) in enumerate(cases):
+        prefix = os.path.join(workdir, f"pgbench-{n}-{rows}-{clients}")
         cmd = ["pgbench", "-n", "-M", "prepared", "-f", script, "-c", str(clients),
                "-j", str(min(clients, 2)), "-T", str(max(1, int(round(seconds)))),
                "-l", "--log-prefix", prefix, url]
@@ -547,7 +659,8 @@ def pgbench(url, workdir, results, seconds):
         def pct(p):
             return percentile(latencies, p) / 1000 if latencies else 0
 
-        results.append({"kind": "raw-insert", "backend": "postgres", "case": label,
+        results.append({"kind": "raw-insert" if script != notifying else "raw-insert-notify",
+                        "backend": "postgres", "case": label,
                         "batch": rows, "clients": clients,
                         "transactionsPerSecond": tps, "eventsPerSecond": round(tps * rows, 1),
                         "p50Ms": pct(0.5), "p99Ms": pct(0.99), "transactions": len(latencies)})
@@ -650,6 +763,14 @@ def table(results, config):
         rows.append((f"append: {r['case']} (events/s; p99 {fmt(r['p99Ms'])} ms)", fmt(ours),
                      fmt(limit), f"{engine} raw insert, {raw['case'].split(', ', 1)[1]}" if raw else "",
                      ratio, aim))
+    notify = find(results, "raw-insert-notify", backend=backend)
+    if notify and raw_64:
+        rows.append((f"what a pg_notify in every transaction costs: {notify['case']} "
+                     f"(events/s; p99 {fmt(notify['p99Ms'])} ms; the store's appends do not "
+                     f"notify, one announcer does)", fmt(notify["eventsPerSecond"]),
+                     fmt(raw_64["eventsPerSecond"]), f"{engine} raw insert, 1 row/transaction, "
+                     "64 clients, without the pg_notify",
+                     notify["eventsPerSecond"] / raw_64["eventsPerSecond"], "—"))
 
     peak = find(results, "lifecycle", case="max", auth="on")
     half = find(results, "lifecycle", case="half", auth="on")

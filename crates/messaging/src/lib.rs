@@ -57,6 +57,13 @@ impl From<StoreError> for HandlerError {
 
 pub use cornershop_domain::panics::panic_message;
 
+/// A span of wall-clock time in milliseconds (negative when the clocks of two processes
+/// disagree), for log lines.
+pub fn millis(span: chrono::TimeDelta) -> f64 {
+    span.num_microseconds()
+        .map_or(f64::NAN, |us| us as f64 / 1e3)
+}
+
 /// Runs a handler on one event, with a panic turned into a failure of that event (a
 /// panic is a bug in the handler or an event it cannot take, never a reason for the
 /// consumer to stop).
@@ -178,12 +185,21 @@ impl Consumer {
         loop {
             attempt += 1;
             let started = std::time::Instant::now();
+            // From the event's decision to this attempt: its commit, its way here (the
+            // head watch, or the relay and the broker) and the consumer's queue.
+            let waited = Utc::now() - event.envelope.timestamp;
             let outcome = handle_caught(self.handler.as_ref(), event).await;
+            let elapsed = started.elapsed();
             metrics::histogram!("event_consume_duration_seconds", "event_type" => event_type.clone(), "consumer_group" => self.name())
-                .record(started.elapsed().as_secs_f64());
+                .record(elapsed.as_secs_f64());
             let error = match outcome {
                 Ok(()) => {
-                    tracing::info!(attempt, "event handled");
+                    tracing::info!(
+                        attempt,
+                        waited_ms = millis(waited),
+                        elapsed_ms = elapsed.as_secs_f64() * 1e3,
+                        "event handled"
+                    );
                     metrics::counter!("events_consumed_total", "event_type" => event_type, "topic" => topic, "consumer_group" => self.name())
                         .increment(1);
                     return Delivery::Handled;

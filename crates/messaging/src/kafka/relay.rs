@@ -105,6 +105,8 @@ async fn publish_batch(
         }
         if let Ok(Ok(d)) = &result {
             tracing::info!(
+                // From the event's decision to the broker's acknowledgement.
+                relayed_ms = crate::millis(chrono::Utc::now() - envelope.timestamp),
                 eventType = event_type,
                 topic = %topic,
                 partition = d.partition,
