@@ -51,11 +51,11 @@ pub async fn run_embedded(consumer: Consumer, mut shutdown: watch::Receiver<bool
             continue;
         }
         let mut handled_to = position;
-        if consumer.handler.concurrency() > 1 {
-            // The whole batch, by transaction; the checkpoint moves only once all of it is
-            // handled (a crash before that delivers the batch again: handlers are
-            // idempotent).
-            if consumer.deliver_by_transaction(&batch, &shutdown).await == Delivery::Handled {
+        if consumer.handler.concurrency() > 1 || consumer.handler.batches() {
+            // The whole batch, in one write or by transaction; the checkpoint moves only once
+            // all of it is handled (a crash before that delivers the batch again: handlers
+            // are idempotent).
+            if consumer.deliver_all(&batch, &shutdown).await == Delivery::Handled {
                 handled_to = batch.last().map_or(position, |e| e.position);
             }
         } else {

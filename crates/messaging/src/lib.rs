@@ -103,6 +103,23 @@ pub trait Handler: Send + Sync + 'static {
     fn concurrency(&self) -> usize {
         1
     }
+
+    /// Whether [`handle_batch`](Self::handle_batch) takes a batch in fewer writes than
+    /// one by one (a projection: one transaction for the batch).
+    fn batches(&self) -> bool {
+        false
+    }
+
+    /// Handles several events (those it [`handles`](Self::handles), in log order) all or
+    /// nothing: an error means none of them took effect, and the consumer then delivers
+    /// them one by one, with their retries and dead letters. Only called when
+    /// [`batches`](Self::batches) says so.
+    async fn handle_batch(&self, events: &[&StoredEvent]) -> Result<(), HandlerError> {
+        for event in events {
+            self.handle(event).await?;
+        }
+        Ok(())
+    }
 }
 
 /// How often and how patiently a failing event is retried before it is dead-lettered.
@@ -244,6 +261,89 @@ impl Consumer {
                 _ = shutdown.wait_for(|stop| *stop) => return Delivery::Interrupted,
             }
         }
+    }
+
+    /// Delivers the wanted events of `batch` as the handler takes them best: in one
+    /// [`Handler::handle_batch`] when it [`batches`](Handler::batches) (one by one if that
+    /// fails), by business transaction when its concurrency is above 1, else one by one.
+    /// `Interrupted` when shutdown cut any delivery short (then none of the batch counts
+    /// as handled).
+    pub(crate) async fn deliver_all(
+        &self,
+        batch: &[StoredEvent],
+        shutdown: &watch::Receiver<bool>,
+    ) -> Delivery {
+        if self.handler.batches() {
+            let wanted: Vec<&StoredEvent> = batch
+                .iter()
+                .filter(|e| self.handler.handles(&e.envelope.event_type))
+                .collect();
+            if wanted.len() > 1 && self.deliver_in_one(&wanted).await {
+                return Delivery::Handled;
+            }
+        }
+        if self.handler.concurrency() > 1 {
+            return self.deliver_by_transaction(batch, shutdown).await;
+        }
+        let mut shutdown = shutdown.clone();
+        for event in batch {
+            if self.handler.handles(&event.envelope.event_type)
+                && self.deliver_traced(event, &mut shutdown).await == Delivery::Interrupted
+            {
+                return Delivery::Interrupted;
+            }
+        }
+        Delivery::Handled
+    }
+
+    /// One attempt at `events` through [`Handler::handle_batch`]: whether it took them all
+    /// (each then counted and logged as handled). On failure, or a panic, nothing of the
+    /// batch took effect, and the caller delivers the events one by one.
+    async fn deliver_in_one(&self, events: &[&StoredEvent]) -> bool {
+        use futures::FutureExt;
+        let started = std::time::Instant::now();
+        let waited: Vec<chrono::TimeDelta> = events
+            .iter()
+            .map(|e| Utc::now() - e.envelope.timestamp)
+            .collect();
+        let outcome = std::panic::AssertUnwindSafe(self.handler.handle_batch(events))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|payload| {
+                Err(HandlerError::Transient(format!(
+                    "the handler panicked: {}",
+                    panic_message(payload.as_ref())
+                )))
+            });
+        let elapsed = started.elapsed();
+        if let Err(error) = outcome {
+            tracing::warn!(consumer = self.name(), events = events.len(), error = %error, "a batch failed; delivering its events one by one");
+            return false;
+        }
+        for (event, waited) in events.iter().zip(waited) {
+            let envelope = &event.envelope;
+            let topic = event
+                .topic
+                .clone()
+                .unwrap_or_else(|| envelope.aggregate_type.topic().to_string());
+            metrics::histogram!("event_consume_duration_seconds", "event_type" => envelope.event_type.clone(), "consumer_group" => self.name())
+                .record(elapsed.as_secs_f64());
+            metrics::counter!("events_consumed_total", "event_type" => envelope.event_type.clone(), "topic" => topic, "consumer_group" => self.name())
+                .increment(1);
+            tracing::info!(
+                consumer = self.name(),
+                eventType = %envelope.event_type,
+                aggregateId = %envelope.aggregate_id,
+                correlationId = %envelope.metadata.correlation_id,
+                traceId = %event.trace_id,
+                attempt = 1,
+                batch = events.len(),
+                waited_ms = millis(waited),
+                elapsed_ms = elapsed.as_secs_f64() * 1e3,
+                "event handled"
+            );
+        }
+        true
     }
 
     /// Delivers the wanted events of `batch` grouped by correlation id: up to the handler's

@@ -462,6 +462,16 @@ pub trait ReadModelStore: Send + Sync + 'static {
     async fn apply(&self, projection: &str, event: &ProjectedEvent)
         -> Result<bool, ReadModelError>;
 
+    /// Applies several events in one transaction, each exactly once as
+    /// [`apply`](Self::apply) would (whether each was applied now, in order); an error
+    /// applies none of them. The live projection's way through a consumer's batch: one
+    /// commit for the batch instead of one per event.
+    async fn apply_all(
+        &self,
+        projection: &str,
+        events: &[ProjectedEvent],
+    ) -> Result<Vec<bool>, ReadModelError>;
+
     /// An order, once its OrderCreated has been projected.
     async fn order(&self, order_id: &str) -> Result<Option<OrderReadModel>, ReadModelError>;
 

@@ -54,6 +54,47 @@ impl Handler for ReportingProjection {
 
     async fn handle(&self, event: &StoredEvent) -> Result<(), HandlerError> {
         let started = Instant::now();
+        let projected = self.projected(event).await?;
+        let applied = self
+            .read_models
+            .apply(REPORTING, &projected)
+            .await
+            .map_err(handler_error)?;
+        self.count(&projected, applied, started.elapsed().as_secs_f64());
+        self.seen(projected.position);
+        Ok(())
+    }
+
+    fn batches(&self) -> bool {
+        true
+    }
+
+    /// The batch in one read-model transaction (`ReadModelStore::apply_all`): one commit
+    /// instead of one per event.
+    async fn handle_batch(&self, events: &[&StoredEvent]) -> Result<(), HandlerError> {
+        let started = Instant::now();
+        let mut projected = Vec::with_capacity(events.len());
+        for event in events {
+            projected.push(self.projected(event).await?);
+        }
+        let applied = self
+            .read_models
+            .apply_all(REPORTING, &projected)
+            .await
+            .map_err(handler_error)?;
+        // Each event's share of the batch's transaction.
+        let share = started.elapsed().as_secs_f64() / projected.len().max(1) as f64;
+        for (event, applied) in projected.iter().zip(applied) {
+            self.count(event, applied, share);
+        }
+        self.seen(projected.iter().map(|e| e.position).max().unwrap_or(0));
+        Ok(())
+    }
+}
+
+impl ReportingProjection {
+    /// The event as the read models take it.
+    async fn projected(&self, event: &StoredEvent) -> Result<ProjectedEvent, HandlerError> {
         let mut projected = ProjectedEvent::from_stored(event).map_err(handler_error)?;
         if projected.position == 0 {
             // From Kafka, a message without the relay's position header (one published
@@ -63,28 +104,31 @@ impl Handler for ReportingProjection {
                 projected.position = stored.position;
             }
         }
-        let applied = self
-            .read_models
-            .apply(REPORTING, &projected)
-            .await
-            .map_err(handler_error)?;
-        let event_type = event.envelope.event_type.clone();
+        Ok(projected)
+    }
+
+    /// The metrics of one event's update, `seconds` long.
+    fn count(&self, event: &ProjectedEvent, applied: bool, seconds: f64) {
+        let event_type = event.event.event_type().to_string();
         metrics::histogram!("read_model_update_duration_seconds", "projection" => REPORTING, "event_type" => event_type.clone())
-            .record(started.elapsed().as_secs_f64());
+            .record(seconds);
         if applied {
             metrics::counter!("read_models_updated_total", "projection" => REPORTING, "event_type" => event_type)
                 .increment(1);
         } else {
-            tracing::debug!(eventId = %projected.event_id, "event already applied to the read models");
+            tracing::debug!(eventId = %event.event_id, "event already applied to the read models");
         }
+    }
+
+    /// Notes the highest log position applied so far, for the lag gauge.
+    fn seen(&self, position: u64) {
         let seen = self
             .seen
-            .fetch_max(projected.position, Ordering::Relaxed)
-            .max(projected.position);
+            .fetch_max(position, Ordering::Relaxed)
+            .max(position);
         let head = *self.store.watch_head().borrow();
         metrics::gauge!("projection_lag_events", "projection" => REPORTING)
             .set(head.saturating_sub(seen) as f64);
-        Ok(())
     }
 }
 

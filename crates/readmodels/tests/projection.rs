@@ -162,6 +162,15 @@ impl World {
             .collect()
     }
 
+    /// [`projected`](Self::projected), without the events the read models cannot take.
+    async fn projected_fit(&self) -> Vec<ProjectedEvent> {
+        self.projected()
+            .await
+            .into_iter()
+            .filter(|e| e.event.aggregate_id() != "order-unfit")
+            .collect()
+    }
+
     fn bus(&self) -> CommandBus {
         CommandBus::new(self.store.clone(), Arc::new(SystemClock))
     }
@@ -206,7 +215,7 @@ async fn snapshot(rm: &dyn ReadModelStore) -> Snapshot {
     }
 }
 
-async fn apply_all(rm: &dyn ReadModelStore, events: &[ProjectedEvent]) -> usize {
+async fn apply_one_by_one(rm: &dyn ReadModelStore, events: &[ProjectedEvent]) -> usize {
     let mut applied = 0;
     for event in events {
         if rm.apply(REPORTING, event).await.unwrap() {
@@ -235,7 +244,10 @@ async fn converges_whatever_the_order(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
 
     let in_order = read_models(backend, &dir.path().join("in-order")).await;
-    assert_eq!(apply_all(in_order.as_ref(), &events).await, events.len());
+    assert_eq!(
+        apply_one_by_one(in_order.as_ref(), &events).await,
+        events.len()
+    );
     let expected = snapshot(in_order.as_ref()).await;
     assert_verified(&world, in_order.as_ref()).await;
     assert_eq!(expected.orders["order-0001"].status, "Delivered");
@@ -264,10 +276,10 @@ async fn converges_whatever_the_order(backend: Backend) {
         .cloned()
         .collect();
     assert_eq!(first_payments.len(), 3);
-    apply_all(rm.as_ref(), &first_payments).await;
+    apply_one_by_one(rm.as_ref(), &first_payments).await;
     assert_eq!(rm.order("order-0001").await.unwrap(), None);
     assert_eq!(rm.order_ids(None, 10).await.unwrap(), ["order-0001"]);
-    apply_all(rm.as_ref(), &payments_first).await;
+    apply_one_by_one(rm.as_ref(), &payments_first).await;
     assert_eq!(
         snapshot(rm.as_ref()).await,
         expected,
@@ -279,7 +291,7 @@ async fn converges_whatever_the_order(backend: Backend) {
         let mut shuffled = events.clone();
         shuffled.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
         let rm = read_models(backend, &dir.path().join(format!("shuffled-{seed}"))).await;
-        apply_all(rm.as_ref(), &shuffled).await;
+        apply_one_by_one(rm.as_ref(), &shuffled).await;
         assert_eq!(snapshot(rm.as_ref()).await, expected, "shuffle {seed}");
     }
 }
@@ -300,14 +312,14 @@ async fn applying_twice_changes_nothing(backend: Backend) {
     let events = world.projected().await;
     let dir = tempfile::tempdir().unwrap();
     let rm = read_models(backend, dir.path()).await;
-    apply_all(rm.as_ref(), &events).await;
+    apply_one_by_one(rm.as_ref(), &events).await;
     let before = snapshot(rm.as_ref()).await;
     let state = rm.projection_state(REPORTING).await.unwrap().unwrap();
     assert_eq!(state.events_applied, events.len() as u64);
     assert_eq!(state.position, world.log().await.last().unwrap().position);
 
     assert_eq!(
-        apply_all(rm.as_ref(), &events).await,
+        apply_one_by_one(rm.as_ref(), &events).await,
         0,
         "every event is known"
     );
@@ -337,8 +349,23 @@ async fn postgres_an_event_applied_twice_changes_nothing() {
 struct KilledAfterWrite {
     inner: ReportingProjection,
     kill_at: usize,
+    /// Whether it takes the consumer's batches in one transaction, as the projection does.
+    batches: bool,
     seen: std::sync::atomic::AtomicUsize,
     killed: tokio::sync::Notify,
+}
+
+impl KilledAfterWrite {
+    async fn handled(&self, events: usize) {
+        let n = self
+            .seen
+            .fetch_add(events, std::sync::atomic::Ordering::SeqCst)
+            + events;
+        if n >= self.kill_at {
+            self.killed.notify_one();
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 #[async_trait]
@@ -351,16 +378,20 @@ impl Handler for KilledAfterWrite {
     }
     async fn handle(&self, event: &StoredEvent) -> Result<(), HandlerError> {
         self.inner.handle(event).await?;
-        let n = self.seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-        if n == self.kill_at {
-            self.killed.notify_one();
-            std::future::pending::<()>().await;
-        }
+        self.handled(1).await;
+        Ok(())
+    }
+    fn batches(&self) -> bool {
+        self.batches
+    }
+    async fn handle_batch(&self, events: &[&StoredEvent]) -> Result<(), HandlerError> {
+        self.inner.handle_batch(events).await?;
+        self.handled(events.len()).await;
         Ok(())
     }
 }
 
-async fn killed_between_write_and_checkpoint(backend: Backend) {
+async fn killed_between_write_and_checkpoint(backend: Backend, batches: bool) {
     let mut world = World::new().await;
     world.every_kind().await;
     let dir = tempfile::tempdir().unwrap();
@@ -370,6 +401,7 @@ async fn killed_between_write_and_checkpoint(backend: Backend) {
     let handler = Arc::new(KilledAfterWrite {
         inner: ReportingProjection::new(rm.clone(), world.store.clone()),
         kill_at,
+        batches,
         seen: Default::default(),
         killed: Default::default(),
     });
@@ -390,8 +422,16 @@ async fn killed_between_write_and_checkpoint(backend: Backend) {
     task.abort();
     let _ = task.await;
     let state = rm.projection_state(REPORTING).await.unwrap().unwrap();
+    let handled = handler.seen.load(std::sync::atomic::Ordering::SeqCst) as u64;
+    assert!(handled >= kill_at as u64);
+    if batches {
+        assert!(
+            handled > 1,
+            "the events came one by one ({handled}), not in a batch"
+        );
+    }
     assert_eq!(
-        state.events_applied, kill_at as u64,
+        state.events_applied, handled,
         "the writes up to the kill are committed"
     );
     assert_eq!(
@@ -432,12 +472,81 @@ async fn killed_between_write_and_checkpoint(backend: Backend) {
 
 #[tokio::test]
 async fn sqlite_a_consumer_killed_between_write_and_checkpoint_applies_nothing_twice() {
-    killed_between_write_and_checkpoint(Backend::Sqlite).await;
+    killed_between_write_and_checkpoint(Backend::Sqlite, false).await;
 }
 
 #[tokio::test]
 async fn postgres_a_consumer_killed_between_write_and_checkpoint_applies_nothing_twice() {
-    killed_between_write_and_checkpoint(Backend::Postgres).await;
+    killed_between_write_and_checkpoint(Backend::Postgres, false).await;
+}
+
+#[tokio::test]
+async fn sqlite_a_consumer_killed_between_a_batch_and_its_checkpoint_applies_nothing_twice() {
+    killed_between_write_and_checkpoint(Backend::Sqlite, true).await;
+}
+
+#[tokio::test]
+async fn postgres_a_consumer_killed_between_a_batch_and_its_checkpoint_applies_nothing_twice() {
+    killed_between_write_and_checkpoint(Backend::Postgres, true).await;
+}
+
+/// `apply_all` applies a batch in one transaction as one by one would: each event once
+/// (a repeat inside a batch answers false and changes nothing), and a batch that fails
+/// keeps nothing of itself.
+async fn a_batch_applies_as_one_by_one(backend: Backend) {
+    let mut world = World::new().await;
+    world.every_kind().await;
+    let events = world.projected().await;
+    let dir = tempfile::tempdir().unwrap();
+    let one_by_one = read_models(backend, &dir.path().join("one-by-one")).await;
+    apply_one_by_one(one_by_one.as_ref(), &events).await;
+    let expected = snapshot(one_by_one.as_ref()).await;
+
+    let rm = read_models(backend, &dir.path().join("batches")).await;
+    let half = events.len() / 2;
+    let applied = rm.apply_all(REPORTING, &events[..half]).await.unwrap();
+    assert_eq!(applied, vec![true; half]);
+
+    // A batch with an event the read models cannot take, in its middle: nothing of it.
+    let mut unfit = events
+        .iter()
+        .find(|e| matches!(e.event, cornershop_domain::DomainEvent::OrderCreated(_)))
+        .unwrap()
+        .clone();
+    unfit.event_id = uuid::Uuid::new_v4();
+    if let cornershop_domain::DomainEvent::OrderCreated(order) = &mut unfit.event {
+        order.total_amount = dec!(0.001);
+    }
+    let mut failing = events[half..].to_vec();
+    failing.insert(failing.len() / 2, unfit);
+    let error = rm.apply_all(REPORTING, &failing).await.unwrap_err();
+    assert!(matches!(error, ReadModelError::BadEvent { .. }), "{error}");
+    let state = rm.projection_state(REPORTING).await.unwrap().unwrap();
+    assert_eq!(
+        state.events_applied, half as u64,
+        "the failed batch left nothing"
+    );
+
+    // Every event again: the first half are repeats, the rest new.
+    let applied = rm.apply_all(REPORTING, &events).await.unwrap();
+    let mut wanted = vec![false; half];
+    wanted.resize(events.len(), true);
+    assert_eq!(applied, wanted);
+    assert_eq!(snapshot(rm.as_ref()).await, expected);
+    let state = rm.projection_state(REPORTING).await.unwrap().unwrap();
+    assert_eq!(state.events_applied, events.len() as u64);
+    assert_eq!(state.position, world.log().await.last().unwrap().position);
+    assert_verified(&world, rm.as_ref()).await;
+}
+
+#[tokio::test]
+async fn sqlite_a_batch_applies_as_one_by_one() {
+    a_batch_applies_as_one_by_one(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_a_batch_applies_as_one_by_one() {
+    a_batch_applies_as_one_by_one(Backend::Postgres).await;
 }
 
 async fn rebuild_while_live(backend: Backend) {
@@ -461,7 +570,7 @@ async fn rebuild_while_live(backend: Backend) {
     world.generator.flush().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let rm = read_models(backend, &dir.path().join("live")).await;
-    apply_all(rm.as_ref(), &world.projected().await).await;
+    apply_one_by_one(rm.as_ref(), &world.projected().await).await;
 
     // More orders arrive and are projected live while the rebuild runs.
     let store = world.store.clone();
@@ -484,7 +593,7 @@ async fn rebuild_while_live(backend: Backend) {
                     .await;
                 world.generator.flush().await.unwrap();
                 let events = world.projected().await;
-                apply_all(rm.as_ref(), &events[done..]).await;
+                apply_one_by_one(rm.as_ref(), &events[done..]).await;
                 done = events.len();
             }
             world
@@ -496,11 +605,11 @@ async fn rebuild_while_live(backend: Backend) {
         .unwrap();
     let world = live.await.unwrap();
     // Whatever the live projection saw before the swap, it sees everything once more.
-    apply_all(rm.as_ref(), &world.projected().await).await;
+    apply_one_by_one(rm.as_ref(), &world.projected().await).await;
     let rebuilt = snapshot(rm.as_ref()).await;
 
     let reference = read_models(backend, &dir.path().join("reference")).await;
-    apply_all(reference.as_ref(), &world.projected().await).await;
+    apply_one_by_one(reference.as_ref(), &world.projected().await).await;
     assert_eq!(rebuilt, snapshot(reference.as_ref()).await);
     assert_eq!(first.generation, 2);
     assert_eq!(rebuilt.orders.len(), 90);
@@ -583,7 +692,7 @@ async fn rebuild_in_batches(backend: Backend) {
     assert!(events.len() < 2000, "one page of the rebuild");
     let dir = tempfile::tempdir().unwrap();
     let reference = read_models(backend, &dir.path().join("reference")).await;
-    apply_all(reference.as_ref(), &events).await;
+    apply_one_by_one(reference.as_ref(), &events).await;
     let rm = read_models(backend, &dir.path().join("rebuilt")).await;
     let report = rm
         .rebuild(REPORTING, world.store.as_ref(), &|_| {})
@@ -637,7 +746,7 @@ async fn failed_rebuild_releases_its_lease(backend: Backend) {
     world.generator.flush().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let rm = read_models(backend, dir.path()).await;
-    apply_all(rm.as_ref(), &world.projected().await).await;
+    apply_one_by_one(rm.as_ref(), &world.projected().await).await;
 
     let failed = rm
         .rebuild(REPORTING, world.store.as_ref(), &|progress| {
@@ -676,4 +785,91 @@ async fn sqlite_a_failed_rebuild_releases_its_lease_and_the_next_one_runs() {
 #[tokio::test]
 async fn postgres_a_failed_rebuild_releases_its_lease_and_the_next_one_runs() {
     failed_rebuild_releases_its_lease(Backend::Postgres).await;
+}
+
+/// A batch with an event the read models cannot take: the batch's transaction keeps
+/// nothing, the consumer delivers its events one by one, the unfit one is dead-lettered
+/// and every other is applied once.
+async fn an_unfit_event_in_a_batch(backend: Backend) {
+    let mut world = World::new().await;
+    world.every_kind().await;
+    // An order whose total is not a whole number of cents, among the others.
+    let created = world
+        .log()
+        .await
+        .into_iter()
+        .find(|e| e.envelope.event_type == "OrderCreated")
+        .unwrap();
+    let mut data = created.envelope.data.clone();
+    data["orderId"] = serde_json::json!("order-unfit");
+    data["totalAmount"] = serde_json::json!("0.001");
+    world
+        .store
+        .append(cornershop_store::AppendRequest::new(
+            cornershop_domain::AggregateType::Order,
+            "order-unfit",
+            0,
+            vec![cornershop_store::NewEvent {
+                event_id: uuid::Uuid::new_v4(),
+                event_type: "OrderCreated".into(),
+                schema_version: created.envelope.schema_version,
+                timestamp: created.envelope.timestamp,
+                data,
+                metadata: created.envelope.metadata.clone(),
+                trace_id: None,
+            }],
+        ))
+        .await
+        .unwrap();
+    world
+        .order("eve", vec![line("A", 1, dec!(2.50))], Outcome::Confirmed)
+        .await;
+    world.generator.flush().await.unwrap();
+    let fit = world.projected_fit().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let rm = read_models(backend, dir.path()).await;
+    let consumer = Consumer {
+        handler: Arc::new(ReportingProjection::new(rm.clone(), world.store.clone())),
+        store: world.store.clone(),
+        policy: RetryPolicy {
+            max_attempts: 2,
+            base_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(10),
+        },
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(run_embedded(consumer, stopped));
+    let head = world.store.head_position().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while world.store.checkpoint(REPORTING).await.unwrap() < head {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the consumer never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.send(true).unwrap();
+    let _ = task.await;
+    let letters = world.store.dead_letters(None).await.unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].consumer, REPORTING);
+    assert!(letters[0].error.contains("cents"), "{}", letters[0].error);
+    let state = rm.projection_state(REPORTING).await.unwrap().unwrap();
+    assert_eq!(
+        state.events_applied,
+        fit.len() as u64,
+        "every other event, once"
+    );
+    assert_eq!(rm.order("order-unfit").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn sqlite_an_unfit_event_in_a_batch_is_dead_lettered_and_the_rest_applied() {
+    an_unfit_event_in_a_batch(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_an_unfit_event_in_a_batch_is_dead_lettered_and_the_rest_applied() {
+    an_unfit_event_in_a_batch(Backend::Postgres).await;
 }

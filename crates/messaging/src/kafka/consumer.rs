@@ -182,11 +182,11 @@ pub async fn run_kafka_consumer(
                 Ok(_) => {}
             }
         }
-        // The batch as the embedded transport delivers one: by business transaction, each
-        // one's events in the order they came. Its offsets are recorded only once all of
-        // it is handled: a batch cut short by shutdown comes again (handlers are
-        // idempotent).
-        if consumer.deliver_by_transaction(&events, &shutdown).await == Delivery::Interrupted {
+        // The batch as the embedded transport delivers one (in one write for a handler that
+        // batches, or by business transaction, each one's events in the order they came).
+        // Its offsets are recorded only once all of it is handled: a batch cut short by
+        // shutdown comes again (handlers are idempotent).
+        if consumer.deliver_all(&events, &shutdown).await == Delivery::Interrupted {
             break;
         }
         for message in &batch {

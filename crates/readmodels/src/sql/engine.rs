@@ -267,6 +267,60 @@ impl Engine {
         }
     }
 
+    /// [`all_or_nothing`](Self::all_or_nothing) for several groups of statements in one
+    /// transaction: each group under a savepoint of its own, so that a group that
+    /// violates a unique key (a repeat) is undone alone and answers false, while every
+    /// other error fails the whole transaction (nothing of it is kept).
+    pub(super) async fn each_all_or_nothing(
+        &self,
+        groups: Vec<Vec<Stmt>>,
+    ) -> Result<Vec<bool>, ReadModelError> {
+        match self {
+            Self::Sqlite { writer, .. } => {
+                let held = Held(writer.clone().lock_owned().await);
+                let mut tx = Tx::Sqlite(Some(held));
+                tx.on_lite(move |conn| {
+                    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+                    let mut applied = Vec::with_capacity(groups.len());
+                    for statements in groups {
+                        conn.prepare_cached("SAVEPOINT one_event")?.execute([])?;
+                        match lite_all(conn, statements, true) {
+                            Ok(()) => applied.push(true),
+                            Err(e) if is_unique_violation(&e) => {
+                                conn.prepare_cached("ROLLBACK TO one_event")?.execute([])?;
+                                applied.push(false);
+                            }
+                            Err(e) => return Err(e),
+                        }
+                        conn.prepare_cached("RELEASE one_event")?.execute([])?;
+                    }
+                    conn.prepare_cached("COMMIT")?.execute([])?;
+                    Ok(applied)
+                })
+                .await
+            }
+            Self::Postgres(pool) => {
+                let mut tx = Tx::Postgres(pool.begin().await?);
+                let mut applied = Vec::with_capacity(groups.len());
+                for statements in groups {
+                    tx.exec("SAVEPOINT one_event", Vec::new()).await?;
+                    match tx.execute_all(statements, true).await {
+                        Ok(()) => applied.push(true),
+                        Err(e) if is_unique_violation(&e) => {
+                            tx.exec("ROLLBACK TO SAVEPOINT one_event", Vec::new())
+                                .await?;
+                            applied.push(false);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                    tx.exec("RELEASE SAVEPOINT one_event", Vec::new()).await?;
+                }
+                tx.commit().await?;
+                Ok(applied)
+            }
+        }
+    }
+
     pub(super) async fn close(&self) {
         match self {
             Self::Sqlite { readers, .. } => readers.close(),

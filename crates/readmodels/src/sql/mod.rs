@@ -115,6 +115,14 @@ impl ReadModelStore for SqlReadModels {
         project::apply(self, projection, event).await
     }
 
+    async fn apply_all(
+        &self,
+        projection: &str,
+        events: &[ProjectedEvent],
+    ) -> Result<Vec<bool>, ReadModelError> {
+        project::apply_all(self, projection, events).await
+    }
+
     async fn order(&self, order_id: &str) -> Result<Option<OrderReadModel>, ReadModelError> {
         queries::order(self, order_id).await
     }

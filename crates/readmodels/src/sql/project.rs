@@ -351,6 +351,31 @@ pub(super) async fn apply(
     projection: &str,
     event: &ProjectedEvent,
 ) -> Result<bool, ReadModelError> {
+    let statements = statements_of(store, projection, event)?;
+    // A repeat violates rm_applied's key: the whole transaction rolls back.
+    store.engine.all_or_nothing(statements).await
+}
+
+/// [`apply`] for several events in one transaction, each as it would be alone (a repeat
+/// undoes only its own statements); an error keeps nothing of any of them.
+pub(super) async fn apply_all(
+    store: &SqlReadModels,
+    projection: &str,
+    events: &[ProjectedEvent],
+) -> Result<Vec<bool>, ReadModelError> {
+    let groups = events
+        .iter()
+        .map(|event| statements_of(store, projection, event))
+        .collect::<Result<Vec<_>, _>>()?;
+    store.engine.each_all_or_nothing(groups).await
+}
+
+/// What applying `event` to `projection` writes, in order.
+fn statements_of(
+    store: &SqlReadModels,
+    projection: &str,
+    event: &ProjectedEvent,
+) -> Result<Vec<Stmt>, ReadModelError> {
     if !PROJECTIONS.contains(&projection) {
         return Err(ReadModelError::UnknownProjection(projection.to_string()));
     }
@@ -375,6 +400,5 @@ pub(super) async fn apply(
         "INSERT INTO rm_applied (event_id) VALUES (?)",
         vec![Arg::T(event.event_id.to_string())],
     );
-    // A repeat violates rm_applied's key: the whole transaction rolls back.
-    store.engine.all_or_nothing(statements).await
+    Ok(statements)
 }
