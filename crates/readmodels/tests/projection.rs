@@ -391,6 +391,33 @@ impl Handler for KilledAfterWrite {
     }
 }
 
+/// Runs the projection as the embedded consumer until its checkpoint reaches the log's
+/// head, then stops it.
+async fn project_to_the_head(world: &World, rm: &Arc<SqlReadModels>) {
+    let consumer = Consumer {
+        handler: Arc::new(ReportingProjection::new(rm.clone(), world.store.clone())),
+        store: world.store.clone(),
+        policy: RetryPolicy {
+            max_attempts: 2,
+            base_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(10),
+        },
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(run_embedded(consumer, stopped));
+    let head = world.store.head_position().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while world.store.checkpoint(REPORTING).await.unwrap() < head {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the consumer never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.send(true).unwrap();
+    let _ = task.await;
+}
+
 async fn killed_between_write_and_checkpoint(backend: Backend, batches: bool) {
     let mut world = World::new().await;
     world.every_kind().await;
@@ -415,7 +442,7 @@ async fn killed_between_write_and_checkpoint(backend: Backend, batches: bool) {
         },
     };
     let (_stop, stopped) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(run_embedded(consumer, stopped.clone()));
+    let task = tokio::spawn(run_embedded(consumer, stopped));
     tokio::time::timeout(Duration::from_secs(30), handler.killed.notified())
         .await
         .expect("the projection reached the kill point");
@@ -441,26 +468,7 @@ async fn killed_between_write_and_checkpoint(backend: Backend, batches: bool) {
     );
 
     // Restarted: every event is delivered again, from the start.
-    let consumer = Consumer {
-        handler: Arc::new(ReportingProjection::new(rm.clone(), world.store.clone())),
-        store: world.store.clone(),
-        policy: RetryPolicy {
-            max_attempts: 5,
-            base_delay: Duration::from_millis(200),
-            max_delay: Duration::from_secs(10),
-        },
-    };
-    let task = tokio::spawn(run_embedded(consumer, stopped));
-    let head = world.store.head_position().await.unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while world.store.checkpoint(REPORTING).await.unwrap() < head {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the consumer never caught up"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    task.abort();
+    project_to_the_head(&world, &rm).await;
     let state = rm.projection_state(REPORTING).await.unwrap().unwrap();
     assert_eq!(
         state.events_applied,
@@ -829,28 +837,7 @@ async fn an_unfit_event_in_a_batch(backend: Backend) {
 
     let dir = tempfile::tempdir().unwrap();
     let rm = read_models(backend, dir.path()).await;
-    let consumer = Consumer {
-        handler: Arc::new(ReportingProjection::new(rm.clone(), world.store.clone())),
-        store: world.store.clone(),
-        policy: RetryPolicy {
-            max_attempts: 2,
-            base_delay: Duration::from_millis(10),
-            max_delay: Duration::from_millis(10),
-        },
-    };
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(run_embedded(consumer, stopped));
-    let head = world.store.head_position().await.unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while world.store.checkpoint(REPORTING).await.unwrap() < head {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the consumer never caught up"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    stop.send(true).unwrap();
-    let _ = task.await;
+    project_to_the_head(&world, &rm).await;
     let letters = world.store.dead_letters(None).await.unwrap();
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0].consumer, REPORTING);

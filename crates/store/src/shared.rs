@@ -343,6 +343,26 @@ impl Statement {
     }
 }
 
+/// An aggregate's events in `range`, in version order: `columns` of the backend's
+/// events, the range by their timestamp `column`.
+pub(crate) fn aggregate_events(
+    columns: &str,
+    aggregate_type: AggregateType,
+    aggregate_id: &str,
+    range: TimeRange,
+    column: &str,
+) -> Statement {
+    let mut sql = Statement::new(format!("SELECT {columns} FROM events WHERE"));
+    sql.bind(
+        " aggregate_type = ",
+        Arg::Text(aggregate_type.as_str().into()),
+    )
+    .bind(" AND aggregate_id = ", Arg::Text(aggregate_id.into()));
+    push_range(&mut sql, range, column);
+    sql.push(" ORDER BY version");
+    sql
+}
+
 /// Limits events to `range`, by their timestamp `column`.
 pub(crate) fn push_range(sql: &mut Statement, range: TimeRange, column: &str) {
     if let Some(from) = range.from {

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::head::{raise, settled_head, waited_too_long};
 use super::{bound, commit_failure, PgEventStore};
 use crate::shared::{
-    decode_event, decode_idempotent_response, push_event_query, push_range, Arg, Statement,
+    aggregate_events, decode_event, decode_idempotent_response, push_event_query, Arg, Statement,
 };
 use crate::stats;
 use crate::{
@@ -274,14 +274,7 @@ impl EventLog for PgEventStore {
         aggregate_id: &str,
         range: TimeRange,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let mut sql = Statement::new(format!("SELECT {COLUMNS} FROM events WHERE"));
-        sql.bind(
-            " aggregate_type = ",
-            Arg::Text(aggregate_type.as_str().into()),
-        )
-        .bind(" AND aggregate_id = ", Arg::Text(aggregate_id.into()));
-        push_range(&mut sql, range, "occurred_at");
-        sql.push(" ORDER BY version");
+        let sql = aggregate_events(COLUMNS, aggregate_type, aggregate_id, range, "occurred_at");
         let rows = bound(&sql)?.fetch_all(&self.pool).await?;
         rows.iter().map(decode_event).collect()
     }

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::{all, all_of, first, micros, SqliteEventStore};
 use crate::shared::{
-    decode_event, decode_idempotent_response, push_event_query, push_range, Arg, Statement,
+    aggregate_events, decode_event, decode_idempotent_response, push_event_query, Statement,
 };
 use crate::stats::{self, Count, Totals};
 use crate::{
@@ -164,14 +164,7 @@ impl EventLog for SqliteEventStore {
         aggregate_id: &str,
         range: TimeRange,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let mut sql = Statement::new(format!("SELECT {COLUMNS} FROM events WHERE"));
-        sql.bind(
-            " aggregate_type = ",
-            Arg::Text(aggregate_type.as_str().into()),
-        )
-        .bind(" AND aggregate_id = ", Arg::Text(aggregate_id.into()));
-        push_range(&mut sql, range, "timestamp_us");
-        sql.push(" ORDER BY version");
+        let sql = aggregate_events(COLUMNS, aggregate_type, aggregate_id, range, "timestamp_us");
         self.read(move |conn| all_of(conn, &sql, |row| decode_event(row)))
             .await
     }
