@@ -172,6 +172,12 @@ impl Consumer {
         event: &StoredEvent,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Delivery {
+        tracing::Instrument::instrument(self.deliver(event, shutdown), self.consume_span(event))
+            .await
+    }
+
+    /// The span of one event's handling: its business transaction's ids and its trace.
+    fn consume_span(&self, event: &StoredEvent) -> tracing::Span {
         let span = tracing::info_span!(
             "consume",
             consumer = self.name(),
@@ -182,7 +188,36 @@ impl Consumer {
             topic = event.topic.as_deref(),
         );
         tracecontext::join_event(&span, event);
-        tracing::Instrument::instrument(self.deliver(event, shutdown), span).await
+        span
+    }
+
+    /// The topic an event is counted under: where it came from, or where its aggregate
+    /// type publishes.
+    fn topic_of(event: &StoredEvent) -> String {
+        event
+            .topic
+            .clone()
+            .unwrap_or_else(|| event.envelope.aggregate_type.topic().to_string())
+    }
+
+    /// Counts and logs a handled event: `waited` from its timestamp to the start of the
+    /// handling, `elapsed` the handling. Called inside the event's consume span.
+    fn record_handled(
+        &self,
+        event: &StoredEvent,
+        attempt: u32,
+        waited: chrono::TimeDelta,
+        elapsed: std::time::Duration,
+    ) {
+        let event_type = event.envelope.event_type.clone();
+        tracing::info!(
+            attempt,
+            waited_ms = millis(waited),
+            elapsed_ms = elapsed.as_secs_f64() * 1e3,
+            "event handled"
+        );
+        metrics::counter!("events_consumed_total", "event_type" => event_type, "topic" => Self::topic_of(event), "consumer_group" => self.name())
+            .increment(1);
     }
 
     /// Delivers one event, retrying with backoff; dead-letters it after the last attempt.
@@ -193,10 +228,7 @@ impl Consumer {
     ) -> Delivery {
         let first_failed_at = Utc::now();
         let event_type = event.envelope.event_type.clone();
-        let topic = event
-            .topic
-            .clone()
-            .unwrap_or_else(|| event.envelope.aggregate_type.topic().to_string());
+        let topic = Self::topic_of(event);
         let mut attempt = 0;
         let mut outages = 0;
         loop {
@@ -211,14 +243,7 @@ impl Consumer {
                 .record(elapsed.as_secs_f64());
             let error = match outcome {
                 Ok(()) => {
-                    tracing::info!(
-                        attempt,
-                        waited_ms = millis(waited),
-                        elapsed_ms = elapsed.as_secs_f64() * 1e3,
-                        "event handled"
-                    );
-                    metrics::counter!("events_consumed_total", "event_type" => event_type, "topic" => topic, "consumer_group" => self.name())
-                        .increment(1);
+                    self.record_handled(event, attempt, waited, elapsed);
                     return Delivery::Handled;
                 }
                 Err(e) => e,
@@ -321,27 +346,10 @@ impl Consumer {
             return false;
         }
         for (event, waited) in events.iter().zip(waited) {
-            let envelope = &event.envelope;
-            let topic = event
-                .topic
-                .clone()
-                .unwrap_or_else(|| envelope.aggregate_type.topic().to_string());
-            metrics::histogram!("event_consume_duration_seconds", "event_type" => envelope.event_type.clone(), "consumer_group" => self.name())
+            metrics::histogram!("event_consume_duration_seconds", "event_type" => event.envelope.event_type.clone(), "consumer_group" => self.name())
                 .record(elapsed.as_secs_f64());
-            metrics::counter!("events_consumed_total", "event_type" => envelope.event_type.clone(), "topic" => topic, "consumer_group" => self.name())
-                .increment(1);
-            tracing::info!(
-                consumer = self.name(),
-                eventType = %envelope.event_type,
-                aggregateId = %envelope.aggregate_id,
-                correlationId = %envelope.metadata.correlation_id,
-                traceId = %event.trace_id,
-                attempt = 1,
-                batch = events.len(),
-                waited_ms = millis(waited),
-                elapsed_ms = elapsed.as_secs_f64() * 1e3,
-                "event handled"
-            );
+            self.consume_span(event)
+                .in_scope(|| self.record_handled(event, 1, waited, elapsed));
         }
         true
     }
