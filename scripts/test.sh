@@ -34,5 +34,8 @@ CORNERSHOP_TEST_BACKEND=production cargo test --locked --workspace --test workfl
 echo "== the read models on PostgreSQL + Kafka: queries, verify after the workflow's kinds of orders, rebuild, a killed reporting process"
 CORNERSHOP_TEST_BACKEND=production cargo test --locked --workspace --test readmodels
 
+echo "== personal data on PostgreSQL + Kafka: nothing in clear in pg_dump or on the topics, erasure, the master key"
+CORNERSHOP_TEST_BACKEND=production cargo test --locked --workspace --test privacy
+
 echo "== API fuzzing: Schemathesis (--checks all) against a real embedded shop (scripts/fuzz.sh)"
 ./scripts/fuzz.sh

@@ -15,6 +15,7 @@ pub mod business_metrics;
 mod cache;
 pub mod clock;
 mod context;
+pub mod keyring;
 pub mod replay;
 
 use std::sync::Arc;
@@ -32,6 +33,7 @@ use uuid::Uuid;
 
 pub use clock::{Clock, SystemClock};
 pub use context::{CommandContext, IdempotencyKey, Reply};
+pub use keyring::{KeyError, Keyring, MasterKey, Opened};
 
 use cache::{Origin, StateCache};
 
@@ -76,6 +78,18 @@ pub enum AppError {
     Store(#[from] StoreError),
     #[error("a stored event cannot be read: {0}")]
     Decode(#[from] DecodeError),
+    #[error(transparent)]
+    Keys(KeyError),
+}
+
+impl From<KeyError> for AppError {
+    fn from(error: KeyError) -> Self {
+        match error {
+            // An outage of the store is the store's, retried like any other.
+            KeyError::Store(e) => Self::Store(e),
+            other => Self::Keys(other),
+        }
+    }
 }
 
 /// The write side: command handlers over an event store.
@@ -86,6 +100,7 @@ pub struct CommandBus {
     max_attempts: u32,
     states: Arc<StateCache>,
     appended: Option<AppendObserver>,
+    keyring: Arc<Keyring>,
 }
 
 /// Told of every append the bus makes, with the stored events, inside the span of the
@@ -100,18 +115,26 @@ pub fn source_of(aggregate_type: AggregateType) -> &'static str {
         AggregateType::Order => "OrderService",
         AggregateType::Payment => "PaymentService",
         AggregateType::Inventory => "InventoryService",
+        AggregateType::Customer => "PrivacyService",
     }
 }
 
 impl CommandBus {
-    pub fn new(store: Arc<dyn EventStore>, clock: Arc<dyn Clock>) -> Self {
+    /// A bus over `store`; `keyring` seals the personal data of every event it appends.
+    pub fn new(store: Arc<dyn EventStore>, clock: Arc<dyn Clock>, keyring: Arc<Keyring>) -> Self {
         Self {
             store,
             clock,
             max_attempts: 200,
             states: Arc::default(),
             appended: None,
+            keyring,
         }
+    }
+
+    /// The keys of personal data.
+    pub fn keyring(&self) -> &Arc<Keyring> {
+        &self.keyring
     }
 
     /// The same bus, telling `observer` of every append.
@@ -328,7 +351,7 @@ impl CommandBus {
                 }
                 _ => ctx,
             };
-            let decided = match state.decide(command) {
+            let mut decided = match state.decide(command) {
                 Ok(decided) => decided,
                 Err(refusal) => {
                     // The same request may have run concurrently and won, so that the state
@@ -342,6 +365,11 @@ impl CommandBus {
                     return Err(refusal.into());
                 }
             };
+            // Personal data is sealed before anything holds it: the state cache, the
+            // stored events, the reply.
+            for event in &mut decided {
+                self.keyring.seal_event(event).await?;
+            }
             let now = self.clock.now();
             let mut next = state;
             let new_events: Vec<NewEvent> = decided

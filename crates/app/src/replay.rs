@@ -1,7 +1,9 @@
 //! Replay: rebuild an aggregate's state from its events, as of any instant.
 
 use chrono::{DateTime, Utc};
-use cornershop_domain::{Aggregate, AggregateType, Cart, DomainError, Inventory, Order, Payment};
+use cornershop_domain::{
+    Aggregate, AggregateType, Cart, Customer, DomainError, Inventory, Order, Payment,
+};
 use cornershop_store::{StoredEvent, TimeRange};
 use serde::Serialize;
 
@@ -66,6 +68,7 @@ impl CommandBus {
             AggregateType::Order => state_of::<Order>(&events)?,
             AggregateType::Payment => state_of::<Payment>(&events)?,
             AggregateType::Inventory => state_of::<Inventory>(&events)?,
+            AggregateType::Customer => state_of::<Customer>(&events)?,
         };
         let window = TimeRange { from, to };
         let events = events

@@ -31,7 +31,8 @@ async fn harness(clock: Arc<dyn Clock>) -> Harness {
             .await
             .expect("open store"),
     );
-    let bus = CommandBus::new(store.clone(), clock);
+    let keyring = Arc::new(cornershop_app::Keyring::ephemeral(store.clone()));
+    let bus = CommandBus::new(store.clone(), clock, keyring);
     Harness {
         _dir: dir,
         store,
@@ -62,7 +63,7 @@ fn add(sku: &str, quantity: u32, unit_price: Decimal) -> CartCommand {
 fn checkout() -> CartCommand {
     CartCommand::Checkout {
         order_id: "order-1".into(),
-        payment_token: "tok_visa".into(),
+        payment_method: "pm_visa_test".into(),
         shipping_address: ShippingAddress {
             name: "Ada Lovelace".into(),
             line1: "1 Analytical Way".into(),
@@ -541,7 +542,11 @@ async fn replay_to_an_earlier_instant_returns_the_older_state_and_version() {
 #[tokio::test]
 async fn a_cached_state_catches_up_with_appends_from_elsewhere() {
     let h = harness(Arc::new(SystemClock)).await;
-    let elsewhere = CommandBus::new(h.store.clone(), Arc::new(SystemClock));
+    let elsewhere = CommandBus::new(
+        h.store.clone(),
+        Arc::new(SystemClock),
+        h.bus.keyring().clone(),
+    );
     let ctx = ctx();
     h.bus
         .execute::<Cart>("c1", &create("c1"), &ctx)
@@ -590,7 +595,11 @@ async fn a_continuing_command_joins_the_aggregates_business_transaction() {
     // A request of its own (another correlation id and trace) that continues the cart's
     // transaction, once from the bus's cached state and once from a cold bus (another
     // process) that reads the stream.
-    let cold = CommandBus::new(h.store.clone(), Arc::new(SystemClock));
+    let cold = CommandBus::new(
+        h.store.clone(),
+        Arc::new(SystemClock),
+        h.bus.keyring().clone(),
+    );
     for (bus, sku) in [(&h.bus, "A"), (&cold, "B")] {
         let later = ctx();
         assert_ne!(later.correlation_id, opened.correlation_id);

@@ -1,4 +1,4 @@
-//! The four kinds of aggregate, their names in the envelope and their Kafka topics. A leaf
+//! The five kinds of aggregate, their names in the envelope and their Kafka topics. A leaf
 //! of the domain: the errors, the events and the envelope all name it.
 
 use serde::{Deserialize, Serialize};
@@ -13,10 +13,18 @@ pub enum AggregateType {
     Order,
     Payment,
     Inventory,
+    /// A customer's privacy record (the erasure of their personal data).
+    Customer,
 }
 
 impl AggregateType {
-    pub const ALL: [AggregateType; 4] = [Self::Cart, Self::Order, Self::Payment, Self::Inventory];
+    pub const ALL: [AggregateType; 5] = [
+        Self::Cart,
+        Self::Order,
+        Self::Payment,
+        Self::Inventory,
+        Self::Customer,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -24,6 +32,7 @@ impl AggregateType {
             Self::Order => "Order",
             Self::Payment => "Payment",
             Self::Inventory => "Inventory",
+            Self::Customer => "Customer",
         }
     }
 
@@ -41,6 +50,7 @@ impl AggregateType {
             Self::Order => "orders.events",
             Self::Payment => "payments.events",
             Self::Inventory => "inventory.events",
+            Self::Customer => "customers.events",
         }
     }
 }

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::aggregate_type::AggregateType;
-use crate::values::{CartId, CustomerId, Email, OrderId, PaymentId, Phone, Sku};
+use crate::personal::{Personal, PersonalAddress, PersonalData};
+use crate::values::{CartId, CustomerId, OrderId, PaymentId, Sku};
 
 /// One line of a cart or an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -88,10 +89,12 @@ pub struct CartCheckedOut {
     pub customer_id: CustomerId,
     pub items: Vec<LineItem>,
     pub total_amount: Decimal,
-    pub payment_token: String,
-    pub shipping_address: ShippingAddress,
-    pub email: Email,
-    pub phone: Option<Phone>,
+    /// The gateway's reference of the payment method the checkout's token was exchanged
+    /// for (schema version 1 kept the token itself here, as `paymentToken`).
+    pub payment_method: String,
+    pub shipping_address: PersonalAddress,
+    pub email: Personal,
+    pub phone: Option<Personal>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,10 +114,11 @@ pub struct OrderCreated {
     pub customer_id: CustomerId,
     pub total_amount: Decimal,
     pub items: Vec<LineItem>,
-    pub payment_token: String,
-    pub shipping_address: ShippingAddress,
-    pub email: Email,
-    pub phone: Option<Phone>,
+    /// The gateway's reference of the payment method (see [`CartCheckedOut`]).
+    pub payment_method: String,
+    pub shipping_address: PersonalAddress,
+    pub email: Personal,
+    pub phone: Option<Personal>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,7 +166,8 @@ pub struct PaymentInitiated {
     pub order_id: OrderId,
     pub customer_id: CustomerId,
     pub amount: Decimal,
-    pub payment_token: String,
+    /// The gateway's reference of the payment method (see [`CartCheckedOut`]).
+    pub payment_method: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -248,6 +253,22 @@ pub struct LowStockAlert {
     pub sku: Sku,
     pub available: u32,
     pub low_stock_threshold: u32,
+}
+
+// ---- Customer -----------------------------------------------------------------------
+
+/// A customer's personal data was erased on request (GDPR article 17): their data key is
+/// destroyed, so every sealed value of theirs is unreadable from now on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomerDataErased {
+    pub customer_id: CustomerId,
+    /// The data keys destroyed.
+    pub key_ids: Vec<String>,
+    /// Stored events that hold this customer's data in clear (written before sealing
+    /// existed, schema version 1): an erasure cannot shred them.
+    #[serde(default)]
+    pub unshredded_event_ids: Vec<uuid::Uuid>,
 }
 
 /// Declares the event enum once and derives from that single list the names, the
@@ -376,6 +397,35 @@ domain_events! {
     StockReleased => Inventory, sku;
     StockShipped => Inventory, sku;
     LowStockAlert => Inventory, sku;
+    CustomerDataErased => Customer, customer_id;
+}
+
+impl DomainEvent {
+    /// The personal data this event holds and whose it is; `None` for an event without.
+    pub fn personal_data_mut(&mut self) -> Option<PersonalData<'_>> {
+        let (customer_id, address, email, phone) = match self {
+            Self::CartCheckedOut(e) => (
+                &e.customer_id,
+                &mut e.shipping_address,
+                &mut e.email,
+                &mut e.phone,
+            ),
+            Self::OrderCreated(e) => (
+                &e.customer_id,
+                &mut e.shipping_address,
+                &mut e.email,
+                &mut e.phone,
+            ),
+            _ => return None,
+        };
+        let mut values: Vec<&mut Personal> = address.values_mut().collect();
+        values.push(email);
+        values.extend(phone.as_mut());
+        Some(PersonalData {
+            customer_id: customer_id.as_str(),
+            values,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ mod events;
 pub mod ids;
 pub mod money;
 pub mod panics;
+pub mod personal;
 /// Given/when/then for the aggregates' tests (and, with the `testkit` feature, other
 /// crates' tests).
 #[cfg(any(test, feature = "testkit"))]
@@ -28,6 +29,7 @@ pub mod values;
 pub use aggregate_type::AggregateType;
 pub use aggregates::{
     cart::{Cart, CartCommand, CartStatus},
+    customer::{Customer, CustomerCommand},
     fold,
     inventory::{Inventory, InventoryCommand},
     order::{Order, OrderCommand, OrderStatus},
@@ -37,6 +39,7 @@ pub use aggregates::{
 pub use envelope::{EventEnvelope, Metadata, CURRENT_SCHEMA_VERSION};
 pub use error::{DomainError, ErrorKind};
 pub use events::*;
+pub use personal::{Personal, PersonalAddress, PersonalData, Sealed};
 pub use values::{
     CartId, CustomerId, Email, Money, OrderId, PaymentId, Phone, Quantity, Sku, ValueError,
 };

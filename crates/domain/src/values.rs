@@ -237,7 +237,7 @@ pub(crate) fn no_control(field: &str, value: &str) -> Result<(), String> {
 
 /// Text a person wrote: not blank, no control characters, at most `max_len` characters
 /// once trimmed.
-pub(crate) fn required_text(field: &str, value: &str, max_len: usize) -> Result<(), String> {
+pub fn required_text(field: &str, value: &str, max_len: usize) -> Result<(), String> {
     let trimmed = value.trim();
     if trimmed.is_empty() {
         return Err(format!("{field} must not be empty"));

@@ -110,16 +110,16 @@ fn cart_command() -> impl Strategy<Value = CartCommand> {
         any_text().prop_map(|sku| CartCommand::RemoveItem {
             sku: parsed(&sku, "B")
         }),
-        (any_text(), any_text()).prop_map(|(payment_token, email)| CartCommand::Checkout {
+        (any_text(), any_text()).prop_map(|(payment_method, email)| CartCommand::Checkout {
             order_id: "o-1".into(),
-            payment_token,
+            payment_method,
             shipping_address: address(),
             email: parsed(&email, "a@b.co"),
             phone: None,
         }),
         Just(CartCommand::Checkout {
             order_id: "o-1".into(),
-            payment_token: "tok".into(),
+            payment_method: "tok".into(),
             shipping_address: address(),
             email: "a@b.co".into(),
             phone: Some("+44 20 7946 0000".into()),
@@ -174,8 +174,8 @@ fn checked_out(items: Vec<LineItem>, total_amount: Decimal) -> CartCheckedOut {
         customer_id: "cust".into(),
         items,
         total_amount,
-        payment_token: "tok".into(),
-        shipping_address: address(),
+        payment_method: "tok".into(),
+        shipping_address: (&address()).into(),
         email: "a@b.co".into(),
         phone: None,
     }
@@ -209,12 +209,12 @@ fn order_command() -> impl Strategy<Value = OrderCommand> {
 
 fn payment_command() -> impl Strategy<Value = PaymentCommand> {
     prop_oneof![
-        (any_decimal(), any_text()).prop_map(|(amount, payment_token)| PaymentCommand::Initiate {
+        (any_decimal(), any_text()).prop_map(|(amount, payment_method)| PaymentCommand::Initiate {
             payment_id: "p-1".into(),
             order_id: "o-1".into(),
             customer_id: "cust".into(),
             amount: Money::parse("amount", amount, MAX_AMOUNT).unwrap_or(Money::ZERO),
-            payment_token,
+            payment_method,
         }),
         any_text().prop_map(|authorization_code| PaymentCommand::Authorize { authorization_code }),
         any_text().prop_map(|transaction_id| PaymentCommand::Complete { transaction_id }),

@@ -242,8 +242,8 @@ impl Generator {
                 customer_id: plan.customer_id.clone().into(),
                 total_amount: total_of(&items).expect("generated prices are bounded"),
                 items: items.clone(),
-                payment_token: "tok_visa".into(),
-                shipping_address: ShippingAddress {
+                payment_method: "pm_visa_testkit".into(),
+                shipping_address: PersonalAddress {
                     name: "Ada Lovelace".into(),
                     line1: "12 Analytical Row".into(),
                     line2: None,
@@ -295,7 +295,7 @@ impl Generator {
                     amount: total_of(&items)
                         .expect("generated prices are bounded")
                         .into(),
-                    payment_token: "tok_visa".into(),
+                    payment_method: "pm_visa_testkit".into(),
                 },
                 tick(),
             );

@@ -172,7 +172,11 @@ impl World {
     }
 
     fn bus(&self) -> CommandBus {
-        CommandBus::new(self.store.clone(), Arc::new(SystemClock))
+        CommandBus::new(
+            self.store.clone(),
+            Arc::new(SystemClock),
+            Arc::new(cornershop_app::Keyring::ephemeral(self.store.clone())),
+        )
     }
 }
 

@@ -12,6 +12,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod keys;
 pub mod metrics;
 pub mod projections;
 mod roles;

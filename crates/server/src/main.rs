@@ -1,5 +1,5 @@
 use clap::Parser;
-use cornershop_server::config::{Cli, Command, ProjectionsCommand};
+use cornershop_server::config::{Cli, Command, KeysCommand, ProjectionsCommand};
 use cornershop_server::{shutdown, startup::Application, telemetry};
 
 #[tokio::main]
@@ -23,6 +23,12 @@ async fn main() -> anyhow::Result<()> {
             if !cornershop_server::projections::verify(&store).await? {
                 std::process::exit(1);
             }
+        }
+        Command::Keys(KeysCommand::Rotate {
+            new_master_key_file,
+            store,
+        }) => {
+            cornershop_server::keys::rotate(&new_master_key_file, &store).await?;
         }
         Command::Token(args) => {
             let path = args.signing_key_file.clone().unwrap_or_else(|| {

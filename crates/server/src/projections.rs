@@ -56,7 +56,8 @@ pub async fn rebuild(name: Option<String>, store_args: &StoreArgs) -> anyhow::Re
 pub async fn verify(store_args: &StoreArgs) -> anyhow::Result<bool> {
     let store = open_event_store(store_args).await?;
     let read_models = open_read_models(store_args).await?;
-    let bus = CommandBus::new(store.clone(), Arc::new(SystemClock));
+    let keyring = crate::keys::open_keyring(store.clone(), store_args).await?;
+    let bus = CommandBus::new(store.clone(), Arc::new(SystemClock), keyring);
     // A projection still catching up is given a few seconds before a difference counts.
     let report = verify::verify(&bus, read_models.as_ref(), 3, Duration::from_secs(1))
         .await

@@ -11,7 +11,9 @@ use cornershop_messaging::kafka::{run_kafka_consumer, run_relay, KafkaSettings};
 use cornershop_messaging::{run_embedded, Consumer, ConsumerRegistry, Handler, StallWatch};
 use cornershop_readmodels::{ReadModelStore, ReportingProjection};
 use cornershop_services::notifications::{Dispatcher, NotificationSettings};
-use cornershop_services::{ServicesConfig, SimulatedGateway, SimulatedGatewayConfig};
+use cornershop_services::{
+    PaymentGateway, ServicesConfig, SimulatedGateway, SimulatedGatewayConfig,
+};
 use cornershop_store::{EventStore, PgEventStore, SqliteEventStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -77,6 +79,8 @@ pub(crate) async fn open_read_models(args: &StoreArgs) -> anyhow::Result<Arc<dyn
 struct Stores {
     events: Arc<dyn EventStore>,
     read_models: Arc<dyn ReadModelStore>,
+    /// The keys of the customers' personal data in `events`.
+    keyring: Arc<cornershop_app::Keyring>,
 }
 
 /// The tasks that run beside the HTTP server until told to stop.
@@ -110,13 +114,20 @@ impl Application {
         let roles = Roles::resolve(&args.roles, kafka.is_some())?;
         crate::metrics::handle();
         let store_args = args.store_args();
+        let events = open_event_store(&store_args).await?;
+        // A wrong master key stops the start here, before anything reads or writes.
+        let keyring = crate::keys::open_keyring(events.clone(), &store_args).await?;
         let stores = Stores {
-            events: open_event_store(&store_args).await?,
+            events,
             read_models: open_read_models(&store_args).await?,
+            keyring,
         };
         let bus = command_bus(&stores, &args);
         let config = ServicesConfig::from(&args.workflow);
-        let registry = consumers(&bus, &stores, &roles, &args, &config, extra_handlers);
+        let gateway: Arc<dyn PaymentGateway> = Arc::new(SimulatedGateway::new(
+            SimulatedGatewayConfig::from(&args.workflow),
+        ));
+        let registry = consumers(&bus, &gateway, &stores, &roles, &config, extra_handlers);
         // Checked before anything starts: a bad provider setting stops the process here.
         let dispatchers = notification_role(&roles, &stores, &args, &config)?;
 
@@ -153,6 +164,7 @@ impl Application {
 
         let state = AppState {
             bus,
+            gateway,
             registry,
             read_models: stores.read_models.clone(),
             stalls,
@@ -216,7 +228,11 @@ impl Application {
 /// The command bus over the event store; with an OTLP endpoint, each appended event gets a
 /// span of its own, which the consumers' spans name as parents.
 fn command_bus(stores: &Stores, args: &ServeArgs) -> CommandBus {
-    let bus = CommandBus::new(stores.events.clone(), Arc::new(SystemClock));
+    let bus = CommandBus::new(
+        stores.events.clone(),
+        Arc::new(SystemClock),
+        stores.keyring.clone(),
+    );
     if args.log.otlp_endpoint.is_some() {
         bus.with_append_observer(Arc::new(
             cornershop_messaging::tracecontext::export_event_spans,
@@ -231,16 +247,14 @@ fn command_bus(stores: &Stores, args: &ServeArgs) -> CommandBus {
 /// role's projection.
 fn consumers(
     bus: &CommandBus,
+    gateway: &Arc<dyn PaymentGateway>,
     stores: &Stores,
     roles: &Roles,
-    args: &ServeArgs,
     config: &ServicesConfig,
     extra_handlers: Vec<Arc<dyn Handler>>,
 ) -> ConsumerRegistry {
-    let gateway = Arc::new(SimulatedGateway::new(SimulatedGatewayConfig::from(
-        &args.workflow,
-    )));
-    let mut registry = cornershop_services::consumers(bus, gateway, config, &roles.services());
+    let mut registry =
+        cornershop_services::consumers(bus, gateway.clone(), config, &roles.services());
     let consumer = |handler| Consumer {
         handler,
         store: stores.events.clone(),
@@ -271,6 +285,7 @@ fn notification_role(
     }
     cornershop_services::notifications::dispatchers(
         stores.events.clone(),
+        stores.keyring.clone(),
         &NotificationSettings::from(args.notifications.as_ref()),
         &config.notification_wakeup,
     )

@@ -93,7 +93,7 @@ async fn readme_walkthrough_from_stock_to_checkout_and_replay() {
     ] {
         assert!(checked_out.get(field).is_some(), "envelope lacks {field}");
     }
-    assert_eq!(checked_out["schemaVersion"], 1);
+    assert_eq!(checked_out["schemaVersion"], 2);
     assert_eq!(checked_out["data"]["orderId"], order_id);
     assert_eq!(checked_out["data"]["totalAmount"], "19.98");
     assert_eq!(checked_out["metadata"]["source"], "CartService");

@@ -881,7 +881,20 @@ async fn an_event_delivered_twice_sends_one_message_per_channel() {
             .expect("open the application's store"),
     );
     let handler = Reacting(NotificationService::new(
-        CommandBus::new(store.clone(), Arc::new(SystemClock)),
+        CommandBus::new(
+            store.clone(),
+            Arc::new(SystemClock),
+            // The application's own master key, so that its customers' keys open.
+            Arc::new(
+                cornershop_app::Keyring::open(
+                    store.clone(),
+                    cornershop_app::MasterKey::read(&app.data_dir.path().join("master.key"))
+                        .expect("the shop's master key"),
+                )
+                .await
+                .expect("the keyring"),
+            ),
+        ),
         Wakeup::default(),
     ));
     for event_type in ["OrderShipped", "OrderDelivered"] {
@@ -1364,5 +1377,73 @@ async fn on_kafka_the_confirmation_email_arrives_exactly_once() {
         log.iter()
             .all(|n| n["status"] == "sent" && n["attempts"] == 1),
         "{log:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_queued_before_an_erasure_is_cancelled_and_never_sent() {
+    let mut smtp = SmtpServer::reserve(); // down: the emails wait, retrying
+    let sink = HttpSink::start().await;
+    let app = spawn_shop(&smtp, &sink, |args| {
+        args.notifications.notification_retry_delay = Duration::from_millis(200).into();
+        args.notifications.notification_max_attempts = 100;
+    })
+    .await;
+    let erased = order(
+        &app,
+        "cust-forget",
+        "forget.me@example.com",
+        None,
+        "tok_visa",
+    )
+    .await;
+    let kept = order(&app, "cust-keep", "keep.me@example.com", None, "tok_visa").await;
+    for order in [&erased, &kept] {
+        app.wait_for_order(order, &["Confirmed"]).await;
+    }
+    app.settle().await;
+    let queued = notifications(&app, &format!("orderId={erased}&channel=email")).await;
+    assert_eq!(queued.len(), 3, "{queued:#?}");
+    assert!(
+        queued.iter().all(|n| n["status"] != "sent"),
+        "nothing went out while the mail server was down: {queued:#?}"
+    );
+    // The customer is erased while their emails wait.
+    let report: Value = app
+        .client
+        .delete(app.url("/api/customers/cust-forget/personal-data"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["notificationsCancelled"], 3, "{report:#}");
+    let cancelled = notifications(&app, &format!("orderId={erased}&channel=email")).await;
+    assert!(
+        cancelled.iter().all(|n| n["status"] == "cancelled"),
+        "{cancelled:#?}"
+    );
+    // The mail server comes back: the other customer's emails arrive, the erased
+    // customer's never do.
+    smtp.start().await;
+    wait_settled(&app, &format!("orderId={kept}&channel=email"), 3).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mails = smtp.messages();
+    assert_eq!(mails.len(), 3, "{mails:#?}");
+    assert!(
+        mails
+            .iter()
+            .all(|m| m.rcpt_to.contains("keep.me@example.com")),
+        "{mails:#?}"
+    );
+    let after = notifications(&app, &format!("orderId={erased}&channel=email")).await;
+    assert!(
+        after.iter().all(|n| n["status"] == "cancelled"),
+        "{after:#?}"
+    );
+    assert!(
+        after.iter().all(|n| n["recipient"] == "[erased]"),
+        "the admin sees the erased marker, not an address: {after:#?}"
     );
 }

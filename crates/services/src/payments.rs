@@ -39,12 +39,17 @@ pub enum GatewayError {
 /// its idempotency key, so a retried call never charges twice.
 #[async_trait]
 pub trait PaymentGateway: Send + Sync + 'static {
-    /// Places a hold on the amount; returns the authorization code.
+    /// Exchanges the single-use token a client got from the gateway for a payment method
+    /// the shop may keep a reference to (the token is used here once and never stored).
+    async fn register_payment_method(&self, token: &str) -> Result<String, GatewayError>;
+    /// Places a hold on the amount, charged to the payment method (a reference from
+    /// [`register_payment_method`](Self::register_payment_method), or a token stored by an
+    /// older version); returns the authorization code.
     async fn authorize(
         &self,
         payment_id: &str,
         amount: Decimal,
-        token: &str,
+        payment_method: &str,
     ) -> Result<String, GatewayError>;
     /// Captures an authorized payment; returns the transaction id.
     async fn capture(&self, payment_id: &str, amount: Decimal) -> Result<String, GatewayError>;
@@ -63,7 +68,8 @@ pub struct SimulatedGatewayConfig {
 /// The default gateway: no network, Stripe-style test tokens.
 /// `tok_visa` (and `tok_mastercard`) authorize and capture; `tok_chargeDeclined` fails
 /// with `card_declined`; `tok_insufficientFunds` with `insufficient_funds`; any other
-/// token with `invalid_token`.
+/// token with `invalid_token`. A token registers as `pm_<kind>_<random>`, which behaves
+/// as its token did (the kind is the test token's, never anything of the card holder's).
 pub struct SimulatedGateway {
     config: SimulatedGatewayConfig,
 }
@@ -96,16 +102,39 @@ fn reference(prefix: &str, payment_id: &str) -> String {
     format!("{prefix}_{}", id.simple())
 }
 
+/// The test token a simulated payment method stands for: `pm_visa_…` for `tok_visa`;
+/// a bare token (stored by schema version 1) stands for itself.
+fn simulated_token(payment_method: &str) -> String {
+    match payment_method
+        .strip_prefix("pm_")
+        .and_then(|rest| rest.rsplit_once('_'))
+    {
+        Some((kind, _)) => format!("tok_{kind}"),
+        None => payment_method.to_string(),
+    }
+}
+
 #[async_trait]
 impl PaymentGateway for SimulatedGateway {
+    async fn register_payment_method(&self, token: &str) -> Result<String, GatewayError> {
+        let kind = match token {
+            "tok_visa" => "visa",
+            "tok_mastercard" => "mastercard",
+            "tok_chargeDeclined" => "chargeDeclined",
+            "tok_insufficientFunds" => "insufficientFunds",
+            _ => "unknown",
+        };
+        Ok(format!("pm_{kind}_{}", Uuid::new_v4().simple()))
+    }
+
     async fn authorize(
         &self,
         payment_id: &str,
         amount: Decimal,
-        token: &str,
+        payment_method: &str,
     ) -> Result<String, GatewayError> {
         self.wait().await;
-        match token {
+        match simulated_token(payment_method).as_str() {
             "tok_chargeDeclined" => Err(declined("card_declined", "Your card was declined.")),
             "tok_insufficientFunds" => Err(declined(
                 "insufficient_funds",
@@ -247,7 +276,7 @@ impl Reaction for PaymentService {
                     .authorize(
                         &initiated.payment_id,
                         initiated.amount,
-                        &initiated.payment_token,
+                        &initiated.payment_method,
                     )
                     .await;
                 self.settle(
@@ -330,6 +359,38 @@ mod tests {
         assert_eq!(
             gateway.capture("p1", dec!(1)).await,
             gateway.capture("p1", dec!(1)).await
+        );
+    }
+
+    #[tokio::test]
+    async fn a_registered_payment_method_behaves_as_its_token_and_does_not_contain_it() {
+        let gateway = SimulatedGateway::new(SimulatedGatewayConfig {
+            max_amount: dec!(100),
+            latency: Duration::ZERO,
+        });
+        for (token, outcome) in [
+            ("tok_visa", None),
+            ("tok_chargeDeclined", Some("card_declined")),
+            ("tok_insufficientFunds", Some("insufficient_funds")),
+            ("tok_bogus-secret", Some("invalid_token")),
+        ] {
+            let method = gateway.register_payment_method(token).await.unwrap();
+            assert!(method.starts_with("pm_"), "{method}");
+            assert!(!method.contains(token), "{method} holds {token}");
+            let answer = gateway.authorize("p", dec!(10), &method).await;
+            match (outcome, answer) {
+                (None, Ok(_)) => {}
+                (Some(want), Err(GatewayError::Declined { code, .. })) => assert_eq!(code, want),
+                (want, got) => panic!("{token}: expected {want:?}, got {got:?}"),
+            }
+        }
+        let twice = (
+            gateway.register_payment_method("tok_visa").await.unwrap(),
+            gateway.register_payment_method("tok_visa").await.unwrap(),
+        );
+        assert_ne!(
+            twice.0, twice.1,
+            "a reference is the method's own, not the token's"
         );
     }
 }

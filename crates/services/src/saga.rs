@@ -65,7 +65,7 @@ impl Reaction for OrderSaga {
                     order_id: order.order_id.clone(),
                     customer_id: order.customer_id.clone(),
                     amount,
-                    payment_token: order.payment_token.clone(),
+                    payment_method: order.payment_method.clone(),
                 };
                 react
                     .once_unless_moved_on::<Payment>(

@@ -61,7 +61,7 @@ async fn checkout(bus: &CommandBus, n: u32, lines: &[(&str, i64)], token: &str) 
     }
     let checkout = CartCommand::Checkout {
         order_id: order_id.clone().into(),
-        payment_token: token.into(),
+        payment_method: token.into(),
         shipping_address: ShippingAddress {
             name: "Ada Lovelace".into(),
             line1: "1 Analytical Way".into(),
@@ -114,7 +114,8 @@ async fn wait_until_nothing_reserved(bus: &CommandBus, skus: &[&str]) {
 async fn only_the_inventory_service_moves_stock_for_orders() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn EventStore> = Arc::new(SqliteEventStore::open(dir.path()).await.unwrap());
-    let bus = CommandBus::new(store.clone(), Arc::new(SystemClock));
+    let keyring = Arc::new(cornershop_app::Keyring::ephemeral(store.clone()));
+    let bus = CommandBus::new(store.clone(), Arc::new(SystemClock), keyring);
     let gateway = Arc::new(SimulatedGateway::new(SimulatedGatewayConfig {
         max_amount: dec!(1000),
         latency: Duration::ZERO,

@@ -18,6 +18,7 @@
 
 mod error;
 mod event;
+mod keys;
 mod notification;
 mod postgres;
 mod query;
@@ -37,6 +38,7 @@ pub use error::{
     Unavailable,
 };
 pub use event::{AppendRequest, IdempotentResponse, NewEvent, StoredEvent};
+pub use keys::{DataKeyRecord, Erasure};
 pub use notification::{
     notification_status, NewNotification, Notification, NotificationQuery, NotificationUpdate,
 };
@@ -232,9 +234,55 @@ pub trait NotificationOutbox: Send + Sync + 'static {
     ) -> Result<Vec<Notification>, StoreError>;
 }
 
+/// The customers' data keys, wrapped by the master key, and the id of that master key.
+#[async_trait]
+pub trait DataKeys: Send + Sync + 'static {
+    /// The id of the master key the data keys are wrapped with, as recorded by the first
+    /// start; records `id` when none is recorded yet. A caller whose key has another id
+    /// holds the wrong master key.
+    async fn claim_master_key(&self, id: &str) -> Result<String, StoreError>;
+
+    /// The customer's data key record, erased or not.
+    async fn data_key_of(&self, customer_id: &str) -> Result<Option<DataKeyRecord>, StoreError>;
+
+    /// A data key record by its id.
+    async fn data_key(&self, key_id: &str) -> Result<Option<DataKeyRecord>, StoreError>;
+
+    /// Stores a customer's new data key unless the customer has one (or was erased);
+    /// returns the record stored for the customer, this one or the earlier one.
+    async fn insert_data_key(&self, record: &DataKeyRecord) -> Result<DataKeyRecord, StoreError>;
+
+    /// Erases a customer, in one transaction: the wrapped key is destroyed (a record
+    /// without a key, `new_key_id`, is written when the customer had none, so that none is
+    /// made later), and the customer's pending and retrying notifications are cancelled.
+    /// A repeat destroys nothing more.
+    async fn erase_data_key(
+        &self,
+        customer_id: &str,
+        new_key_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Erasure, StoreError>;
+
+    /// Every data key that is not erased.
+    async fn wrapped_data_keys(&self) -> Result<Vec<DataKeyRecord>, StoreError>;
+
+    /// Key rotation, in one transaction: the data keys get the wrappings given (by key
+    /// id) and the recorded master key id becomes `new_master`, provided it is still
+    /// `old_master` and every key not erased gets a new wrapping.
+    async fn rewrap_data_keys(
+        &self,
+        old_master: &str,
+        new_master: &str,
+        rewrapped: &[(String, Vec<u8>)],
+    ) -> Result<(), StoreError>;
+}
+
 /// The whole store: every backend is all four parts, and a caller that needs several (the
 /// command bus, the server's wiring) takes this. A caller that needs one part takes that
 /// trait alone (`Arc<dyn EventStore>` coerces to `Arc<dyn NotificationOutbox>`, say).
-pub trait EventStore: EventLog + ConsumerState + Scheduling + NotificationOutbox {}
+pub trait EventStore:
+    EventLog + ConsumerState + Scheduling + NotificationOutbox + DataKeys
+{
+}
 
-impl<T: EventLog + ConsumerState + Scheduling + NotificationOutbox> EventStore for T {}
+impl<T: EventLog + ConsumerState + Scheduling + NotificationOutbox + DataKeys> EventStore for T {}

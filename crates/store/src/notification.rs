@@ -7,13 +7,15 @@ use uuid::Uuid;
 
 /// The notification statuses: recorded and not tried yet; delivered to the provider;
 /// failed with an error that may pass, to be tried again at `next_attempt_at`; failed for
-/// good (a permanent error, or the last attempt), with a dead letter.
+/// good (a permanent error, or the last attempt), with a dead letter; cancelled before it
+/// was sent (its customer's personal data was erased).
 pub mod notification_status {
     pub(crate) const PENDING: &str = "pending";
     pub const SENT: &str = "sent";
     pub const RETRYING: &str = "retrying";
     pub const FAILED: &str = "failed";
-    pub const ALL: [&str; 4] = [PENDING, SENT, RETRYING, FAILED];
+    pub const CANCELLED: &str = "cancelled";
+    pub const ALL: [&str; 5] = [PENDING, SENT, RETRYING, FAILED, CANCELLED];
 }
 
 /// A notification to record: rendered and ready to send, due at once. At most one is kept

@@ -9,6 +9,7 @@ use crate::aggregate_type::AggregateType;
 use crate::error::DomainError;
 use crate::events::*;
 use crate::money::MAX_AMOUNT;
+use crate::personal::Personal;
 use crate::values::{CartId, CustomerId, Email, Money, OrderId, Phone, Quantity, Sku};
 
 pub const MAX_LINE_QUANTITY: u32 = Quantity::MAX;
@@ -53,7 +54,9 @@ pub enum CartCommand {
     },
     Checkout {
         order_id: OrderId,
-        payment_token: String,
+        /// The gateway's reference of the payment method the request's token was
+        /// exchanged for (the token itself is used once, by the gateway, and not kept).
+        payment_method: String,
         shipping_address: ShippingAddress,
         email: Email,
         phone: Option<Phone>,
@@ -149,13 +152,13 @@ impl Aggregate for Cart {
             }
             CartCommand::Checkout {
                 order_id,
-                payment_token,
+                payment_method,
                 shipping_address,
                 email,
                 phone,
             } => {
                 // What the request says is checked before what the cart's state allows.
-                require_text("paymentToken", payment_token, 200)?;
+                require_text("paymentMethod", payment_method, 200)?;
                 validate_address(shipping_address)?;
                 self.require_open()?;
                 if self.items.is_empty() {
@@ -174,10 +177,10 @@ impl Aggregate for Cart {
                     customer_id: self.customer_id.clone(),
                     items: self.items.clone(),
                     total_amount: total,
-                    payment_token: payment_token.clone(),
-                    shipping_address: shipping_address.clone(),
-                    email: email.clone(),
-                    phone: phone.clone(),
+                    payment_method: payment_method.clone(),
+                    shipping_address: shipping_address.into(),
+                    email: Personal::clear(email.as_str()),
+                    phone: phone.as_ref().map(|p| Personal::clear(p.as_str())),
                 }
                 .into()])
             }
@@ -312,8 +315,8 @@ mod tests {
                 unit_price: dec!(2.50),
             }],
             total_amount: dec!(2.50),
-            payment_token: "tok_visa".into(),
-            shipping_address: address(),
+            payment_method: "tok_visa".into(),
+            shipping_address: (&address()).into(),
             email: "ada@example.com".into(),
             phone: Some("+44 20 7946 0000".into()),
         }
@@ -351,7 +354,7 @@ mod tests {
     fn checkout() -> CartCommand {
         CartCommand::Checkout {
             order_id: "order-1".into(),
-            payment_token: "tok_visa".into(),
+            payment_method: "tok_visa".into(),
             shipping_address: address(),
             email: "ada@example.com".into(),
             phone: Some("+44 20 7946 0000".into()),
@@ -486,7 +489,7 @@ mod tests {
         };
         assert_eq!(e.items.len(), 2);
         assert_eq!(e.total_amount, dec!(7.50));
-        assert_eq!(e.email, "ada@example.com");
+        assert_eq!(e.email, Personal::clear("ada@example.com"));
         assert_eq!(e.order_id, "order-1");
     }
 

@@ -1,7 +1,8 @@
-//! The four aggregates as deciders: `decide(state, command) -> events | error` and
+//! The five aggregates as deciders: `decide(state, command) -> events | error` and
 //! `evolve(state, event) -> state`, starting from `Default::default()`.
 
 pub mod cart;
+pub mod customer;
 pub mod inventory;
 pub mod order;
 pub mod payment;

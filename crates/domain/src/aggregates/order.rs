@@ -9,7 +9,8 @@ use super::{require_money, require_text, Aggregate};
 use crate::aggregate_type::AggregateType;
 use crate::error::DomainError;
 use crate::events::*;
-use crate::values::{CartId, CustomerId, Email, OrderId, PaymentId, Phone};
+use crate::personal::{Personal, PersonalAddress};
+use crate::values::{CartId, CustomerId, OrderId, PaymentId};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub enum OrderStatus {
@@ -32,10 +33,10 @@ pub struct Order {
     pub status: OrderStatus,
     pub items: Vec<LineItem>,
     pub total_amount: Decimal,
-    pub payment_token: String,
-    pub shipping_address: Option<ShippingAddress>,
-    pub email: Email,
-    pub phone: Option<Phone>,
+    pub payment_method: String,
+    pub shipping_address: Option<PersonalAddress>,
+    pub email: Personal,
+    pub phone: Option<Personal>,
     pub payment_id: Option<PaymentId>,
     pub carrier: Option<String>,
     pub tracking_number: Option<String>,
@@ -109,7 +110,7 @@ impl Aggregate for Order {
                     customer_id: c.customer_id.clone(),
                     total_amount,
                     items: c.items.clone(),
-                    payment_token: c.payment_token.clone(),
+                    payment_method: c.payment_method.clone(),
                     shipping_address: c.shipping_address.clone(),
                     email: c.email.clone(),
                     phone: c.phone.clone(),
@@ -176,7 +177,7 @@ impl Aggregate for Order {
                 self.customer_id = e.customer_id.clone();
                 self.items = e.items.clone();
                 self.total_amount = e.total_amount;
-                self.payment_token = e.payment_token.clone();
+                self.payment_method = e.payment_method.clone();
                 self.shipping_address = Some(e.shipping_address.clone());
                 self.email = e.email.clone();
                 self.phone = e.phone.clone();
@@ -229,8 +230,8 @@ mod tests {
                 unit_price: dec!(4.25),
             }],
             total_amount: dec!(8.50),
-            payment_token: "tok_visa".into(),
-            shipping_address: ShippingAddress {
+            payment_method: "tok_visa".into(),
+            shipping_address: PersonalAddress {
                 name: "Ada".into(),
                 line1: "1 Way".into(),
                 line2: None,
@@ -272,7 +273,7 @@ mod tests {
             customer_id: c.customer_id,
             total_amount: c.total_amount,
             items: c.items,
-            payment_token: c.payment_token,
+            payment_method: c.payment_method,
             shipping_address: c.shipping_address,
             email: c.email,
             phone: c.phone,

@@ -43,7 +43,7 @@ pub enum PaymentCommand {
         order_id: OrderId,
         customer_id: CustomerId,
         amount: Money,
-        payment_token: String,
+        payment_method: String,
     },
     Authorize {
         authorization_code: String,
@@ -89,7 +89,7 @@ impl Aggregate for Payment {
                 order_id,
                 customer_id,
                 amount,
-                payment_token,
+                payment_method,
             } => {
                 if self.status != PaymentStatus::New {
                     return Err(DomainError::AlreadyExists {
@@ -103,13 +103,13 @@ impl Aggregate for Payment {
                         "amount must be greater than zero".into(),
                     ));
                 }
-                require_text("paymentToken", payment_token, 200)?;
+                require_text("paymentMethod", payment_method, 200)?;
                 vec![PaymentInitiated {
                     payment_id: payment_id.clone(),
                     order_id: order_id.clone(),
                     customer_id: customer_id.clone(),
                     amount: amount.amount(),
-                    payment_token: payment_token.clone(),
+                    payment_method: payment_method.clone(),
                 }
                 .into()]
             }
@@ -215,7 +215,7 @@ mod tests {
             order_id: "order-1".into(),
             customer_id: "cust-1".into(),
             amount: dec!(12.34).into(),
-            payment_token: "tok_visa".into(),
+            payment_method: "tok_visa".into(),
         }
     }
     fn authorize() -> PaymentCommand {
@@ -245,7 +245,7 @@ mod tests {
             order_id: "order-1".into(),
             customer_id: "cust-1".into(),
             amount: dec!(12.34),
-            payment_token: "tok_visa".into(),
+            payment_method: "tok_visa".into(),
         }
         .into()
     }
@@ -309,7 +309,7 @@ mod tests {
             order_id: "o".into(),
             customer_id: "c".into(),
             amount: Money::ZERO,
-            payment_token: "tok_visa".into(),
+            payment_method: "tok_visa".into(),
         };
         given_nothing::<Payment>()
             .when(cmd)

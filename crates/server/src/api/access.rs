@@ -41,6 +41,18 @@ pub(crate) const ROUTES: &[(&str, &str, Access)] = &[
         Needs(Customer),
     ),
     ("GET", "/api/notifications", Needs(Customer)),
+    // A customer's personal data: the customer itself or an admin (the handler refuses
+    // staff, and answers another customer 404).
+    (
+        "GET",
+        "/api/customers/{customer_id}/personal-data",
+        Needs(Customer),
+    ),
+    (
+        "DELETE",
+        "/api/customers/{customer_id}/personal-data",
+        Needs(Customer),
+    ),
     // The catalogue a customer shops from.
     ("GET", "/api/inventory/{sku}", Needs(Customer)),
     ("GET", "/api/inventory", Needs(Customer)),

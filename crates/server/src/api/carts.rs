@@ -281,9 +281,18 @@ pub(super) async fn checkout(
     let cart_id = path_cart_id(&cart_id)?;
     let body = command.body;
     let order_id = OrderId::new_random();
+    // The token is the gateway's to keep: it is exchanged for a payment method here, once,
+    // and only the method's reference is stored.
+    cornershop_domain::values::required_text("paymentToken", &body.payment_token, 200)
+        .map_err(ApiError::invalid)?;
+    let payment_method = state
+        .gateway
+        .register_payment_method(body.payment_token.trim())
+        .await
+        .map_err(gateway_refusal)?;
     let checkout = CartCommand::Checkout {
         order_id: order_id.clone(),
-        payment_token: body.payment_token,
+        payment_method,
         shipping_address: body.shipping_address,
         email: Email::parse(&body.email)?,
         phone: body.phone.as_deref().map(Phone::parse).transpose()?,
@@ -297,6 +306,22 @@ pub(super) async fn checkout(
         .await
         .map_err(|e| unknown_cart(e, &cart_id))?;
     Ok(reply(result))
+}
+
+/// The gateway's answer to a token it will not take, or no answer.
+fn gateway_refusal(error: cornershop_services::GatewayError) -> ApiError {
+    match error {
+        cornershop_services::GatewayError::Declined { code, message } => ApiError::new(
+            axum::http::StatusCode::PAYMENT_REQUIRED,
+            "payment-method-refused",
+            format!("the payment token was refused ({code}): {message}"),
+        ),
+        cornershop_services::GatewayError::Unavailable(reason) => ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "payment-gateway-unavailable",
+            format!("the payment gateway cannot take the token now ({reason}); try again"),
+        ),
+    }
 }
 
 /// A cart that was never created has no id in its empty state; name the one asked for.

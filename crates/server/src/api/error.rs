@@ -142,7 +142,7 @@ impl From<AppError> for ApiError {
             AppError::Store(store) if store.unavailability().is_some() => {
                 Self::unavailable(store.unavailability(), store)
             }
-            AppError::Store(_) | AppError::Decode(_) => {
+            AppError::Store(_) | AppError::Decode(_) | AppError::Keys(_) => {
                 tracing::error!(error = %error, cause = ?std::error::Error::source(&error), "request failed inside the server");
                 Self::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -151,6 +151,13 @@ impl From<AppError> for ApiError {
                 )
             }
         }
+    }
+}
+
+/// A key failure met outside a command (opening a value for an answer).
+impl From<cornershop_app::KeyError> for ApiError {
+    fn from(error: cornershop_app::KeyError) -> Self {
+        AppError::from(error).into()
     }
 }
 

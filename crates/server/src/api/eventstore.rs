@@ -13,6 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::{ApiError, Problem};
 use super::extract::{Path, Query};
 use super::AppState;
+use crate::auth::Caller;
 
 pub(super) const DEFAULT_PAGE: u32 = 100;
 pub(super) const MAX_PAGE: u32 = 1000;
@@ -53,7 +54,7 @@ impl From<Replay> for ReplayResponse {
 fn aggregate_type(name: &str) -> Result<AggregateType, ApiError> {
     AggregateType::parse(name).ok_or_else(|| {
         ApiError::invalid(format!(
-            "'{name}' is not an aggregate type; use one of Cart, Order, Payment, Inventory"
+            "'{name}' is not an aggregate type; use one of Cart, Order, Payment, Inventory, Customer"
         ))
     })
 }
@@ -61,7 +62,7 @@ fn aggregate_type(name: &str) -> Result<AggregateType, ApiError> {
 /// Rebuild an aggregate's state by folding its events up to `toDate` with the same
 /// `evolve` the write side uses, and list its events in [fromDate, toDate].
 #[utoipa::path(get, path = "/api/eventstore/replay/{aggregateType}/{aggregateId}", tag = "eventstore",
-    params(("aggregateType" = String, Path, description = "Cart, Order, Payment or Inventory"),
+    params(("aggregateType" = String, Path, description = "Cart, Order, Payment, Inventory or Customer"),
            ("aggregateId" = String, Path), ReplayParams),
     responses(
         (status = 200, body = ReplayResponse),
@@ -70,15 +71,16 @@ fn aggregate_type(name: &str) -> Result<AggregateType, ApiError> {
     ))]
 pub(super) async fn replay(
     State(state): State<AppState>,
+    caller: Caller,
     Path((kind, id)): Path<(String, String)>,
     Query(params): Query<ReplayParams>,
-) -> Result<Json<ReplayResponse>, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let kind = aggregate_type(&kind)?;
     let replay = state
         .bus
         .replay(kind, &id, params.from_date, params.to_date)
         .await?;
-    Ok(Json(replay.into()))
+    super::customers::revealed(&state, &caller, &ReplayResponse::from(replay)).await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -113,8 +115,9 @@ pub(super) struct EventsPage {
     ))]
 pub(super) async fn events(
     State(state): State<AppState>,
+    caller: Caller,
     Query(params): Query<EventsParams>,
-) -> Result<Json<EventsPage>, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let limit = params.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::invalid(format!(
@@ -144,7 +147,7 @@ pub(super) async fn events(
     let next_after = (events.len() == limit as usize)
         .then(|| events.last().map(|e| e.position))
         .flatten();
-    Ok(Json(EventsPage { events, next_after }))
+    super::customers::revealed(&state, &caller, &EventsPage { events, next_after }).await
 }
 
 /// Totals by event type and aggregate type, and the first and last timestamps.

@@ -4,6 +4,7 @@
 pub(crate) mod access;
 mod carts;
 mod contract;
+pub(crate) mod customers;
 mod deadletters;
 pub(crate) mod error;
 mod eventstore;
@@ -34,6 +35,8 @@ use error::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     pub bus: CommandBus,
+    /// The payment gateway, which exchanges a checkout's token for a payment method.
+    pub gateway: std::sync::Arc<dyn cornershop_services::PaymentGateway>,
     /// The consumers running in this process, for re-driving dead letters.
     pub registry: ConsumerRegistry,
     /// The reporting service's read models: what the queries read.
@@ -61,6 +64,8 @@ pub struct AppState {
         orders::get_order,
         orders::list_orders,
         orders::customer_orders,
+        customers::export,
+        customers::erase,
         reports::inventory,
         reports::sales,
         reports::projections,
@@ -136,6 +141,10 @@ pub fn router(state: AppState, limits: RequestLimits, shop_api: bool) -> Router 
             .route(
                 "/api/customers/{customer_id}/orders",
                 get(orders::customer_orders),
+            )
+            .route(
+                "/api/customers/{customer_id}/personal-data",
+                get(customers::export).delete(customers::erase),
             )
             .route("/api/inventory", get(reports::inventory))
             .route("/api/reports/sales", get(reports::sales))

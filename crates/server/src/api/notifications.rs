@@ -65,7 +65,7 @@ pub(super) async fn list(
             )));
         }
     }
-    let notifications = state
+    let mut notifications = state
         .bus
         .store()
         .notifications(&NotificationQuery {
@@ -76,5 +76,18 @@ pub(super) async fn list(
             limit: LIMIT,
         })
         .await?;
+    // Recipients and bodies are stored sealed; they are opened for whom may see them.
+    for n in &mut notifications {
+        let customer = n.customer_id.clone();
+        let reveal = |text: String| {
+            let (state, caller, customer) = (&state, &caller, &customer);
+            async move { super::customers::revealed_text(state, caller, customer, &text).await }
+        };
+        n.recipient = reveal(std::mem::take(&mut n.recipient)).await?;
+        n.body_text = reveal(std::mem::take(&mut n.body_text)).await?;
+        if let Some(html) = n.body_html.take() {
+            n.body_html = Some(reveal(html).await?);
+        }
+    }
     Ok(Json(notifications))
 }

@@ -44,6 +44,9 @@ pub enum Command {
     /// Drive real HTTP traffic through whole order lives (stock, carts, checkout, payment,
     /// ship, deliver) against a running shop, and summarize throughput and latencies.
     Simulate(SimulateArgs),
+    /// Manage the master key that wraps the customers' data keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Print an access token signed with the embedded shop's own key (the one `serve`
     /// creates under --data-dir when no --oidc-issuer is given), for curl and scripts.
     Token(TokenArgs),
@@ -102,6 +105,21 @@ pub enum ProjectionsCommand {
     },
 }
 
+/// `cornershop keys ...`
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeysCommand {
+    /// Re-wraps every customer's data key with a new master key, in one transaction, and
+    /// records the new key's id; no event is touched. Afterwards, start every process with
+    /// the new key file (the old one no longer opens the store).
+    Rotate {
+        /// The new master key; created (mode 0600, random) when it does not exist.
+        #[arg(long)]
+        new_master_key_file: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
 /// The store settings of `serve`, for the commands that work on a shop's data.
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
@@ -114,6 +132,21 @@ pub struct StoreArgs {
     /// SQLite files under --data-dir are used.
     #[arg(long, env = "CORNERSHOP_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+
+    /// The master key that wraps the customers' data keys: a file holding the base64 of
+    /// 32 random bytes (`head -c 32 /dev/urandom | base64`). Default: master.key in
+    /// --data-dir, created (mode 0600) on the first start of a new store.
+    #[arg(long, env = "CORNERSHOP_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// The master key file, given or the data directory's.
+    pub fn master_key_path(&self) -> PathBuf {
+        self.master_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("master.key"))
+    }
 }
 
 #[derive(Debug, Clone, Args)]

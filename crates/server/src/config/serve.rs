@@ -35,6 +35,13 @@ pub struct ServeArgs {
     #[arg(long, env = "CORNERSHOP_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
+    /// The master key that wraps the customers' data keys: a file holding the base64 of
+    /// 32 random bytes (`head -c 32 /dev/urandom | base64`). Default: master.key in
+    /// --data-dir, created (mode 0600) on the first start of a new store. A start with a
+    /// key other than the store's is refused.
+    #[arg(long, env = "CORNERSHOP_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+
     #[command(flatten)]
     pub kafka: KafkaArgs,
 
@@ -213,6 +220,7 @@ impl ServeArgs {
         StoreArgs {
             data_dir: self.data_dir.clone(),
             database_url: self.database_url.clone(),
+            master_key_file: self.master_key_file.clone(),
         }
     }
 

@@ -80,6 +80,15 @@ impl Process {
                 path
             }
         };
+        // The processes of a test share one master key: the one given, else one in the
+        // directory of their logs.
+        if !args.iter().any(|a| a.starts_with("--master-key-file=")) {
+            let dir = log.parent().map(PathBuf::from).unwrap_or_default();
+            args.push(format!(
+                "--master-key-file={}",
+                dir.join("master.key").display()
+            ));
+        }
         Self {
             name: name.to_string(),
             port: 0,
@@ -499,6 +508,7 @@ pub(crate) async fn start_shop(
         client: super::admin_client(&cluster.signing_key),
         data_dir,
         stop: None,
+        running: None,
         cluster: None,
     };
     (app, cluster)

@@ -17,7 +17,26 @@ pub(crate) struct TestApp {
     pub client: reqwest::Client,
     pub data_dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    running: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     pub cluster: Option<cluster::Cluster>,
+}
+
+impl TestApp {
+    /// Stops an in-process shop and waits until it has closed its stores; hands back its
+    /// data directory.
+    pub(crate) async fn stop_and_wait(mut self) -> tempfile::TempDir {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(running) = self.running.take() {
+            running
+                .await
+                .expect("the shop's task")
+                .expect("the shop stops cleanly");
+        }
+        // `self` keeps an empty directory in its place.
+        std::mem::replace(&mut self.data_dir, tempfile::tempdir().expect("temp dir"))
+    }
 }
 
 impl Drop for TestApp {
@@ -113,6 +132,7 @@ async fn spawn(
             client: admin_client(&cluster.signing_key),
             data_dir,
             stop: None,
+            running: None,
             cluster: Some(cluster),
         };
     }
@@ -121,7 +141,7 @@ async fn spawn(
         .expect("the application builds");
     let base = format!("http://{}", app.local_addr());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run_until_stopped(async {
+    let running = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
     TestApp {
@@ -129,6 +149,7 @@ async fn spawn(
         client: admin_client(&key_file),
         data_dir,
         stop: Some(stop),
+        running: Some(running),
         cluster: None,
     }
 }

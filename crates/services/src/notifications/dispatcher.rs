@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use cornershop_app::{Keyring, Opened};
 use cornershop_messaging::{DeadLetterOwner, RetryPolicy};
 use cornershop_store::{
     notification_status as status, DeadLetter, EventStore, Notification, NotificationUpdate,
@@ -103,6 +104,7 @@ impl DeadLetterOwner for FailedNotifications {
 /// Sends one channel's notifications.
 pub struct Dispatcher {
     store: Arc<dyn EventStore>,
+    keyring: Arc<Keyring>,
     provider: Arc<dyn Provider>,
     policy: DispatchPolicy,
     wakeup: Wakeup,
@@ -113,6 +115,7 @@ pub struct Dispatcher {
 impl Dispatcher {
     pub fn new(
         store: Arc<dyn EventStore>,
+        keyring: Arc<Keyring>,
         provider: Arc<dyn Provider>,
         policy: DispatchPolicy,
         wakeup: Wakeup,
@@ -120,6 +123,7 @@ impl Dispatcher {
         let channel = provider.channel();
         Self {
             store,
+            keyring,
             holder: format!(
                 "notifications-{channel}-pid{}-{}",
                 std::process::id(),
@@ -230,8 +234,49 @@ impl Dispatcher {
         ))
     }
 
+    /// The notification with its personal parts opened; `None` when its customer's data
+    /// was erased (it is cancelled then) or it cannot be opened now (tried again later).
+    async fn opened(&self, n: &Notification) -> Option<Notification> {
+        let mut opened = n.clone();
+        let mut parts = vec![&mut opened.recipient, &mut opened.body_text];
+        parts.extend(opened.body_html.as_mut());
+        let mut erased = false;
+        for part in parts {
+            match self.keyring.open_value(&super::stored_personal(part)).await {
+                Ok(Opened::Clear(clear)) => *part = clear,
+                Ok(Opened::Erased) => erased = true,
+                Err(error) => {
+                    tracing::warn!(id = n.id, %error, "a notification cannot be opened; will try again");
+                    return None;
+                }
+            }
+        }
+        if !erased {
+            return Some(opened);
+        }
+        let update = NotificationUpdate {
+            id: n.id,
+            status: status::CANCELLED.to_string(),
+            attempts: n.attempts,
+            provider_message_id: None,
+            last_error: Some("the customer's personal data was erased".into()),
+            next_attempt_at: n.next_attempt_at,
+        };
+        match self.store.update_notification(&update).await {
+            Ok(_) => {
+                tracing::info!(id = n.id, orderId = %n.order_id, "notification cancelled: the customer's personal data was erased")
+            }
+            Err(error) => tracing::warn!(id = n.id, %error, "cannot cancel a notification"),
+        }
+        None
+    }
+
     /// Sends one notification and records the outcome.
-    async fn attempt(&self, n: &Notification) {
+    async fn attempt(&self, sealed: &Notification) {
+        let Some(opened) = self.opened(sealed).await else {
+            return;
+        };
+        let n = &opened;
         let channel = self.provider.channel();
         let kind = channel.as_str();
         let started = std::time::Instant::now();
@@ -252,7 +297,6 @@ impl Dispatcher {
                 metrics::counter!("notifications_sent_total", "type" => kind).increment(1);
                 tracing::info!(
                     %channel,
-                    recipient = %n.recipient,
                     template = %n.template,
                     orderId = %n.order_id,
                     attempts,
@@ -281,7 +325,6 @@ impl Dispatcher {
                 };
                 tracing::warn!(
                     %channel,
-                    recipient = %n.recipient,
                     orderId = %n.order_id,
                     attempts,
                     kind = error.kind(),

@@ -16,8 +16,13 @@
 //!    them in the store, one per (eventId, channel); the store keeps the first and ignores
 //!    repeats, so a redelivered event records nothing new. Contact details come from
 //!    OrderCreated (which carries the checkout's email and phone) or, for later events,
-//!    from the Order aggregate loaded from the store.
-//! 2. A [`Dispatcher`] per channel sends the due notifications through the channel's
+//!    from the Order aggregate loaded from the store; both hold them sealed, and the
+//!    consumer opens them with the customer's key to render, then seals the rendered
+//!    recipient and bodies before it records them (nothing personal is stored in clear).
+//!    A customer whose data was erased gets nothing; on `CustomerDataErased` the
+//!    consumer cancels what is still queued for them.
+//! 2. A [`Dispatcher`] per channel opens each due notification (one of an erased customer
+//!    is cancelled instead) and sends it through the channel's
 //!    [`Provider`](providers::Provider) and records the outcome: sent, retrying (transient
 //!    error, exponential backoff with jitter) or failed (permanent error or out of
 //!    attempts, with a dead letter). See [`dispatcher`].
@@ -35,7 +40,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cornershop_app::CommandBus;
-use cornershop_domain::{DomainEvent, EventType, Order, OrderStatus};
+use cornershop_app::Opened;
+use cornershop_domain::{
+    CustomerId, DomainEvent, Email, EventType, LineItem, Order, OrderId, OrderStatus, Personal,
+    Phone,
+};
 use cornershop_messaging::HandlerError;
 use cornershop_store::{EventStore, NewNotification, StoredEvent};
 use tokio::sync::Notify;
@@ -171,24 +180,60 @@ impl NotificationService {
         Self { bus, wakeup }
     }
 
-    fn facts_of(order: &Order) -> OrderFacts {
-        OrderFacts {
-            order_id: order.order_id.clone(),
-            customer_id: order.customer_id.clone(),
-            email: order.email.clone(),
-            phone: order.phone.clone(),
-            name: order
-                .shipping_address
-                .as_ref()
-                .map(|a| a.name.clone())
-                .unwrap_or_default(),
-            items: order.items.clone(),
-            total: order.total_amount,
-        }
+    /// The facts a notification is rendered from, its personal values opened; `None`
+    /// when the customer's personal data was erased (nothing is sent then).
+    async fn facts_of(
+        &self,
+        order_id: &OrderId,
+        customer_id: &CustomerId,
+        contact: Contact<'_>,
+        items: Vec<LineItem>,
+        total: rust_decimal::Decimal,
+    ) -> Result<Option<OrderFacts>, HandlerError> {
+        let keyring = self.bus.keyring();
+        let open = |value: &Personal| {
+            let value = value.clone();
+            async move {
+                keyring
+                    .open_value(&value)
+                    .await
+                    .map(Opened::into_clear)
+                    .map_err(|e| handler_error(e.into()))
+            }
+        };
+        let Some(email) = open(contact.email).await? else {
+            return Ok(None);
+        };
+        let email = Email::parse(&email).map_err(|e| {
+            HandlerError::Permanent(format!("order {order_id} has no usable e-mail: {e}"))
+        })?;
+        let phone = match contact.phone {
+            Some(phone) => match open(phone).await? {
+                Some(phone) => Phone::parse(&phone).ok(),
+                None => return Ok(None),
+            },
+            None => None,
+        };
+        let name = match contact.name {
+            Some(name) => match open(name).await? {
+                Some(name) => name,
+                None => return Ok(None),
+            },
+            None => String::new(),
+        };
+        Ok(Some(OrderFacts {
+            order_id: order_id.clone(),
+            customer_id: customer_id.clone(),
+            email,
+            phone,
+            name,
+            items,
+            total,
+        }))
     }
 
     /// The order's facts from the store (the source of truth).
-    async fn order_facts(&self, order_id: &str) -> Result<OrderFacts, HandlerError> {
+    async fn order_facts(&self, order_id: &str) -> Result<Option<OrderFacts>, HandlerError> {
         let (order, _) = self
             .bus
             .load::<Order>(order_id)
@@ -199,8 +244,70 @@ impl NotificationService {
                 "order {order_id} is not in the store"
             )));
         }
-        Ok(Self::facts_of(&order))
+        let contact = Contact {
+            email: &order.email,
+            phone: order.phone.as_ref(),
+            name: order.shipping_address.as_ref().map(|a| &a.name),
+        };
+        self.facts_of(
+            &order.order_id,
+            &order.customer_id,
+            contact,
+            order.items.clone(),
+            order.total_amount,
+        )
+        .await
     }
+
+    /// Seals a rendered notification's personal parts (recipient and bodies) with the
+    /// customer's key before it is stored; the dispatcher opens them to send.
+    async fn seal(&self, planned: &mut [NewNotification]) -> Result<(), HandlerError> {
+        let keyring = self.bus.keyring();
+        for n in planned {
+            let seal = |text: String| {
+                let customer = n.customer_id.clone();
+                async move {
+                    keyring
+                        .seal(&customer, &text)
+                        .await
+                        .map(|sealed| stored_text(&sealed))
+                        .map_err(|e| handler_error(e.into()))
+                }
+            };
+            n.recipient = seal(std::mem::take(&mut n.recipient)).await?;
+            n.body_text = seal(std::mem::take(&mut n.body_text)).await?;
+            if let Some(html) = n.body_html.take() {
+                n.body_html = Some(seal(html).await?);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The personal values of an order that a notification uses.
+struct Contact<'a> {
+    email: &'a Personal,
+    phone: Option<&'a Personal>,
+    name: Option<&'a Personal>,
+}
+
+/// A personal value as a notification's column holds it: the JSON of a sealed one, the
+/// text itself for a clear one (rows recorded before sealing existed).
+pub fn stored_text(value: &Personal) -> String {
+    match value {
+        Personal::Clear(clear) => clear.clone(),
+        other => serde_json::to_string(other).expect("a personal value serializes"),
+    }
+}
+
+/// The personal value a notification's column holds (see [`stored_text`]).
+pub fn stored_personal(text: &str) -> Personal {
+    if text.starts_with('{') {
+        if let Ok(value) = serde_json::from_str::<Personal>(text) {
+            return value;
+        }
+    }
+    Personal::Clear(text.to_string())
 }
 
 #[async_trait]
@@ -213,6 +320,7 @@ impl Reaction for NotificationService {
         EventType::OrderDelivered,
         EventType::PaymentCompleted,
         EventType::PaymentFailed,
+        EventType::CustomerDataErased,
     ];
 
     fn bus(&self) -> &CommandBus {
@@ -221,18 +329,23 @@ impl Reaction for NotificationService {
 
     async fn react(&self, decoded: DomainEvent, react: &Reactor<'_>) -> Result<(), HandlerError> {
         let (occasion, facts) = match decoded {
-            DomainEvent::OrderCreated(e) => (
-                Occasion::OrderCreated,
-                OrderFacts {
-                    name: e.shipping_address.name.clone(),
-                    order_id: e.order_id,
-                    customer_id: e.customer_id,
-                    email: e.email,
-                    phone: e.phone,
-                    items: e.items,
-                    total: e.total_amount,
-                },
-            ),
+            DomainEvent::OrderCreated(e) => {
+                let contact = Contact {
+                    email: &e.email,
+                    phone: e.phone.as_ref(),
+                    name: Some(&e.shipping_address.name),
+                };
+                let facts = self
+                    .facts_of(
+                        &e.order_id,
+                        &e.customer_id,
+                        contact,
+                        e.items.clone(),
+                        e.total_amount,
+                    )
+                    .await?;
+                (Occasion::OrderCreated, facts)
+            }
             DomainEvent::OrderConfirmed(e) => (
                 Occasion::OrderConfirmed,
                 self.order_facts(&e.order_id).await?,
@@ -262,9 +375,33 @@ impl Reaction for NotificationService {
                 },
                 self.order_facts(&e.order_id).await?,
             ),
+            DomainEvent::CustomerDataErased(e) => {
+                // The API that erased the customer cancelled what was queued then; this
+                // repeat (harmless) also cancels what another process recorded meanwhile,
+                // and makes this process forget the key at once.
+                let erasure = self
+                    .bus
+                    .keyring()
+                    .erase(&e.customer_id)
+                    .await
+                    .map_err(|e| handler_error(e.into()))?;
+                tracing::info!(
+                    cancelled = erasure.notifications_cancelled,
+                    "customer's data erased: their notifications still to be sent are cancelled"
+                );
+                return Ok(());
+            }
             _ => return Ok(()),
         };
-        let planned = plan(react.cause, &occasion, &facts, self.bus.clock().now());
+        let Some(facts) = facts else {
+            tracing::info!(
+                eventType = %react.cause.envelope.event_type,
+                "no notification: the customer's personal data was erased"
+            );
+            return Ok(());
+        };
+        let mut planned = plan(react.cause, &occasion, &facts, self.bus.clock().now());
+        self.seal(&mut planned).await?;
         let recorded = self.bus.store().record_notifications(&planned).await?;
         if recorded > 0 {
             self.wakeup.wake();
@@ -370,12 +507,21 @@ pub fn providers(
 /// The dispatchers of every channel, ready to run.
 pub fn dispatchers(
     store: Arc<dyn EventStore>,
+    keyring: Arc<cornershop_app::Keyring>,
     settings: &NotificationSettings,
     wakeup: &Wakeup,
 ) -> Result<Vec<Dispatcher>, ProviderConfigError> {
     Ok(providers(settings)?
         .into_iter()
-        .map(|provider| Dispatcher::new(store.clone(), provider, settings.policy, wakeup.clone()))
+        .map(|provider| {
+            Dispatcher::new(
+                store.clone(),
+                keyring.clone(),
+                provider,
+                settings.policy,
+                wakeup.clone(),
+            )
+        })
         .collect())
 }
 

@@ -131,17 +131,41 @@ impl Provider for LogProvider {
 
     async fn send(&self, n: &Notification) -> Result<Option<String>, SendError> {
         let key = idempotency_key(n);
+        // The recipient and the body are personal data: the log shows neither, only
+        // the shape of the recipient and the body's length.
         tracing::info!(
             channel = %n.channel,
-            recipient = %n.recipient,
+            recipient = %masked(&n.recipient),
             template = %n.template,
             orderId = %n.order_id,
             subject = %n.subject,
-            body = ?n.body_text,
+            bodyChars = n.body_text.chars().count(),
             idempotencyKey = %key,
             "notification (log provider: not sent anywhere)"
         );
         Ok(Some(format!("log:{key}")))
+    }
+}
+
+/// A recipient with all but its first character and its domain (or last two digits)
+/// hidden: `a***@example.com`, `***12`.
+fn masked(recipient: &str) -> String {
+    match recipient.split_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}***@{domain}")
+        }
+        None => {
+            let tail: String = recipient
+                .chars()
+                .rev()
+                .take(2)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            format!("***{tail}")
+        }
     }
 }
 
@@ -255,7 +279,7 @@ impl SmtpProvider {
 
     fn message(&self, n: &Notification) -> Result<Message, SendError> {
         let to: Mailbox = n.recipient.parse().map_err(|e| {
-            SendError::Permanent(format!("'{}' is not an email address: {e}", n.recipient))
+            SendError::Permanent(format!("the recipient is not an email address: {e}"))
         })?;
         let builder = Message::builder()
             .from(self.from.clone())

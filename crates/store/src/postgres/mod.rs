@@ -59,6 +59,7 @@
 
 mod consumers;
 mod head;
+mod keys;
 mod log;
 mod notifications;
 mod scheduling;

@@ -15,6 +15,7 @@
 //! opening the file, and `writer` the group commit every write goes through.
 
 mod consumers;
+mod keys;
 mod log;
 mod notifications;
 pub(crate) mod readers;
@@ -37,6 +38,7 @@ use readers::{open_writing_connection, Durability, ReadRefused, SqliteReaders};
 use writer::{run_group_commit, WriteJob, Writer, GROUP_COMMIT_MAX, PREPARED_STATEMENTS};
 
 pub struct SqliteEventStore {
+    path: std::path::PathBuf,
     readers: SqliteReaders,
     head: Arc<watch::Sender<u64>>,
     /// Every write goes to the group-commit writer (see [`run_group_commit`]); `None` once
@@ -83,6 +85,9 @@ impl SqliteEventStore {
             Duration::from_secs(10),
             PREPARED_STATEMENTS,
         )?;
+        // What a write removes is overwritten, not left in a free page: an erased data key
+        // must not survive in the file (`keys.rs`).
+        conn.execute_batch("PRAGMA secure_delete = ON")?;
         let head: i64 =
             conn.query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |row| {
                 row.get(0)
@@ -100,7 +105,8 @@ impl SqliteEventStore {
             .spawn(move || run_group_commit(writer, queue))
             .map_err(|e| StoreError::Corrupt(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
-            readers: SqliteReaders::new(path, PREPARED_STATEMENTS),
+            readers: SqliteReaders::new(path.clone(), PREPARED_STATEMENTS),
+            path,
             head,
             writes: Mutex::new(Some(writes)),
             writer_thread: Mutex::new(Some(writer_thread)),
@@ -125,6 +131,11 @@ impl SqliteEventStore {
 }
 
 impl SqliteEventStore {
+    /// The SQLite file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Runs `read` on a reader connection, on a blocking thread.
     pub(super) async fn read<T, F>(&self, read: F) -> Result<T, StoreError>
     where

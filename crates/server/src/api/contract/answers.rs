@@ -37,6 +37,8 @@ pub(super) const ROUTES: &[(&str, &[Trait])] = &[
     ("get_order", &[]),
     ("list_orders", &[]),
     ("customer_orders", &[]),
+    ("export_personal_data", &[]),
+    ("erase_personal_data", &[Command]),
     ("inventory", &[]),
     ("sales", &[]),
     ("projections", &[]),
