@@ -5,7 +5,7 @@
 //! token's signature over its signing input (the crypto floor).
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -18,41 +18,7 @@ use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
 use serde_json::{json, Value};
 
 use crate::cli::AuthArgs as Args;
-use crate::{emit, round1, round3};
-
-/// Operations between two looks at the clock.
-const CHUNK: u64 = 16;
-
-/// What one case did: operations and the time they took, summed over its rounds.
-#[derive(Default, Clone, Copy)]
-struct Count {
-    ops: u64,
-    seconds: f64,
-}
-
-/// Runs `op` (which must return true) for `duration` on this task; adds to `count`.
-async fn measure<F, Fut>(count: &mut Count, duration: Duration, mut op: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    let mut ops = 0u64;
-    loop {
-        for _ in 0..CHUNK {
-            if !op().await {
-                bail!("a check that should pass failed");
-            }
-        }
-        ops += CHUNK;
-        if started.elapsed() >= duration {
-            break;
-        }
-    }
-    count.ops += ops;
-    count.seconds += started.elapsed().as_secs_f64();
-    Ok(())
-}
+use crate::{emit, measure, round1, round3, Count};
 
 /// `auth [--seconds S] [--rounds R]`: every case runs S seconds in all (default 3), in R
 /// rounds (default 5) that take turns, so that load from elsewhere on the machine falls

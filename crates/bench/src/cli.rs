@@ -39,6 +39,9 @@ pub(crate) enum Command {
     /// Verifications/s of an ES256 token through Authenticator::verify (one task), beside
     /// jsonwebtoken's decode without the signature check and ring's raw P-256 verify.
     Auth(AuthArgs),
+    /// The cost of sealing a checkout's personal data and opening it again, beside
+    /// writing the same payload as JSON; and a new customer's first seal (a key stored).
+    Seal(SealArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -158,6 +161,16 @@ pub(crate) struct ScalingArgs {
     /// Timings of each operation at each size.
     #[arg(long, default_value_t = 21)]
     pub(crate) samples: usize,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SealArgs {
+    /// Seconds each case runs in all.
+    #[arg(long, default_value_t = 3.0)]
+    pub(crate) seconds: f64,
+    /// Rounds the cases take turns in.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) rounds: u32,
 }
 
 #[derive(Debug, Args)]

@@ -28,6 +28,9 @@ mod rebuild;
 mod relay;
 mod scaling;
 mod scan;
+mod seal;
+
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use cornershop_domain::{Metadata, CURRENT_SCHEMA_VERSION};
@@ -59,6 +62,7 @@ pub fn main() -> anyhow::Result<()> {
             Command::Rebuild(args) => rebuild::rebuild(&args).await,
             Command::Scaling(args) => scaling::scaling(&args).await,
             Command::Auth(args) => auth::auth(&args).await,
+            Command::Seal(args) => seal::seal(&args).await,
         }
     })
 }
@@ -94,6 +98,44 @@ pub(crate) fn new_event(cart_id: &str, n: u64) -> NewEvent {
         // traceparent.
         trace_id: None,
     }
+}
+
+/// Operations between two looks at the clock.
+const CHUNK: u64 = 16;
+
+/// What one case did: operations and the time they took, summed over its rounds.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct Count {
+    pub(crate) ops: u64,
+    pub(crate) seconds: f64,
+}
+
+/// Runs `op` (which must return true) for `duration` on this task; adds to `count`.
+pub(crate) async fn measure<F, Fut>(
+    count: &mut Count,
+    duration: Duration,
+    mut op: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    let mut ops = 0u64;
+    loop {
+        for _ in 0..CHUNK {
+            if !op().await {
+                anyhow::bail!("a check that should pass failed");
+            }
+        }
+        ops += CHUNK;
+        if started.elapsed() >= duration {
+            break;
+        }
+    }
+    count.ops += ops;
+    count.seconds += started.elapsed().as_secs_f64();
+    Ok(())
 }
 
 pub(crate) fn round1(x: f64) -> f64 {

@@ -628,3 +628,107 @@ async fn events_written_before_sealing_still_load_and_an_erasure_names_them() {
     let _ = stop.send(());
     running.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_rewraps_the_data_keys_and_touches_no_event() {
+    let shop = spawn_embedded_with(|_| {}).await;
+    let order = delivered_order(&shop, "cust-rotate").await;
+    let events = shop.total_events().await;
+    let dir = shop.stop_and_wait().await;
+    let data = dir.path().to_str().unwrap().to_string();
+    let (wrapped_before, log_before) = keys_and_log(dir.path(), "cust-rotate").await;
+
+    let new_key = dir.path().join("master.key.new");
+    let rotated = cornershop(&[
+        "keys",
+        "rotate",
+        "--new-master-key-file",
+        new_key.to_str().unwrap(),
+        "--data-dir",
+        &data,
+    ]);
+    let out = String::from_utf8_lossy(&rotated.stdout);
+    assert!(
+        rotated.status.success() && out.contains("re-wrapped 1 data keys"),
+        "{out} {}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    // Rotating to the key in use is refused, and changes nothing.
+    let same = cornershop(&[
+        "keys",
+        "rotate",
+        "--new-master-key-file",
+        new_key.to_str().unwrap(),
+        "--data-dir",
+        &data,
+        "--master-key-file",
+        new_key.to_str().unwrap(),
+    ]);
+    assert!(!same.status.success());
+    assert!(
+        String::from_utf8_lossy(&same.stderr).contains("nothing to rotate"),
+        "{}",
+        String::from_utf8_lossy(&same.stderr)
+    );
+
+    // The old key no longer opens the store; the new one does, and everything opens.
+    let refused = start(args_in(dir.path()))
+        .await
+        .expect_err("the old key is refused");
+    assert!(
+        format!("{refused:#}").contains("is not the one"),
+        "{refused:#}"
+    );
+    let mut args = args_in(dir.path());
+    args.master_key_file = Some(new_key.clone());
+    let (base, stop, running) = start(args).await.expect("the new key starts");
+    let admin = common::admin_client(&dir.path().join(cornershop_server::config::SIGNING_KEY_FILE));
+    let stats: Value = admin
+        .get(format!("{base}/api/eventstore/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["totalEvents"].as_u64().unwrap(), events);
+    let export: Value = admin
+        .get(format!("{base}/api/customers/cust-rotate/personal-data"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(export["orders"][0]["orderId"], order.as_str());
+    assert_eq!(export["orders"][0]["email"], EMAIL);
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+
+    // The wrapping changed; the events did not (the same sealed values, byte for byte).
+    let (wrapped_after, log_after) = keys_and_log(dir.path(), "cust-rotate").await;
+    assert_ne!(wrapped_after, wrapped_before);
+    assert_eq!(log_after, log_before);
+}
+
+/// A customer's wrapped key, and every event's data and metadata as stored, from a
+/// stopped shop's SQLite file.
+async fn keys_and_log(dir: &std::path::Path, customer: &str) -> (Vec<u8>, Vec<(String, String)>) {
+    let url = format!("sqlite://{}?mode=ro", dir.join("cornershop.db").display());
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    let wrapped: Vec<u8> =
+        sqlx::query_scalar("SELECT wrapped_key FROM data_keys WHERE customer_id = ?")
+            .bind(customer)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    let log: Vec<(String, String)> =
+        sqlx::query_as("SELECT data, metadata FROM events ORDER BY position")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert!(!log.is_empty());
+    (wrapped, log)
+}
