@@ -1013,9 +1013,10 @@ def production(exe, opts, workdir, results):
         finally:
             relay.stop()
         drop_db(base, dbs["relay"])
-        producer_performance(brokers, f"{namespace_relay}perf", opts.relay_events,
+        tools_brokers = getattr(opts, "kafka_plaintext_brokers", brokers)
+        producer_performance(tools_brokers, f"{namespace_relay}perf", opts.relay_events,
                              load["avgPayloadBytes"], results)
-        delete_topics(brokers, namespace_relay)
+        delete_topics(tools_brokers, namespace_relay)
 
         auth_bench(exe, opts, results)
         if not has_simulate():
@@ -1047,7 +1048,7 @@ def production(exe, opts, workdir, results):
     finally:
         for name in created:
             drop_db(base, name)
-        delete_topics(brokers, f"bench{tag}")
+        delete_topics(getattr(opts, "kafka_plaintext_brokers", brokers), f"bench{tag}")
 
 
 def stack_env():
@@ -1087,6 +1088,17 @@ def main():
             or env.get("CORNERSHOP_TEST_KAFKA_BROKERS")
         if not opts.database_url or not opts.kafka_brokers:
             sys.exit("bench: --production needs PostgreSQL and Kafka: run scripts/stack.sh start")
+        # The stack's Kafka is SASL_SSL (SCRAM-SHA-512): the shops get its security settings
+        # as CORNERSHOP_KAFKA_* (inherited by every `cornershop serve`); Kafka's own producer
+        # benchmark, a baseline of the broker, uses the loopback PLAINTEXT listener.
+        for name in ("SECURITY_PROTOCOL", "SASL_MECHANISM", "SASL_USERNAME", "SASL_PASSWORD",
+                     "CA_FILE"):
+            value = os.environ.get(f"CORNERSHOP_TEST_KAFKA_{name}") or \
+                env.get(f"CORNERSHOP_TEST_KAFKA_{name}")
+            if value and not os.environ.get(f"CORNERSHOP_KAFKA_{name}"):
+                os.environ[f"CORNERSHOP_KAFKA_{name}"] = value
+        opts.kafka_plaintext_brokers = os.environ.get("CORNERSHOP_TEST_KAFKA_PLAINTEXT_BROKERS") \
+            or env.get("CORNERSHOP_TEST_KAFKA_PLAINTEXT_BROKERS") or opts.kafka_brokers
 
     started = time.time()
     exe = build()

@@ -5,8 +5,10 @@
 # plus Debian's kcat, python3-aiosmtpd, prometheus (with promtool),
 # prometheus-postgres-exporter, curl and jq for tests.
 #
-# Usage: scripts/stack.sh {start|stop|status|env}
+# Usage: scripts/stack.sh {install|start|stop|status|env}
 #
+#   install  only the Debian packages the build and the tests need (libssl-dev and
+#            pkg-config among them, for librdkafka's TLS and SASL); start does it too
 #   start    install what is missing (one apt-get update at most), start the three
 #            services, then print the environment the tests read, one KEY=value per line
 #            on stdout (progress goes to stderr), e.g.
@@ -14,8 +16,19 @@
 #   stop     stop the three services (data is kept)
 #   status   show all three; exit 0 only if all run
 #   env      print the environment lines only:
-#              CORNERSHOP_TEST_DATABASE_URL        postgres://... (postgres.sh url)
-#              CORNERSHOP_TEST_KAFKA_BROKERS       127.0.0.1:$KAFKA_PORT
+#              CORNERSHOP_TEST_DATABASE_URL        postgres://... (postgres.sh url: over TLS,
+#                                                  ?sslmode=verify-full&sslrootcert=<CA>)
+#              CORNERSHOP_TEST_KAFKA_BROKERS       127.0.0.1:$KAFKA_SASL_SSL_PORT (kafka.sh env)
+#              CORNERSHOP_TEST_KAFKA_SECURITY_PROTOCOL  sasl_ssl
+#              CORNERSHOP_TEST_KAFKA_SASL_MECHANISM     SCRAM-SHA-512
+#              CORNERSHOP_TEST_KAFKA_SASL_USERNAME      cornershop
+#              CORNERSHOP_TEST_KAFKA_SASL_PASSWORD      its random test-only password
+#              CORNERSHOP_TEST_KAFKA_CA_FILE            the stack's CA (scripts/tls.sh)
+#              CORNERSHOP_TEST_KAFKA_PLAINTEXT_BROKERS  127.0.0.1:$KAFKA_PORT, for the tests'
+#                                                  kcat only (Debian's is too old for SCRAM
+#                                                  on Kafka 4)
+#              CORNERSHOP_TEST_TLS_DIR             the CA, the server certificate and key,
+#                                                  and other-ca.pem (a CA that signed nothing)
 #              CORNERSHOP_TEST_OIDC_ISSUER         http://127.0.0.1:$KEYCLOAK_PORT/realms/cornershop
 #              CORNERSHOP_TEST_OIDC_CLIENT_ID      cornershop-tests (password grant)
 #              CORNERSHOP_TEST_OIDC_CLIENT_SECRET  its test-only secret
@@ -24,7 +37,9 @@
 #            The realm's users and their passwords: see scripts/keycloak.sh.
 #
 # Ports and run dirs follow the variables of kafka.sh, postgres.sh and keycloak.sh
-# (KAFKA_PORT, KAFKA_CONTROLLER_PORT, PGPORT, KEYCLOAK_PORT, CORNERSHOP_DEPLOY_RUN, ...).
+# (KAFKA_PORT, KAFKA_CONTROLLER_PORT, KAFKA_SASL_SSL_PORT, PGPORT, KEYCLOAK_PORT,
+# CORNERSHOP_DEPLOY_RUN, ...). PG_TLS=0 and KAFKA_TLS=0 start them without TLS (and the
+# printed environment says so).
 set -euo pipefail
 
 SCRIPTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -33,8 +48,10 @@ KAFKA_PORT="${KAFKA_PORT:-9092}"
 log() { echo "stack.sh: $*" >&2; }
 
 print_env() {
-    echo "CORNERSHOP_TEST_DATABASE_URL=$("$SCRIPTS/postgres.sh" url)"
-    echo "CORNERSHOP_TEST_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT"
+    # Quoted: the URL's & would end the line for eval or a shell's `.`.
+    echo "CORNERSHOP_TEST_DATABASE_URL='$("$SCRIPTS/postgres.sh" url)'"
+    "$SCRIPTS/kafka.sh" env
+    echo "CORNERSHOP_TEST_TLS_DIR=$("$SCRIPTS/tls.sh" dir)"
     "$SCRIPTS/keycloak.sh" env
 }
 
@@ -42,6 +59,10 @@ print_env() {
 install_debian_packages() {
     local missing=()
     command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+    # Building the shop: librdkafka's TLS and SASL/SCRAM link the system's OpenSSL
+    # (rdkafka's "ssl" feature, found with pkg-config).
+    dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
+    command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
     # The notification tests' SMTP server (tests/support/smtp_sink.py).
     dpkg -s python3-aiosmtpd >/dev/null 2>&1 || missing+=(python3-aiosmtpd)
     # The notification tests' private CA and certificates (TLS to the providers).
@@ -69,10 +90,14 @@ install_debian_packages() {
 }
 
 case "${1:-}" in
+install)
+    install_debian_packages
+    ;;
 start)
     install_debian_packages
     "$SCRIPTS/kafka.sh" install
     "$SCRIPTS/keycloak.sh" install
+    "$SCRIPTS/tls.sh" make
     # Keycloak takes longest (15-25 s, a minute or more on first use): launch it first,
     # start the others meanwhile, then wait for it.
     "$SCRIPTS/keycloak.sh" launch
@@ -100,7 +125,7 @@ env)
     print_env
     ;;
 *)
-    echo "usage: $0 {start|stop|status|env}" >&2
+    echo "usage: $0 {install|start|stop|status|env}" >&2
     exit 2
     ;;
 esac

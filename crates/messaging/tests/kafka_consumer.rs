@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use cornershop_messaging::kafka::{run_kafka_consumer, KafkaSettings};
+use cornershop_messaging::kafka::{
+    run_kafka_consumer, KafkaSecurity, KafkaSettings, Secret, SecurityProtocol,
+};
 use cornershop_messaging::{Consumer, Handler, HandlerError, RetryPolicy};
 use cornershop_store::{SqliteEventStore, StoredEvent};
 use rdkafka::admin::{AdminClient, AdminOptions};
@@ -66,6 +68,26 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// TLS and SASL as `scripts/stack.sh` says (`CORNERSHOP_TEST_KAFKA_SECURITY_PROTOCOL`,
+/// `..._SASL_MECHANISM`, `..._SASL_USERNAME`, `..._SASL_PASSWORD`, `..._CA_FILE`);
+/// plaintext without them.
+fn test_security() -> KafkaSecurity {
+    let var = |name: &str| std::env::var(format!("CORNERSHOP_TEST_KAFKA_{name}")).ok();
+    KafkaSecurity {
+        protocol: match var("SECURITY_PROTOCOL").as_deref() {
+            None | Some("plaintext") => SecurityProtocol::Plaintext,
+            Some("ssl") => SecurityProtocol::Ssl,
+            Some("sasl_plaintext") => SecurityProtocol::SaslPlaintext,
+            Some("sasl_ssl") => SecurityProtocol::SaslSsl,
+            Some(other) => panic!("CORNERSHOP_TEST_KAFKA_SECURITY_PROTOCOL={other}?"),
+        },
+        sasl_mechanism: var("SASL_MECHANISM").unwrap_or_else(|| "SCRAM-SHA-512".into()),
+        sasl_username: var("SASL_USERNAME"),
+        sasl_password: var("SASL_PASSWORD").map(Secret::new),
+        ca_file: var("CA_FILE").map(Into::into),
+    }
+}
+
 /// Topics of their own on the test broker (deleted by [`delete_topics`]).
 async fn fresh_topics() -> KafkaSettings {
     let brokers = std::env::var("CORNERSHOP_TEST_KAFKA_BROKERS").unwrap_or_else(|_| {
@@ -79,6 +101,7 @@ async fn fresh_topics() -> KafkaSettings {
         namespace: format!("kc{:x}.", rand::random::<u64>()),
         partitions: 1,
         replication: 1,
+        security: test_security(),
     };
     settings.ensure_topics().await.expect("create the topics");
     settings
@@ -119,10 +142,7 @@ async fn publish_cart_in(
 }
 
 async fn delete_topics(settings: &KafkaSettings) {
-    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
-        .create()
-        .unwrap();
+    let admin: AdminClient<DefaultClientContext> = settings.client_config().create().unwrap();
     let topics = settings.topics();
     let dlqs: Vec<String> = topics.iter().map(|t| format!("{t}.dlq")).collect();
     let names: Vec<&str> = topics.iter().chain(&dlqs).map(String::as_str).collect();

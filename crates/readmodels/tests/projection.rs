@@ -45,8 +45,11 @@ async fn fresh_pg_database() -> String {
     sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str())
         .await
         .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
-    match admin.rsplit_once('/') {
-        Some((server, _)) => format!("{server}/{name}"),
+    // The server's URL with another database, its parameters (sslmode, ...) kept.
+    let (base, query) = admin.split_once('?').unwrap_or((&admin, ""));
+    match base.rsplit_once('/') {
+        Some((server, _)) if query.is_empty() => format!("{server}/{name}"),
+        Some((server, _)) => format!("{server}/{name}?{query}"),
         None => panic!("CORNERSHOP_TEST_DATABASE_URL must end with /<database>"),
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! `config` owns the settings, `telemetry` the logs, `startup` the wiring (one function
 //! per role) and the server's life cycle, `shutdown` the signals, `serve` the HTTP
-//! connections (their timeouts and cap), `auth` who a caller is, and `api` the routes:
+//! connections (their timeouts and cap; TLS with `tls`), `auth` who a caller is, and `api` the routes:
 //! thin handlers over the command bus. `simulate` hands the load simulator (the
 //! `cornershop-simulate` crate) its token.
 //!
@@ -21,3 +21,4 @@ pub mod shutdown;
 pub mod simulate;
 pub mod startup;
 pub mod telemetry;
+mod tls;

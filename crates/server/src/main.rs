@@ -9,7 +9,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => {
             let telemetry = telemetry::init(&args.log)?;
             let app = Application::build(*args).await?;
-            tracing::info!(address = %app.local_addr(), "cornershop is listening");
+            tracing::info!(
+                address = %app.local_addr(),
+                https = app.serves_https(),
+                "cornershop is listening"
+            );
             app.run_until_stopped(shutdown::shutdown_signal()).await?;
             tracing::info!("cornershop stopped");
             telemetry.shutdown();

@@ -6,6 +6,7 @@
 //!   line nor an idle keep-alive connection holds a file descriptor for long;
 //! - a cap on open connections: one more is answered 503 problem+json with `Retry-After`
 //!   and closed (and beyond a small number of those at once, closed unanswered);
+//! - TLS when the listener has certificates (`--tls-cert`, `--tls-key`; `crate::tls`);
 //! - graceful shutdown as `axum::serve` had it: once the signal comes, no new connection
 //!   is accepted, idle connections close, and the requests in hand are answered before
 //!   their connections close; the call returns when the last one has.
@@ -23,6 +24,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 /// What one connection may hold of the server.
@@ -47,6 +49,18 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_with_tls(listener, router, limits, None, shutdown).await
+}
+
+/// [`serve`], over TLS when `tls` is given (the handshake, in the connection's own task,
+/// must end within the header read timeout).
+pub async fn serve_with_tls(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
@@ -82,13 +96,37 @@ pub async fn serve(
                 request
             },
         ));
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let Some(tls) = &tls else {
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    // A client that went away, or one too slow with its request head.
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                drop(slot);
+            });
+            continue;
+        };
+        let (tls, builder, watcher) = (tls.clone(), builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                // A client that went away, or one too slow with its request head.
+            let stream =
+                match tokio::time::timeout(limits.header_read_timeout, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => stream,
+                    // Plain HTTP on the HTTPS port, an untrusting client, a slow handshake.
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!("TLS handshake timed out");
+                        return;
+                    }
+                };
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(connection.into_owned()).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
             drop(slot);

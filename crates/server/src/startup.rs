@@ -30,6 +30,8 @@ pub struct Application {
     /// `--metrics-listen`: its own listener for /metrics and the probes.
     metrics: Option<(TcpListener, axum::Router)>,
     connections: ConnectionLimits,
+    /// `--tls-cert`/`--tls-key`: the API's listener serves HTTPS.
+    tls: Option<tokio_rustls::TlsAcceptor>,
     store: Arc<dyn EventStore>,
     read_models: Arc<dyn ReadModelStore>,
     stop_background: watch::Sender<bool>,
@@ -110,7 +112,12 @@ impl Application {
         args: ServeArgs,
         extra_handlers: Vec<Arc<dyn Handler>>,
     ) -> anyhow::Result<Self> {
-        let kafka = args.kafka.settings();
+        let kafka = args.kafka.settings()?;
+        // Before anything connects: a bad certificate or key stops the process here.
+        let tls = match (&args.http.tls_cert, &args.http.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+            _ => None,
+        };
         let roles = Roles::resolve(&args.roles, kafka.is_some())?;
         crate::metrics::handle();
         let store_args = args.store_args();
@@ -159,6 +166,8 @@ impl Application {
             roles = ?roles.names(),
             store = if args.database_url.is_some() { "postgres" } else { "sqlite" },
             transport = if kafka.is_some() { "kafka" } else { "embedded" },
+            kafka_security = kafka.as_ref().map_or("", |k| k.security.protocol.as_str()),
+            https = tls.is_some(),
             "starting"
         );
 
@@ -179,6 +188,7 @@ impl Application {
             router,
             metrics,
             connections: ConnectionLimits::from(&args.http),
+            tls,
             store: stores.events,
             read_models: stores.read_models,
             stop_background,
@@ -190,6 +200,11 @@ impl Application {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// Whether the API's listener serves HTTPS (`--tls-cert`, `--tls-key`).
+    pub fn serves_https(&self) -> bool {
+        self.tls.is_some()
     }
 
     pub async fn run_until_stopped(
@@ -209,7 +224,14 @@ impl Application {
                 },
             ))
         });
-        crate::serve::serve(self.listener, self.router, self.connections, shutdown).await?;
+        crate::serve::serve_with_tls(
+            self.listener,
+            self.router,
+            self.connections,
+            self.tls,
+            shutdown,
+        )
+        .await?;
         let _ = stop_metrics.send(true);
         if let Some(metrics) = metrics {
             let _ = metrics.await;
@@ -299,6 +321,12 @@ async fn start_kafka_consumers(
     stalls: &Arc<StallWatch>,
     background: &mut Background,
 ) -> anyhow::Result<()> {
+    // A wrong password or an untrusted certificate stops the process here, with what the
+    // broker said, instead of consumers that retry without end.
+    settings
+        .check_connection(Duration::from_secs(30))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     settings.ensure_topics().await.map_err(|e| {
         anyhow::anyhow!(
             "cannot create the Kafka topics at {}: {e}",

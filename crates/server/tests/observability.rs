@@ -468,7 +468,9 @@ impl Child {
 /// prometheus-postgres-exporter on a free port, reading the PostgreSQL of `database_url`.
 async fn start_postgres_exporter(database_url: &str, dir: &Path) -> (Child, u16) {
     let port = free_port();
-    let dsn = if database_url.contains('?') {
+    let dsn = if database_url.contains("sslmode=") {
+        database_url.to_string()
+    } else if database_url.contains('?') {
         format!("{database_url}&sslmode=disable")
     } else {
         format!("{database_url}?sslmode=disable")

@@ -11,6 +11,8 @@ use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureProducer;
 
+use super::security::{self, ConnectError, KafkaSecurity};
+
 pub(super) const PUBLISHER_CLIENT_ID: &str = "cornerShop-event-publisher";
 
 /// Where Kafka is and how topics are laid out.
@@ -22,6 +24,8 @@ pub struct KafkaSettings {
     pub namespace: String,
     pub partitions: i32,
     pub replication: i32,
+    /// TLS and SASL: plaintext by default.
+    pub security: KafkaSecurity,
 }
 
 impl KafkaSettings {
@@ -37,10 +41,30 @@ impl KafkaSettings {
         format!("{}{}", self.namespace, consumer)
     }
 
+    /// A client's configuration with these settings (brokers, TLS, SASL), for a client
+    /// of one's own (tests, tools).
+    pub fn client_config(&self) -> ClientConfig {
+        self.client()
+    }
+
     pub(super) fn client(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers);
+        self.security.apply(&mut config);
         config
+    }
+
+    /// Connects to the brokers and reads the cluster's metadata, waiting up to `timeout`
+    /// for them; refused credentials or a failed TLS handshake (an untrusted certificate)
+    /// end it at once, with what librdkafka said.
+    pub async fn check_connection(&self, timeout: Duration) -> Result<(), ConnectError> {
+        let (config, brokers, protocol) =
+            (self.client(), self.brokers.clone(), self.security.protocol);
+        tokio::task::spawn_blocking(move || {
+            security::check_connection(&config, &brokers, protocol, timeout)
+        })
+        .await
+        .expect("the Kafka connection check neither panics nor is cancelled")
     }
 
     /// The seed's idempotent producer.

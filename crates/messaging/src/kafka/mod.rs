@@ -6,13 +6,17 @@
 //! `auto.offset.reset=earliest`, `enable.auto.commit=false`, and commit a message's offset
 //! only after its handler's effects are durable in the store.
 //!
-//! `admin` holds the client settings and creates the topics; `relay` the outbox relay;
-//! `consumer` the consumer loop and the measurement of the groups' lag.
+//! `admin` holds the client settings and creates the topics; `security` the protocol (TLS,
+//! SASL/SCRAM) and credentials every client gets, and the connection check at start;
+//! `relay` the outbox relay; `consumer` the consumer loop and the measurement of the
+//! groups' lag.
 
 mod admin;
 mod consumer;
 mod relay;
+mod security;
 
 pub use admin::KafkaSettings;
 pub use consumer::{monitor_lag, run_kafka_consumer};
 pub use relay::run_relay;
+pub use security::{ConnectError, KafkaSecurity, Secret, SecurityProtocol};

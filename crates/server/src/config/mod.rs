@@ -17,7 +17,9 @@ pub use crate::roles::Role;
 pub use auth::{AuthArgs, AuthMode};
 /// The simulator's command line, embedded as `cornershop simulate`.
 pub use cornershop_simulate::SimulateArgs;
-pub use serve::{HttpArgs, KafkaArgs, NotificationArgs, ServeArgs, WorkflowArgs};
+pub use serve::{
+    HttpArgs, KafkaArgs, KafkaSecurityProtocol, NotificationArgs, ServeArgs, WorkflowArgs,
+};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -4,7 +4,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
+use cornershop_messaging::kafka::Secret;
 
 use super::{AuthArgs, LogArgs, Role, StoreArgs};
 
@@ -90,6 +91,64 @@ pub struct KafkaArgs {
     /// over this long after the active one dies.
     #[arg(long, env = "CORNERSHOP_RELAY_LEASE_TTL", default_value = "10s")]
     pub relay_lease_ttl: Option<humantime::Duration>,
+
+    /// How every Kafka client (relay, consumers, topic creation, lag measurement) talks to
+    /// the brokers: plaintext, ssl (TLS), sasl_plaintext or sasl_ssl (SASL over TLS).
+    #[arg(
+        long,
+        env = "CORNERSHOP_KAFKA_SECURITY_PROTOCOL",
+        value_enum,
+        default_value = "plaintext"
+    )]
+    pub kafka_security_protocol: KafkaSecurityProtocol,
+
+    /// The SASL mechanism (with sasl_plaintext or sasl_ssl): SCRAM-SHA-512, SCRAM-SHA-256
+    /// or PLAIN.
+    #[arg(
+        long,
+        env = "CORNERSHOP_KAFKA_SASL_MECHANISM",
+        default_value = "SCRAM-SHA-512"
+    )]
+    pub kafka_sasl_mechanism: String,
+
+    /// The SASL user name.
+    #[arg(long, env = "CORNERSHOP_KAFKA_SASL_USERNAME")]
+    pub kafka_sasl_username: Option<String>,
+
+    /// The SASL password. Prefer --kafka-sasl-password-file: a flag's value can be seen
+    /// in the process list.
+    #[arg(
+        long,
+        env = "CORNERSHOP_KAFKA_SASL_PASSWORD",
+        hide_env_values = true,
+        value_parser = parse_secret,
+        conflicts_with = "kafka_sasl_password_file"
+    )]
+    pub kafka_sasl_password: Option<Secret>,
+
+    /// A file holding the SASL password (one line; a trailing newline is dropped).
+    #[arg(long, env = "CORNERSHOP_KAFKA_SASL_PASSWORD_FILE")]
+    pub kafka_sasl_password_file: Option<PathBuf>,
+
+    /// A PEM file of the CA certificates that signed the brokers' certificates (with ssl
+    /// or sasl_ssl); the system's CAs without it. The brokers' names are checked against
+    /// their certificates.
+    #[arg(long, env = "CORNERSHOP_KAFKA_CA_FILE")]
+    pub kafka_ca_file: Option<PathBuf>,
+}
+
+/// `--kafka-security-protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum KafkaSecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+fn parse_secret(value: &str) -> Result<Secret, std::convert::Infallible> {
+    Ok(Secret::new(value))
 }
 
 /// Bounds on what one request and one connection may hold of the HTTP server.
@@ -117,6 +176,16 @@ pub struct HttpArgs {
     /// /metrics is on the API's port.
     #[arg(long, env = "CORNERSHOP_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+
+    /// A PEM file with the server's certificate chain (its own certificate first): with
+    /// --tls-key, --listen serves HTTPS only (TLS 1.2 and 1.3, rustls). Unset: plain HTTP.
+    /// The --metrics-listen address stays plain HTTP.
+    #[arg(long, env = "CORNERSHOP_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// A PEM file with the private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "CORNERSHOP_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -3,12 +3,14 @@
 
 use std::time::Duration;
 
-use cornershop_messaging::kafka::KafkaSettings;
+use cornershop_messaging::kafka::{KafkaSecurity, KafkaSettings, Secret, SecurityProtocol};
 use cornershop_messaging::RetryPolicy;
 use cornershop_services::notifications::{DispatchPolicy, NotificationSettings};
 use cornershop_services::{ServicesConfig, SimulatedGatewayConfig};
 
-use super::{HttpArgs, KafkaArgs, NotificationArgs, ServeArgs, WorkflowArgs};
+use super::{
+    HttpArgs, KafkaArgs, KafkaSecurityProtocol, NotificationArgs, ServeArgs, WorkflowArgs,
+};
 use crate::api::RequestLimits;
 use crate::serve::ConnectionLimits;
 
@@ -18,12 +20,65 @@ const CONSUMER_MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
 impl KafkaArgs {
     /// The broker's settings; none without --kafka-brokers (the embedded log carries the
     /// events then).
-    pub(crate) fn settings(&self) -> Option<KafkaSettings> {
-        self.kafka_brokers.as_ref().map(|brokers| KafkaSettings {
+    /// A SASL protocol without a user name or password, or a password file that cannot
+    /// be read, is an error.
+    pub(crate) fn settings(&self) -> anyhow::Result<Option<KafkaSettings>> {
+        let Some(brokers) = &self.kafka_brokers else {
+            return Ok(None);
+        };
+        Ok(Some(KafkaSettings {
             brokers: brokers.clone(),
             namespace: self.kafka_namespace.clone(),
             partitions: self.kafka_partitions.max(1),
             replication: self.kafka_replication.max(1),
+            security: self.security()?,
+        }))
+    }
+
+    fn security(&self) -> anyhow::Result<KafkaSecurity> {
+        let protocol = match self.kafka_security_protocol {
+            KafkaSecurityProtocol::Plaintext => SecurityProtocol::Plaintext,
+            KafkaSecurityProtocol::Ssl => SecurityProtocol::Ssl,
+            KafkaSecurityProtocol::SaslPlaintext => SecurityProtocol::SaslPlaintext,
+            KafkaSecurityProtocol::SaslSsl => SecurityProtocol::SaslSsl,
+        };
+        let password = match (&self.kafka_sasl_password, &self.kafka_sasl_password_file) {
+            (Some(password), _) => Some(password.clone()),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot read --kafka-sasl-password-file {}: {e}",
+                        path.display()
+                    )
+                })?;
+                Some(Secret::new(text.trim_end_matches(['\r', '\n'])))
+            }
+            (None, None) => None,
+        };
+        if protocol.uses_sasl() && (self.kafka_sasl_username.is_none() || password.is_none()) {
+            anyhow::bail!(
+                "--kafka-security-protocol={} needs --kafka-sasl-username and \
+                 --kafka-sasl-password (or --kafka-sasl-password-file)",
+                protocol.as_str()
+            );
+        }
+        if let Some(ca) = &self.kafka_ca_file {
+            if !protocol.uses_tls() {
+                anyhow::bail!(
+                    "--kafka-ca-file is for --kafka-security-protocol=ssl or sasl_ssl, not {}",
+                    protocol.as_str()
+                );
+            }
+            std::fs::metadata(ca).map_err(|e| {
+                anyhow::anyhow!("cannot read --kafka-ca-file {}: {e}", ca.display())
+            })?;
+        }
+        Ok(KafkaSecurity {
+            protocol,
+            sasl_mechanism: self.kafka_sasl_mechanism.clone(),
+            sasl_username: self.kafka_sasl_username.clone(),
+            sasl_password: password,
+            ca_file: self.kafka_ca_file.clone(),
         })
     }
 

@@ -18,6 +18,110 @@ pub(crate) fn production() -> bool {
     std::env::var("CORNERSHOP_TEST_BACKEND").is_ok_and(|b| b == "production")
 }
 
+/// The test broker's TLS and SASL settings, as `scripts/stack.sh env` prints them
+/// (`CORNERSHOP_TEST_KAFKA_SECURITY_PROTOCOL`, `_SASL_MECHANISM`, `_SASL_USERNAME`,
+/// `_SASL_PASSWORD`, `_CA_FILE`): none of them means plaintext.
+fn test_kafka_var(name: &str) -> Option<String> {
+    std::env::var(format!("CORNERSHOP_TEST_KAFKA_{name}"))
+        .ok()
+        .filter(|v| !v.is_empty())
+}
+
+/// `serve`'s flags for the test broker's security settings.
+pub(crate) fn kafka_security_flags() -> Vec<String> {
+    let mut flags = Vec::new();
+    for (var, flag) in [
+        ("SECURITY_PROTOCOL", "kafka-security-protocol"),
+        ("SASL_MECHANISM", "kafka-sasl-mechanism"),
+        ("SASL_USERNAME", "kafka-sasl-username"),
+        ("SASL_PASSWORD", "kafka-sasl-password"),
+        ("CA_FILE", "kafka-ca-file"),
+    ] {
+        if let Some(value) = test_kafka_var(var) {
+            flags.push(format!("--{flag}={value}"));
+        }
+    }
+    flags
+}
+
+/// The test broker's settings for a client of the test's own (`client_config`).
+pub(crate) fn kafka_settings(brokers: &str) -> cornershop_messaging::kafka::KafkaSettings {
+    use cornershop_messaging::kafka::{KafkaSecurity, Secret, SecurityProtocol};
+    let protocol = match test_kafka_var("SECURITY_PROTOCOL").as_deref() {
+        None | Some("plaintext") => SecurityProtocol::Plaintext,
+        Some("ssl") => SecurityProtocol::Ssl,
+        Some("sasl_plaintext") => SecurityProtocol::SaslPlaintext,
+        Some("sasl_ssl") => SecurityProtocol::SaslSsl,
+        Some(other) => panic!("CORNERSHOP_TEST_KAFKA_SECURITY_PROTOCOL={other}?"),
+    };
+    cornershop_messaging::kafka::KafkaSettings {
+        brokers: brokers.to_string(),
+        namespace: String::new(),
+        partitions: 1,
+        replication: 1,
+        security: KafkaSecurity {
+            protocol,
+            sasl_mechanism: test_kafka_var("SASL_MECHANISM")
+                .unwrap_or_else(|| "SCRAM-SHA-512".into()),
+            sasl_username: test_kafka_var("SASL_USERNAME"),
+            sasl_password: test_kafka_var("SASL_PASSWORD").map(Secret::new),
+            ca_file: test_kafka_var("CA_FILE").map(Into::into),
+        },
+    }
+}
+
+/// Where kcat reaches the test broker: Debian's kcat links librdkafka 2.0, whose SCRAM
+/// Kafka 4 refuses (a nonce bug fixed in librdkafka 2.6.1; the shop's bundled 2.12 is
+/// fine), so with `CORNERSHOP_TEST_KAFKA_PLAINTEXT_BROKERS` (the stack's loopback
+/// PLAINTEXT listener) kcat reads and writes there; else it uses `brokers` with the test
+/// broker's security settings.
+fn kcat_endpoint(brokers: &str) -> Vec<String> {
+    if let Some(plain) = std::env::var("CORNERSHOP_TEST_KAFKA_PLAINTEXT_BROKERS")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        return vec!["-b".into(), plain];
+    }
+    let config = kafka_settings(brokers).client_config();
+    let mut args = vec!["-b".to_string(), brokers.to_string()];
+    for key in [
+        "security.protocol",
+        "sasl.mechanism",
+        "sasl.username",
+        "sasl.password",
+        "ssl.ca.location",
+    ] {
+        if let Some(value) = config.get(key) {
+            args.push("-X".into());
+            args.push(format!("{key}={value}"));
+        }
+    }
+    args
+}
+
+/// A URL of the same server as `url` (`postgres://...:port/<db>?<params>`), for the
+/// database `database`, its parameters (sslmode, sslrootcert) kept.
+pub(crate) fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let server = match base.rsplit_once('/') {
+        Some((server, _)) => server,
+        None => panic!("{DATABASE_ENV} must end with /<database>"),
+    };
+    match query {
+        Some(query) => format!("{server}/{database}?{query}"),
+        None => format!("{server}/{database}"),
+    }
+}
+
+/// The database a URL names.
+pub(crate) fn database_of(url: &str) -> Option<&str> {
+    let base = url.split_once('?').map_or(url, |(base, _)| base);
+    base.rsplit_once('/').map(|(_, database)| database)
+}
+
 pub(crate) fn required_env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!(
@@ -125,6 +229,11 @@ impl Process {
             // Only the flags configure a test process, never the caller's environment.
             .env_remove("CORNERSHOP_DATABASE_URL")
             .env_remove("CORNERSHOP_KAFKA_BROKERS")
+            .env_remove("CORNERSHOP_KAFKA_SECURITY_PROTOCOL")
+            .env_remove("CORNERSHOP_KAFKA_SASL_USERNAME")
+            .env_remove("CORNERSHOP_KAFKA_SASL_PASSWORD")
+            .env_remove("CORNERSHOP_KAFKA_SASL_PASSWORD_FILE")
+            .env_remove("CORNERSHOP_KAFKA_CA_FILE")
             .env_remove("CORNERSHOP_ROLES")
             .env("CORNERSHOP_LOG", "info,librdkafka=warn")
             .env("CORNERSHOP_LOG_FORMAT", "json")
@@ -333,10 +442,7 @@ impl Cluster {
         sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {database}").as_str())
             .await
             .expect("create a test database");
-        let database_url = match admin_url.rsplit_once('/') {
-            Some((server, _)) => format!("{server}/{database}"),
-            None => panic!("{DATABASE_ENV} must end with /<database>"),
-        };
+        let database_url = with_database(&admin_url, &database);
         let namespace = format!("e2e{suffix:x}.");
         let signing_key = logs.join(cornershop_server::config::SIGNING_KEY_FILE);
         let mut processes = Vec::new();
@@ -350,6 +456,7 @@ impl Cluster {
                 "--relay-lease-ttl=2s".to_string(),
                 format!("--signing-key-file={}", signing_key.display()),
             ];
+            args.extend(kafka_security_flags());
             args.extend(extra_flags.iter().cloned());
             let mut process = Process::new(&name, args, logs.join(format!("{index}-{name}.log")));
             process.spawn();
@@ -407,9 +514,8 @@ async fn remove_topics_and_database(namespace: &str, brokers: &str, database_url
             ]
         })
         .collect();
-    let admin: Result<AdminClient<DefaultClientContext>, _> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create();
+    let admin: Result<AdminClient<DefaultClientContext>, _> =
+        kafka_settings(brokers).client_config().create();
     match admin {
         Ok(admin) => {
             let names: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -422,7 +528,7 @@ async fn remove_topics_and_database(namespace: &str, brokers: &str, database_url
         }
         Err(e) => eprintln!("no Kafka admin client for {brokers}: {e}"),
     }
-    let Some((_, database)) = database_url.rsplit_once('/') else {
+    let Some(database) = database_of(database_url) else {
         return;
     };
     let dropped = async {
@@ -639,21 +745,8 @@ async fn run_kcat(args: &[String], what: &str) -> std::process::Output {
 
 /// Every message of `topic` from the beginning to the current end (`kcat -C -e -J`).
 pub(crate) async fn kcat_read(brokers: &str, topic: &str) -> Vec<KafkaMessage> {
-    let args: Vec<String> = [
-        "-C",
-        "-b",
-        brokers,
-        "-t",
-        topic,
-        "-o",
-        "beginning",
-        "-e",
-        "-J",
-        "-q",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args = kcat_endpoint(brokers);
+    args.extend(["-C", "-t", topic, "-o", "beginning", "-e", "-J", "-q"].map(str::to_string));
     let output = run_kcat(&args, &format!("reading {topic}")).await;
     let text = String::from_utf8(output.stdout).expect("kcat -J prints UTF-8");
     text.lines()
@@ -699,10 +792,8 @@ pub(crate) async fn kcat_produce(
     // A file argument is produced as one message, whatever it contains.
     let file = tempfile::NamedTempFile::new().expect("temp file");
     std::fs::write(file.path(), payload).expect("write the payload");
-    let mut args: Vec<String> = ["-P", "-b", brokers, "-t", topic, "-k", key]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut args = kcat_endpoint(brokers);
+    args.extend(["-P", "-t", topic, "-k", key].map(str::to_string));
     if let Some(p) = partition {
         args.push("-p".into());
         args.push(p.to_string());
@@ -717,10 +808,8 @@ pub(crate) async fn kcat_produce(
 
 /// How many partitions `topic` has (`kcat -L -J`).
 pub(crate) async fn kcat_partitions(brokers: &str, topic: &str) -> i32 {
-    let args: Vec<String> = ["-L", "-b", brokers, "-t", topic, "-J"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut args = kcat_endpoint(brokers);
+    args.extend(["-L", "-t", topic, "-J"].map(str::to_string));
     let output = run_kcat(&args, &format!("metadata of {topic}")).await;
     let v: serde_json::Value = serde_json::from_slice(&output.stdout).expect("kcat -L -J");
     v["topics"]
