@@ -6,8 +6,7 @@ COPY . .
 RUN cargo build --release --locked --bin cornershop
 
 FROM debian:bookworm-slim
-# libssl3: librdkafka's TLS and SASL/SCRAM (Kafka over SASL_SSL) link the system's OpenSSL.
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl libssl3 \
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/cornershop /usr/local/bin/cornershop
 ENV CORNERSHOP_LISTEN=0.0.0.0:8080 CORNERSHOP_LOG_FORMAT=json

@@ -107,6 +107,25 @@ def build():
     raise RuntimeError("cargo bench --no-run named no bench executable")
 
 
+def build_baseline(rev):
+    """The `cornershop` binary of an earlier commit (`--baseline-rev`), built in a git
+    worktree with the same target directory (its dependencies are already built) and
+    copied aside; the caller builds this checkout's afterwards."""
+    log(f"building the baseline binary of {rev} (cargo build --release in a worktree)")
+    worktree = tempfile.mkdtemp(prefix="cornershop-baseline-")
+    run(["git", "-C", REPO, "worktree", "add", "--detach", worktree, rev])
+    try:
+        env = dict(os.environ, CARGO_TARGET_DIR=TARGET)
+        run(["cargo", "build", "--release", "-p", "cornershop-server"], capture=False,
+            cwd=worktree, env=env)
+        exe = os.path.join(tempfile.gettempdir(), f"cornershop-baseline-{rev}")
+        shutil.copy2(CORNERSHOP, exe)
+    finally:
+        run(["git", "-C", REPO, "worktree", "remove", "--force", worktree], check=False)
+    _, commit, _ = run(["git", "-C", REPO, "rev-parse", "--short", rev])
+    return exe, commit.strip()
+
+
 def bench(exe, *args, timeout=1800):
     _, out, err = run([exe, *args], timeout=timeout)
     return json_lines(out)
@@ -255,11 +274,12 @@ class Shop:
     the embedded issuer's signing key (--signing-key-file), shared by the processes of
     one shop; None with `--auth off` among `args`."""
 
-    def __init__(self, args, logfile, key_file=None, env=None):
+    def __init__(self, args, logfile, key_file=None, env=None, exe=None):
         self.logfile = logfile
         self.key_file = key_file
         self.out = open(logfile, "w")
-        cmd = [CORNERSHOP, "serve", "--listen", "127.0.0.1:0", "--log-format", "json", *args]
+        cmd = [exe or CORNERSHOP, "serve", "--listen", "127.0.0.1:0", "--log-format", "json",
+               *args]
         if key_file:
             cmd += ["--signing-key-file", key_file]
         self.proc = subprocess.Popen(cmd, stdout=self.out, stderr=subprocess.STDOUT, env=env)
@@ -567,6 +587,24 @@ def lifecycle_auth_off(data, logfile, key_file, results, opts):
         shop.stop()
 
 
+def lifecycle_baseline(data, logfile, key_file, results, opts):
+    """The same max-rate run on a fresh shop of the baseline build (`--baseline-rev`):
+    the figures before a change, measured in the same run as after it. The simulator is
+    this build's (the same client work)."""
+    shop = Shop(["--data-dir", data], logfile, key_file=key_file, exe=opts.baseline_exe)
+    try:
+        ours = {shop.proc.pid: "cornershop serve (baseline)"}
+        before = cpu_snapshot(ours)
+        peak = simulate(shop.url, key_file, opts.duration, opts.concurrency,
+                        poll_interval=opts.max_poll_interval)
+        results.append({"kind": "lifecycle", "case": "max", "auth": "on",
+                        "build": opts.baseline_commit, **peak})
+        results.append({"kind": "cpu", "case": "max-baseline",
+                        **cpu_usage(before, cpu_snapshot(ours))})
+    finally:
+        shop.stop()
+
+
 # ---------------------------------------------------------------- PostgreSQL and Kafka
 
 
@@ -836,6 +874,41 @@ def table(results, config):
                      "the same max-rate run on a fresh shop with `--auth off` (no token checked)",
                      ops / off if ops is not None and off else None, "—"))
 
+    before = next((r for r in results if r.get("kind") == "lifecycle" and r.get("build")), None)
+    cpu_before = find(results, "cpu", case="max-baseline")
+    if peak and before:
+        ops, then = peak.get("ordersPerSecond"), before.get("ordersPerSecond")
+        rows.append((f"order lifecycle, this build against {before['build']} (the build "
+                     f"before): completed orders/s at max rate, {before.get('concurrency')} "
+                     f"clients (baseline: {fmt(before.get('completedOrders'))} orders)",
+                     fmt(ops), fmt(then),
+                     f"the same max-rate run on a fresh shop of {before['build']}",
+                     ops / then if ops is not None and then else None, "—"))
+        if cpu_max and cpu_before and peak.get("completedOrders") and before.get("completedOrders"):
+            def shop_ms(cpu, done):
+                cores = sum(v for k, v in cpu["cores"].items() if k.startswith("cornershop serve"))
+                return cores * cpu["seconds"] * 1000 / done
+            now_ms = shop_ms(cpu_max, peak["completedOrders"])
+            then_ms = shop_ms(cpu_before, before["completedOrders"])
+            rows.append((f"CPU per completed order at max rate, this build against "
+                         f"{before['build']} (ms)", fmt(now_ms, " ms"), fmt(then_ms, " ms"),
+                         f"the same, the shop of {before['build']}", now_ms / then_ms, "—"))
+
+    sealing = find(results, "seal", case="seal-checkout")
+    encoding = find(results, "seal", case="encode-checkout")
+    opening = find(results, "seal", case="open-checkout")
+    first_seal = find(results, "seal", case="seal-new-customer")
+    if sealing and encoding:
+        for r, what in ((sealing, "sealing a checkout's 7 personal values (key cached)"),
+                        (opening, "opening them again (the notification sender, an answer)"),
+                        (first_seal, "a new customer's first seal (a data key made, wrapped and "
+                                     "stored on SQLite)")):
+            if r:
+                rows.append((f"{what} (µs per event)", fmt(r["nsPerOp"] / 1000, " µs"),
+                             fmt(encoding["nsPerOp"] / 1000, " µs"),
+                             "writing the same event's payload as JSON, which every append does",
+                             r["nsPerOp"] / encoding["nsPerOp"], "—"))
+
     verify = find(results, "auth", case="verify")
     unverified = find(results, "auth", case="decode-unverified")
     floor = find(results, "auth", case="ring-p256")
@@ -893,7 +966,8 @@ def table(results, config):
         r = "—" if ratio is None else (f"{ratio:.3f}" if ratio < 0.1 else f"{ratio:.2f}")
         lines.append(f"| {name} | {ours} | {limit} | {what} | {r} | {aim} |")
     for case, label in (("max", "the max-rate run"), ("half", "the half-rate run"),
-                        ("max-auth-off", "the max-rate run with `--auth off`")):
+                        ("max-auth-off", "the max-rate run with `--auth off`"),
+                        ("max-baseline", "the max-rate run of the build before")):
         cpu = find(results, "cpu", case=case)
         if cpu:
             parts = ", ".join(f"{k} {v:.2f}" for k, v in cpu["cores"].items() if v >= 0.01)
@@ -946,6 +1020,7 @@ def embedded(exe, opts, workdir, results):
     results += bench(exe, "rebuild", "--dir", workdir, "--orders", str(opts.rebuild_orders))
     scaling(exe, opts, results, "--backend", "sqlite", "--dir", workdir)
     auth_bench(exe, opts, results)
+    seal_bench(exe, opts, results)
     data = os.path.join(workdir, "shop")
     if not has_simulate():
         why = "`cornershop simulate` is not in this build yet"
@@ -962,6 +1037,17 @@ def embedded(exe, opts, workdir, results):
     log("the max-rate order lifecycle again, on a fresh shop with --auth off (the baseline)")
     lifecycle_auth_off(os.path.join(workdir, "shop-auth-off"),
                        os.path.join(workdir, "shop-auth-off.log"), key_file, results, opts)
+    if opts.baseline_exe:
+        log(f"the max-rate order lifecycle again, on a fresh shop of {opts.baseline_commit} "
+            "(the build before)")
+        lifecycle_baseline(os.path.join(workdir, "shop-baseline"),
+                           os.path.join(workdir, "shop-baseline.log"), key_file, results, opts)
+
+
+def seal_bench(exe, opts, results):
+    log("the cost of sealing personal data: a checkout's seven values sealed and opened, "
+        "beside writing its payload as JSON")
+    results += bench(exe, "seal", "--seconds", str(opts.seconds))
 
 
 def auth_bench(exe, opts, results):
@@ -1073,6 +1159,9 @@ def main():
     p.add_argument("--concurrency", type=int, default=64, help="simulated clients (default 64)")
     p.add_argument("--max-poll-interval",
                    help="the simulator's --poll-interval in the max-rate run (default: its own)")
+    p.add_argument("--baseline-rev",
+                   help="also run the max-rate lifecycle on the binary of this earlier commit "
+                        "(embedded), for figures before and after a change in one run")
     opts = p.parse_args()
     config = "production" if opts.production else "embedded"
     opts.seconds = 1.0 if opts.quick else 5.0
@@ -1101,6 +1190,9 @@ def main():
             or env.get("CORNERSHOP_TEST_KAFKA_PLAINTEXT_BROKERS") or opts.kafka_brokers
 
     started = time.time()
+    opts.baseline_exe, opts.baseline_commit = None, None
+    if opts.baseline_rev:
+        opts.baseline_exe, opts.baseline_commit = build_baseline(opts.baseline_rev)
     exe = build()
     facts = machine()
     results = []

@@ -7,8 +7,7 @@
 #
 # Usage: scripts/stack.sh {install|start|stop|status|env}
 #
-#   install  only the Debian packages the build and the tests need (libssl-dev and
-#            pkg-config among them, for librdkafka's TLS and SASL); start does it too
+#   install  only the Debian packages the tests need; start does it too
 #   start    install what is missing (one apt-get update at most), start the three
 #            services, then print the environment the tests read, one KEY=value per line
 #            on stdout (progress goes to stderr), e.g.
@@ -59,10 +58,6 @@ print_env() {
 install_debian_packages() {
     local missing=()
     command -v kcat >/dev/null 2>&1 || missing+=(kcat)
-    # Building the shop: librdkafka's TLS and SASL/SCRAM link the system's OpenSSL
-    # (rdkafka's "ssl" feature, found with pkg-config).
-    dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
-    command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
     # The notification tests' SMTP server (tests/support/smtp_sink.py).
     dpkg -s python3-aiosmtpd >/dev/null 2>&1 || missing+=(python3-aiosmtpd)
     # The notification tests' private CA and certificates (TLS to the providers).

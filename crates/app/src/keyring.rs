@@ -54,6 +54,8 @@ pub enum KeyError {
     Unwrap(String),
     #[error("a sealed value under key {0} is damaged (it does not authenticate)")]
     Damaged(String),
+    #[error("this command holds no master key, so it neither seals nor opens personal data")]
+    Locked,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -272,6 +274,8 @@ struct Cache {
 pub struct Keyring {
     store: Arc<dyn DataKeys>,
     master: MasterKey,
+    /// A keyring without the master key (see [`Keyring::locked`]).
+    locked: bool,
     cache: Mutex<Cache>,
 }
 
@@ -304,7 +308,18 @@ impl Keyring {
         Self {
             store,
             master,
+            locked: false,
             cache: Mutex::default(),
+        }
+    }
+
+    /// A keyring for a command that reads events and never needs a personal value (the
+    /// read models' verify and rebuild): it holds no master key, and sealing or opening
+    /// refuses with [`KeyError::Locked`].
+    pub fn locked(store: Arc<dyn DataKeys>) -> Self {
+        Self {
+            locked: true,
+            ..Self::ephemeral(store)
         }
     }
 
@@ -337,6 +352,9 @@ impl Keyring {
     }
 
     fn hold(&self, record: &DataKeyRecord) -> Result<Held, KeyError> {
+        if self.locked {
+            return Err(KeyError::Locked);
+        }
         let key = match &record.wrapped {
             Some(wrapped) => Some(Arc::new(self.master.unwrap(record, wrapped)?)),
             None => None,
@@ -353,6 +371,9 @@ impl Keyring {
 
     /// The customer's data key, made when they have none; `key: None` when erased.
     async fn key_for(&self, customer_id: &str) -> Result<Held, KeyError> {
+        if self.locked {
+            return Err(KeyError::Locked);
+        }
         let cached = {
             let cache = self.cache();
             cache

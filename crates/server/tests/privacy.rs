@@ -146,17 +146,8 @@ fn pg_dump(database_url: &str) -> Vec<u8> {
 
 fn kcat(brokers: &str, topic: &str) -> Vec<u8> {
     let out = Command::new("kcat")
-        .args([
-            "-b",
-            brokers,
-            "-C",
-            "-t",
-            topic,
-            "-e",
-            "-q",
-            "-f",
-            "%k %h %s\n",
-        ])
+        .args(common::cluster::kcat_endpoint(brokers))
+        .args(["-C", "-t", topic, "-e", "-q", "-f", "%k %h %s\n"])
         .output()
         .expect("kcat runs");
     assert!(
@@ -385,14 +376,11 @@ async fn personal_data_is_stored_sealed_and_an_erasure_shreds_it_for_good() {
             "--data-dir",
             app.data_dir.path().to_str().unwrap(),
         ]),
+        // (Verifying opens no personal value: it needs no master key.)
         Some(cluster) => cornershop(&[
             "projections",
             "verify",
             &format!("--database-url={}", cluster.database_url),
-            &format!(
-                "--master-key-file={}",
-                app.data_dir.path().join("master.key").display()
-            ),
         ]),
     };
     let out = String::from_utf8_lossy(&verify.stdout);
@@ -472,31 +460,7 @@ async fn a_start_with_the_wrong_master_key_is_refused_and_loses_nothing() {
 
     // The right key again: everything is there and opens.
     std::fs::write(&key_file, &right_key).unwrap();
-    let (base, stop, running) = start(args_in(dir.path()))
-        .await
-        .expect("the right key starts");
-    let admin = common::admin_client(&dir.path().join(cornershop_server::config::SIGNING_KEY_FILE));
-    let stats: Value = admin
-        .get(format!("{base}/api/eventstore/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(stats["totalEvents"].as_u64().unwrap(), events, "{stats:#}");
-    let export: Value = admin
-        .get(format!("{base}/api/customers/cust-keys/personal-data"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(export["orders"][0]["orderId"], order.as_str());
-    assert_eq!(export["orders"][0]["email"], EMAIL);
-    let _ = stop.send(());
-    running.await.unwrap().unwrap();
+    assert_all_there_and_open(args_in(dir.path()), events, "cust-keys", &order).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -681,34 +645,31 @@ async fn a_rotation_rewraps_the_data_keys_and_touches_no_event() {
     );
     let mut args = args_in(dir.path());
     args.master_key_file = Some(new_key.clone());
-    let (base, stop, running) = start(args).await.expect("the new key starts");
-    let admin = common::admin_client(&dir.path().join(cornershop_server::config::SIGNING_KEY_FILE));
-    let stats: Value = admin
-        .get(format!("{base}/api/eventstore/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(stats["totalEvents"].as_u64().unwrap(), events);
-    let export: Value = admin
-        .get(format!("{base}/api/customers/cust-rotate/personal-data"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(export["orders"][0]["orderId"], order.as_str());
-    assert_eq!(export["orders"][0]["email"], EMAIL);
-    let _ = stop.send(());
-    running.await.unwrap().unwrap();
+    assert_all_there_and_open(args, events, "cust-rotate", &order).await;
 
     // The wrapping changed; the events did not (the same sealed values, byte for byte).
     let (wrapped_after, log_after) = keys_and_log(dir.path(), "cust-rotate").await;
     assert_ne!(wrapped_after, wrapped_before);
     assert_eq!(log_after, log_before);
+}
+
+/// Starts the shop of `args`, checks that it holds `events` events and that the
+/// customer's `order` opens (its email in clear for an admin), and stops it.
+async fn assert_all_there_and_open(args: ServeArgs, events: u64, customer: &str, order: &str) {
+    let key_file = args.auth.signing_key_path(&args.data_dir);
+    let (base, stop, running) = start(args).await.expect("the shop starts");
+    let admin = common::admin_client(&key_file);
+    let get = |path: String| {
+        let request = admin.get(format!("{base}{path}"));
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let stats = get("/api/eventstore/stats".into()).await;
+    assert_eq!(stats["totalEvents"].as_u64().unwrap(), events, "{stats:#}");
+    let export = get(format!("/api/customers/{customer}/personal-data")).await;
+    assert_eq!(export["orders"][0]["orderId"], order, "{export:#}");
+    assert_eq!(export["orders"][0]["email"], EMAIL);
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
 }
 
 /// A customer's wrapped key, and every event's data and metadata as stored, from a

@@ -75,7 +75,7 @@ pub(crate) fn kafka_settings(brokers: &str) -> cornershop_messaging::kafka::Kafk
 /// fine), so with `CORNERSHOP_TEST_KAFKA_PLAINTEXT_BROKERS` (the stack's loopback
 /// PLAINTEXT listener) kcat reads and writes there; else it uses `brokers` with the test
 /// broker's security settings.
-fn kcat_endpoint(brokers: &str) -> Vec<String> {
+pub(crate) fn kcat_endpoint(brokers: &str) -> Vec<String> {
     if let Some(plain) = std::env::var("CORNERSHOP_TEST_KAFKA_PLAINTEXT_BROKERS")
         .ok()
         .filter(|v| !v.is_empty())
