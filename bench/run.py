@@ -114,13 +114,22 @@ def build_baseline(rev):
     log(f"building the baseline binary of {rev} (cargo build --release in a worktree)")
     worktree = tempfile.mkdtemp(prefix="cornershop-baseline-")
     run(["git", "-C", REPO, "worktree", "add", "--detach", worktree, rev])
+    # The two checkouts' crates share names and artifact files in the one target dir, and
+    # cargo judges freshness by times: the workspace's own crates are cleaned before and
+    # after, so that each build compiles its own sources (the dependencies stay built).
+    ours = ["cargo", "clean", "--release"]
+    for crate in ("domain", "store", "app", "messaging", "services", "readmodels", "server",
+                  "simulate", "bench"):
+        ours += ["-p", f"cornershop-{crate}"]
+    env = dict(os.environ, CARGO_TARGET_DIR=TARGET)
     try:
-        env = dict(os.environ, CARGO_TARGET_DIR=TARGET)
+        run(ours, cwd=REPO, env=env)
         run(["cargo", "build", "--release", "-p", "cornershop-server"], capture=False,
             cwd=worktree, env=env)
         exe = os.path.join(tempfile.gettempdir(), f"cornershop-baseline-{rev}")
         shutil.copy2(CORNERSHOP, exe)
     finally:
+        run(ours, cwd=REPO, env=env, check=False)
         run(["git", "-C", REPO, "worktree", "remove", "--force", worktree], check=False)
     _, commit, _ = run(["git", "-C", REPO, "rev-parse", "--short", rev])
     return exe, commit.strip()
