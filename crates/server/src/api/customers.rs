@@ -93,21 +93,31 @@ fn customer_for(caller: &Caller, customer_id: &str) -> Result<CustomerId, ApiErr
     Err(unknown())
 }
 
+/// A personal value as exported: its text, or `{"erased": true}` once the customer's data
+/// was erased.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(untagged)]
+pub(super) enum OpenedValue {
+    Clear(String),
+    Erased(ErasedMarker),
+}
+
+/// The marker of an erased value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub(super) struct ErasedMarker {
+    /// Always true.
+    pub erased: bool,
+}
+
 /// A shipping address, opened.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct AddressExport {
-    /// Each line is its text, or `{"erased": true}`.
-    #[schema(value_type = Object)]
-    pub name: serde_json::Value,
-    #[schema(value_type = Object)]
-    pub line1: serde_json::Value,
-    #[schema(value_type = Object)]
-    pub line2: Option<serde_json::Value>,
-    #[schema(value_type = Object)]
-    pub city: serde_json::Value,
-    #[schema(value_type = Object)]
-    pub postal_code: serde_json::Value,
+    pub name: OpenedValue,
+    pub line1: OpenedValue,
+    pub line2: Option<OpenedValue>,
+    pub city: OpenedValue,
+    pub postal_code: OpenedValue,
     pub country: String,
 }
 
@@ -121,10 +131,8 @@ pub(super) struct OrderExport {
     pub created_at: Option<DateTime<Utc>>,
     #[schema(value_type = String, example = "36.00")]
     pub total_amount: rust_decimal::Decimal,
-    #[schema(value_type = Object)]
-    pub email: serde_json::Value,
-    #[schema(value_type = Object)]
-    pub phone: Option<serde_json::Value>,
+    pub email: OpenedValue,
+    pub phone: Option<OpenedValue>,
     pub shipping_address: Option<AddressExport>,
     /// The gateway's reference of the payment method (the card token is not kept).
     pub payment_method: String,
@@ -137,8 +145,7 @@ pub(super) struct NotificationExport {
     pub channel: String,
     pub template: String,
     pub order_id: String,
-    #[schema(value_type = Object)]
-    pub recipient: serde_json::Value,
+    pub recipient: OpenedValue,
     pub subject: String,
     pub status: String,
     pub created_at: DateTime<Utc>,
@@ -188,10 +195,10 @@ pub(super) struct ErasureReport {
     pub event_id: Option<uuid::Uuid>,
 }
 
-async fn opened(state: &AppState, value: &Personal) -> Result<serde_json::Value, ApiError> {
+async fn opened(state: &AppState, value: &Personal) -> Result<OpenedValue, ApiError> {
     Ok(match state.bus.keyring().open_value(value).await? {
-        Opened::Clear(clear) => serde_json::Value::String(clear),
-        Opened::Erased => Personal::erased_json(),
+        Opened::Clear(clear) => OpenedValue::Clear(clear),
+        Opened::Erased => OpenedValue::Erased(ErasedMarker { erased: true }),
     })
 }
 

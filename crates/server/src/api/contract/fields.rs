@@ -130,7 +130,13 @@ pub(super) fn parameter_rules(doc: &mut Value) {
     ] {
         parameter(doc, id, segment());
     }
-    parameter(doc, "customer_orders/customerId", segment_not_blank());
+    for id in [
+        "customer_orders/customerId",
+        "export_personal_data/customerId",
+        "erase_personal_data/customerId",
+    ] {
+        parameter(doc, id, segment_not_blank());
+    }
 
     // Orders: filters and pages.
     let order_page = json!({ "minimum": 1, "maximum": MAX_ORDERS_PAGE });
