@@ -201,6 +201,72 @@ fn promtool_accepts_the_configs_the_rules_and_a_unit_test_of_every_alert() {
     }
 }
 
+/// Each alert of alerts.yml with its `runbook_url` annotation, if it has one (the
+/// annotation's line between its `- alert:` line and the next).
+fn runbook_urls(rules: &str) -> Vec<(String, Option<String>)> {
+    let mut alerts: Vec<(String, Option<String>)> = Vec::new();
+    for line in rules.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix("- alert:") {
+            alerts.push((name.trim().to_string(), None));
+        } else if let Some(url) = line.strip_prefix("runbook_url:") {
+            let (name, slot) = alerts
+                .last_mut()
+                .expect("a runbook_url before the first alert");
+            assert!(slot.is_none(), "alert {name} has two runbook_urls");
+            *slot = Some(
+                url.trim()
+                    .trim_matches(|c| c == '"' || c == '\'')
+                    .to_string(),
+            );
+        }
+    }
+    alerts
+}
+
+#[test]
+fn every_alert_has_a_runbook_that_exists() {
+    let rules = read(&deploy("prometheus/alerts.yml"));
+    let alerts = runbook_urls(&rules);
+    assert_eq!(
+        alerts
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect::<Vec<_>>(),
+        alert_names(&rules)
+    );
+    let index = read(&repo().join("docs/runbooks/README.md"));
+    for (alert, url) in &alerts {
+        let url = url
+            .as_deref()
+            .unwrap_or_else(|| panic!("alert {alert} has no annotations.runbook_url"));
+        // A path relative to the repository's root, to a runbook in docs/runbooks.
+        let file = url
+            .strip_prefix("docs/runbooks/")
+            .filter(|f| f.ends_with(".md") && !f.contains('/'))
+            .unwrap_or_else(|| {
+                panic!("alert {alert}: runbook_url {url} is not docs/runbooks/<file>.md")
+            });
+        let path = repo().join(url);
+        assert!(
+            path.is_file(),
+            "alert {alert}: its runbook {url} does not exist"
+        );
+        let title = read(&path)
+            .lines()
+            .find(|l| l.starts_with("# "))
+            .unwrap_or_else(|| panic!("{url} has no title"))
+            .to_string();
+        assert!(
+            title.contains(alert.as_str()),
+            "{url}: the title {title:?} does not name the alert {alert}"
+        );
+        assert!(
+            index.contains(&format!("]({file})")),
+            "docs/runbooks/README.md does not link {file}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Grafana provisioning
 
