@@ -56,6 +56,11 @@ pub enum KeyError {
     Damaged(String),
     #[error("this command holds no master key, so it neither seals nor opens personal data")]
     Locked,
+    #[error(
+        "the store's data keys were re-wrapped with another master key than this process's \
+         (id {0}): restart it with the new --master-key-file"
+    )]
+    Rotated(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -399,7 +404,11 @@ impl Keyring {
             erased_at: None,
         };
         // Another writer may have made the customer's key meanwhile: theirs is kept.
-        let stored = self.store.insert_data_key(&record).await?;
+        let stored = self
+            .store
+            .insert_data_key(&record, self.master.id())
+            .await?
+            .ok_or_else(|| KeyError::Rotated(self.master.id().to_string()))?;
         self.hold(&stored)
     }
 

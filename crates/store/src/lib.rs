@@ -248,9 +248,16 @@ pub trait DataKeys: Send + Sync + 'static {
     /// A data key record by its id.
     async fn data_key(&self, key_id: &str) -> Result<Option<DataKeyRecord>, StoreError>;
 
-    /// Stores a customer's new data key unless the customer has one (or was erased);
-    /// returns the record stored for the customer, this one or the earlier one.
-    async fn insert_data_key(&self, record: &DataKeyRecord) -> Result<DataKeyRecord, StoreError>;
+    /// Stores a customer's new data key, wrapped with the master key `master_key_id`,
+    /// unless the customer has one (or was erased); returns the record stored for the
+    /// customer, this one or the earlier one. `None`, and nothing stored, when the store's
+    /// keys are wrapped with another master key (it was rotated under the caller): a key
+    /// wrapped with the old one would be lost.
+    async fn insert_data_key(
+        &self,
+        record: &DataKeyRecord,
+        master_key_id: &str,
+    ) -> Result<Option<DataKeyRecord>, StoreError>;
 
     /// Erases a customer, in one transaction: the wrapped key is destroyed (a record
     /// without a key, `new_key_id`, is written when the customer had none, so that none is

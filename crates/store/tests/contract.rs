@@ -17,9 +17,9 @@ use cornershop_domain::{
     StockUpdated, CURRENT_SCHEMA_VERSION,
 };
 use cornershop_store::{
-    trace, AppendRequest, EventQuery, EventStore, IdempotentResponse, NewEvent, NewNotification,
-    Notification, NotificationQuery, NotificationUpdate, PgEventStore, Publication,
-    SqliteEventStore, StoreError, StoreStats, StoredEvent, TimeRange, Timer,
+    trace, AppendRequest, DataKeyRecord, EventQuery, EventStore, IdempotentResponse, NewEvent,
+    NewNotification, Notification, NotificationQuery, NotificationUpdate, PgEventStore,
+    Publication, SqliteEventStore, StoreError, StoreStats, StoredEvent, TimeRange, Timer,
 };
 use futures::future::BoxFuture;
 use uuid::Uuid;
@@ -74,6 +74,9 @@ macro_rules! contract_tests {
                 notifications_are_recorded_once_per_event_and_channel,
                 due_notifications_follow_their_status_time_and_outcomes,
                 a_redriven_notification_starts_over_and_resolves_its_dead_letter,
+                data_keys_are_made_once_per_customer_and_only_under_the_recorded_master,
+                an_erasure_destroys_the_key_and_cancels_what_is_queued,
+                a_rotation_rewraps_every_live_key_or_nothing,
             );
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -2123,6 +2126,205 @@ mod contract {
 
     fn notification_ids(list: &[Notification]) -> Vec<u64> {
         list.iter().map(|n| n.id).collect()
+    }
+
+    // ---- data keys ----------------------------------------------------------------------
+
+    fn data_key(key_id: &str, customer_id: &str, wrapped: u8) -> DataKeyRecord {
+        DataKeyRecord {
+            key_id: key_id.to_string(),
+            customer_id: customer_id.to_string(),
+            wrapped: Some(vec![wrapped; 60]),
+            created_at: at(0),
+            erased_at: None,
+        }
+    }
+
+    pub(crate) async fn data_keys_are_made_once_per_customer_and_only_under_the_recorded_master(
+        store: Arc<dyn EventStore>,
+    ) {
+        assert_eq!(store.claim_master_key("m1").await.unwrap(), "m1");
+        assert_eq!(
+            store.claim_master_key("m2").await.unwrap(),
+            "m1",
+            "the first claim stays recorded"
+        );
+        let first = store
+            .insert_data_key(&data_key("k1", "c1", 1), "m1")
+            .await
+            .unwrap()
+            .expect("stored under the recorded master");
+        assert_eq!(first, data_key("k1", "c1", 1));
+        // A racing writer's key for the same customer: the first is kept, and answered.
+        let again = store
+            .insert_data_key(&data_key("k2", "c1", 2), "m1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.key_id, "k1");
+        assert_eq!(again.wrapped, Some(vec![1; 60]));
+        // Under another master key: refused, nothing stored.
+        assert_eq!(
+            store
+                .insert_data_key(&data_key("k3", "c2", 3), "m2")
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(store.data_key_of("c2").await.unwrap(), None);
+        assert_eq!(store.data_key("k3").await.unwrap(), None);
+        assert_eq!(
+            store.data_key("k1").await.unwrap().unwrap().customer_id,
+            "c1"
+        );
+        assert_eq!(store.data_key("k2").await.unwrap(), None);
+        let live = store.wrapped_data_keys().await.unwrap();
+        assert_eq!(live.len(), 1, "{live:?}");
+    }
+
+    pub(crate) async fn an_erasure_destroys_the_key_and_cancels_what_is_queued(
+        store: Arc<dyn EventStore>,
+    ) {
+        store.claim_master_key("m1").await.unwrap();
+        let customer = "customer-of-o1"; // whose `notification(.., "o1", ..)` is
+        store
+            .insert_data_key(&data_key("k1", customer, 1), "m1")
+            .await
+            .unwrap()
+            .unwrap();
+        let (e1, e2) = (Uuid::new_v4(), Uuid::new_v4());
+        let written = [
+            notification(e1, "email", "o1", at(0)),
+            notification(e1, "sms", "o1", at(0)),
+            notification(e2, "email", "o2", at(0)),
+        ];
+        store.record_notifications(&written).await.unwrap();
+        let listed = store.notifications(&query(10)).await.unwrap();
+        let find = |list: &[Notification], order: &str, channel: &str| {
+            list.iter()
+                .find(|n| n.order_id == order && n.channel == channel)
+                .unwrap()
+                .clone()
+        };
+        let sent = find(&listed, "o1", "email");
+        store
+            .update_notification(&NotificationUpdate {
+                id: sent.id,
+                status: "sent".into(),
+                attempts: 1,
+                provider_message_id: Some("m-1".into()),
+                last_error: None,
+                next_attempt_at: sent.next_attempt_at,
+            })
+            .await
+            .unwrap();
+
+        let erasure = store
+            .erase_data_key(customer, "unused", at(5))
+            .await
+            .unwrap();
+        assert!(erasure.destroyed_now);
+        assert_eq!(erasure.key.key_id, "k1");
+        assert_eq!(erasure.key.wrapped, None);
+        assert_eq!(erasure.key.erased_at, Some(at(5)));
+        assert_eq!(
+            erasure.notifications_cancelled, 1,
+            "only the one still queued"
+        );
+        let listed = store.notifications(&query(10)).await.unwrap();
+        assert_eq!(find(&listed, "o1", "email").status, "sent");
+        assert_eq!(find(&listed, "o1", "sms").status, "cancelled");
+        assert_eq!(
+            find(&listed, "o2", "email").status,
+            "pending",
+            "another customer's"
+        );
+        assert_eq!(store.data_key("k1").await.unwrap().unwrap().wrapped, None);
+        assert!(store.wrapped_data_keys().await.unwrap().is_empty());
+
+        // A repeat destroys nothing more.
+        let again = store
+            .erase_data_key(customer, "unused", at(6))
+            .await
+            .unwrap();
+        assert!(!again.destroyed_now);
+        assert_eq!(again.notifications_cancelled, 0);
+        assert_eq!(
+            again.key.erased_at,
+            Some(at(5)),
+            "the first erasure's time stays"
+        );
+
+        // A customer without a key gets a keyless record: no key is made for them later.
+        let keyless = store.erase_data_key("c9", "k9", at(7)).await.unwrap();
+        assert!(!keyless.destroyed_now);
+        assert_eq!(keyless.key.key_id, "k9");
+        assert_eq!(keyless.key.wrapped, None);
+        let later = store
+            .insert_data_key(&data_key("k10", "c9", 10), "m1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(later.key_id, "k9");
+        assert_eq!(later.wrapped, None, "an erased customer gets no new key");
+    }
+
+    pub(crate) async fn a_rotation_rewraps_every_live_key_or_nothing(store: Arc<dyn EventStore>) {
+        store.claim_master_key("m1").await.unwrap();
+        for (key, customer) in [("k1", "c1"), ("k2", "c2"), ("k3", "c3")] {
+            store
+                .insert_data_key(&data_key(key, customer, 1), "m1")
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        store.erase_data_key("c2", "unused", at(1)).await.unwrap();
+        // From a master key that is not the store's: refused.
+        let wrong = store
+            .rewrap_data_keys(
+                "m0",
+                "m2",
+                &[("k1".into(), vec![9; 60]), ("k3".into(), vec![9; 60])],
+            )
+            .await;
+        assert!(wrong.is_err(), "{wrong:?}");
+        // Not every live key: refused, and nothing changed.
+        let partial = store
+            .rewrap_data_keys("m1", "m2", &[("k1".into(), vec![9; 60])])
+            .await;
+        assert!(partial.is_err(), "{partial:?}");
+        assert_eq!(store.claim_master_key("x").await.unwrap(), "m1");
+        assert_eq!(
+            store.data_key("k1").await.unwrap().unwrap().wrapped,
+            Some(vec![1; 60])
+        );
+        // Every live key: done, in one go.
+        store
+            .rewrap_data_keys(
+                "m1",
+                "m2",
+                &[("k1".into(), vec![9; 60]), ("k3".into(), vec![8; 60])],
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.claim_master_key("x").await.unwrap(), "m2");
+        assert_eq!(
+            store.data_key("k1").await.unwrap().unwrap().wrapped,
+            Some(vec![9; 60])
+        );
+        assert_eq!(
+            store.data_key("k3").await.unwrap().unwrap().wrapped,
+            Some(vec![8; 60])
+        );
+        assert_eq!(store.data_key("k2").await.unwrap().unwrap().wrapped, None);
+        // A writer still holding the old master key can no longer store a key.
+        assert_eq!(
+            store
+                .insert_data_key(&data_key("k4", "c4", 4), "m1")
+                .await
+                .unwrap(),
+            None
+        );
     }
 
     pub(crate) async fn notifications_are_recorded_once_per_event_and_channel(

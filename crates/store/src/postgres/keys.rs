@@ -68,7 +68,21 @@ impl DataKeys for PgEventStore {
         .transpose()
     }
 
-    async fn insert_data_key(&self, record: &DataKeyRecord) -> Result<DataKeyRecord, StoreError> {
+    async fn insert_data_key(
+        &self,
+        record: &DataKeyRecord,
+        master_key_id: &str,
+    ) -> Result<Option<DataKeyRecord>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Shared with other inserts, exclusive with a rotation (FOR UPDATE there): a key is
+        // never stored wrapped with a master key the rotation has just replaced.
+        let recorded: Option<String> =
+            sqlx::query_scalar("SELECT master_key_id FROM master_key WHERE id = 1 FOR SHARE")
+                .fetch_optional(&mut *tx)
+                .await?;
+        if recorded.as_deref() != Some(master_key_id) {
+            return Ok(None);
+        }
         sqlx::query(
             "INSERT INTO data_keys (key_id, customer_id, wrapped_key, created_at, erased_at) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (customer_id) DO NOTHING",
@@ -78,11 +92,13 @@ impl DataKeys for PgEventStore {
         .bind(&record.wrapped)
         .bind(truncate(record.created_at)?)
         .bind(record.erased_at.map(truncate).transpose()?)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        key_of(&self.pool, &record.customer_id)
+        let stored = key_of(&mut *tx, &record.customer_id)
             .await?
-            .ok_or_else(|| StoreError::Corrupt("a data key vanished as it was stored".into()))
+            .ok_or_else(|| StoreError::Corrupt("a data key vanished as it was stored".into()))?;
+        tx.commit().await?;
+        Ok(Some(stored))
     }
 
     async fn erase_data_key(

@@ -71,9 +71,21 @@ impl DataKeys for SqliteEventStore {
         .await
     }
 
-    async fn insert_data_key(&self, record: &DataKeyRecord) -> Result<DataKeyRecord, StoreError> {
-        let record = record.clone();
+    async fn insert_data_key(
+        &self,
+        record: &DataKeyRecord,
+        master_key_id: &str,
+    ) -> Result<Option<DataKeyRecord>, StoreError> {
+        let (record, master_key_id) = (record.clone(), master_key_id.to_string());
         self.write(move |conn| {
+            // One writer at a time: the check and the insert cannot be split by a rotation.
+            let recorded: Option<String> = conn
+                .prepare_cached("SELECT master_key_id FROM master_key WHERE id = 1")?
+                .query_row([], |row| row.get(0))
+                .optional()?;
+            if recorded.as_deref() != Some(master_key_id.as_str()) {
+                return Ok(None);
+            }
             conn.prepare_cached(
                 "INSERT INTO data_keys (key_id, customer_id, wrapped_key, created_us, erased_us) \
                  VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (customer_id) DO NOTHING",
@@ -86,6 +98,7 @@ impl DataKeys for SqliteEventStore {
                 record.erased_at.map(micros),
             ])?;
             key_of(conn, &record.customer_id)?
+                .map(Some)
                 .ok_or_else(|| StoreError::Corrupt("a data key vanished as it was stored".into()))
         })
         .await
