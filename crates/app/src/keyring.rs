@@ -307,8 +307,9 @@ impl Keyring {
         Ok(Self::unchecked(store, master))
     }
 
-    /// A keyring that does not check the master key against the store: for tests and
-    /// tools whose store is new and never reopened.
+    /// A keyring that does not check the master key against the store at once: for tests
+    /// and tools whose store is new. Its first new data key claims the master key (and is
+    /// refused if the store records another).
     pub fn unchecked(store: Arc<dyn DataKeys>, master: MasterKey) -> Self {
         Self {
             store,
@@ -404,11 +405,25 @@ impl Keyring {
             erased_at: None,
         };
         // Another writer may have made the customer's key meanwhile: theirs is kept.
-        let stored = self
+        let stored = match self
             .store
             .insert_data_key(&record, self.master.id())
             .await?
-            .ok_or_else(|| KeyError::Rotated(self.master.id().to_string()))?;
+        {
+            Some(stored) => stored,
+            None => {
+                // Refused: the store records another master key, or none yet (a keyring
+                // made `unchecked` claims it on first use, as `open` does at start).
+                let recorded = self.store.claim_master_key(self.master.id()).await?;
+                if recorded != self.master.id() {
+                    return Err(KeyError::Rotated(self.master.id().to_string()));
+                }
+                self.store
+                    .insert_data_key(&record, self.master.id())
+                    .await?
+                    .ok_or_else(|| KeyError::Rotated(self.master.id().to_string()))?
+            }
+        };
         self.hold(&stored)
     }
 

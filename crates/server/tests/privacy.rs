@@ -48,15 +48,7 @@ fn checkout_body() -> Value {
 async fn delivered_order(app: &TestApp, customer: &str) -> String {
     app.stock("PRIV-MUG", "12.50", 100).await;
     let shopper = app.client_as(Role::Customer, customer);
-    let cart: Value = shopper
-        .post(app.url("/api/carts"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cart: Value = json_of(shopper.post(app.url("/api/carts")).json(&json!({}))).await;
     let cart = cart["cartId"].as_str().unwrap().to_string();
     let added = shopper
         .post(app.url(&format!("/api/carts/{cart}/items")))
@@ -158,6 +150,11 @@ fn kcat(brokers: &str, topic: &str) -> Vec<u8> {
     out.stdout
 }
 
+/// The JSON answer of a request.
+async fn json_of(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -240,14 +237,8 @@ async fn personal_data_is_stored_sealed_and_an_erasure_shreds_it_for_good() {
 
     // Yet it is all there, for the customer: the export opens it.
     let grace = app.client_as(Role::Customer, customer);
-    let export: Value = grace
-        .get(app.url(&format!("/api/customers/{customer}/personal-data")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let export: Value =
+        json_of(grace.get(app.url(&format!("/api/customers/{customer}/personal-data")))).await;
     let exported = &export["orders"][0];
     assert_eq!(exported["orderId"], order.as_str(), "{export:#}");
     assert_eq!(exported["email"], EMAIL);
@@ -351,15 +342,11 @@ async fn personal_data_is_stored_sealed_and_an_erasure_shreds_it_for_good() {
         sales_figures(&sales_before)
     );
     // A repeat is harmless.
-    let again: Value = app
-        .client
-        .delete(app.url(&format!("/api/customers/{customer}/personal-data")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let again: Value = json_of(
+        app.client
+            .delete(app.url(&format!("/api/customers/{customer}/personal-data"))),
+    )
+    .await;
     assert_eq!(again["destroyedNow"], false, "{again:#}");
     assert_eq!(again["eventId"], Value::Null);
 
@@ -575,14 +562,8 @@ async fn events_written_before_sealing_still_load_and_an_erasure_names_them() {
     assert_eq!(created["data"]["email"], EMAIL, "opened for the admin");
 
     // The erasure shreds what it can and says which stored event it could not.
-    let report: Value = admin
-        .delete(format!("{base}/api/customers/cust-legacy/personal-data"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report: Value =
+        json_of(admin.delete(format!("{base}/api/customers/cust-legacy/personal-data"))).await;
     let unshredded = report["unshreddedEvents"].as_array().unwrap();
     assert_eq!(unshredded.len(), 1, "{report:#}");
     assert_eq!(unshredded[0]["eventId"], legacy_event.to_string());
