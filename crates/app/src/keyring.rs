@@ -229,17 +229,19 @@ impl MasterKey {
         seal_bytes(&self.key, &wrapping_aad(key_id, customer_id), data_key)
     }
 
-    fn unwrap(&self, record: &DataKeyRecord, wrapped: &[u8]) -> Result<LessSafeKey, KeyError> {
-        let bytes = open_bytes(
+    /// The data key's bytes, unwrapped (authenticated against its key id and customer).
+    fn unwrap_bytes(&self, record: &DataKeyRecord, wrapped: &[u8]) -> Result<[u8; 32], KeyError> {
+        open_bytes(
             &self.key,
             &wrapping_aad(&record.key_id, &record.customer_id),
             wrapped,
         )
-        .ok_or_else(|| KeyError::Unwrap(record.key_id.clone()))?;
-        let bytes: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| KeyError::Unwrap(record.key_id.clone()))?;
-        Ok(aes_key(&bytes))
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .ok_or_else(|| KeyError::Unwrap(record.key_id.clone()))
+    }
+
+    fn unwrap(&self, record: &DataKeyRecord, wrapped: &[u8]) -> Result<LessSafeKey, KeyError> {
+        Ok(aes_key(&self.unwrap_bytes(record, wrapped)?))
     }
 }
 
@@ -485,29 +487,26 @@ impl Keyring {
         match value {
             Personal::Clear(clear) => Ok(Opened::Clear(clear.clone())),
             Personal::Erased => Ok(Opened::Erased),
-            Personal::Sealed(sealed) => {
-                let Some(held) = self.key_by_id(&sealed.key_id).await? else {
-                    return Ok(Opened::Erased);
-                };
-                let Some(key) = &held.key else {
-                    return Ok(Opened::Erased);
-                };
-                let damaged = || KeyError::Damaged(sealed.key_id.clone());
-                let bytes = URL_SAFE_NO_PAD
-                    .decode(&sealed.sealed)
-                    .map_err(|_| damaged())?;
-                let plain =
-                    open_bytes(key, sealed.key_id.as_bytes(), &bytes).ok_or_else(damaged)?;
-                String::from_utf8(plain)
-                    .map(Opened::Clear)
-                    .map_err(|_| damaged())
-            }
+            Personal::Sealed(sealed) => match self.key_by_id(&sealed.key_id).await? {
+                Some(held) => Self::open_sealed(&held, sealed),
+                None => Ok(Opened::Erased),
+            },
         }
     }
 
-    /// The customer a data key belongs to, if the key exists.
-    pub async fn owner_of(&self, key_id: &str) -> Result<Option<String>, KeyError> {
-        Ok(self.key_by_id(key_id).await?.map(|held| held.customer_id))
+    /// A sealed value opened with its key as held (`Erased` when the key is destroyed).
+    fn open_sealed(held: &Held, sealed: &Sealed) -> Result<Opened, KeyError> {
+        let Some(key) = &held.key else {
+            return Ok(Opened::Erased);
+        };
+        let damaged = || KeyError::Damaged(sealed.key_id.clone());
+        let bytes = URL_SAFE_NO_PAD
+            .decode(&sealed.sealed)
+            .map_err(|_| damaged())?;
+        let plain = open_bytes(key, sealed.key_id.as_bytes(), &bytes).ok_or_else(damaged)?;
+        String::from_utf8(plain)
+            .map(Opened::Clear)
+            .map_err(|_| damaged())
     }
 
     /// Rewrites an answer's JSON for a reader: every sealed value becomes its clear text
@@ -529,18 +528,18 @@ impl Keyring {
                 Ok(sealed) => sealed,
                 Err(_) => continue,
             };
-            let Some(held) = self.key_by_id(&sealed.key_id).await? else {
-                *spot = Personal::erased_json();
-                continue;
+            let held = match self.key_by_id(&sealed.key_id).await? {
+                Some(held) if held.key.is_some() => held,
+                // No such key, or destroyed: erased.
+                _ => {
+                    *spot = Personal::erased_json();
+                    continue;
+                }
             };
-            if held.key.is_none() {
-                *spot = Personal::erased_json();
-                continue;
-            }
             if !may_see(&held.customer_id) {
                 continue;
             }
-            match self.open_value(&Personal::Sealed(sealed)).await {
+            match Self::open_sealed(&held, &sealed) {
                 Ok(Opened::Clear(clear)) => *spot = serde_json::Value::String(clear),
                 Ok(Opened::Erased) => *spot = Personal::erased_json(),
                 Err(KeyError::Damaged(key_id)) => {
@@ -580,15 +579,7 @@ impl Keyring {
             let Some(wrapped) = &record.wrapped else {
                 continue;
             };
-            let bytes = open_bytes(
-                &self.master.key,
-                &wrapping_aad(&record.key_id, &record.customer_id),
-                wrapped,
-            )
-            .ok_or_else(|| KeyError::Unwrap(record.key_id.clone()))?;
-            let bytes: [u8; 32] = bytes
-                .try_into()
-                .map_err(|_| KeyError::Unwrap(record.key_id.clone()))?;
+            let bytes = self.master.unwrap_bytes(record, wrapped)?;
             rewrapped.push((
                 record.key_id.clone(),
                 new_master.wrap(&record.key_id, &record.customer_id, &bytes),

@@ -44,14 +44,6 @@ impl Personal {
         Self::Clear(value.into())
     }
 
-    /// The clear value, if this one is clear.
-    pub fn as_clear(&self) -> Option<&str> {
-        match self {
-            Self::Clear(value) => Some(value),
-            _ => None,
-        }
-    }
-
     pub fn is_clear(&self) -> bool {
         matches!(self, Self::Clear(_))
     }

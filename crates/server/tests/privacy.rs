@@ -265,20 +265,17 @@ async fn personal_data_is_stored_sealed_and_an_erasure_shreds_it_for_good() {
         );
     }
     // Staff run the shop without seeing it; another customer cannot tell it exists.
-    let staff = app.client_as(Role::Staff, "staff-1");
-    let r = staff
-        .get(app.url(&format!("/api/customers/{customer}/personal-data")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    let other = app.client_as(Role::Customer, "cust-other");
-    let r = other
-        .get(app.url(&format!("/api/customers/{customer}/personal-data")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let personal_data = app.url(&format!("/api/customers/{customer}/personal-data"));
+    for (who, status) in [
+        (app.client_as(Role::Staff, "staff-1"), StatusCode::FORBIDDEN),
+        (
+            app.client_as(Role::Customer, "cust-other"),
+            StatusCode::NOT_FOUND,
+        ),
+    ] {
+        let r = who.get(&personal_data).send().await.unwrap();
+        assert_eq!(r.status(), status);
+    }
     // The admin's replay opens the sealed values of the order's state.
     let replay = app
         .json(&format!("/api/eventstore/replay/Order/{order}"))

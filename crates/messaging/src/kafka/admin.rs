@@ -60,11 +60,19 @@ impl KafkaSettings {
     pub async fn check_connection(&self, timeout: Duration) -> Result<(), ConnectError> {
         let (config, brokers, protocol) =
             (self.client(), self.brokers.clone(), self.security.protocol);
+        let named = brokers.clone();
         tokio::task::spawn_blocking(move || {
             security::check_connection(&config, &brokers, protocol, timeout)
         })
         .await
-        .expect("the Kafka connection check neither panics nor is cancelled")
+        .unwrap_or_else(|failed| {
+            // (A panic inside librdkafka's client setup: told as a refusal, not a crash.)
+            Err(ConnectError::Refused {
+                brokers: named,
+                protocol: protocol.as_str(),
+                reason: format!("the connection check failed: {failed}"),
+            })
+        })
     }
 
     /// The seed's idempotent producer.

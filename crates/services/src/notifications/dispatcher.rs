@@ -323,6 +323,10 @@ impl Dispatcher {
                     }
                     e => e.to_string(),
                 };
+                // A provider's answer may echo the address ("<ada@…>: user unknown"); the
+                // reason goes to the log, the notification's row and a dead letter, so
+                // the recipient is taken out of it here, for every provider at once.
+                let message = without_recipient(&message, &n.recipient);
                 tracing::warn!(
                     %channel,
                     orderId = %n.order_id,
@@ -406,6 +410,30 @@ enum Round {
     NotLeader,
 }
 
+/// `reason` with every occurrence of `recipient` replaced by `[recipient]`.
+fn without_recipient(reason: &str, recipient: &str) -> String {
+    if recipient.is_empty() {
+        return reason.to_string();
+    }
+    reason.replace(recipient, "[recipient]")
+}
+
 fn later(now: DateTime<Utc>, delay: Duration) -> DateTime<Utc> {
     now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_recipient;
+
+    #[test]
+    fn a_provider_reason_that_echoes_the_address_does_not_keep_it() {
+        let reason = "SMTP 550: <ada@example.com>: user unknown (ada@example.com)";
+        let cleaned = without_recipient(reason, "ada@example.com");
+        assert_eq!(
+            cleaned,
+            "SMTP 550: <[recipient]>: user unknown ([recipient])"
+        );
+        assert_eq!(without_recipient("timeout", ""), "timeout");
+    }
 }

@@ -204,8 +204,9 @@ impl NotificationService {
         let Some(email) = open(contact.email).await? else {
             return Ok(None);
         };
-        let email = Email::parse(&email).map_err(|e| {
-            HandlerError::Permanent(format!("order {order_id} has no usable e-mail: {e}"))
+        // (The parse error repeats the value: a dead letter's reason must not.)
+        let email = Email::parse(&email).map_err(|_| {
+            HandlerError::Permanent(format!("order {order_id} has no usable e-mail address"))
         })?;
         let phone = match contact.phone {
             Some(phone) => match open(phone).await? {

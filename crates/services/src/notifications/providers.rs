@@ -131,11 +131,10 @@ impl Provider for LogProvider {
 
     async fn send(&self, n: &Notification) -> Result<Option<String>, SendError> {
         let key = idempotency_key(n);
-        // The recipient and the body are personal data: the log shows neither, only
-        // the shape of the recipient and the body's length.
+        // The recipient and the body are personal data: the log shows neither (the
+        // body's length only).
         tracing::info!(
             channel = %n.channel,
-            recipient = %masked(&n.recipient),
             template = %n.template,
             orderId = %n.order_id,
             subject = %n.subject,
@@ -144,28 +143,6 @@ impl Provider for LogProvider {
             "notification (log provider: not sent anywhere)"
         );
         Ok(Some(format!("log:{key}")))
-    }
-}
-
-/// A recipient with all but its first character and its domain (or last two digits)
-/// hidden: `a***@example.com`, `***12`.
-fn masked(recipient: &str) -> String {
-    match recipient.split_once('@') {
-        Some((local, domain)) => {
-            let first: String = local.chars().take(1).collect();
-            format!("{first}***@{domain}")
-        }
-        None => {
-            let tail: String = recipient
-                .chars()
-                .rev()
-                .take(2)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            format!("***{tail}")
-        }
     }
 }
 
