@@ -20,6 +20,10 @@ pub enum StoreError {
     AlreadyApplied(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The store refuses what was asked of it as it stands (a restore into a store that
+    /// has rows, say); nothing was written.
+    #[error("{0}")]
+    Refused(String),
     // The driver's error is told in the message and not again as the source, so that a
     // chain of causes (`domain::causes`, the logs' `errorChain`) says it once.
     #[error("database error: {0}")]

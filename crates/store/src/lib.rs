@@ -16,6 +16,7 @@
 //! It depends on the domain only: never on app, messaging, services, readmodels or server,
 //! which all sit above it.
 
+pub mod backup;
 mod error;
 mod event;
 mod keys;
@@ -32,6 +33,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cornershop_domain::AggregateType;
 use uuid::Uuid;
+
+pub use backup::Backups;
 
 pub use error::{
     rusqlite_is_unique_violation, rusqlite_unavailability, sqlx_unavailability, StoreError,
@@ -288,8 +291,11 @@ pub trait DataKeys: Send + Sync + 'static {
 /// command bus, the server's wiring) takes this. A caller that needs one part takes that
 /// trait alone (`Arc<dyn EventStore>` coerces to `Arc<dyn NotificationOutbox>`, say).
 pub trait EventStore:
-    EventLog + ConsumerState + Scheduling + NotificationOutbox + DataKeys
+    EventLog + ConsumerState + Scheduling + NotificationOutbox + DataKeys + Backups
 {
 }
 
-impl<T: EventLog + ConsumerState + Scheduling + NotificationOutbox + DataKeys> EventStore for T {}
+impl<T: EventLog + ConsumerState + Scheduling + NotificationOutbox + DataKeys + Backups> EventStore
+    for T
+{
+}

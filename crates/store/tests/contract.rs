@@ -16,6 +16,7 @@ use cornershop_domain::{
     AggregateType, CartCreated, DomainEvent, ItemAddedToCart, Metadata, OrderValidated,
     StockUpdated, CURRENT_SCHEMA_VERSION,
 };
+use cornershop_store::backup::{self, Cut, ExportItem, ImportItem, Row};
 use cornershop_store::{
     trace, AppendRequest, DataKeyRecord, EventQuery, EventStore, IdempotentResponse, NewEvent,
     NewNotification, Notification, NotificationQuery, NotificationUpdate, PgEventStore,
@@ -77,7 +78,19 @@ macro_rules! contract_tests {
                 data_keys_are_made_once_per_customer_and_only_under_the_recorded_master,
                 an_erasure_destroys_the_key_and_cancels_what_is_queued,
                 a_rotation_rewraps_every_live_key_or_nothing,
+                a_backup_holds_every_table_and_is_refused_over_rows,
+                a_restore_writes_everything_or_nothing_byte_for_byte,
             );
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn a_backup_under_concurrent_writers_is_a_prefix_of_the_log() {
+                let (_guard, backend) = $open().await;
+                super::contract::a_backup_under_concurrent_writers_is_a_prefix_of_the_log(
+                    backend.store.clone(),
+                    backend.slow_append.clone(),
+                )
+                .await;
+            }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn slow_writers_never_let_a_reader_skip_an_event() {
@@ -2764,6 +2777,277 @@ mod contract {
             seen,
             "the final log is what the reader saw"
         );
+    }
+
+    // ---- backups --------------------------------------------------------------------
+
+    /// Every row a backup of `store` holds, table by table, and its cut.
+    pub(crate) async fn export_all(
+        store: &dyn EventStore,
+        since: u64,
+    ) -> (Cut, Vec<(&'static str, Row)>) {
+        let (sink, mut items) = tokio::sync::mpsc::channel(4);
+        let collect = tokio::spawn(async move {
+            let mut rows = Vec::new();
+            while let Some(item) = items.recv().await {
+                if let ExportItem::Rows(table, batch) = item {
+                    rows.extend(batch.into_iter().map(|row| (table.name, row)));
+                }
+            }
+            rows
+        });
+        let cut = store.export(since, sink).await.expect("export");
+        (cut, collect.await.expect("the collector"))
+    }
+
+    /// Imports `rows` in batches of two; `End` only when `end`.
+    pub(crate) async fn import_all(
+        store: &dyn EventStore,
+        rows: &[(&'static str, Row)],
+        end: bool,
+    ) -> Result<u64, StoreError> {
+        let (sink, items) = tokio::sync::mpsc::channel(4);
+        let rows = rows.to_vec();
+        let send = tokio::spawn(async move {
+            for pair in rows.chunks(2) {
+                for (name, row) in pair {
+                    let table = backup::table(name).expect("a backed-up table");
+                    if sink
+                        .send(ImportItem::Rows(table, vec![row.clone()]))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+            if end {
+                let _ = sink.send(ImportItem::End).await;
+            }
+        });
+        let imported = store.import(items).await;
+        send.await.expect("the sender");
+        imported
+    }
+
+    /// A row in every backed-up table.
+    pub(crate) async fn every_table_filled(store: &dyn EventStore) -> Vec<StoredEvent> {
+        let events = populate(store).await;
+        let mut keyed = AppendRequest::new(
+            AggregateType::Cart,
+            "c-keys",
+            0,
+            vec![cart_created("c-keys", at(50))],
+        );
+        keyed.idempotency = Some(idempotent("key-1", "fp", 201, r#"{"cartId":"c-keys"}"#));
+        keyed.dedupe_key = Some("saga:cause:1".into());
+        store.append(keyed).await.expect("append with keys");
+        store.save_checkpoint("saga", 2).await.unwrap();
+        store
+            .record_dead_letter("saga", &events[0], "boom", 3, at(5))
+            .await
+            .unwrap();
+        store
+            .schedule_timer(&Timer {
+                key: "cart-expiry:c1".into(),
+                kind: "cart-expiry".into(),
+                due_at: at(3600),
+                payload: serde_json::json!({"cartId": "c1", "n": 1}),
+            })
+            .await
+            .unwrap();
+        store
+            .record_notifications(&[notification(
+                events[0].envelope.event_id,
+                "email",
+                "o1",
+                at(6),
+            )])
+            .await
+            .unwrap();
+        store.claim_master_key("mk-1").await.unwrap();
+        store
+            .insert_data_key(&data_key("dk-1", "cust-1", 7), "mk-1")
+            .await
+            .unwrap();
+        store
+            .insert_data_key(&data_key("dk-2", "cust-2", 8), "mk-1")
+            .await
+            .unwrap();
+        store
+            .erase_data_key("cust-2", "dk-2b", at(9))
+            .await
+            .unwrap();
+        store
+            .record_publications(&[Publication {
+                position: events[0].position,
+                topic: "carts.events".into(),
+                partition: 1,
+                offset: 41,
+            }])
+            .await
+            .unwrap();
+        events
+    }
+
+    pub(crate) async fn a_backup_holds_every_table_and_is_refused_over_rows(
+        store: Arc<dyn EventStore>,
+    ) {
+        let store = &*store;
+        every_table_filled(store).await;
+        let (cut, rows) = export_all(store, 0).await;
+        assert_eq!(cut.position, store.head_position().await.unwrap());
+        for table in backup::TABLES {
+            let held = rows.iter().filter(|(name, _)| *name == table.name).count() as u64;
+            assert!(held > 0, "the backup holds no row of {}", table.name);
+            let counted = cut
+                .rows
+                .iter()
+                .find(|(name, _)| *name == table.name)
+                .unwrap()
+                .1;
+            assert_eq!(held, counted, "the cut's count of {}", table.name);
+        }
+        // An incremental backup holds the later events only (and every other table).
+        let (since, later) = export_all(store, 3).await;
+        let events: Vec<u64> = later
+            .iter()
+            .filter(|(name, _)| *name == "events")
+            .map(|(_, row)| backup::event_position(row))
+            .collect();
+        assert!(events.iter().all(|p| *p > 3) && !events.is_empty());
+        assert_eq!(since.since, 3);
+
+        let err = import_all(store, &rows, true).await.unwrap_err();
+        assert!(err.to_string().contains("not empty"), "{err}");
+        assert_eq!(
+            export_all(store, 0).await.1,
+            rows,
+            "a refused restore changed rows"
+        );
+    }
+
+    pub(crate) async fn a_restore_writes_everything_or_nothing_byte_for_byte(
+        store: Arc<dyn EventStore>,
+    ) {
+        let store = &*store;
+        // The source: an embedded store (so the PostgreSQL run moves SQLite to PostgreSQL).
+        let source_dir = tempfile::tempdir().unwrap();
+        let source: Arc<dyn EventStore> =
+            Arc::new(SqliteEventStore::open(source_dir.path()).await.unwrap());
+        let source = &*source;
+        every_table_filled(source).await;
+        let (cut, rows) = export_all(source, 0).await;
+
+        let err = import_all(store, &rows, false).await.unwrap_err();
+        assert!(err.to_string().contains("abandoned"), "{err}");
+        assert_eq!(store.tables_with_rows().await.unwrap(), Vec::<&str>::new());
+
+        let written = import_all(store, &rows, true).await.expect("a restore");
+        assert_eq!(written, rows.len() as u64);
+        assert_eq!(
+            export_all(store, 0).await,
+            (cut.clone(), rows.clone()),
+            "byte for byte"
+        );
+        assert_eq!(store.head_position().await.unwrap(), cut.position);
+        assert_eq!(whole_log(store).await, whole_log(source).await);
+        assert_eq!(
+            store.dead_letters(None).await.unwrap(),
+            source.dead_letters(None).await.unwrap()
+        );
+        assert_eq!(
+            store.data_key_of("cust-1").await.unwrap(),
+            source.data_key_of("cust-1").await.unwrap()
+        );
+        assert_eq!(store.claim_master_key("mk-other").await.unwrap(), "mk-1");
+
+        // The restored store carries on: positions and ids after the restored ones.
+        let next = append(
+            store,
+            AggregateType::Cart,
+            "after",
+            0,
+            vec![cart_created("after", at(99))],
+        )
+        .await;
+        assert_eq!(next[0].position, cut.position + 1);
+        let id = store
+            .record_dead_letter("inventory", &next[0], "later", 1, at(99))
+            .await
+            .unwrap();
+        assert!(id > source.dead_letters(None).await.unwrap()[0].id);
+
+        // And back into an embedded store, from this backend's export.
+        let back_dir = tempfile::tempdir().unwrap();
+        let back: Arc<dyn EventStore> =
+            Arc::new(SqliteEventStore::open(back_dir.path()).await.unwrap());
+        let (cut_again, rows_again) = export_all(store, 0).await;
+        import_all(&*back, &rows_again, true).await.unwrap();
+        assert_eq!(export_all(&*back, 0).await, (cut_again, rows_again));
+        source.close().await;
+        back.close().await;
+    }
+
+    /// Backups taken while writers (some of them slow to commit) append: each holds every
+    /// event at or below its position and none above.
+    pub(crate) async fn a_backup_under_concurrent_writers_is_a_prefix_of_the_log(
+        store: Arc<dyn EventStore>,
+        slow_append: Option<SlowAppend>,
+    ) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut writers = Vec::new();
+        for w in 0..16 {
+            let store = store.clone();
+            let slow = slow_append.clone();
+            let stop = stop.clone();
+            writers.push(tokio::spawn(async move {
+                let mut version = 0;
+                while !stop.load(Ordering::Relaxed) && version < 400 {
+                    let id = format!("w{w}");
+                    let request = request(
+                        AggregateType::Cart,
+                        &id,
+                        version,
+                        vec![item_added(&id, "SKU", 1, at(version as i64))],
+                    );
+                    let appended = match (&slow, version % 3) {
+                        (Some(slow), 0) => slow(request, Duration::from_millis(30)).await,
+                        _ => store.append(request).await,
+                    };
+                    appended.expect("append");
+                    version += 1;
+                }
+            }));
+        }
+        let mut cuts = Vec::new();
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            cuts.push(export_all(&*store, 0).await);
+        }
+        stop.store(true, Ordering::Relaxed);
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        let log = whole_log(&*store).await;
+        for (cut, rows) in cuts {
+            let held: Vec<u64> = rows
+                .iter()
+                .filter(|(name, _)| *name == "events")
+                .map(|(_, row)| backup::event_position(row))
+                .collect();
+            let expected: Vec<u64> = log
+                .iter()
+                .map(|e| e.position)
+                .filter(|p| *p <= cut.position)
+                .collect();
+            assert!(!held.is_empty());
+            assert_eq!(
+                held, expected,
+                "the backup at {} is not a prefix",
+                cut.position
+            );
+        }
     }
 }
 

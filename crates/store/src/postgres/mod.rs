@@ -57,6 +57,7 @@
 //!
 //! [`PgListener`]: sqlx::postgres::PgListener
 
+mod backup;
 mod consumers;
 mod head;
 mod keys;

@@ -14,6 +14,7 @@
 //! and leases) and `notifications` (`NotificationOutbox`); this one holds the type and
 //! opening the file, and `writer` the group commit every write goes through.
 
+mod backup;
 mod consumers;
 mod keys;
 mod log;
