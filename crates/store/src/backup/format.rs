@@ -392,7 +392,7 @@ impl BackupWriter {
     /// Writes rows of `table`. Events must come in position order, within the cut.
     pub fn rows(&mut self, table: &'static Table, rows: &[Row]) -> Result<(), BackupError> {
         for row in rows {
-            let line = row_line(table, row).map_err(|reason| BackupError::Mismatch(reason))?;
+            let line = row_line(table, row).map_err(BackupError::Mismatch)?;
             if table.name == EVENTS.name {
                 let position = event_position(row);
                 if position <= self.last_position || position > self.header.position {
