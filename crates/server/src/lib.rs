@@ -11,7 +11,9 @@
 
 pub mod api;
 pub mod auth;
+pub mod backup;
 pub mod config;
+pub mod erasures;
 pub mod keys;
 pub mod metrics;
 pub mod projections;

@@ -178,6 +178,9 @@ impl Application {
             read_models: stores.read_models.clone(),
             stalls,
             auth: Arc::new(authenticator(&args).await?),
+            erasures: Arc::new(crate::erasures::ErasureLedger::new(
+                args.erasure_ledger_path(),
+            )),
         };
         let (router, metrics) = api_role(state, &roles, &args).await?;
         let listener = TcpListener::bind(args.listen)

@@ -411,6 +411,26 @@ pub(super) async fn erase(
         .bus
         .execute::<cornershop_domain::Customer>(customer.as_str(), &record, &ctx)
         .await?;
+    // Recorded apart from the store before it is answered, so that a restore of an
+    // older backup erases the customer again (`erasures`).
+    let erased_at = erasure.key.erased_at.unwrap_or_else(Utc::now);
+    let entry = crate::erasures::ErasureEntry {
+        customer_id: customer.to_string(),
+        erased_at,
+    };
+    if let Err(e) = state.erasures.record(&entry).await {
+        tracing::error!(
+            error = %e,
+            ledger = %state.erasures.path().display(),
+            "cannot record an erasure in the erasure ledger"
+        );
+        return Err(ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "store-unavailable",
+            "the personal data was erased, but the erasure could not be recorded in the \
+             erasure ledger that restores read; repeat the request (a repeat is harmless)",
+        ));
+    }
     tracing::info!(
         customerId = %customer,
         keyId = %erasure.key.key_id,
@@ -421,7 +441,7 @@ pub(super) async fn erase(
     );
     Ok(Json(ErasureReport {
         customer_id: customer.to_string(),
-        erased_at: erasure.key.erased_at.unwrap_or_else(Utc::now),
+        erased_at,
         key_ids: vec![erasure.key.key_id],
         destroyed_now: erasure.destroyed_now,
         notifications_cancelled: erasure.notifications_cancelled,

@@ -45,6 +45,8 @@ pub struct AppState {
     pub stalls: std::sync::Arc<cornershop_messaging::StallWatch>,
     /// Checks the callers' tokens (see `auth` and `access`).
     pub auth: std::sync::Arc<crate::auth::Authenticator>,
+    /// Where erasures are recorded apart from the store (`erasures`).
+    pub erasures: std::sync::Arc<crate::erasures::ErasureLedger>,
 }
 
 #[derive(OpenApi)]

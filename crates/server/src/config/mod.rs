@@ -49,6 +49,10 @@ pub enum Command {
     /// Manage the master key that wraps the customers' data keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Back the event store up while the shop serves, check a backup, or restore one
+    /// into an empty store of either backend (SQLite -> PostgreSQL is a migration).
+    #[command(subcommand)]
+    Backup(BackupCommand),
     /// Print an access token signed with the embedded shop's own key (the one `serve`
     /// creates under --data-dir when no --oidc-issuer is given), for curl and scripts.
     Token(TokenArgs),
@@ -82,6 +86,9 @@ pub struct TokenArgs {
     pub oidc_audience: String,
 }
 
+/// The erasure ledger's default name, in the data directory (`erasures`).
+pub const ERASURE_LEDGER_FILE: &str = "erasures.ndjson";
+
 /// The embedded issuer's key, in the data directory.
 pub const SIGNING_KEY_FILE: &str = "signing-key.pem";
 
@@ -104,6 +111,45 @@ pub enum ProjectionsCommand {
         store: StoreArgs,
         #[command(flatten)]
         log: LogArgs,
+    },
+}
+
+/// `cornershop backup ...`
+#[derive(Debug, Clone, Subcommand)]
+pub enum BackupCommand {
+    /// Write a consistent cut of the store (every event up to one position, none above,
+    /// and the consumers' checkpoints, dead letters, timers, notifications and wrapped
+    /// data keys as of that moment) to a file; the shop keeps serving.
+    Create {
+        /// The backup file to write (zstd-compressed NDJSON; see docs/backup-format.md).
+        #[arg(long)]
+        out: PathBuf,
+        /// Only the events after this position (an incremental backup; the other tables
+        /// in full). Restore takes full backups.
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Check a backup: its checksums and counts, and every aggregate replayed with the
+    /// write side's rules. Exits with status 1 and names what is wrong.
+    Verify {
+        /// The backup file.
+        file: PathBuf,
+    },
+    /// Restore a backup into an empty store (refused otherwise), then erase again the
+    /// customers of the erasure ledger and rebuild the read models. A damaged backup
+    /// writes nothing.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// An erasure ledger whose customers are erased again after the restore (repeat
+        /// for each API process's ledger). Default: erasures.ndjson in --data-dir, if
+        /// there is one.
+        #[arg(long = "erasure-ledger")]
+        erasure_ledgers: Vec<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
     },
 }
 

@@ -43,6 +43,13 @@ pub struct ServeArgs {
     #[arg(long, env = "CORNERSHOP_MASTER_KEY_FILE")]
     pub master_key_file: Option<PathBuf>,
 
+    /// The erasure ledger: each erasure of a customer's personal data is appended here
+    /// (and synced) before it is answered, so that `cornershop backup restore` can erase
+    /// them again in a backup taken before. Keep it apart from the store and its backups.
+    /// Default: erasures.ndjson in --data-dir.
+    #[arg(long, env = "CORNERSHOP_ERASURE_LEDGER")]
+    pub erasure_ledger: Option<PathBuf>,
+
     #[command(flatten)]
     pub kafka: KafkaArgs,
 
@@ -284,6 +291,13 @@ pub struct NotificationArgs {
 }
 
 impl ServeArgs {
+    /// The erasure ledger's file, given or the data directory's.
+    pub fn erasure_ledger_path(&self) -> PathBuf {
+        self.erasure_ledger
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(super::ERASURE_LEDGER_FILE))
+    }
+
     /// The store settings alone.
     pub(crate) fn store_args(&self) -> StoreArgs {
         StoreArgs {
