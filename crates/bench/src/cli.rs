@@ -39,6 +39,9 @@ pub(crate) enum Command {
     /// Verifications/s of an ES256 token through Authenticator::verify (one task), beside
     /// jsonwebtoken's decode without the signature check and ring's raw P-256 verify.
     Auth(AuthArgs),
+    /// `cornershop backup` on a store of --events events: create beside a raw scan of the
+    /// events table, verify, and the restore's import beside a raw insert of the same rows.
+    Backup(BackupArgs),
     /// The cost of sealing a checkout's personal data and opening it again, beside
     /// writing the same payload as JSON; and a new customer's first seal (a key stored).
     Seal(SealArgs),
@@ -181,4 +184,20 @@ pub(crate) struct AuthArgs {
     /// Rounds the cases take turns in.
     #[arg(long, default_value_t = 5)]
     pub(crate) rounds: u32,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BackupArgs {
+    /// The source store (with --backend postgres, an empty database).
+    #[command(flatten)]
+    pub(crate) store: StoreArgs,
+    /// With --backend postgres: the empty database the backup is restored into.
+    #[arg(long)]
+    pub(crate) target_database_url: Option<String>,
+    /// With --backend postgres: the empty database the raw insert writes into.
+    #[arg(long)]
+    pub(crate) raw_database_url: Option<String>,
+    /// Events in the source store.
+    #[arg(long, default_value_t = 100_000)]
+    pub(crate) events: u64,
 }

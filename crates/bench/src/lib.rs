@@ -15,6 +15,7 @@
 //! cargo bench -p cornershop-bench -- relay-wait --database-url postgres://... --events 100000
 //! cargo bench -p cornershop-bench -- scaling --backend sqlite --sizes 10000,100000,1000000
 //! cargo bench -p cornershop-bench -- auth --seconds 3
+//! cargo bench -p cornershop-bench -- backup --backend sqlite --events 100000
 //! ```
 //!
 //! `cli` holds the command line; `append`, `scan`, `rebuild`, `relay` (load and
@@ -23,6 +24,7 @@
 
 mod append;
 mod auth;
+mod backup;
 mod cli;
 mod rebuild;
 mod relay;
@@ -63,6 +65,7 @@ pub fn main() -> anyhow::Result<()> {
             Command::Scaling(args) => scaling::scaling(&args).await,
             Command::Auth(args) => auth::auth(&args).await,
             Command::Seal(args) => seal::seal(&args).await,
+            Command::Backup(args) => backup::backup(&args).await,
         }
     })
 }

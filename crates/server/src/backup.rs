@@ -371,7 +371,7 @@ fn erasure_entries(
 
 /// Imports the backup's rows, read again (and checked again: a file changed since the
 /// verification makes the import abandon, which writes nothing).
-async fn import(
+pub async fn import(
     store: &Arc<dyn EventStore>,
     path: &Path,
     manifest: &Manifest,

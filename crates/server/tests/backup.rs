@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{spawn_embedded_with, Role, TestApp};
-use cornershop_store::backup::{Cell, ExportItem, Row, EVENTS};
+use cornershop_store::backup::{export_rows, Cell, Row, EVENTS};
 use cornershop_store::{EventStore, PgEventStore, SqliteEventStore};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -49,20 +49,10 @@ fn path(p: &Path) -> String {
     p.display().to_string()
 }
 
-/// Every row of a store, table by table, with the cut.
+/// Every row of a store, table by table, with the cut's position.
 async fn rows_of(store: &dyn EventStore) -> (u64, Vec<(&'static str, Row)>) {
-    let (sink, mut items) = tokio::sync::mpsc::channel(4);
-    let collect = tokio::spawn(async move {
-        let mut rows = Vec::new();
-        while let Some(item) = items.recv().await {
-            if let ExportItem::Rows(table, batch) = item {
-                rows.extend(batch.into_iter().map(|row| (table.name, row)));
-            }
-        }
-        rows
-    });
-    let cut = store.export(0, sink).await.expect("export");
-    (cut.position, collect.await.unwrap())
+    let (cut, rows) = export_rows(store, 0).await.expect("export");
+    (cut.position, rows)
 }
 
 fn events(rows: &[(&'static str, Row)]) -> Vec<Row> {

@@ -16,7 +16,7 @@ use cornershop_domain::{
     AggregateType, CartCreated, DomainEvent, ItemAddedToCart, Metadata, OrderValidated,
     StockUpdated, CURRENT_SCHEMA_VERSION,
 };
-use cornershop_store::backup::{self, Cut, ExportItem, ImportItem, Row};
+use cornershop_store::backup::{self, Cut, ImportItem, Row};
 use cornershop_store::{
     trace, AppendRequest, DataKeyRecord, EventQuery, EventStore, IdempotentResponse, NewEvent,
     NewNotification, Notification, NotificationQuery, NotificationUpdate, PgEventStore,
@@ -2786,18 +2786,7 @@ mod contract {
         store: &dyn EventStore,
         since: u64,
     ) -> (Cut, Vec<(&'static str, Row)>) {
-        let (sink, mut items) = tokio::sync::mpsc::channel(4);
-        let collect = tokio::spawn(async move {
-            let mut rows = Vec::new();
-            while let Some(item) = items.recv().await {
-                if let ExportItem::Rows(table, batch) = item {
-                    rows.extend(batch.into_iter().map(|row| (table.name, row)));
-                }
-            }
-            rows
-        });
-        let cut = store.export(since, sink).await.expect("export");
-        (cut, collect.await.expect("the collector"))
+        backup::export_rows(store, since).await.expect("export")
     }
 
     /// Imports `rows` in batches of two; `End` only when `end`.

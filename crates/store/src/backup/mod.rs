@@ -366,3 +366,26 @@ pub(crate) fn not_empty(tables: &[&str]) -> StoreError {
 pub(crate) fn import_abandoned() -> StoreError {
     StoreError::Refused("the restore was abandoned before its end: nothing was written".into())
 }
+
+/// Every row of an export, in memory, with the cut: for tests and benchmarks (a backup
+/// streams them to its file instead).
+pub async fn export_rows(
+    store: &dyn Backups,
+    since: u64,
+) -> Result<(Cut, Vec<(&'static str, Row)>), StoreError> {
+    let (sink, mut items) = mpsc::channel(8);
+    let collect = tokio::spawn(async move {
+        let mut rows = Vec::new();
+        while let Some(item) = items.recv().await {
+            if let ExportItem::Rows(table, batch) = item {
+                rows.extend(batch.into_iter().map(|row| (table.name, row)));
+            }
+        }
+        rows
+    });
+    let cut = store.export(since, sink).await?;
+    let rows = collect
+        .await
+        .map_err(|e| StoreError::Refused(format!("the export's collector failed: {e}")))?;
+    Ok((cut, rows))
+}
