@@ -4,12 +4,12 @@
 //! command.
 //!
 //! Also here: the clock (so tests can control time), the context that travels with every
-//! command (`context.rs`), the bus's state cache (`cache.rs`), idempotency keys, and
-//! replay.
+//! command (`context.rs`), the bus's state cache (`cache.rs`), the snapshots of long
+//! streams under it (`snapshots.rs`), idempotency keys, and replay.
 //!
-//! Offers [`CommandBus`], [`CommandContext`], [`fold_stored`], [`Clock`] and replay. Depends
-//! on the domain and the store only; never on messaging, the workflow (services), the read
-//! side or the server.
+//! Offers [`CommandBus`], [`CommandContext`], [`SnapshotPolicy`], [`fold_stored`],
+//! [`Clock`] and replay. Depends on the domain and the store only; never on messaging, the
+//! workflow (services), the read side or the server.
 
 pub mod business_metrics;
 mod cache;
@@ -17,6 +17,7 @@ pub mod clock;
 mod context;
 pub mod keyring;
 pub mod replay;
+mod snapshots;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,8 +35,10 @@ use uuid::Uuid;
 pub use clock::{Clock, SystemClock};
 pub use context::{CommandContext, IdempotencyKey, Reply};
 pub use keyring::{KeyError, Keyring, MasterKey, Opened};
+pub use snapshots::SnapshotPolicy;
 
 use cache::{Origin, StateCache};
+use snapshots::Taken;
 
 /// What a command did.
 #[derive(Debug, Clone)]
@@ -101,6 +104,7 @@ pub struct CommandBus {
     states: Arc<StateCache>,
     appended: Option<AppendObserver>,
     keyring: Arc<Keyring>,
+    snapshots: SnapshotPolicy,
 }
 
 /// Told of every append the bus makes, with the stored events, inside the span of the
@@ -129,7 +133,15 @@ impl CommandBus {
             states: Arc::default(),
             appended: None,
             keyring,
+            snapshots: SnapshotPolicy::default(),
         }
+    }
+
+    /// The same bus, loading aggregates from their snapshots and taking them as `policy`
+    /// says (`--snapshot-every`; without this call, none).
+    pub fn with_snapshots(mut self, policy: SnapshotPolicy) -> Self {
+        self.snapshots = policy;
+        self
     }
 
     /// The keys of personal data.
@@ -179,14 +191,7 @@ impl CommandBus {
                 let (state, version) = fold_onto(cached, version, &newer)?;
                 (state, version, origin)
             }
-            None => {
-                let events = self
-                    .store
-                    .load_aggregate(A::TYPE, id, TimeRange::default())
-                    .await?;
-                let (state, version) = fold_stored(&events)?;
-                (state, version, events.first().map(Origin::of))
-            }
+            None => self.load_cold::<A>(id).await?,
         };
         self.states.put(id, &state, version, origin.clone());
         Ok(Loaded {
@@ -195,6 +200,102 @@ impl CommandBus {
             origin,
             stream: Vec::new(),
         })
+    }
+
+    /// An aggregate the cache does not hold: from its snapshot and the events after it,
+    /// when it has one this build can use (see `snapshots.rs`), or else from every event.
+    async fn load_cold<A: Aggregate>(
+        &self,
+        id: &str,
+    ) -> Result<(A, u64, Option<Origin>), AppError> {
+        if self.snapshots.interval().is_some() {
+            if let Some(loaded) = self.load_from_snapshot::<A>(id).await? {
+                return Ok(loaded);
+            }
+        }
+        let events = self
+            .store
+            .load_aggregate(A::TYPE, id, TimeRange::default())
+            .await?;
+        let (state, version) = fold_stored::<A>(&events)?;
+        let origin = events.first().map(Origin::of);
+        if let (Some(last), Some(origin)) = (events.last(), &origin) {
+            if self.snapshots.folded_enough(events.len()) {
+                // A long stream without a usable snapshot: the next cold load need not
+                // fold it all again.
+                self.save_snapshot_later(Taken::after(
+                    id,
+                    state.clone(),
+                    last,
+                    origin.clone(),
+                    self.clock.now(),
+                ));
+            }
+        }
+        Ok((state, version, origin))
+    }
+
+    /// The state from the aggregate's snapshot and the events after it; `None` when it
+    /// has no snapshot this build can use (the reason is logged).
+    async fn load_from_snapshot<A: Aggregate>(
+        &self,
+        id: &str,
+    ) -> Result<Option<(A, u64, Option<Origin>)>, AppError> {
+        let snapshot = match self.store.load_snapshot(A::TYPE, id).await {
+            Ok(Some(snapshot)) if snapshot.version > 0 => snapshot,
+            Ok(_) => return Ok(None),
+            Err(error) => {
+                // Snapshots are never needed: the events are (and their read says whether
+                // the store is there at all).
+                tracing::warn!(
+                    aggregate_type = A::TYPE.as_str(),
+                    aggregate_id = id,
+                    %error,
+                    "cannot read the snapshot; folding the stream from its first event"
+                );
+                return Ok(None);
+            }
+        };
+        let state = match snapshots::state_of::<A>(&snapshot) {
+            Ok(state) => state,
+            Err(unusable) => {
+                unusable.log(A::TYPE.as_str(), id);
+                return Ok(None);
+            }
+        };
+        // From the snapshot's own version on: its first event proves the snapshot is of
+        // this stream.
+        let events = self
+            .store
+            .load_aggregate_after(A::TYPE, id, snapshot.version - 1)
+            .await?;
+        let tail = match snapshots::tail_after(&snapshot, &events) {
+            Ok(tail) => tail,
+            Err(stale) => {
+                stale.log(A::TYPE.as_str(), id);
+                return Ok(None);
+            }
+        };
+        let (state, version) = fold_onto(state, snapshot.version, tail)?;
+        let origin = snapshots::origin_of(&snapshot);
+        if let Some(last) = tail.last() {
+            if self.snapshots.folded_enough(tail.len()) {
+                // Snapshots were not taken for a while (another process appended with
+                // them off, say): catch up.
+                self.save_snapshot_later(Taken::after(
+                    id,
+                    state.clone(),
+                    last,
+                    origin.clone(),
+                    self.clock.now(),
+                ));
+            }
+        }
+        Ok(Some((state, version, Some(origin))))
+    }
+
+    fn save_snapshot_later<A: Aggregate>(&self, taken: Taken<A>) {
+        snapshots::save_later(self.store.clone(), taken);
     }
 
     /// Every event of the aggregate, folded (the cache is bypassed: the events are the
@@ -414,6 +515,17 @@ impl CommandBus {
                         observer(&stored);
                     }
                     let origin = origin.or_else(|| stored.first().map(Origin::of));
+                    if let (Some(last), Some(origin)) = (stored.last(), &origin) {
+                        if self.snapshots.crossed(version, executed.version) {
+                            self.save_snapshot_later(Taken::after(
+                                id,
+                                executed.state.clone(),
+                                last,
+                                origin.clone(),
+                                now,
+                            ));
+                        }
+                    }
                     self.states
                         .put(id, &executed.state, executed.version, origin);
                     if how == Load::Stream {

@@ -45,6 +45,9 @@ pub(crate) enum Command {
     /// The cost of sealing a checkout's personal data and opening it again, beside
     /// writing the same payload as JSON; and a new customer's first seal (a key stored).
     Seal(SealArgs),
+    /// A cold load of a long Inventory stream (10,000 events) from its snapshot and the
+    /// events after it, beside the full fold of every event.
+    Snapshot(SnapshotArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -200,4 +203,23 @@ pub(crate) struct BackupArgs {
     /// Events in the source store.
     #[arg(long, default_value_t = 100_000)]
     pub(crate) events: u64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SnapshotArgs {
+    /// The store; any PostgreSQL database (the stream's SKU is new).
+    #[command(flatten)]
+    pub(crate) store: StoreArgs,
+    /// Events in the stream.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) events: u64,
+    /// The snapshot interval (`serve --snapshot-every`).
+    #[arg(long, default_value_t = 500)]
+    pub(crate) every: u64,
+    /// Events after the snapshot (below --every); default: half of --every.
+    #[arg(long)]
+    pub(crate) tail: Option<u64>,
+    /// Timed loads of each case.
+    #[arg(long, default_value_t = 21)]
+    pub(crate) samples: usize,
 }

@@ -16,10 +16,12 @@
 //! cargo bench -p cornershop-bench -- scaling --backend sqlite --sizes 10000,100000,1000000
 //! cargo bench -p cornershop-bench -- auth --seconds 3
 //! cargo bench -p cornershop-bench -- backup --backend sqlite --events 100000
+//! cargo bench -p cornershop-bench -- snapshot --backend sqlite --events 10000
 //! ```
 //!
 //! `cli` holds the command line; `append`, `scan`, `rebuild`, `relay` (load and
-//! relay-wait), `scaling` (each operation as the log grows) and `auth` the measurements. A leaf of the workspace: it may depend on
+//! relay-wait), `scaling` (each operation as the log grows), `auth`, `seal` and `snapshot`
+//! (a long stream's cold load from its snapshot against the full fold) the measurements. A leaf of the workspace: it may depend on
 //! every other crate, and none depends on it.
 
 mod append;
@@ -31,6 +33,7 @@ mod relay;
 mod scaling;
 mod scan;
 mod seal;
+mod snapshot;
 
 use std::time::{Duration, Instant};
 
@@ -66,6 +69,7 @@ pub fn main() -> anyhow::Result<()> {
             Command::Auth(args) => auth::auth(&args).await,
             Command::Seal(args) => seal::seal(&args).await,
             Command::Backup(args) => backup::backup(&args).await,
+            Command::Snapshot(args) => snapshot::snapshot(&args).await,
         }
     })
 }

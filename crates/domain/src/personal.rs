@@ -144,6 +144,19 @@ impl From<&ShippingAddress> for PersonalAddress {
 }
 
 impl PersonalAddress {
+    /// Its personal values (the same list as [`values_mut`](Self::values_mut)).
+    pub fn values(&self) -> impl Iterator<Item = &Personal> {
+        [
+            Some(&self.name),
+            Some(&self.line1),
+            self.line2.as_ref(),
+            Some(&self.city),
+            Some(&self.postal_code),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
     /// Its personal values, to seal or open in place.
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Personal> {
         [

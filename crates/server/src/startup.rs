@@ -250,14 +250,16 @@ impl Application {
     }
 }
 
-/// The command bus over the event store; with an OTLP endpoint, each appended event gets a
-/// span of its own, which the consumers' spans name as parents.
+/// The command bus over the event store, keeping snapshots as `--snapshot-every` says;
+/// with an OTLP endpoint, each appended event gets a span of its own, which the
+/// consumers' spans name as parents.
 fn command_bus(stores: &Stores, args: &ServeArgs) -> CommandBus {
     let bus = CommandBus::new(
         stores.events.clone(),
         Arc::new(SystemClock),
         stores.keyring.clone(),
-    );
+    )
+    .with_snapshots(args.into());
     if args.log.otlp_endpoint.is_some() {
         bus.with_append_observer(Arc::new(
             cornershop_messaging::tracecontext::export_event_spans,

@@ -140,6 +140,67 @@ async fn replay_to_date_returns_the_state_as_it_was() {
     assert_eq!(events[0]["data"]["sku"], "B");
 }
 
+/// `--snapshot-every` reaches the command bus: stock set seven times with snapshots every
+/// three events leaves the snapshot of version 6 in the store; replay still folds every
+/// event, and a shop started again on the same store loads the SKU from it exactly.
+#[tokio::test]
+async fn snapshots_are_taken_as_snapshot_every_says_and_replay_stays_exact() {
+    use cornershop_domain::{AggregateType, Inventory};
+    use cornershop_store::{Snapshots, SqliteEventStore};
+
+    let app = common::spawn_embedded_with(|args| args.snapshot_every = 3).await;
+    for quantity in 10..17 {
+        app.stock("MUG", "1.00", quantity).await;
+    }
+    let replayed = app.json("/api/eventstore/replay/Inventory/MUG").await;
+    assert_eq!(replayed["version"], 7);
+    assert_eq!(replayed["state"]["available"], 16);
+    assert_eq!(replayed["events"].as_array().unwrap().len(), 7);
+    let answered = app.json("/api/inventory/MUG").await;
+    // The snapshot is saved after the answer, on a task of its own: wait for it.
+    let url = format!(
+        "sqlite://{}?mode=ro",
+        app.data_dir.path().join("cornershop.db").display()
+    );
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    for _ in 0..500 {
+        let version: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM snapshots WHERE aggregate_id = 'MUG'")
+                .fetch_optional(&mut conn)
+                .await
+                .unwrap();
+        if version == Some(6) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    drop(conn);
+    let data_dir = app.stop_and_wait().await;
+
+    let store = SqliteEventStore::open(data_dir.path()).await.unwrap();
+    let snapshot = store
+        .load_snapshot(AggregateType::Inventory, "MUG")
+        .await
+        .unwrap()
+        .expect("a snapshot of the SKU");
+    assert_eq!(snapshot.version, 6);
+    let state: Inventory = serde_json::from_str(&snapshot.state).unwrap();
+    assert_eq!(state.available, 15);
+    cornershop_store::EventLog::close(&store).await;
+
+    let again = common::spawn_embedded_with(|args| {
+        args.data_dir = data_dir.path().to_path_buf();
+        args.snapshot_every = 3;
+    })
+    .await;
+    assert_eq!(again.json("/api/inventory/MUG").await, answered);
+    let replayed = again.json("/api/eventstore/replay/Inventory/MUG").await;
+    assert_eq!(replayed["version"], 7);
+    assert_eq!(replayed["state"]["available"], 16);
+}
+
 #[tokio::test]
 async fn sixty_four_concurrent_adds_to_one_cart_all_land_with_contiguous_versions() {
     let app = spawn_app().await;

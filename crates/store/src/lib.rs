@@ -4,8 +4,9 @@
 //!
 //! What it offers: the store's traits (this file), one per concern: [`EventLog`] (appends,
 //! reads, queries, statistics), [`ConsumerState`] (checkpoints, applied-command keys, dead
-//! letters, publications), [`Scheduling`] (timers, leases) and [`NotificationOutbox`],
-//! which [`EventStore`] gathers; its two backends,
+//! letters, publications), [`Scheduling`] (timers, leases), [`NotificationOutbox`],
+//! [`DataKeys`] and [`Snapshots`] (aggregates' states kept to shorten long folds:
+//! derived data, `snapshot.rs`), which [`EventStore`] gathers; its two backends,
 //! [`SqliteEventStore`] (`sqlite/`) and [`PgEventStore`] (`postgres/`), cut into the same
 //! files by concern; the types the trait takes and returns: events and appends
 //! (`event.rs`), queries of the log (`query.rs`), the other tables' records (`records.rs`:
@@ -25,6 +26,7 @@ mod postgres;
 mod query;
 mod records;
 mod shared;
+mod snapshot;
 mod sqlite;
 mod stats;
 pub mod trace;
@@ -49,6 +51,7 @@ pub use postgres::PgEventStore;
 pub use query::{EventQuery, StoreStats, TimeRange};
 pub use records::{Checkpoint, DeadLetter, Publication, Timer};
 pub(crate) use shared::{count_stored, events_to_store, truncate_to_micros, unless_taken};
+pub use snapshot::Snapshot;
 pub use sqlite::readers::{open_writing_connection, Durability, ReadRefused, SqliteReaders};
 pub use sqlite::SqliteEventStore;
 
@@ -287,15 +290,38 @@ pub trait DataKeys: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 }
 
-/// The whole store: every backend is all four parts, and a caller that needs several (the
+/// Snapshots of aggregates' states: derived data that shortens the fold of a long stream
+/// (the command bus loads a snapshot and the events after its version). The store keeps
+/// one per aggregate and judges none: whether one can be used (its state schema, whether
+/// it decodes, whether the stream still holds the event it was taken after) is the
+/// caller's to decide. Never written in an append's transaction; losing every snapshot
+/// loses nothing but time.
+#[async_trait]
+pub trait Snapshots: Send + Sync + 'static {
+    /// The aggregate's snapshot, if it has one, whatever its schema or version.
+    async fn load_snapshot(
+        &self,
+        aggregate_type: AggregateType,
+        aggregate_id: &str,
+    ) -> Result<Option<Snapshot>, StoreError>;
+
+    /// Keeps `snapshot` as its aggregate's snapshot, replacing the one it had, whatever
+    /// that one held: the last save wins. Of two saves that race, the older state may be
+    /// the one kept, which is still right (its load folds a longer tail); and a stale
+    /// snapshot (of a stream that no longer holds its event) is replaced by the next save.
+    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError>;
+}
+
+/// The whole store: every backend is all six parts, and a caller that needs several (the
 /// command bus, the server's wiring) takes this. A caller that needs one part takes that
 /// trait alone (`Arc<dyn EventStore>` coerces to `Arc<dyn NotificationOutbox>`, say).
 pub trait EventStore:
-    EventLog + ConsumerState + Scheduling + NotificationOutbox + DataKeys + Backups
+    EventLog + ConsumerState + Scheduling + NotificationOutbox + DataKeys + Snapshots + Backups
 {
 }
 
-impl<T: EventLog + ConsumerState + Scheduling + NotificationOutbox + DataKeys + Backups> EventStore
-    for T
+impl<
+        T: EventLog + ConsumerState + Scheduling + NotificationOutbox + DataKeys + Snapshots + Backups,
+    > EventStore for T
 {
 }

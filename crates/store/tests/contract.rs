@@ -20,7 +20,7 @@ use cornershop_store::backup::{self, Cut, ImportItem, Row};
 use cornershop_store::{
     trace, AppendRequest, DataKeyRecord, EventQuery, EventStore, IdempotentResponse, NewEvent,
     NewNotification, Notification, NotificationQuery, NotificationUpdate, PgEventStore,
-    Publication, SqliteEventStore, StoreError, StoreStats, StoredEvent, TimeRange, Timer,
+    Publication, Snapshot, SqliteEventStore, StoreError, StoreStats, StoredEvent, TimeRange, Timer,
 };
 use futures::future::BoxFuture;
 use uuid::Uuid;
@@ -80,6 +80,7 @@ macro_rules! contract_tests {
                 a_rotation_rewraps_every_live_key_or_nothing,
                 a_backup_holds_every_table_and_is_refused_over_rows,
                 a_restore_writes_everything_or_nothing_byte_for_byte,
+                snapshots_are_kept_one_per_aggregate_and_the_last_save_wins,
             );
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -2338,6 +2339,91 @@ mod contract {
                 .unwrap(),
             None
         );
+    }
+
+    pub(crate) fn snapshot(
+        aggregate_type: AggregateType,
+        id: &str,
+        version: u64,
+        state: &str,
+    ) -> Snapshot {
+        Snapshot {
+            aggregate_type,
+            aggregate_id: id.to_string(),
+            version,
+            event_id: Uuid::new_v4(),
+            state_schema: 1,
+            state: state.to_string(),
+            origin_correlation_id: format!("corr-{id}"),
+            origin_trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".to_string(),
+            taken_at: at(version as i64) + chrono::Duration::microseconds(7),
+        }
+    }
+
+    /// One snapshot per aggregate (by type and id), kept exactly as saved (the state's text
+    /// byte for byte, the time to the microsecond); a save replaces the aggregate's
+    /// snapshot whatever it held (a lower version, another schema); and snapshots are no
+    /// part of the log (no event, no position).
+    pub(crate) async fn snapshots_are_kept_one_per_aggregate_and_the_last_save_wins(
+        store: Arc<dyn EventStore>,
+    ) {
+        let store = &*store;
+        let sku = AggregateType::Inventory;
+        assert_eq!(store.load_snapshot(sku, "MUG").await.unwrap(), None);
+        // The state's text as the bus wrote it: key order, spacing and all.
+        let first = snapshot(
+            sku,
+            "MUG",
+            500,
+            r#"{"sku":"MUG", "name":"Tasse à café ☕","available":7,"exists":true}"#,
+        );
+        store.save_snapshot(&first).await.unwrap();
+        assert_eq!(
+            store.load_snapshot(sku, "MUG").await.unwrap().as_ref(),
+            Some(&first)
+        );
+        // Keyed by type and id.
+        assert_eq!(store.load_snapshot(sku, "CUP").await.unwrap(), None);
+        assert_eq!(
+            store
+                .load_snapshot(AggregateType::Cart, "MUG")
+                .await
+                .unwrap(),
+            None
+        );
+        let other = snapshot(AggregateType::Cart, "MUG", 3, r#"{"cartId":"MUG"}"#);
+        store.save_snapshot(&other).await.unwrap();
+        assert_eq!(
+            store.load_snapshot(sku, "MUG").await.unwrap().as_ref(),
+            Some(&first)
+        );
+        // A later one replaces it...
+        let later = snapshot(sku, "MUG", 1000, r#"{"sku":"MUG","available":3}"#);
+        store.save_snapshot(&later).await.unwrap();
+        assert_eq!(
+            store.load_snapshot(sku, "MUG").await.unwrap().as_ref(),
+            Some(&later)
+        );
+        // ...and so does any other save: the last one wins, a lower version or another
+        // schema included (the caller judges what it reads).
+        let mut lower = snapshot(sku, "MUG", 2, r#"{"shape":"another"}"#);
+        lower.state_schema = 7;
+        store.save_snapshot(&lower).await.unwrap();
+        assert_eq!(
+            store.load_snapshot(sku, "MUG").await.unwrap().as_ref(),
+            Some(&lower)
+        );
+        assert_eq!(
+            store
+                .load_snapshot(AggregateType::Cart, "MUG")
+                .await
+                .unwrap()
+                .as_ref(),
+            Some(&other)
+        );
+        // No part of the log.
+        assert_eq!(store.head_position().await.unwrap(), 0);
+        assert_eq!(store.stats().await.unwrap().total_events, 0);
     }
 
     pub(crate) async fn notifications_are_recorded_once_per_event_and_channel(

@@ -2,7 +2,7 @@
 //! an empty cart cannot be checked out.
 
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{require_money, require_no_control, require_text, Aggregate};
 use crate::aggregate_type::AggregateType;
@@ -14,7 +14,7 @@ use crate::values::{CartId, CustomerId, Email, Money, OrderId, Phone, Quantity, 
 
 pub const MAX_LINE_QUANTITY: u32 = Quantity::MAX;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CartStatus {
     #[default]
     New,
@@ -23,8 +23,8 @@ pub enum CartStatus {
     Expired,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Cart {
     pub cart_id: CartId,
     pub customer_id: CustomerId,
@@ -91,6 +91,8 @@ impl Cart {
 
 impl Aggregate for Cart {
     const TYPE: AggregateType = AggregateType::Cart;
+    /// 1: the shape since snapshots exist (see `Aggregate::STATE_SCHEMA`).
+    const STATE_SCHEMA: u32 = 1;
     type Command = CartCommand;
 
     fn decide(&self, command: &CartCommand) -> Result<Vec<DomainEvent>, DomainError> {

@@ -1,7 +1,7 @@
 //! A customer's privacy record: the one fact the shop keeps about a customer as such, that
 //! their personal data was erased. (Their carts and orders are aggregates of their own.)
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Aggregate;
 use crate::aggregate_type::AggregateType;
@@ -9,8 +9,8 @@ use crate::error::DomainError;
 use crate::events::*;
 use crate::values::CustomerId;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Customer {
     pub customer_id: CustomerId,
     pub erased: bool,
@@ -30,6 +30,8 @@ pub enum CustomerCommand {
 
 impl Aggregate for Customer {
     const TYPE: AggregateType = AggregateType::Customer;
+    /// 1: the shape since snapshots exist (see `Aggregate::STATE_SCHEMA`).
+    const STATE_SCHEMA: u32 = 1;
     type Command = CustomerCommand;
 
     fn decide(&self, command: &CustomerCommand) -> Result<Vec<DomainEvent>, DomainError> {

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{require_text, Aggregate};
 use crate::aggregate_type::AggregateType;
@@ -17,8 +17,8 @@ use crate::values::{Money, OrderId, Sku};
 /// The most units of one SKU the shop tracks; keeps sums far from overflow.
 pub const MAX_STOCK: u32 = 1_000_000_000;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Inventory {
     pub sku: Sku,
     pub name: String,
@@ -99,6 +99,8 @@ impl Inventory {
 
 impl Aggregate for Inventory {
     const TYPE: AggregateType = AggregateType::Inventory;
+    /// 1: the shape since snapshots exist (see `Aggregate::STATE_SCHEMA`).
+    const STATE_SCHEMA: u32 = 1;
     type Command = InventoryCommand;
 
     fn decide(&self, command: &InventoryCommand) -> Result<Vec<DomainEvent>, DomainError> {

@@ -3,7 +3,7 @@
 //! it ships.
 
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{require_money, require_text, Aggregate};
 use crate::aggregate_type::AggregateType;
@@ -12,7 +12,7 @@ use crate::events::*;
 use crate::personal::{Personal, PersonalAddress};
 use crate::values::{CartId, CustomerId, OrderId, PaymentId};
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OrderStatus {
     #[default]
     New,
@@ -24,8 +24,8 @@ pub enum OrderStatus {
     Cancelled,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Order {
     pub order_id: OrderId,
     pub cart_id: CartId,
@@ -83,6 +83,8 @@ impl Order {
 
 impl Aggregate for Order {
     const TYPE: AggregateType = AggregateType::Order;
+    /// 1: the shape since snapshots exist (see `Aggregate::STATE_SCHEMA`).
+    const STATE_SCHEMA: u32 = 1;
     type Command = OrderCommand;
 
     fn decide(&self, command: &OrderCommand) -> Result<Vec<DomainEvent>, DomainError> {
@@ -209,6 +211,18 @@ impl Aggregate for Order {
 
     fn owner(&self) -> Option<&str> {
         self.exists().then_some(self.customer_id.as_str())
+    }
+
+    fn holds_clear_personal_data(&self) -> bool {
+        // The empty clear value is the state's default, before any contact was known.
+        let in_clear =
+            |value: &Personal| matches!(value, Personal::Clear(text) if !text.is_empty());
+        in_clear(&self.email)
+            || self.phone.as_ref().is_some_and(in_clear)
+            || self
+                .shipping_address
+                .as_ref()
+                .is_some_and(|address| address.values().any(in_clear))
     }
 }
 

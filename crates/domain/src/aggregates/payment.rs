@@ -2,7 +2,7 @@
 //! payment can be refunded. It can never complete before it is authorized.
 
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{require_text, Aggregate};
 use crate::aggregate_type::AggregateType;
@@ -10,7 +10,7 @@ use crate::error::DomainError;
 use crate::events::*;
 use crate::values::{CustomerId, Money, OrderId, PaymentId};
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PaymentStatus {
     #[default]
     New,
@@ -21,8 +21,8 @@ pub enum PaymentStatus {
     Refunded,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Payment {
     pub payment_id: PaymentId,
     pub order_id: OrderId,
@@ -79,6 +79,8 @@ impl Payment {
 
 impl Aggregate for Payment {
     const TYPE: AggregateType = AggregateType::Payment;
+    /// 1: the shape since snapshots exist (see `Aggregate::STATE_SCHEMA`).
+    const STATE_SCHEMA: u32 = 1;
     type Command = PaymentCommand;
 
     fn decide(&self, command: &PaymentCommand) -> Result<Vec<DomainEvent>, DomainError> {

@@ -252,6 +252,7 @@ mod tests {
         assert_eq!(args.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(args.roles, [Role::All]);
         assert_eq!(args.max_body_bytes, 64 * 1024);
+        assert_eq!(args.snapshot_every, 500);
         assert_eq!(args.auth.auth, AuthMode::On);
         assert_eq!(args.auth.oidc_audience, "cornershop");
         assert_eq!(args.auth.auth_failure_limit, 60);

@@ -50,6 +50,14 @@ pub struct ServeArgs {
     #[arg(long, env = "CORNERSHOP_ERASURE_LEDGER")]
     pub erasure_ledger: Option<PathBuf>,
 
+    /// Keep a snapshot of an aggregate's state each time its stream grows past another
+    /// multiple of this many events, so that a long stream (a popular SKU's stock) loads
+    /// from its snapshot and the events after it rather than from its first event. Derived
+    /// data: saved after the command, never needed (a snapshot of another state schema or
+    /// a stale one is ignored). 0: none taken, none read.
+    #[arg(long, env = "CORNERSHOP_SNAPSHOT_EVERY", default_value_t = 500)]
+    pub snapshot_every: u64,
+
     #[command(flatten)]
     pub kafka: KafkaArgs,
 

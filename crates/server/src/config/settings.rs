@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use cornershop_app::SnapshotPolicy;
 use cornershop_messaging::kafka::{KafkaSecurity, KafkaSettings, Secret, SecurityProtocol};
 use cornershop_messaging::RetryPolicy;
 use cornershop_services::notifications::{DispatchPolicy, NotificationSettings};
@@ -149,5 +150,12 @@ impl From<&ServeArgs> for RequestLimits {
             request_timeout: args.http.request_timeout.into(),
             metrics_here: args.http.metrics_listen.is_none(),
         }
+    }
+}
+
+/// How the command bus keeps snapshots (`--snapshot-every`).
+impl From<&ServeArgs> for SnapshotPolicy {
+    fn from(args: &ServeArgs) -> Self {
+        SnapshotPolicy::every(args.snapshot_every)
     }
 }

@@ -51,9 +51,9 @@
 //!
 //! The files are cut as the SQLite backend's are, one per trait of the store: `log`
 //! (`EventLog`: appends, reads, statistics, idempotency replies), `consumers`
-//! (`ConsumerState`), `scheduling` (`Scheduling`: timers and leases) and `notifications`
-//! (`NotificationOutbox`); this one holds the type and connecting, and `head` the
-//! settled head's tasks.
+//! (`ConsumerState`), `scheduling` (`Scheduling`: timers and leases), `notifications`
+//! (`NotificationOutbox`) and `snapshots` (`Snapshots`); this one holds the type and
+//! connecting, and `head` the settled head's tasks.
 //!
 //! [`PgListener`]: sqlx::postgres::PgListener
 
@@ -64,6 +64,7 @@ mod keys;
 mod log;
 mod notifications;
 mod scheduling;
+mod snapshots;
 
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};

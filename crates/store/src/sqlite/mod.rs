@@ -11,8 +11,9 @@
 //!
 //! The files, one per trait of the store: `log` (`EventLog`: appends, reads, statistics,
 //! idempotency replies), `consumers` (`ConsumerState`), `scheduling` (`Scheduling`: timers
-//! and leases) and `notifications` (`NotificationOutbox`); this one holds the type and
-//! opening the file, and `writer` the group commit every write goes through.
+//! and leases), `notifications` (`NotificationOutbox`) and `snapshots` (`Snapshots`); this
+//! one holds the type and opening the file, and `writer` the group commit every write goes
+//! through.
 
 mod backup;
 mod consumers;
@@ -21,6 +22,7 @@ mod log;
 mod notifications;
 pub(crate) mod readers;
 mod scheduling;
+mod snapshots;
 mod writer;
 
 use std::path::Path;
