@@ -505,3 +505,110 @@ async fn an_erasure_after_a_backup_stays_made_after_its_restore() {
         drop(shop.stop_and_wait().await);
     }
 }
+
+/// The rows of `table` in `rows`, each with its column names, as JSON-ish pairs.
+fn table_rows<'a>(rows: &'a [(&'static str, Row)], table: &str) -> Vec<&'a Row> {
+    rows.iter()
+        .filter(|(t, _)| *t == table)
+        .map(|(_, row)| row)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_shop_fires_a_pending_cart_expiry_once_and_sends_no_notification_again() {
+    let ttl = Duration::from_secs(3);
+    let app = spawn_embedded_with(move |args| args.workflow.cart_ttl = ttl.into()).await;
+    app.stock("BK-PEN", "1.50", 10).await;
+    // An order whose notifications are sent before the backup...
+    let order = app.order(&[("BK-PEN", 1)], "tok_visa").await;
+    app.wait_for_order(&order, &["Confirmed"]).await;
+    app.settle().await;
+    // ...and an idle cart whose expiry is still to come when the backup is taken.
+    let idle = app.new_cart("cust-idle").await;
+    assert_eq!(app.add(&idle, "BK-PEN", 1).await.status(), StatusCode::OK);
+    app.settle().await;
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("timer.backup");
+    let created = cornershop_async(vec![
+        "backup".into(),
+        "create".into(),
+        format!("--out={}", path(&file)),
+        format!("--data-dir={}", path(app.data_dir.path())),
+    ])
+    .await;
+    assert!(
+        created.status.success(),
+        "backup create: {}",
+        said(&created)
+    );
+    let source_dir = app.stop_and_wait().await;
+    let master_key = source_dir.path().join("master.key");
+
+    let target = tempfile::tempdir().unwrap();
+    let restored = cornershop(&[
+        "backup",
+        "restore",
+        &path(&file),
+        &format!("--data-dir={}", path(target.path())),
+        &format!("--master-key-file={}", path(&master_key)),
+    ]);
+    assert!(restored.status.success(), "restore: {}", said(&restored));
+    let store = open_store(target.path(), None).await;
+    let (_, at_backup) = rows_of(&*store).await;
+    store.close().await;
+    let timers = table_rows(&at_backup, "timers");
+    assert!(
+        timers
+            .iter()
+            .any(|row| matches!(&row[0], Cell::Text(key) if key.contains(&idle))),
+        "the idle cart's expiry is not in the backup: {timers:?}"
+    );
+    let sent_at_backup: Vec<&Row> = table_rows(&at_backup, "notifications");
+    assert!(
+        !sent_at_backup.is_empty(),
+        "the order's notifications are in the backup"
+    );
+
+    let dir = target.path().to_path_buf();
+    let shop = spawn_embedded_with(move |args| {
+        args.data_dir = dir;
+        args.master_key_file = Some(master_key);
+        args.workflow.cart_ttl = ttl.into();
+    })
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let expired = shop
+            .json("/api/eventstore/events?eventType=CartExpired")
+            .await;
+        if !expired["events"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restored expiry never fired"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shop.settle().await;
+    // Time for a second firing, or a second sending, to show.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    drop(shop.stop_and_wait().await);
+    let store = open_store(target.path(), None).await;
+    let (_, after) = rows_of(&*store).await;
+    store.close().await;
+    let expired: Vec<Row> = events(&after)
+        .into_iter()
+        .filter(|row| text(row, "eventType") == "CartExpired")
+        .collect();
+    assert_eq!(expired.len(), 1, "the cart expired {} times", expired.len());
+    assert_eq!(text(&expired[0], "aggregateId"), idle);
+    // Every notification of the backup is exactly as it was: none was sent again.
+    let now: Vec<&Row> = table_rows(&after, "notifications");
+    for row in &sent_at_backup {
+        assert!(
+            now.contains(row),
+            "a notification changed after the restore: {row:?}"
+        );
+    }
+}
