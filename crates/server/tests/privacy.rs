@@ -315,7 +315,7 @@ async fn personal_data_is_stored_sealed_and_an_erasure_shreds_it_for_good() {
         replay["state"]["shippingAddress"]["name"],
         json!({"erased": true})
     );
-    assert_eq!(replay["state"]["shippingAddress"]["country"], "US");
+    assert_eq!(replay["state"]["shippingAddress"]["countryCode"], "US");
     assert_eq!(replay["state"]["status"], "Delivered");
     let export: Value = app
         .json(&format!("/api/customers/{customer}/personal-data"))

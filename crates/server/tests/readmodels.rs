@@ -522,6 +522,7 @@ async fn an_event_the_read_models_cannot_take_is_dead_lettered_and_the_next_orde
                 sku: "P27".into(),
                 name: "p".into(),
                 unit_price: huge,
+                currency: cornershop_domain::money::SHOP_CURRENCY,
                 quantity: 1,
                 low_stock_threshold: 0,
             }
