@@ -197,7 +197,10 @@ async fn kafka_carries_the_seed_envelope_key_and_headers() {
         typed
             .decode()
             .unwrap_or_else(|e| panic!("does not decode ({e}): {payload}"));
-        assert_eq!(envelope["schemaVersion"], 2);
+        assert_eq!(
+            envelope["schemaVersion"],
+            cornershop_domain::CURRENT_SCHEMA_VERSION
+        );
 
         // It is what the store holds.
         let event_id = envelope["eventId"].as_str().unwrap();
