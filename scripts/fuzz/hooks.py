@@ -9,6 +9,9 @@ valid are changed; those meant to be invalid are sent as generated.
   refused with 422 (the shop keeps the first answer for repeats). That is a rule across
   requests; the generator, left alone, sends its favourite key ("0") with every body.
   Valid requests get a key of their own.
+- A shipping address may give its country as `countryCode`, as `country` (the field's
+  first name), or both, and then both must name the same country: a rule between two
+  fields. Valid requests that give both get the same code in each.
 """
 
 import uuid
@@ -33,6 +36,9 @@ def before_call(ctx, case, **kwargs):
         return
     if case.headers and "Idempotency-Key" in case.headers:
         case.headers["Idempotency-Key"] = f"fuzz-{uuid.uuid4()}"
+    address = case.body.get("shippingAddress") if isinstance(case.body, dict) else None
+    if isinstance(address, dict) and "country" in address and "countryCode" in address:
+        address["country"] = address["countryCode"]
     if case.query is None:
         return
     for start, end in WINDOWS:
@@ -44,3 +50,4 @@ def before_call(ctx, case, **kwargs):
                 inverted = False
             if inverted:
                 case.query[start], case.query[end] = case.query[end], case.query[start]
+

@@ -23,8 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cornershop_domain::{
-    Aggregate, AggregateType, DecodeError, DomainError, DomainEvent, Metadata,
-    CURRENT_SCHEMA_VERSION,
+    Aggregate, AggregateType, DecodeError, DomainError, DomainEvent, EncodeError, Metadata,
+    WriteSchema,
 };
 use cornershop_store::{
     AppendRequest, EventStore, IdempotentResponse, NewEvent, StoreError, StoredEvent, TimeRange,
@@ -81,6 +81,9 @@ pub enum AppError {
     Store(#[from] StoreError),
     #[error("a stored event cannot be read: {0}")]
     Decode(#[from] DecodeError),
+    /// The schema this process writes cannot say the event (see `WriteSchema`).
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
     #[error(transparent)]
     Keys(KeyError),
 }
@@ -105,6 +108,7 @@ pub struct CommandBus {
     appended: Option<AppendObserver>,
     keyring: Arc<Keyring>,
     snapshots: SnapshotPolicy,
+    write_schema: WriteSchema,
 }
 
 /// Told of every append the bus makes, with the stored events, inside the span of the
@@ -134,6 +138,7 @@ impl CommandBus {
             appended: None,
             keyring,
             snapshots: SnapshotPolicy::default(),
+            write_schema: WriteSchema::CURRENT,
         }
     }
 
@@ -142,6 +147,18 @@ impl CommandBus {
     pub fn with_snapshots(mut self, policy: SnapshotPolicy) -> Self {
         self.snapshots = policy;
         self
+    }
+
+    /// The same bus, writing new events in `schema` (the previous version during a
+    /// rolling upgrade, so that processes still on the previous release read them).
+    pub fn with_write_schema(mut self, schema: WriteSchema) -> Self {
+        self.write_schema = schema;
+        self
+    }
+
+    /// The schema version new events are written in.
+    pub fn write_schema(&self) -> WriteSchema {
+        self.write_schema
     }
 
     /// The keys of personal data.
@@ -479,7 +496,7 @@ impl CommandBus {
                     next = next.clone().evolve(event);
                     self.new_event(event, now, ctx)
                 })
-                .collect();
+                .collect::<Result<_, _>>()?;
             // The reply is built from the outcome as it will be once appended.
             let mut executed = Executed {
                 state: next,
@@ -564,13 +581,13 @@ impl CommandBus {
         event: &DomainEvent,
         now: chrono::DateTime<chrono::Utc>,
         ctx: &CommandContext,
-    ) -> NewEvent {
-        NewEvent {
+    ) -> Result<NewEvent, EncodeError> {
+        Ok(NewEvent {
             event_id: Uuid::new_v4(),
             event_type: event.event_type().to_string(),
-            schema_version: CURRENT_SCHEMA_VERSION,
+            schema_version: self.write_schema.version(),
             timestamp: now,
-            data: event.data(),
+            data: self.write_schema.encode(event)?,
             metadata: Metadata {
                 correlation_id: ctx.correlation_id.clone(),
                 causation_id: ctx.causation_id.clone(),
@@ -578,7 +595,7 @@ impl CommandBus {
                 source: source_of(event.aggregate_type()).to_string(),
             },
             trace_id: ctx.trace_id.clone(),
-        }
+        })
     }
 }
 

@@ -56,6 +56,7 @@ fn add(sku: &str, quantity: u32, unit_price: Decimal) -> CartCommand {
         sku: sku.into(),
         name: format!("name of {sku}"),
         unit_price: unit_price.into(),
+        currency: cornershop_domain::money::SHOP_CURRENCY,
         quantity: quantity.into(),
     }
 }
@@ -70,7 +71,7 @@ fn checkout() -> CartCommand {
             line2: None,
             city: "London".into(),
             postal_code: "N1 1AA".into(),
-            country: "GB".into(),
+            country_code: "GB".into(),
         },
         email: "ada@example.com".into(),
         phone: None,

@@ -76,7 +76,7 @@ fn address() -> ShippingAddress {
         line2: Some("Flat 3".into()),
         city: "Arlington".into(),
         postal_code: "22201".into(),
-        country: "US".into(),
+        country_code: "US".into(),
     }
 }
 
@@ -256,11 +256,11 @@ fn cart_ops() -> impl Strategy<Value = Vec<CartOp>> {
 fn checkout_command(order_id: &str, valid: bool) -> CartCommand {
     CartCommand::Checkout {
         order_id: order_id.into(),
-        // (A bad e-mail address is refused where it is parsed, before a command exists: an
-        // invalid checkout here is one with a bad country.)
+        // (A bad e-mail address or country is refused where it is parsed, before a command
+        // exists: an invalid checkout here is one with a blank city.)
         payment_method: "pm_mastercard_test".into(),
         shipping_address: ShippingAddress {
-            country: if valid { "US" } else { "USA" }.into(),
+            city: if valid { "Boston" } else { " " }.into(),
             ..address()
         },
         email: "grace@example.com".into(),
@@ -282,6 +282,7 @@ fn cart_command(cart_id: &str, op: &CartOp) -> CartCommand {
             sku: SKUS[*sku].into(),
             name: format!("{} ({price_cents})", SKUS[*sku]),
             unit_price: cents(*price_cents).into(),
+            currency: cornershop_domain::money::SHOP_CURRENCY,
             quantity: Quantity::from(*quantity as u32),
         },
         CartOp::Remove { sku } => CartCommand::RemoveItem {
@@ -356,6 +357,7 @@ fn inventory_command(sku: &str, op: &InventoryOp) -> InventoryCommand {
             sku: sku.into(),
             name: ["Mug", "Big mug"][*name].to_string(),
             unit_price: cents(*price_cents).into(),
+            currency: cornershop_domain::money::SHOP_CURRENCY,
             quantity: *quantity,
             low_stock_threshold: *threshold,
         },
@@ -470,6 +472,7 @@ fn payment_command(payment_id: &str, op: &PaymentOp) -> PaymentCommand {
             payment_id: payment_id.into(),
             order_id: "order-1".into(),
             customer_id: "cust-42".into(),
+            currency: cornershop_domain::money::SHOP_CURRENCY,
             // A third decimal place is refused where an amount is parsed
             // (`Money::parse`); what the domain itself refuses is an amount of zero.
             amount: if *sub_cent {

@@ -405,6 +405,7 @@ async fn hot_sku(shop: &Shop) -> CommandBus {
         unit_price: dec!(9.99).into(),
         quantity: 1_000_000,
         low_stock_threshold: 0,
+        currency: cornershop_domain::money::SHOP_CURRENCY,
     };
     let mut version = bus
         .execute::<Inventory>(SKU, &set, &ctx())
@@ -618,7 +619,7 @@ async fn a_snapshot_holds_personal_data_only_sealed() {
         line2: Some("Flat 3".into()),
         city: "Marylebone".into(),
         postal_code: "NW1 6XE".into(),
-        country: "GB".into(),
+        country_code: "GB".into(),
     };
     let checked_out = bus
         .execute::<Cart>(
@@ -628,6 +629,7 @@ async fn a_snapshot_holds_personal_data_only_sealed() {
                 name: "Mug".into(),
                 unit_price: dec!(12.50).into(),
                 quantity: 2.into(),
+                currency: cornershop_domain::money::SHOP_CURRENCY,
             },
             &ctx(),
         )

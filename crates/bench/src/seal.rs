@@ -28,7 +28,8 @@ fn checkout(customer: &str) -> DomainEvent {
         line2: Some("Apartment 1906".into()),
         city: "Arlington".into(),
         postal_code: "22209".into(),
-        country: "US".into(),
+        country_code: cornershop_domain::CountryCode::parse("countryCode", "US")
+            .expect("a country code"),
     };
     CartCheckedOut {
         cart_id: "cart-bench".into(),
@@ -41,6 +42,7 @@ fn checkout(customer: &str) -> DomainEvent {
             unit_price: "12.50".parse().expect("a price"),
         }],
         total_amount: "25.00".parse().expect("a total"),
+        currency: cornershop_domain::money::SHOP_CURRENCY,
         payment_method: "pm_visa_0123456789abcdef".into(),
         shipping_address: PersonalAddress::from(&address),
         email: Personal::clear("grace.hopper@navy.example"),

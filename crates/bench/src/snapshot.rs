@@ -43,6 +43,7 @@ fn event_at(sku: &str, version: u64) -> DomainEvent {
             unit_price: "9.99".parse().expect("a price"),
             quantity: 1_000_000,
             low_stock_threshold: 0,
+            currency: cornershop_domain::money::SHOP_CURRENCY,
         }
         .into();
     }

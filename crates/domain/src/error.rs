@@ -46,6 +46,14 @@ pub enum DomainError {
         requested: u32,
         max: u32,
     },
+    /// A cart holds one currency (its total is one sum).
+    #[error("cart '{cart_id}' is in {cart_currency}; '{sku}' is priced in {item_currency}, and a cart holds one currency")]
+    CurrencyMismatch {
+        cart_id: String,
+        sku: String,
+        cart_currency: String,
+        item_currency: String,
+    },
     #[error("item '{sku}' is not in cart '{cart_id}'")]
     ItemNotInCart { cart_id: String, sku: String },
     #[error("{aggregate} '{id}' is {from}; it cannot {action}")]
@@ -73,6 +81,7 @@ impl DomainError {
             | Self::EmptyCart(_)
             | Self::NothingToPay(_)
             | Self::LineFull { .. }
+            | Self::CurrencyMismatch { .. }
             | Self::InvalidTransition { .. }
             | Self::InsufficientStock { .. } => ErrorKind::Conflict,
         }

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use crate::aggregate_type::AggregateType;
 use crate::personal::{Personal, PersonalAddress, PersonalData};
-use crate::values::{CartId, CustomerId, OrderId, PaymentId, Sku};
+use crate::values::{CartId, CountryCode, Currency, CustomerId, OrderId, PaymentId, Sku};
 
 /// One line of a cart or an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -40,17 +40,16 @@ pub fn total_of(items: &[LineItem]) -> Option<Decimal> {
     })
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// Where a checkout ships to, as its command carries it (in clear: the bus seals the
+/// event's copy, a [`PersonalAddress`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShippingAddress {
     pub name: String,
     pub line1: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line2: Option<String>,
     pub city: String,
     pub postal_code: String,
-    /// ISO 3166-1 alpha-2 country code.
-    pub country: String,
+    pub country_code: CountryCode,
 }
 
 // ---- Cart ---------------------------------------------------------------------------
@@ -70,6 +69,8 @@ pub struct ItemAddedToCart {
     pub name: String,
     pub quantity: u32,
     pub unit_price: Decimal,
+    /// The unit price's currency (schema 3; older events were in pounds).
+    pub currency: Currency,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +90,8 @@ pub struct CartCheckedOut {
     pub customer_id: CustomerId,
     pub items: Vec<LineItem>,
     pub total_amount: Decimal,
+    /// The currency of the lines and the total (schema 3; older events were in pounds).
+    pub currency: Currency,
     /// The gateway's reference of the payment method the checkout's token was exchanged
     /// for (schema version 1 kept the token itself here, as `paymentToken`).
     pub payment_method: String,
@@ -113,6 +116,8 @@ pub struct OrderCreated {
     pub cart_id: CartId,
     pub customer_id: CustomerId,
     pub total_amount: Decimal,
+    /// The currency of the lines and the total (schema 3; older events were in pounds).
+    pub currency: Currency,
     pub items: Vec<LineItem>,
     /// The gateway's reference of the payment method (see [`CartCheckedOut`]).
     pub payment_method: String,
@@ -166,6 +171,9 @@ pub struct PaymentInitiated {
     pub order_id: OrderId,
     pub customer_id: CustomerId,
     pub amount: Decimal,
+    /// The amount's currency, which the payment's later events are in too (schema 3;
+    /// older events were in pounds).
+    pub currency: Currency,
     /// The gateway's reference of the payment method (see [`CartCheckedOut`]).
     pub payment_method: String,
 }
@@ -215,6 +223,8 @@ pub struct StockUpdated {
     pub sku: Sku,
     pub name: String,
     pub unit_price: Decimal,
+    /// The unit price's currency (schema 3; older events were in pounds).
+    pub currency: Currency,
     /// Units available for sale after the update (reserved units are not included).
     pub quantity: u32,
     pub low_stock_threshold: u32,
@@ -493,10 +503,12 @@ mod tests {
             name: "Mug".into(),
             quantity: 3,
             unit_price: "0.10".parse().unwrap(),
+            currency: Currency::GBP,
         });
         let data = event.data();
         assert_eq!(data["cartId"], "c1");
         assert_eq!(data["unitPrice"], "0.10");
+        assert_eq!(data["currency"], "GBP");
         let back = DomainEvent::decode("ItemAddedToCart", data).unwrap();
         assert_eq!(back, event);
     }
@@ -504,7 +516,8 @@ mod tests {
     #[test]
     fn a_payload_with_a_value_no_writer_may_write_is_refused_by_name() {
         let data = serde_json::json!({
-            "cartId": "c1", "sku": "../etc", "name": "Mug", "quantity": 1, "unitPrice": "1.00"
+            "cartId": "c1", "sku": "../etc", "name": "Mug", "quantity": 1, "unitPrice": "1.00",
+            "currency": "GBP"
         });
         let err = DomainEvent::decode("ItemAddedToCart", data).unwrap_err();
         assert!(matches!(err, DecodeError::BadPayload { .. }), "{err:?}");
@@ -532,11 +545,17 @@ mod tests {
 pub enum DecodeError {
     #[error("unknown event type '{0}'")]
     UnknownEventType(String),
-    #[error("event type '{event_type}' has schema version {schema_version}, which this build does not understand")]
-    UnsupportedSchemaVersion {
+    /// Written by a newer release: read by none of this build's steps, so refused whole
+    /// (a consumer dead-letters it, to be re-driven once it runs the newer release).
+    #[error("{event_type} has schema version {schema_version}, newer than this build knows ({known}): upgrade this process to read it; the event was not guessed at")]
+    NewerSchemaVersion {
         event_type: String,
         schema_version: u32,
+        /// The newest version this build reads.
+        known: u32,
     },
+    #[error("{event_type} has schema version 0, which no build writes")]
+    UnknownSchemaVersion { event_type: String },
     /// (The JSON error is told in the message, so it is not a `source` too: a chain
     /// printed whole would say it twice.)
     #[error("payload of '{event_type}' does not match its schema: {error}")]

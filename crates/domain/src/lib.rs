@@ -16,10 +16,16 @@ pub mod causes;
 mod envelope;
 mod error;
 mod events;
+/// The committed streams of stored events of older schema versions (tests and the
+/// `testkit` feature).
+#[cfg(any(test, feature = "testkit"))]
+pub mod fixtures;
 pub mod ids;
+mod iso;
 pub mod money;
 pub mod panics;
 pub mod personal;
+pub mod schema;
 /// Given/when/then for the aggregates' tests (and, with the `testkit` feature, other
 /// crates' tests).
 #[cfg(any(test, feature = "testkit"))]
@@ -36,10 +42,14 @@ pub use aggregates::{
     payment::{Payment, PaymentCommand, PaymentStatus},
     Aggregate,
 };
-pub use envelope::{EventEnvelope, Metadata, CURRENT_SCHEMA_VERSION};
+pub use envelope::{EventEnvelope, Metadata};
 pub use error::{DomainError, ErrorKind};
 pub use events::*;
 pub use personal::{Personal, PersonalAddress, PersonalData, Sealed};
+pub use schema::{
+    EncodeError, WriteSchema, CURRENT_SCHEMA_VERSION, OLDEST_WRITABLE_SCHEMA_VERSION,
+};
 pub use values::{
-    CartId, CustomerId, Email, Money, OrderId, PaymentId, Phone, Quantity, Sku, ValueError,
+    CartId, CountryCode, Currency, CustomerId, Email, Money, OrderId, PaymentId, Phone, Quantity,
+    Sku, ValueError,
 };

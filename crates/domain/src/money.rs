@@ -7,6 +7,12 @@
 
 use rust_decimal::Decimal;
 
+/// The currency the shop sells in: every price it sets (a StockUpdated) is in it, and so
+/// every cart, order and payment made of those prices. Pounds sterling, as the shop has
+/// always sold (see [`crate::schema::v3::CURRENCY_BEFORE_V3`], which fills it into events
+/// older than prices with a currency). Amounts' two decimal places are the pound's.
+pub const SHOP_CURRENCY: crate::Currency = crate::Currency::GBP;
+
 /// The most a unit price can be: 1,000,000.00.
 pub const MAX_UNIT_PRICE: Decimal = Decimal::from_parts(100_000_000, 0, 0, false, 2);
 

@@ -19,6 +19,7 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::events::ShippingAddress;
+use crate::iso::CountryCode;
 
 /// A personal value as events carry it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,8 +127,13 @@ pub struct PersonalAddress {
     pub line2: Option<Personal>,
     pub city: Personal,
     pub postal_code: Personal,
-    /// ISO 3166-1 alpha-2 country code.
-    pub country: String,
+    /// The country (schema 3). `None` only in an event of an older schema whose free
+    /// `country` named no country (see [`unrecognised_country`](Self::unrecognised_country)).
+    pub country_code: Option<CountryCode>,
+    /// The old `country` as it was written, when it named no country: kept for a person
+    /// to read, never guessed at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unrecognised_country: Option<String>,
 }
 
 impl From<&ShippingAddress> for PersonalAddress {
@@ -138,7 +144,8 @@ impl From<&ShippingAddress> for PersonalAddress {
             line2: a.line2.as_deref().map(Personal::clear),
             city: Personal::clear(&a.city),
             postal_code: Personal::clear(&a.postal_code),
-            country: a.country.clone(),
+            country_code: Some(a.country_code),
+            unrecognised_country: None,
         }
     }
 }

@@ -14,6 +14,8 @@ use std::fmt;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub use crate::iso::{CountryCode, Currency};
+
 /// A value refused where it entered: the field it came in, and why, for a person.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -24,7 +26,7 @@ pub struct ValueError {
 }
 
 impl ValueError {
-    fn new(field: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: &'static str, message: impl Into<String>) -> Self {
         Self {
             field,
             message: message.into(),

@@ -68,6 +68,11 @@ fn any_price() -> impl Strategy<Value = Money> {
     any_decimal().prop_map(|d| Money::parse("unitPrice", d, MAX_UNIT_PRICE).unwrap_or(Money::ZERO))
 }
 
+/// The shop's currency mostly, another now and then (a cart refuses to mix them).
+fn any_currency() -> impl Strategy<Value = Currency> {
+    prop_oneof![4 => Just(Currency::GBP), 1 => Just(Currency::from("EUR"))]
+}
+
 fn any_line_quantity() -> impl Strategy<Value = Quantity> {
     any_quantity().prop_map(|q| Quantity::parse(q).unwrap_or_else(|_| Quantity::from(1)))
 }
@@ -79,7 +84,7 @@ fn address() -> ShippingAddress {
         line2: None,
         city: "London".into(),
         postal_code: "N1".into(),
-        country: "GB".into(),
+        country_code: "GB".into(),
     }
 }
 
@@ -95,18 +100,22 @@ fn cart_command() -> impl Strategy<Value = CartCommand> {
                     sku: parsed(&sku, "A"),
                     name,
                     unit_price,
+                    currency: Currency::GBP,
                     quantity,
                 }
             }
         ),
-        ("[A-C]", any_price(), any_line_quantity()).prop_map(|(sku, unit_price, quantity)| {
-            CartCommand::AddItem {
-                sku: parsed(&sku, "A"),
-                name: "n".into(),
-                unit_price,
-                quantity,
+        ("[A-C]", any_price(), any_currency(), any_line_quantity()).prop_map(
+            |(sku, unit_price, currency, quantity)| {
+                CartCommand::AddItem {
+                    sku: parsed(&sku, "A"),
+                    name: "n".into(),
+                    unit_price,
+                    currency,
+                    quantity,
+                }
             }
-        }),
+        ),
         any_text().prop_map(|sku| CartCommand::RemoveItem {
             sku: parsed(&sku, "B")
         }),
@@ -142,6 +151,7 @@ fn inventory_command() -> impl Strategy<Value = InventoryCommand> {
                     sku: parsed(&sku, "SKU-1"),
                     name,
                     unit_price,
+                    currency: Currency::GBP,
                     quantity,
                     low_stock_threshold,
                 }
@@ -150,6 +160,7 @@ fn inventory_command() -> impl Strategy<Value = InventoryCommand> {
             sku: "SKU-1".into(),
             name: "n".into(),
             unit_price,
+            currency: Currency::GBP,
             quantity,
             low_stock_threshold: 3,
         }),
@@ -174,6 +185,7 @@ fn checked_out(items: Vec<LineItem>, total_amount: Decimal) -> CartCheckedOut {
         customer_id: "cust".into(),
         items,
         total_amount,
+        currency: Currency::GBP,
         payment_method: "tok".into(),
         shipping_address: (&address()).into(),
         email: "a@b.co".into(),
@@ -214,6 +226,7 @@ fn payment_command() -> impl Strategy<Value = PaymentCommand> {
             order_id: "o-1".into(),
             customer_id: "cust".into(),
             amount: Money::parse("amount", amount, MAX_AMOUNT).unwrap_or(Money::ZERO),
+            currency: Currency::GBP,
             payment_method,
         }),
         any_text().prop_map(|authorization_code| PaymentCommand::Authorize { authorization_code }),
@@ -233,6 +246,7 @@ fn stored_event() -> impl Strategy<Value = DomainEvent> {
                 name: "n".into(),
                 quantity,
                 unit_price,
+                currency: Currency::GBP,
             }
         )),
         (any::<u32>(), any::<u32>(), any_decimal()).prop_map(
@@ -241,6 +255,7 @@ fn stored_event() -> impl Strategy<Value = DomainEvent> {
                     sku: "SKU-1".into(),
                     name: "n".into(),
                     unit_price,
+                    currency: Currency::GBP,
                     quantity,
                     low_stock_threshold,
                 })

@@ -65,6 +65,7 @@ fn samples() -> Vec<Sample> {
             items: vec![line()],
             total_amount: dec!(25.00),
             order_id: Some("order-1".into()),
+            currency: Some(money::SHOP_CURRENCY),
         }),
         entry(Order {
             order_id: "order-1".into(),
@@ -80,7 +81,8 @@ fn samples() -> Vec<Sample> {
                 line2: Some(sealed(3)),
                 city: sealed(4),
                 postal_code: sealed(5),
-                country: "GB".into(),
+                country_code: Some(CountryCode::parse("countryCode", "GB").expect("a country")),
+                unrecognised_country: Some("Albion".into()),
             }),
             email: sealed(6),
             phone: Some(sealed(7)),
@@ -88,6 +90,7 @@ fn samples() -> Vec<Sample> {
             carrier: Some("DHL".into()),
             tracking_number: Some("T1".into()),
             cancel_reason: Some("no".into()),
+            currency: Some(money::SHOP_CURRENCY),
         }),
         entry(Payment {
             payment_id: "pay-1".into(),
@@ -100,6 +103,7 @@ fn samples() -> Vec<Sample> {
             failure_code: Some("F".into()),
             failure_reason: Some("f".into()),
             refund_reason: Some("r".into()),
+            currency: Some(money::SHOP_CURRENCY),
         }),
         entry(Inventory {
             sku: "MUG".into(),
@@ -111,6 +115,7 @@ fn samples() -> Vec<Sample> {
             low_stock_alerted: true,
             reservations: BTreeMap::from([("order-1".into(), 2)]),
             exists: true,
+            currency: Some(money::SHOP_CURRENCY),
         }),
         entry(Customer {
             customer_id: "cust-1".into(),
@@ -154,6 +159,40 @@ const SHAPES: &[(AggregateType, u32, &str)] = &[
         "{available:number,exists:bool,lowStockAlerted:bool,lowStockThreshold:number,\
          name:string,reservations:{order-1:number},reserved:number,sku:string,\
          unitPrice:string}",
+    ),
+    (
+        AggregateType::Cart,
+        2,
+        "{cartId:string,currency:string,customerId:string,items:[{name:string,\
+         quantity:number,sku:string,unitPrice:string}],orderId:string,status:string,\
+         totalAmount:string}",
+    ),
+    (
+        AggregateType::Order,
+        2,
+        "{cancelReason:string,carrier:string,cartId:string,currency:string,\
+         customerId:string,email:{keyId:string,sealed:string},items:[{name:string,\
+         quantity:number,sku:string,unitPrice:string}],orderId:string,paymentId:string,\
+         paymentMethod:string,phone:{keyId:string,sealed:string},\
+         shippingAddress:{city:{keyId:string,sealed:string},countryCode:string,\
+         line1:{keyId:string,sealed:string},line2:{keyId:string,sealed:string},\
+         name:{keyId:string,sealed:string},postalCode:{keyId:string,sealed:string},\
+         unrecognisedCountry:string},status:string,totalAmount:string,\
+         trackingNumber:string}",
+    ),
+    (
+        AggregateType::Payment,
+        2,
+        "{amount:string,authorizationCode:string,currency:string,customerId:string,\
+         failureCode:string,failureReason:string,orderId:string,paymentId:string,\
+         refundReason:string,status:string,transactionId:string}",
+    ),
+    (
+        AggregateType::Inventory,
+        2,
+        "{available:number,currency:string,exists:bool,lowStockAlerted:bool,\
+         lowStockThreshold:number,name:string,reservations:{order-1:number},\
+         reserved:number,sku:string,unitPrice:string}",
     ),
     (
         AggregateType::Customer,

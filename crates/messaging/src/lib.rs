@@ -64,11 +64,27 @@ pub fn millis(span: chrono::TimeDelta) -> f64 {
         .map_or(f64::NAN, |us| us as f64 / 1e3)
 }
 
+/// Why this build will not hand `event` to any handler: a schema version it does not read
+/// (one newer than it knows: a newer release wrote it). A handler would either refuse it
+/// or, worse, make something of the fields it recognises; so the event goes to the dead
+/// letters with that reason, to be re-driven once the consumer runs the newer release.
+fn unreadable(event: &StoredEvent) -> Option<HandlerError> {
+    event
+        .envelope
+        .check_schema_version()
+        .err()
+        .map(|e| HandlerError::Permanent(e.to_string()))
+}
+
 /// Runs a handler on one event, with a panic turned into a failure of that event (a
 /// panic is a bug in the handler or an event it cannot take, never a reason for the
-/// consumer to stop).
+/// consumer to stop). An event of a schema this build does not read never reaches the
+/// handler ([`unreadable`]).
 async fn handle_caught(handler: &dyn Handler, event: &StoredEvent) -> Result<(), HandlerError> {
     use futures::FutureExt;
+    if let Some(refusal) = unreadable(event) {
+        return Err(refusal);
+    }
     match std::panic::AssertUnwindSafe(handler.handle(event))
         .catch_unwind()
         .await
@@ -303,7 +319,10 @@ impl Consumer {
                 .iter()
                 .filter(|e| self.handler.handles(&e.envelope.event_type))
                 .collect();
-            if wanted.len() > 1 && self.deliver_in_one(&wanted).await {
+            // (A batch with an event this build does not read goes one by one, which
+            // dead-letters that event and delivers the rest.)
+            let readable = wanted.iter().all(|e| unreadable(e).is_none());
+            if wanted.len() > 1 && readable && self.deliver_in_one(&wanted).await {
                 return Delivery::Handled;
             }
         }

@@ -374,3 +374,159 @@ async fn on_kafka_business_transactions_are_handled_side_by_side_each_in_order()
         "{most} events in hand at once, more than the handler's concurrency of 4"
     );
 }
+
+/// Keeps every event it is handed, undecoded (as a handler that reads a field or two of
+/// the raw payload would), except PaymentRefunded, which it does not want.
+#[derive(Clone, Default)]
+struct Keeps(Arc<Mutex<Vec<StoredEvent>>>);
+
+#[async_trait]
+impl Handler for Keeps {
+    fn name(&self) -> &'static str {
+        "keeping-kafka-consumer"
+    }
+    fn handles(&self, event_type: &str) -> bool {
+        event_type != "PaymentRefunded"
+    }
+    async fn handle(&self, event: &StoredEvent) -> Result<(), HandlerError> {
+        self.0.lock().unwrap().push(event.clone());
+        Ok(())
+    }
+}
+
+/// Produces `payload` to the topic of its aggregate type, keyed by its aggregate id.
+async fn produce(
+    producer: &rdkafka::producer::FutureProducer,
+    settings: &KafkaSettings,
+    payload: &str,
+) {
+    let envelope: cornershop_domain::EventEnvelope = serde_json::from_str(payload).unwrap();
+    let topic = format!("{}{}", settings.namespace, envelope.aggregate_type.topic());
+    producer
+        .send(
+            FutureRecord::to(&topic)
+                .key(&envelope.aggregate_id)
+                .payload(payload),
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("the event is in Kafka");
+}
+
+/// An envelope as a release that writes schema 99 would publish it.
+fn from_the_future(event_type: &str, aggregate_type: &str, id: &str) -> (String, String) {
+    let event_id = uuid::Uuid::new_v4().to_string();
+    let envelope = json!({
+        "eventId": event_id, "eventType": event_type, "aggregateId": id,
+        "aggregateType": aggregate_type, "timestamp": "2027-01-01T00:00:00Z", "version": 1,
+        "schemaVersion": 99,
+        "data": {"orderId": id, "items": [{"sku": "MUG", "quantity": 3}], "somethingNew": {}},
+        "metadata": {"correlationId": "future", "causationId": "future", "userId": null,
+                     "source": "OrderService"},
+    });
+    (event_id, envelope.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_kafka_old_events_decode_as_the_current_shape_and_a_newer_one_is_dead_lettered() {
+    use cornershop_domain::fixtures::{lines, STREAMS};
+    use cornershop_domain::{Currency, DomainEvent, CURRENT_SCHEMA_VERSION};
+
+    let settings = fresh_topics().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteEventStore::open(dir.path()).await.unwrap());
+    // Both old days, each line as it was stored, and two events of a newer release: one of
+    // a type the consumer wants, one of a type it does not.
+    let producer = settings.producer().unwrap();
+    let mut wanted = 0;
+    for (_, stream) in STREAMS {
+        for line in lines(stream) {
+            produce(&producer, &settings, line).await;
+            wanted += usize::from(!line.contains(r#""eventType":"PaymentRefunded""#));
+        }
+    }
+    let (future, payload) = from_the_future("OrderCreated", "Order", "order-from-the-future");
+    produce(&producer, &settings, &payload).await;
+    let (_, payload) = from_the_future("PaymentRefunded", "Payment", "payment-from-the-future");
+    produce(&producer, &settings, &payload).await;
+
+    let keeps = Keeps::default();
+    let (stop, stopped) = watch::channel(false);
+    let consumer = tokio::spawn(run_kafka_consumer(
+        Consumer {
+            handler: Arc::new(keeps.clone()),
+            store: store.clone(),
+            policy: RetryPolicy {
+                max_attempts: 5,
+                base_delay: Duration::from_millis(10),
+                max_delay: Duration::from_millis(10),
+            },
+        },
+        settings.clone(),
+        stopped,
+    ));
+    wait_until("every old event the consumer wants is handed to it", || {
+        keeps.0.lock().unwrap().len() >= wanted
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let letters = loop {
+        let letters = cornershop_store::ConsumerState::dead_letters(store.as_ref(), None)
+            .await
+            .unwrap();
+        if !letters.is_empty() || Instant::now() > deadline {
+            break letters;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    stop.send(true).unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(30), consumer).await;
+
+    // The newer event: parked in the store's dead letters (listed, and re-driven once the
+    // consumer runs that release), with the reason; never handed to the handler.
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].event_id.to_string(), future);
+    assert_eq!(letters[0].attempts, 1);
+    assert_eq!(
+        letters[0].error,
+        format!(
+            "OrderCreated has schema version 99, newer than this build knows \
+             ({CURRENT_SCHEMA_VERSION}): upgrade this process to read it; the event was not \
+             guessed at"
+        )
+    );
+    let kept = keeps.0.lock().unwrap().clone();
+    assert_eq!(kept.len(), wanted);
+    assert!(kept
+        .iter()
+        .all(|e| e.envelope.event_id.to_string() != future));
+
+    // The old events: as published (their schema), and decoded as the current shape.
+    let mut countries = std::collections::BTreeMap::new();
+    for event in &kept {
+        assert!([1, 2].contains(&event.envelope.schema_version));
+        let decoded = event.envelope.decode().expect("an old event decodes");
+        match &decoded {
+            DomainEvent::StockUpdated(e) => assert_eq!(e.currency, Currency::GBP),
+            DomainEvent::ItemAddedToCart(e) => assert_eq!(e.currency, Currency::GBP),
+            DomainEvent::PaymentInitiated(e) => assert_eq!(e.currency, Currency::GBP),
+            DomainEvent::OrderCreated(e) => {
+                assert_eq!(e.currency, Currency::GBP);
+                countries.insert(
+                    (event.envelope.schema_version, e.customer_id.to_string()),
+                    e.shipping_address.country_code.map(|c| c.to_string()),
+                );
+            }
+            _ => {}
+        }
+    }
+    for version in [1, 2] {
+        let of = |customer: &str| countries[&(version, customer.to_string())].clone();
+        assert_eq!(of("cust-ada").as_deref(), Some("GB"));
+        assert_eq!(of("cust-bob").as_deref(), Some("GB"), "'gb'");
+        assert_eq!(of("cust-cy"), None, "'XX' names no country");
+        assert_eq!(of("cust-dee").as_deref(), Some("GB"), "'UK'");
+        assert_eq!(of("cust-eve").as_deref(), Some("US"));
+    }
+    delete_topics(&settings).await;
+}

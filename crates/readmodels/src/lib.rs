@@ -88,6 +88,9 @@ pub struct OrderReadModel {
     pub status: String,
     #[schema(value_type = String, example = "36.00")]
     pub total_amount: Decimal,
+    /// The ISO 4217 code of the total's and the lines' currency.
+    #[schema(example = "GBP")]
+    pub currency: String,
     pub items: Vec<OrderLine>,
     pub payment_id: Option<String>,
     /// Initiated, Authorized, Completed, Failed or Refunded; absent before the payment starts.
@@ -115,6 +118,9 @@ pub struct InventoryReadModel {
     pub name: String,
     #[schema(value_type = String, example = "9.99")]
     pub unit_price: Decimal,
+    /// The ISO 4217 code of the unit price's currency.
+    #[schema(example = "GBP")]
+    pub currency: String,
     /// Units available for sale.
     pub available: i64,
     /// Units held by orders.

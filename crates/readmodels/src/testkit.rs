@@ -159,6 +159,7 @@ impl Generator {
                 sku: sku.into(),
                 name: name.to_string(),
                 unit_price: unit_price.into(),
+                currency: cornershop_domain::money::SHOP_CURRENCY,
                 quantity,
                 low_stock_threshold,
             },
@@ -241,6 +242,7 @@ impl Generator {
                 order_id: plan.order_id.clone().into(),
                 customer_id: plan.customer_id.clone().into(),
                 total_amount: total_of(&items).expect("generated prices are bounded"),
+                currency: cornershop_domain::money::SHOP_CURRENCY,
                 items: items.clone(),
                 payment_method: "pm_visa_testkit".into(),
                 shipping_address: PersonalAddress {
@@ -249,7 +251,8 @@ impl Generator {
                     line2: None,
                     city: "London".into(),
                     postal_code: "N1 9GU".into(),
-                    country: "GB".into(),
+                    country_code: Some("GB".into()),
+                    unrecognised_country: None,
                 },
                 email: "ada@example.com".into(),
                 phone: None,
@@ -295,6 +298,7 @@ impl Generator {
                     amount: total_of(&items)
                         .expect("generated prices are bounded")
                         .into(),
+                    currency: cornershop_domain::money::SHOP_CURRENCY,
                     payment_method: "pm_visa_testkit".into(),
                 },
                 tick(),

@@ -52,6 +52,9 @@ pub(crate) async fn replay_inventory(
         sku: stock.sku.to_string(),
         name: stock.name,
         unit_price: two_places(stock.unit_price),
+        currency: stock
+            .currency
+            .map_or_else(String::new, |currency| currency.to_string()),
         available,
         reserved: i64::from(stock.reserved),
         low_stock_threshold: threshold,

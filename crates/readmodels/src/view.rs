@@ -35,6 +35,9 @@ pub fn order_view(
         customer_id: order.customer_id.to_string(),
         status: format!("{:?}", order.status),
         total_amount: two_places(order.total_amount),
+        currency: order
+            .currency
+            .map_or_else(String::new, |currency| currency.to_string()),
         items: lines_of(&order.items),
         payment_id: (payment_version > 0).then_some(payment_id.to_string()),
         payment_status: (payment_version > 0).then(|| format!("{:?}", payment.status)),

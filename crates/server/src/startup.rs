@@ -254,12 +254,23 @@ impl Application {
 /// with an OTLP endpoint, each appended event gets a span of its own, which the
 /// consumers' spans name as parents.
 fn command_bus(stores: &Stores, args: &ServeArgs) -> CommandBus {
+    let write_schema = cornershop_domain::WriteSchema::new(args.write_schema_version)
+        .expect("clap bounds --write-schema-version to the versions this build writes");
     let bus = CommandBus::new(
         stores.events.clone(),
         Arc::new(SystemClock),
         stores.keyring.clone(),
     )
-    .with_snapshots(args.into());
+    .with_snapshots(args.into())
+    .with_write_schema(write_schema);
+    if write_schema != cornershop_domain::WriteSchema::CURRENT {
+        tracing::warn!(
+            write_schema_version = write_schema.version(),
+            current = cornershop_domain::CURRENT_SCHEMA_VERSION,
+            "writing new events in the previous schema version (a rolling upgrade): \
+             switch to the current one once every process runs this release"
+        );
+    }
     if args.log.otlp_endpoint.is_some() {
         bus.with_append_observer(Arc::new(
             cornershop_messaging::tracecontext::export_event_spans,

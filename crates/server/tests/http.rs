@@ -18,8 +18,8 @@ async fn readme_walkthrough_from_stock_to_checkout_and_replay() {
     let product = app.json("/api/inventory/MUG-1").await;
     assert_eq!(
         product,
-        json!({"sku": "MUG-1", "name": "Product MUG-1", "unitPrice": "9.99", "available": 10,
-               "reserved": 0, "lowStockThreshold": 2, "version": 1})
+        json!({"sku": "MUG-1", "name": "Product MUG-1", "unitPrice": "9.99", "currency": "GBP",
+               "available": 10, "reserved": 0, "lowStockThreshold": 2, "version": 1})
     );
 
     let cart = app.new_cart("cust-42").await;
@@ -28,6 +28,7 @@ async fn readme_walkthrough_from_stock_to_checkout_and_replay() {
     let response = app.add(&cart, "TEE-2", 1).await;
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["totalAmount"], "34.98");
+    assert_eq!(body["currency"], "GBP");
     assert_eq!(body["items"].as_array().unwrap().len(), 2);
 
     let response = app
@@ -93,9 +94,14 @@ async fn readme_walkthrough_from_stock_to_checkout_and_replay() {
     ] {
         assert!(checked_out.get(field).is_some(), "envelope lacks {field}");
     }
-    assert_eq!(checked_out["schemaVersion"], 2);
+    assert_eq!(
+        checked_out["schemaVersion"],
+        cornershop_domain::CURRENT_SCHEMA_VERSION
+    );
     assert_eq!(checked_out["data"]["orderId"], order_id);
     assert_eq!(checked_out["data"]["totalAmount"], "19.98");
+    assert_eq!(checked_out["data"]["currency"], "GBP");
+    assert_eq!(checked_out["data"]["shippingAddress"]["countryCode"], "GB");
     assert_eq!(checked_out["metadata"]["source"], "CartService");
 
     // TEE-2 left the cart, so the workflow (running by now) never touches its stock.
@@ -335,17 +341,52 @@ async fn bad_input_gets_a_problem_and_appends_nothing() {
     .await;
     assert!(detail.contains("empty"), "{detail}");
 
-    let mut bad_address = address();
-    bad_address["country"] = json!("Narnia");
-    assert_problem(
-        app.post(
-            &format!("/api/carts/{cart}/checkout"),
-            &json!({"paymentToken": "tok_visa", "shippingAddress": bad_address, "email": "a@b.co"}),
-        )
-        .await,
-        StatusCode::BAD_REQUEST,
-    )
-    .await;
+    // The country: an assigned ISO 3166-1 alpha-2 code, as `countryCode` or (its first
+    // name) `country`, or both when they agree; anything else is a 400 naming the field,
+    // before the cart's state is looked at (this cart is empty: 409 once the address is
+    // right).
+    let checkout_to = |address: Value| {
+        let app = &app;
+        let cart = cart.clone();
+        async move {
+            app.post(
+                &format!("/api/carts/{cart}/checkout"),
+                &json!({"paymentToken": "tok_visa", "shippingAddress": address, "email": "a@b.co"}),
+            )
+            .await
+        }
+    };
+    let with = |fields: &[(&str, &str)]| {
+        let mut a = address();
+        a.as_object_mut().unwrap().remove("country");
+        for (field, value) in fields {
+            a[*field] = json!(value);
+        }
+        a
+    };
+    for (fields, says) in [
+        (&[("country", "Narnia")][..], "shippingAddress.country"),
+        (&[("country", "XX")][..], "shippingAddress.country"),
+        (&[("country", "UK")][..], "shippingAddress.country"),
+        (&[("countryCode", "GBR")][..], "shippingAddress.countryCode"),
+        (
+            &[("countryCode", "US"), ("country", "GB")][..],
+            "name different countries",
+        ),
+        (&[][..], "shippingAddress.countryCode is required"),
+    ] {
+        let detail = assert_problem(checkout_to(with(fields)).await, StatusCode::BAD_REQUEST).await;
+        assert!(detail.contains(says), "{fields:?}: {detail}");
+    }
+    for fields in [
+        &[("countryCode", "GB")][..],
+        &[("countryCode", "gb")][..],
+        &[("country", "GB")][..],
+        &[("countryCode", "FR"), ("country", "fr")][..],
+    ] {
+        let detail = assert_problem(checkout_to(with(fields)).await, StatusCode::CONFLICT).await;
+        assert!(detail.contains("empty"), "{fields:?}: {detail}");
+    }
 
     assert_problem(
         app.put(
@@ -814,6 +855,7 @@ async fn a_stored_price_beyond_the_bound_is_refused_when_added_to_a_cart() {
                 sku: "HUGE".into(),
                 name: "huge".into(),
                 unit_price: "100000000000000000000000000".parse().unwrap(),
+                currency: cornershop_domain::money::SHOP_CURRENCY,
                 quantity: 1000,
                 low_stock_threshold: 0,
             }

@@ -695,7 +695,7 @@ async fn every_order_event_reaches_the_customer_on_its_channels() {
         async move { event_id(app, &order, &event_type).await }
     };
     let total = "19.98";
-    let line = "2 x Product MUG-1 (MUG-1) at 9.99 = 19.98";
+    let line = "2 x Product MUG-1 (MUG-1) at 9.99 GBP = 19.98 GBP";
     let created = id(&paid, "OrderCreated").await;
     assert_mail(
         mail_for(&mails, &created),
@@ -706,7 +706,7 @@ async fn every_order_event_reaches_the_customer_on_its_channels() {
     );
     let created_text = mail_for(&mails, &created).text.clone().unwrap();
     assert!(created_text.contains(line), "{created_text}");
-    assert!(created_text.contains("Total: 19.98"), "{created_text}");
+    assert!(created_text.contains("Total: 19.98 GBP"), "{created_text}");
     let completed = id(&paid, "PaymentCompleted").await;
     assert_mail(
         mail_for(&mails, &completed),

@@ -267,6 +267,38 @@ fn every_alert_has_a_runbook_that_exists() {
     }
 }
 
+#[test]
+fn every_runbook_is_in_the_index_and_every_runbook_link_leads_to_one() {
+    let dir = repo().join("docs/runbooks");
+    let index = read(&dir.join("README.md"));
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".md") && name != "README.md")
+        .collect();
+    files.sort();
+    assert!(files.contains(&"roll-out-event-version.md".to_string()));
+    for file in &files {
+        assert!(
+            index.contains(&format!("]({file})")),
+            "docs/runbooks/README.md does not link {file}"
+        );
+    }
+    // Every link from one runbook (or the index) to another names a file that is there.
+    for page in files.iter().map(String::as_str).chain(["README.md"]) {
+        let text = read(&dir.join(page));
+        for link in text.split("](").skip(1) {
+            let target = link.split(')').next().unwrap_or("");
+            if target.ends_with(".md") && !target.contains('/') {
+                assert!(
+                    dir.join(target).is_file(),
+                    "{page} links {target}, which does not exist"
+                );
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Grafana provisioning
 

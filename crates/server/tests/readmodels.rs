@@ -390,8 +390,8 @@ async fn filters_pagination_and_the_sales_report_give_the_right_figures_on_a_kno
     let low = app.json("/api/inventory?lowStock=true").await;
     assert_eq!(
         low,
-        json!([{"sku": "TEE", "name": "Product TEE", "unitPrice": "15.00", "available": 48,
-                "reserved": 2, "lowStockThreshold": 48, "lowStock": true}])
+        json!([{"sku": "TEE", "name": "Product TEE", "unitPrice": "15.00", "currency": "GBP",
+                "available": 48, "reserved": 2, "lowStockThreshold": 48, "lowStock": true}])
     );
     let all = app.json("/api/inventory").await;
     let stock: BTreeMap<&str, (i64, i64)> = all
@@ -522,6 +522,7 @@ async fn an_event_the_read_models_cannot_take_is_dead_lettered_and_the_next_orde
                 sku: "P27".into(),
                 name: "p".into(),
                 unit_price: huge,
+                currency: cornershop_domain::money::SHOP_CURRENCY,
                 quantity: 1,
                 low_stock_threshold: 0,
             }

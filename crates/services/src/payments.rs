@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cornershop_app::CommandBus;
 use cornershop_domain::{
-    DomainEvent, EventType, OrderStatus, Payment, PaymentCommand, PaymentStatus,
+    Currency, DomainEvent, EventType, OrderStatus, Payment, PaymentCommand, PaymentStatus,
 };
 use cornershop_messaging::HandlerError;
 use rust_decimal::Decimal;
@@ -42,13 +42,15 @@ pub trait PaymentGateway: Send + Sync + 'static {
     /// Exchanges the single-use token a client got from the gateway for a payment method
     /// the shop may keep a reference to (the token is used here once and never stored).
     async fn register_payment_method(&self, token: &str) -> Result<String, GatewayError>;
-    /// Places a hold on the amount, charged to the payment method (a reference from
-    /// [`register_payment_method`](Self::register_payment_method), or a token stored by an
-    /// older version); returns the authorization code.
+    /// Places a hold on the amount in `currency`, charged to the payment method (a
+    /// reference from [`register_payment_method`](Self::register_payment_method), or a
+    /// token stored by an older version); returns the authorization code. Capture and
+    /// refund are of the authorized payment, in its currency.
     async fn authorize(
         &self,
         payment_id: &str,
         amount: Decimal,
+        currency: Currency,
         payment_method: &str,
     ) -> Result<String, GatewayError>;
     /// Captures an authorized payment; returns the transaction id.
@@ -131,6 +133,7 @@ impl PaymentGateway for SimulatedGateway {
         &self,
         payment_id: &str,
         amount: Decimal,
+        _currency: Currency,
         payment_method: &str,
     ) -> Result<String, GatewayError> {
         self.wait().await;
@@ -276,6 +279,7 @@ impl Reaction for PaymentService {
                     .authorize(
                         &initiated.payment_id,
                         initiated.amount,
+                        initiated.currency,
                         &initiated.payment_method,
                     )
                     .await;
@@ -330,29 +334,44 @@ mod tests {
             max_amount: dec!(100),
             latency: Duration::ZERO,
         });
-        assert!(gateway.authorize("p", dec!(10), "tok_visa").await.is_ok());
+        assert!(gateway
+            .authorize("p", dec!(10), Currency::GBP, "tok_visa")
+            .await
+            .is_ok());
         let code = |r: Result<String, GatewayError>| match r {
             Err(GatewayError::Declined { code, .. }) => code,
             other => panic!("expected a decline, got {other:?}"),
         };
         assert_eq!(
-            code(gateway.authorize("p", dec!(10), "tok_chargeDeclined").await),
+            code(
+                gateway
+                    .authorize("p", dec!(10), Currency::GBP, "tok_chargeDeclined")
+                    .await
+            ),
             "card_declined"
         );
         assert_eq!(
             code(
                 gateway
-                    .authorize("p", dec!(10), "tok_insufficientFunds")
+                    .authorize("p", dec!(10), Currency::GBP, "tok_insufficientFunds")
                     .await
             ),
             "insufficient_funds"
         );
         assert_eq!(
-            code(gateway.authorize("p", dec!(100.01), "tok_visa").await),
+            code(
+                gateway
+                    .authorize("p", dec!(100.01), Currency::GBP, "tok_visa")
+                    .await
+            ),
             "amount_too_large"
         );
         assert_eq!(
-            code(gateway.authorize("p", dec!(1), "tok_bogus").await),
+            code(
+                gateway
+                    .authorize("p", dec!(1), Currency::GBP, "tok_bogus")
+                    .await
+            ),
             "invalid_token"
         );
         // A retried call gets the same reference: no second charge.
@@ -377,7 +396,9 @@ mod tests {
             let method = gateway.register_payment_method(token).await.unwrap();
             assert!(method.starts_with("pm_"), "{method}");
             assert!(!method.contains(token), "{method} holds {token}");
-            let answer = gateway.authorize("p", dec!(10), &method).await;
+            let answer = gateway
+                .authorize("p", dec!(10), Currency::GBP, &method)
+                .await;
             match (outcome, answer) {
                 (None, Ok(_)) => {}
                 (Some(want), Err(GatewayError::Declined { code, .. })) => assert_eq!(code, want),

@@ -69,6 +69,7 @@ pub(crate) fn handler_error(e: AppError) -> HandlerError {
         AppError::Domain(_)
         | AppError::Invalid(_)
         | AppError::Decode(_)
+        | AppError::Encode(_)
         | AppError::Keys(_)
         | AppError::IdempotencyKeyReused(_) => HandlerError::Permanent(e.to_string()),
     }

@@ -60,11 +60,15 @@ impl Reaction for OrderSaga {
                     Money::parse("totalAmount", order.total_amount, MAX_AMOUNT).map_err(|e| {
                         HandlerError::Permanent(format!("order '{}': {e}", order.order_id))
                     })?;
+                let currency = order.currency.ok_or_else(|| {
+                    HandlerError::Permanent(format!("order '{}' has no currency", order.order_id))
+                })?;
                 let initiate = PaymentCommand::Initiate {
                     payment_id: payment_id_for(&order.order_id),
                     order_id: order.order_id.clone(),
                     customer_id: order.customer_id.clone(),
                     amount,
+                    currency,
                     payment_method: order.payment_method.clone(),
                 };
                 react

@@ -28,6 +28,7 @@ async fn stock(bus: &CommandBus, sku: &str, quantity: i64) {
         sku: sku.into(),
         name: format!("product {sku}"),
         unit_price: dec!(3.00).into(),
+        currency: cornershop_domain::money::SHOP_CURRENCY,
         quantity,
         low_stock_threshold: 0,
     };
@@ -53,6 +54,7 @@ async fn checkout(bus: &CommandBus, n: u32, lines: &[(&str, i64)], token: &str) 
             sku: (*sku).into(),
             name: format!("product {sku}"),
             unit_price: dec!(3.00).into(),
+            currency: cornershop_domain::money::SHOP_CURRENCY,
             quantity: Quantity::parse(*quantity).expect("a line quantity"),
         };
         bus.execute::<cornershop_domain::Cart>(&cart_id, &add, &ctx)
@@ -68,7 +70,7 @@ async fn checkout(bus: &CommandBus, n: u32, lines: &[(&str, i64)], token: &str) 
             line2: None,
             city: "London".into(),
             postal_code: "N1 1AA".into(),
-            country: "GB".into(),
+            country_code: "GB".into(),
         },
         email: "ada@example.com".into(),
         phone: None,

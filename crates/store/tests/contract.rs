@@ -426,6 +426,7 @@ mod contract {
                 name: format!("name of {sku}"),
                 quantity,
                 unit_price: "2.50".parse().unwrap(),
+                currency: cornershop_domain::money::SHOP_CURRENCY,
             }
             .into(),
             timestamp,
@@ -438,6 +439,7 @@ mod contract {
                 sku: sku.into(),
                 name: format!("name of {sku}"),
                 unit_price: "9.99".parse().unwrap(),
+                currency: cornershop_domain::money::SHOP_CURRENCY,
                 quantity,
                 low_stock_threshold: 2,
             }

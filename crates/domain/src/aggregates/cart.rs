@@ -10,7 +10,7 @@ use crate::error::DomainError;
 use crate::events::*;
 use crate::money::MAX_AMOUNT;
 use crate::personal::Personal;
-use crate::values::{CartId, CustomerId, Email, Money, OrderId, Phone, Quantity, Sku};
+use crate::values::{CartId, Currency, CustomerId, Email, Money, OrderId, Phone, Quantity, Sku};
 
 pub const MAX_LINE_QUANTITY: u32 = Quantity::MAX;
 
@@ -32,6 +32,8 @@ pub struct Cart {
     /// Lines in the order they were first added.
     pub items: Vec<LineItem>,
     pub total_amount: Decimal,
+    /// The currency of its lines (every line is in one): `None` while it has none.
+    pub currency: Option<Currency>,
     pub order_id: Option<OrderId>,
 }
 
@@ -47,6 +49,8 @@ pub enum CartCommand {
         /// The inventory's price, parsed when the command is made: an older writer may
         /// have stored one this shop no longer accepts.
         unit_price: Money,
+        /// The price's currency, as the inventory has it.
+        currency: Currency,
         quantity: Quantity,
     },
     RemoveItem {
@@ -92,7 +96,8 @@ impl Cart {
 impl Aggregate for Cart {
     const TYPE: AggregateType = AggregateType::Cart;
     /// 1: the shape since snapshots exist (see `Aggregate::STATE_SCHEMA`).
-    const STATE_SCHEMA: u32 = 1;
+    // 2: the state gained its currency (schema 3 of the events).
+    const STATE_SCHEMA: u32 = 2;
     type Command = CartCommand;
 
     fn decide(&self, command: &CartCommand) -> Result<Vec<DomainEvent>, DomainError> {
@@ -117,9 +122,18 @@ impl Aggregate for Cart {
                 sku,
                 name,
                 unit_price,
+                currency,
                 quantity,
             } => {
                 self.require_open()?;
+                if let Some(cart_currency) = self.currency.filter(|c| c != currency) {
+                    return Err(DomainError::CurrencyMismatch {
+                        cart_id: self.cart_id.to_string(),
+                        sku: sku.to_string(),
+                        cart_currency: cart_currency.to_string(),
+                        item_currency: currency.to_string(),
+                    });
+                }
                 let quantity = quantity.get();
                 let already = self.line(sku).map_or(0, |l| l.quantity);
                 if already.saturating_add(quantity) > MAX_LINE_QUANTITY {
@@ -136,6 +150,7 @@ impl Aggregate for Cart {
                     name: name.clone(),
                     quantity,
                     unit_price: unit_price.amount(),
+                    currency: *currency,
                 }
                 .into()])
             }
@@ -163,9 +178,10 @@ impl Aggregate for Cart {
                 require_text("paymentMethod", payment_method, 200)?;
                 validate_address(shipping_address)?;
                 self.require_open()?;
-                if self.items.is_empty() {
-                    return Err(DomainError::EmptyCart(self.cart_id.to_string()));
-                }
+                let currency = match self.currency {
+                    Some(currency) if !self.items.is_empty() => currency,
+                    _ => return Err(DomainError::EmptyCart(self.cart_id.to_string())),
+                };
                 let total = total_of(&self.items).ok_or_else(|| {
                     DomainError::Invalid("the cart's total is too large to be paid".into())
                 })?;
@@ -179,6 +195,7 @@ impl Aggregate for Cart {
                     customer_id: self.customer_id.clone(),
                     items: self.items.clone(),
                     total_amount: total,
+                    currency,
                     payment_method: payment_method.clone(),
                     shipping_address: shipping_address.into(),
                     email: Personal::clear(email.as_str()),
@@ -209,6 +226,10 @@ impl Aggregate for Cart {
                 self.status = CartStatus::Open;
             }
             DomainEvent::ItemAddedToCart(e) => {
+                // The first line sets the cart's currency (`decide` keeps the others in it).
+                if self.items.is_empty() {
+                    self.currency = Some(e.currency);
+                }
                 match self.items.iter_mut().find(|l| l.sku == e.sku) {
                     Some(line) => {
                         line.quantity = line.quantity.saturating_add(e.quantity);
@@ -227,6 +248,9 @@ impl Aggregate for Cart {
             }
             DomainEvent::ItemRemovedFromCart(e) => {
                 self.items.retain(|l| l.sku != e.sku);
+                if self.items.is_empty() {
+                    self.currency = None;
+                }
                 self.total_amount = total_or_max(&self.items);
             }
             DomainEvent::CartCheckedOut(e) => {
@@ -268,12 +292,7 @@ fn validate_address(a: &ShippingAddress) -> Result<(), DomainError> {
             ));
         }
     }
-    if a.country.len() != 2 || !a.country.chars().all(|c| c.is_ascii_alphabetic()) {
-        return Err(DomainError::Invalid(format!(
-            "shippingAddress.country must be a two-letter ISO country code, got '{}'",
-            a.country
-        )));
-    }
+    // (The country is a `CountryCode`, checked where it was parsed.)
     Ok(())
 }
 
@@ -300,6 +319,7 @@ mod tests {
             name: format!("name of {sku}"),
             quantity,
             unit_price: dec!(2.50),
+            currency: Currency::GBP,
         }
         .into()
     }
@@ -317,6 +337,7 @@ mod tests {
                 unit_price: dec!(2.50),
             }],
             total_amount: dec!(2.50),
+            currency: Currency::GBP,
             payment_method: "tok_visa".into(),
             shipping_address: (&address()).into(),
             email: "ada@example.com".into(),
@@ -338,6 +359,7 @@ mod tests {
             sku: sku.into(),
             name: format!("name of {sku}"),
             unit_price: dec!(2.50).into(),
+            currency: Currency::GBP,
             quantity: quantity.into(),
         }
     }
@@ -349,7 +371,7 @@ mod tests {
             line2: None,
             city: "London".into(),
             postal_code: "N1 1AA".into(),
-            country: "GB".into(),
+            country_code: "GB".into(),
         }
     }
 
@@ -505,7 +527,7 @@ mod tests {
             shipping_address, ..
         } = &mut cmd
         {
-            shipping_address.country = "GBR".into();
+            shipping_address.city = " ".into();
         }
         given::<Cart>([created(), added("A", 1)])
             .when(cmd)
@@ -534,5 +556,33 @@ mod tests {
                 customer_id: "x".into(),
             })
             .then_error_matching(|e| matches!(e, DomainError::AlreadyExists { .. }));
+    }
+
+    #[test]
+    fn a_cart_is_in_the_currency_of_its_lines_and_refuses_a_line_in_another() {
+        let euro_mug = CartCommand::AddItem {
+            sku: "B".into(),
+            name: "Tasse".into(),
+            unit_price: dec!(3.00).into(),
+            currency: "EUR".into(),
+            quantity: 1u32.into(),
+        };
+        let refused = given::<Cart>([created(), added("A", 1)])
+            .when(euro_mug.clone())
+            .then_error(ErrorKind::Conflict);
+        assert_eq!(
+            refused.to_string(),
+            "cart 'cart-1' is in GBP; 'B' is priced in EUR, and a cart holds one currency"
+        );
+        // Emptied, it takes any currency again; its checkout says which.
+        let accepted = given::<Cart>([created(), added("A", 1)])
+            .when(CartCommand::RemoveItem { sku: "A".into() })
+            .and(euro_mug)
+            .and(checkout())
+            .then_accepted();
+        let Some(DomainEvent::CartCheckedOut(e)) = accepted.events().last() else {
+            panic!("expected CartCheckedOut")
+        };
+        assert_eq!(e.currency, Currency::parse("currency", "EUR").unwrap());
     }
 }

@@ -12,7 +12,7 @@ use super::{require_text, Aggregate};
 use crate::aggregate_type::AggregateType;
 use crate::error::DomainError;
 use crate::events::*;
-use crate::values::{Money, OrderId, Sku};
+use crate::values::{Currency, Money, OrderId, Sku};
 
 /// The most units of one SKU the shop tracks; keeps sums far from overflow.
 pub const MAX_STOCK: u32 = 1_000_000_000;
@@ -23,6 +23,8 @@ pub struct Inventory {
     pub sku: Sku,
     pub name: String,
     pub unit_price: Decimal,
+    /// The unit price's currency (`None` until the product is stocked).
+    pub currency: Option<Currency>,
     pub available: u32,
     pub reserved: u32,
     pub low_stock_threshold: u32,
@@ -41,6 +43,7 @@ pub enum InventoryCommand {
         sku: Sku,
         name: String,
         unit_price: Money,
+        currency: Currency,
         quantity: i64,
         low_stock_threshold: i64,
     },
@@ -100,7 +103,8 @@ impl Inventory {
 impl Aggregate for Inventory {
     const TYPE: AggregateType = AggregateType::Inventory;
     /// 1: the shape since snapshots exist (see `Aggregate::STATE_SCHEMA`).
-    const STATE_SCHEMA: u32 = 1;
+    // 2: the state gained its currency (schema 3 of the events).
+    const STATE_SCHEMA: u32 = 2;
     type Command = InventoryCommand;
 
     fn decide(&self, command: &InventoryCommand) -> Result<Vec<DomainEvent>, DomainError> {
@@ -109,6 +113,7 @@ impl Aggregate for Inventory {
                 sku,
                 name,
                 unit_price,
+                currency,
                 quantity,
                 low_stock_threshold,
             } => {
@@ -129,6 +134,7 @@ impl Aggregate for Inventory {
                 let unchanged = self.exists
                     && self.name == name
                     && self.unit_price == *unit_price
+                    && self.currency == Some(*currency)
                     && self.available == quantity
                     && self.low_stock_threshold == threshold;
                 if unchanged {
@@ -138,6 +144,7 @@ impl Aggregate for Inventory {
                     sku: sku.clone(),
                     name,
                     unit_price: *unit_price,
+                    currency: *currency,
                     quantity,
                     low_stock_threshold: threshold,
                 }
@@ -202,6 +209,7 @@ impl Aggregate for Inventory {
                 self.sku = e.sku.clone();
                 self.name = e.name.clone();
                 self.unit_price = e.unit_price;
+                self.currency = Some(e.currency);
                 self.available = e.quantity;
                 self.low_stock_threshold = e.low_stock_threshold;
                 if self.available > self.low_stock_threshold {
@@ -269,6 +277,7 @@ mod tests {
             sku: "MUG-1".into(),
             name: "Mug".into(),
             unit_price: dec!(9.99).into(),
+            currency: Currency::GBP,
             quantity,
             low_stock_threshold: threshold,
         }
@@ -300,6 +309,7 @@ mod tests {
             sku: "MUG-1".into(),
             name: "Mug".into(),
             unit_price: dec!(9.99),
+            currency: Currency::GBP,
             quantity,
             low_stock_threshold: threshold,
         }
@@ -481,6 +491,7 @@ mod tests {
             sku: "A".into(),
             name: " ".into(),
             unit_price: dec!(1).into(),
+            currency: Currency::GBP,
             quantity: 1,
             low_stock_threshold: 0,
         };

@@ -10,7 +10,7 @@ use crate::aggregate_type::AggregateType;
 use crate::error::DomainError;
 use crate::events::*;
 use crate::personal::{Personal, PersonalAddress};
-use crate::values::{CartId, CustomerId, OrderId, PaymentId};
+use crate::values::{CartId, Currency, CustomerId, OrderId, PaymentId};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OrderStatus {
@@ -33,6 +33,8 @@ pub struct Order {
     pub status: OrderStatus,
     pub items: Vec<LineItem>,
     pub total_amount: Decimal,
+    /// The currency of its lines and total (`None` until it is created).
+    pub currency: Option<Currency>,
     pub payment_method: String,
     pub shipping_address: Option<PersonalAddress>,
     pub email: Personal,
@@ -84,7 +86,8 @@ impl Order {
 impl Aggregate for Order {
     const TYPE: AggregateType = AggregateType::Order;
     /// 1: the shape since snapshots exist (see `Aggregate::STATE_SCHEMA`).
-    const STATE_SCHEMA: u32 = 1;
+    // 2: the state gained its currency (schema 3 of the events).
+    const STATE_SCHEMA: u32 = 2;
     type Command = OrderCommand;
 
     fn decide(&self, command: &OrderCommand) -> Result<Vec<DomainEvent>, DomainError> {
@@ -111,6 +114,7 @@ impl Aggregate for Order {
                     cart_id: c.cart_id.clone(),
                     customer_id: c.customer_id.clone(),
                     total_amount,
+                    currency: c.currency,
                     items: c.items.clone(),
                     payment_method: c.payment_method.clone(),
                     shipping_address: c.shipping_address.clone(),
@@ -179,6 +183,7 @@ impl Aggregate for Order {
                 self.customer_id = e.customer_id.clone();
                 self.items = e.items.clone();
                 self.total_amount = e.total_amount;
+                self.currency = Some(e.currency);
                 self.payment_method = e.payment_method.clone();
                 self.shipping_address = Some(e.shipping_address.clone());
                 self.email = e.email.clone();
@@ -244,6 +249,7 @@ mod tests {
                 unit_price: dec!(4.25),
             }],
             total_amount: dec!(8.50),
+            currency: Currency::GBP,
             payment_method: "tok_visa".into(),
             shipping_address: PersonalAddress {
                 name: "Ada".into(),
@@ -251,7 +257,8 @@ mod tests {
                 line2: None,
                 city: "London".into(),
                 postal_code: "N1".into(),
-                country: "GB".into(),
+                country_code: Some("GB".into()),
+                unrecognised_country: None,
             },
             email: "ada@example.com".into(),
             phone: None,
@@ -286,6 +293,7 @@ mod tests {
             cart_id: c.cart_id,
             customer_id: c.customer_id,
             total_amount: c.total_amount,
+            currency: c.currency,
             items: c.items,
             payment_method: c.payment_method,
             shipping_address: c.shipping_address,

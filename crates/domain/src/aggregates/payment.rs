@@ -8,7 +8,7 @@ use super::{require_text, Aggregate};
 use crate::aggregate_type::AggregateType;
 use crate::error::DomainError;
 use crate::events::*;
-use crate::values::{CustomerId, Money, OrderId, PaymentId};
+use crate::values::{Currency, CustomerId, Money, OrderId, PaymentId};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PaymentStatus {
@@ -28,6 +28,8 @@ pub struct Payment {
     pub order_id: OrderId,
     pub customer_id: CustomerId,
     pub amount: Decimal,
+    /// The amount's currency (`None` until it is initiated).
+    pub currency: Option<Currency>,
     pub status: PaymentStatus,
     pub authorization_code: Option<String>,
     pub transaction_id: Option<String>,
@@ -43,6 +45,7 @@ pub enum PaymentCommand {
         order_id: OrderId,
         customer_id: CustomerId,
         amount: Money,
+        currency: Currency,
         payment_method: String,
     },
     Authorize {
@@ -80,7 +83,8 @@ impl Payment {
 impl Aggregate for Payment {
     const TYPE: AggregateType = AggregateType::Payment;
     /// 1: the shape since snapshots exist (see `Aggregate::STATE_SCHEMA`).
-    const STATE_SCHEMA: u32 = 1;
+    // 2: the state gained its currency (schema 3 of the events).
+    const STATE_SCHEMA: u32 = 2;
     type Command = PaymentCommand;
 
     fn decide(&self, command: &PaymentCommand) -> Result<Vec<DomainEvent>, DomainError> {
@@ -91,6 +95,7 @@ impl Aggregate for Payment {
                 order_id,
                 customer_id,
                 amount,
+                currency,
                 payment_method,
             } => {
                 if self.status != PaymentStatus::New {
@@ -111,6 +116,7 @@ impl Aggregate for Payment {
                     order_id: order_id.clone(),
                     customer_id: customer_id.clone(),
                     amount: amount.amount(),
+                    currency: *currency,
                     payment_method: payment_method.clone(),
                 }
                 .into()]
@@ -176,6 +182,7 @@ impl Aggregate for Payment {
                 self.order_id = e.order_id.clone();
                 self.customer_id = e.customer_id.clone();
                 self.amount = e.amount;
+                self.currency = Some(e.currency);
                 self.status = PaymentStatus::Initiated;
             }
             DomainEvent::PaymentAuthorized(e) => {
@@ -217,6 +224,7 @@ mod tests {
             order_id: "order-1".into(),
             customer_id: "cust-1".into(),
             amount: dec!(12.34).into(),
+            currency: Currency::GBP,
             payment_method: "tok_visa".into(),
         }
     }
@@ -247,6 +255,7 @@ mod tests {
             order_id: "order-1".into(),
             customer_id: "cust-1".into(),
             amount: dec!(12.34),
+            currency: Currency::GBP,
             payment_method: "tok_visa".into(),
         }
         .into()
@@ -311,6 +320,7 @@ mod tests {
             order_id: "o".into(),
             customer_id: "c".into(),
             amount: Money::ZERO,
+            currency: Currency::GBP,
             payment_method: "tok_visa".into(),
         };
         given_nothing::<Payment>()

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use cornershop_domain::EventEnvelope;
+use cornershop_domain::{DecodeError, EventEnvelope};
 use cornershop_store::{trace, StoredEvent};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -41,11 +41,26 @@ fn message_position(message: &BorrowedMessage<'_>) -> u64 {
         .unwrap_or(0)
 }
 
+/// The message's envelope, if it is an event this build can take: its payload an
+/// envelope, of a known type, whose data decodes. An envelope of a schema version newer
+/// than this build knows is taken too, undecoded: it is a real event of a newer release
+/// (during a rolling upgrade), so the consumer dead-letters it in the store, where it is
+/// listed and re-driven once this consumer runs that release (see `Consumer`), instead of
+/// parking it on the dead-letter topic, from which nothing re-drives.
 fn parse(message: &BorrowedMessage<'_>) -> Result<EventEnvelope, String> {
     let payload = message.payload().ok_or("message has no payload")?;
     let envelope: EventEnvelope = serde_json::from_slice(payload)
         .map_err(|e| format!("payload is not an event envelope: {e}"))?;
-    envelope.decode().map_err(|e| e.to_string())?;
+    match envelope.check_schema_version() {
+        Err(DecodeError::NewerSchemaVersion { .. }) => {
+            if cornershop_domain::EventType::parse(&envelope.event_type).is_none() {
+                return Err(DecodeError::UnknownEventType(envelope.event_type).to_string());
+            }
+        }
+        _ => {
+            envelope.decode().map_err(|e| e.to_string())?;
+        }
+    }
     Ok(envelope)
 }
 
@@ -103,10 +118,11 @@ async fn dead_letter_to_topic(
 
 /// Drives a consumer from Kafka until `shutdown`: its group reads the seed's topics in
 /// batches of what is fetched; a message that is not a well-formed event this build
-/// understands (not JSON, unknown eventType, a newer schemaVersion) goes to
-/// `<topic>.dlq` with the error and its origin in headers; every other message goes
-/// through the handler (retries, then the store's dead letters); the offsets are
-/// committed after that.
+/// understands (not JSON, unknown eventType, a payload that does not decode) goes to
+/// `<topic>.dlq` with the error and its origin in headers; every other message of a type
+/// the handler wants goes through it (retries, then the store's dead letters; an event of
+/// a newer schema version straight to the store's dead letters, with that reason); the
+/// offsets are committed after that.
 pub async fn run_kafka_consumer(
     consumer: Consumer,
     settings: KafkaSettings,

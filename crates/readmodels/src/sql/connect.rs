@@ -27,6 +27,17 @@ fn io_error(what: &str, e: std::io::Error) -> ReadModelError {
     ReadModelError::Corrupt(format!("{what}: {e}"))
 }
 
+/// The read models' migrations, run so that a database a newer release has migrated
+/// further is taken as it is: during a rolling upgrade a process of the previous release
+/// may start (or restart) after a new one applied its migrations. The read models'
+/// migrations are therefore additive (a column with a default that is right for what an
+/// older projector writes; see ARCHITECTURE.md, "Event versions"); a migration that drops
+/// or renames comes a release after the one that stopped using the column.
+fn tolerant(mut migrator: sqlx::migrate::Migrator) -> sqlx::migrate::Migrator {
+    migrator.set_ignore_missing(true);
+    migrator
+}
+
 /// Opens (creating and migrating) the embedded read models: `readmodels.db` in `data_dir`.
 pub async fn open_sqlite(data_dir: &Path) -> Result<SqlReadModels, ReadModelError> {
     std::fs::create_dir_all(data_dir).map_err(|e| {
@@ -47,7 +58,9 @@ pub async fn open_sqlite(data_dir: &Path) -> Result<SqlReadModels, ReadModelErro
         .max_connections(1)
         .connect_with(options)
         .await?;
-    sqlx::migrate!("./migrations/sqlite").run(&migrator).await?;
+    tolerant(sqlx::migrate!("./migrations/sqlite"))
+        .run(&migrator)
+        .await?;
     migrator.close().await;
     // NORMAL: derived data (see the module documentation of `sql`).
     let writer = open_writing_connection(
@@ -102,7 +115,9 @@ pub async fn connect_postgres(database_url: &str) -> Result<SqlReadModels, ReadM
         .await?;
     // sqlx's migrations table lands in the schema too (first on the search path), apart
     // from the event store's.
-    sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+    tolerant(sqlx::migrate!("./migrations/postgres"))
+        .run(&pool)
+        .await?;
     Ok(SqlReadModels {
         dialect: Dialect::Postgres,
         engine: Engine::Postgres(pool),

@@ -44,14 +44,15 @@ impl SqlReadModels {
                 insert(
                     c,
                     format!(
-                        "INSERT INTO {p}orders (order_id, cart_id, customer_id, total_cents, items, \
-                         correlation_id, created_us, status, order_version) VALUES"
+                        "INSERT INTO {p}orders (order_id, cart_id, customer_id, total_cents, \
+                         currency, items, correlation_id, created_us, status, order_version) VALUES"
                     ),
-                    "(?, ?, ?, ?, ?, ?, ?, 'Created', ?)".into(),
+                    "(?, ?, ?, ?, ?, ?, ?, ?, 'Created', ?)".into(),
                     format!(
                         "ON CONFLICT (order_id) DO UPDATE SET cart_id = excluded.cart_id, \
                          customer_id = excluded.customer_id, total_cents = excluded.total_cents, \
-                         items = excluded.items, correlation_id = excluded.correlation_id, \
+                         currency = excluded.currency, items = excluded.items, \
+                         correlation_id = excluded.correlation_id, \
                          created_us = excluded.created_us, {}",
                         order_status_set(p)
                     ),
@@ -61,6 +62,7 @@ impl SqlReadModels {
                         t(&o.cart_id),
                         t(&o.customer_id),
                         Arg::I(total),
+                        t(o.currency.as_str()),
                         Arg::T(items),
                         correlation(),
                         Arg::I(at),
@@ -166,18 +168,19 @@ impl SqlReadModels {
                 insert(
                     c,
                     format!(
-                        "INSERT INTO {p}inventory (sku, name, unit_price_cents, available, \
-                         low_stock_threshold, update_version) VALUES"
+                        "INSERT INTO {p}inventory (sku, name, unit_price_cents, currency, \
+                         available, low_stock_threshold, update_version) VALUES"
                     ),
                     format!(
-                        "(?, ?, ?, CAST(? + (SELECT COALESCE(SUM(available_delta), 0) \
+                        "(?, ?, ?, ?, CAST(? + (SELECT COALESCE(SUM(available_delta), 0) \
                          FROM {p}stock_moves WHERE sku = ? AND version > ?) AS {int}), ?, ?)",
                         int = self.dialect.int(),
                     ),
                     format!(
-                        "ON CONFLICT (sku) DO UPDATE SET {}, {}, {}, {}, {}",
+                        "ON CONFLICT (sku) DO UPDATE SET {}, {}, {}, {}, {}, {}",
                         newer("name"),
                         newer("unit_price_cents"),
+                        newer("currency"),
                         newer("available"),
                         newer("low_stock_threshold"),
                         newer("update_version"),
@@ -187,6 +190,7 @@ impl SqlReadModels {
                         t(&s.sku),
                         t(&s.name),
                         Arg::I(price),
+                        t(s.currency.as_str()),
                         Arg::I(i64::from(s.quantity)),
                         t(&s.sku),
                         Arg::I(version),

@@ -13,7 +13,7 @@ use crate::{
 };
 
 const ORDER_COLUMNS: &str = "order_id, cart_id, customer_id, status, order_version, \
-    total_cents, items, payment_id, payment_status, carrier, tracking_number, cancel_reason, \
+    total_cents, currency, items, payment_id, payment_status, carrier, tracking_number, cancel_reason, \
     correlation_id, created_us, validated_us, confirmed_us, shipped_us, delivered_us, \
     cancelled_us";
 
@@ -26,6 +26,7 @@ fn decode_order(row: &dyn Cells) -> Result<OrderReadModel, ReadModelError> {
         customer_id: row.text_of("customer_id")?,
         status: row.text_of("status")?,
         total_amount: money(row.int("total_cents")?.unwrap_or(0)),
+        currency: row.text_of("currency")?,
         items: lines_of(&items),
         payment_id: row.text("payment_id")?,
         payment_status: row.text("payment_status")?,
@@ -143,7 +144,7 @@ pub(super) async fn inventory(
     store: &SqlReadModels,
     low_stock_only: bool,
 ) -> Result<Vec<InventoryReadModel>, ReadModelError> {
-    let mut sql = "SELECT sku, name, unit_price_cents, available, reserved, \
+    let mut sql = "SELECT sku, name, unit_price_cents, currency, available, reserved, \
                    low_stock_threshold FROM rm_inventory WHERE update_version > 0"
         .to_string();
     if low_stock_only {
@@ -159,6 +160,7 @@ pub(super) async fn inventory(
                 sku: row.text_of("sku")?,
                 name: row.text_of("name")?,
                 unit_price: money(row.int_of("unit_price_cents")?),
+                currency: row.text_of("currency")?,
                 available,
                 reserved: row.int_of("reserved")?,
                 low_stock_threshold: threshold,

@@ -3,8 +3,8 @@ use axum::Json;
 use cornershop_app::{AppError, Reply};
 use cornershop_domain::money::MAX_UNIT_PRICE;
 use cornershop_domain::{
-    Cart, CartCommand, CartId, CartStatus, CustomerId, Email, Inventory, Money, OrderId, Phone,
-    Quantity, ShippingAddress, Sku,
+    Cart, CartCommand, CartId, CartStatus, CountryCode, CustomerId, Email, Inventory, Money,
+    OrderId, Phone, Quantity, Sku,
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -38,6 +38,63 @@ pub(super) struct AddItem {
     /// 1 to 999.
     #[serde(deserialize_with = "super::number::integer")]
     pub quantity: i64,
+}
+
+/// Where the order ships. The country is an ISO 3166-1 alpha-2 code (`GB`, `US`; either
+/// case), given as `countryCode` or as `country` (the field's first name, still taken),
+/// or both when they agree.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct ShippingAddress {
+    pub name: String,
+    pub line1: String,
+    #[serde(default)]
+    pub line2: Option<String>,
+    pub city: String,
+    pub postal_code: String,
+    /// The country's ISO 3166-1 alpha-2 code (as `countryCode` says).
+    #[serde(default)]
+    pub country: Option<String>,
+    /// The country's ISO 3166-1 alpha-2 code.
+    #[serde(default)]
+    pub country_code: Option<String>,
+}
+
+impl ShippingAddress {
+    /// The address as the domain takes it: its country parsed from whichever field gave
+    /// it (a 400 naming the field when it is no assigned code, or when the two disagree).
+    fn parse(self) -> Result<cornershop_domain::ShippingAddress, ApiError> {
+        let country_code = match (&self.country_code, &self.country) {
+            (Some(code), country) => {
+                let code = CountryCode::parse("shippingAddress.countryCode", code)?;
+                if let Some(country) = country {
+                    let same = CountryCode::parse("shippingAddress.country", country)?;
+                    if same != code {
+                        return Err(ApiError::invalid(format!(
+                            "shippingAddress.country ({same}) and shippingAddress.countryCode \
+                             ({code}) name different countries; give one of them"
+                        )));
+                    }
+                }
+                code
+            }
+            (None, Some(country)) => CountryCode::parse("shippingAddress.country", country)?,
+            (None, None) => {
+                return Err(ApiError::invalid(
+                    "shippingAddress.countryCode is required: the country's ISO 3166-1 \
+                     alpha-2 code, such as GB or US",
+                ))
+            }
+        };
+        Ok(cornershop_domain::ShippingAddress {
+            name: self.name,
+            line1: self.line1,
+            line2: self.line2,
+            city: self.city,
+            postal_code: self.postal_code,
+            country_code,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -80,6 +137,10 @@ pub(super) struct CartView {
     pub items: Vec<CartLineView>,
     #[schema(value_type = String)]
     pub total_amount: Decimal,
+    /// The ISO 4217 code of the lines' and the total's currency; absent while the cart has
+    /// no line.
+    #[schema(example = "GBP")]
+    pub currency: Option<String>,
     pub order_id: Option<String>,
     pub version: u64,
 }
@@ -104,6 +165,7 @@ impl CartView {
                 })
                 .collect(),
             total_amount: cart.total_amount,
+            currency: cart.currency.map(|currency| currency.to_string()),
             order_id: cart.order_id.as_ref().map(ToString::to_string),
             version,
         }
@@ -218,10 +280,14 @@ pub(super) async fn add_item(
     // The inventory's price, as its events hold it: an older writer may have stored one
     // this shop no longer takes.
     let unit_price = Money::parse("unitPrice", product.unit_price, MAX_UNIT_PRICE)?;
+    let currency = product.currency.ok_or_else(|| {
+        ApiError::not_found(format!("the product with SKU '{sku}' has no price yet"))
+    })?;
     let add = CartCommand::AddItem {
         sku,
         name: product.name,
         unit_price,
+        currency,
         quantity,
     };
     let result = state
@@ -293,7 +359,7 @@ pub(super) async fn checkout(
     let checkout = CartCommand::Checkout {
         order_id: order_id.clone(),
         payment_method,
-        shipping_address: body.shipping_address,
+        shipping_address: body.shipping_address.parse()?,
         email: Email::parse(&body.email)?,
         phone: body.phone.as_deref().map(Phone::parse).transpose()?,
     };

@@ -118,7 +118,12 @@ pub(super) struct AddressExport {
     pub line2: Option<OpenedValue>,
     pub city: OpenedValue,
     pub postal_code: OpenedValue,
+    /// The country's ISO 3166-1 alpha-2 code; for an order written before codes were
+    /// checked whose country named none, the text as it was written.
     pub country: String,
+    /// The country's ISO 3166-1 alpha-2 code; absent when an old order's country named
+    /// none (then `country` holds what was written).
+    pub country_code: Option<String>,
 }
 
 /// One order, with the personal data it holds.
@@ -131,6 +136,9 @@ pub(super) struct OrderExport {
     pub created_at: Option<DateTime<Utc>>,
     #[schema(value_type = String, example = "36.00")]
     pub total_amount: rust_decimal::Decimal,
+    /// The ISO 4217 code of the total's currency.
+    #[schema(example = "GBP")]
+    pub currency: Option<String>,
     pub email: OpenedValue,
     pub phone: Option<OpenedValue>,
     pub shipping_address: Option<AddressExport>,
@@ -215,7 +223,12 @@ async fn opened_address(
         },
         city: opened(state, &address.city).await?,
         postal_code: opened(state, &address.postal_code).await?,
-        country: address.country.clone(),
+        country: address
+            .country_code
+            .map(|code| code.to_string())
+            .or_else(|| address.unrecognised_country.clone())
+            .unwrap_or_default(),
+        country_code: address.country_code.map(|code| code.to_string()),
     })
 }
 
@@ -324,6 +337,7 @@ pub(super) async fn export(
             cart_id: order.cart_id.to_string(),
             status: format!("{:?}", order.status),
             total_amount: order.total_amount,
+            currency: order.currency.map(|currency| currency.to_string()),
             payment_method: order.payment_method.clone(),
         });
     }

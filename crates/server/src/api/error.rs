@@ -134,6 +134,13 @@ impl From<AppError> for ApiError {
                 "concurrency-conflict",
                 error.to_string(),
             ),
+            // A writer told to write the previous schema (a rolling upgrade) meeting an event
+            // that schema cannot say: refused until the writer writes the current one.
+            AppError::Encode(_) => Self::new(
+                StatusCode::CONFLICT,
+                "schema-cannot-express",
+                error.to_string(),
+            ),
             AppError::IdempotencyKeyReused(_) => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency-key-reused",

@@ -1,7 +1,7 @@
 use axum::extract::State;
 use axum::Json;
 use cornershop_app::Reply;
-use cornershop_domain::money::MAX_UNIT_PRICE;
+use cornershop_domain::money::{MAX_UNIT_PRICE, SHOP_CURRENCY};
 use cornershop_domain::{Inventory, InventoryCommand, Money, Sku};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -36,6 +36,9 @@ pub(super) struct InventoryView {
     pub name: String,
     #[schema(value_type = String, example = "9.99")]
     pub unit_price: Decimal,
+    /// The ISO 4217 code of the unit price's currency (the shop's: GBP).
+    #[schema(example = "GBP")]
+    pub currency: String,
     pub available: u32,
     pub reserved: u32,
     pub low_stock_threshold: u32,
@@ -48,6 +51,9 @@ impl InventoryView {
             sku: state.sku.to_string(),
             name: state.name.clone(),
             unit_price: state.unit_price,
+            currency: state
+                .currency
+                .map_or_else(String::new, |currency| currency.to_string()),
             available: state.available,
             reserved: state.reserved,
             low_stock_threshold: state.low_stock_threshold,
@@ -76,6 +82,8 @@ pub(super) async fn put_stock(
         sku: sku.clone(),
         name: body.name,
         unit_price: Money::parse("unitPrice", body.unit_price, MAX_UNIT_PRICE)?,
+        // The shop sells in one currency; its prices are set in it.
+        currency: SHOP_CURRENCY,
         quantity: body.quantity,
         low_stock_threshold: body.low_stock_threshold,
     };

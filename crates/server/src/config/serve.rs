@@ -58,6 +58,21 @@ pub struct ServeArgs {
     #[arg(long, env = "CORNERSHOP_SNAPSHOT_EVERY", default_value_t = 500)]
     pub snapshot_every: u64,
 
+    /// The schema version this process writes new events in: the newest it knows (the
+    /// default), or the one before it while processes of the previous release still run
+    /// beside it (a rolling upgrade; they refuse events of the newer schema). Every
+    /// process reads both. See docs/runbooks/roll-out-event-version.md.
+    #[arg(
+        long,
+        env = "CORNERSHOP_WRITE_SCHEMA_VERSION",
+        default_value_t = cornershop_domain::CURRENT_SCHEMA_VERSION,
+        value_parser = clap::value_parser!(u32).range(
+            i64::from(cornershop_domain::OLDEST_WRITABLE_SCHEMA_VERSION)
+                ..=i64::from(cornershop_domain::CURRENT_SCHEMA_VERSION)
+        )
+    )]
+    pub write_schema_version: u32,
+
     #[command(flatten)]
     pub kafka: KafkaArgs,
 

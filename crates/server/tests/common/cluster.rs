@@ -428,21 +428,39 @@ impl Drop for Cluster {
     }
 }
 
+/// A new, empty database on the test PostgreSQL; its URL.
+pub(crate) async fn fresh_database() -> String {
+    let admin_url = required_env(DATABASE_ENV);
+    let suffix: u64 = rand::rng().random();
+    let database = format!("cs_e2e_{suffix:x}");
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url)
+        .await
+        .expect("connect to the test PostgreSQL");
+    sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {database}").as_str())
+        .await
+        .expect("create a test database");
+    with_database(&admin_url, &database)
+}
+
 impl Cluster {
     /// Starts one process per role group, e.g. `[&["api", "relay"], &["order", "inventory"],
     /// &["payment", "relay"]]`, on a fresh database and a fresh Kafka namespace.
     pub(crate) async fn start(roles: &[&[&str]], extra_flags: &[String], logs: &Path) -> Self {
-        let admin_url = required_env(DATABASE_ENV);
+        let database_url = fresh_database().await;
+        Self::start_on(&database_url, roles, extra_flags, logs).await
+    }
+
+    /// [`start`](Self::start) on a database made by [`fresh_database`] (which the cluster
+    /// drops when it is disposed of).
+    pub(crate) async fn start_on(
+        database_url: &str,
+        roles: &[&[&str]],
+        extra_flags: &[String],
+        logs: &Path,
+    ) -> Self {
+        let database_url = database_url.to_string();
         let brokers = required_env(BROKERS_ENV);
         let suffix: u64 = rand::rng().random();
-        let database = format!("cs_e2e_{suffix:x}");
-        let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url)
-            .await
-            .expect("connect to the test PostgreSQL");
-        sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {database}").as_str())
-            .await
-            .expect("create a test database");
-        let database_url = with_database(&admin_url, &database);
         let namespace = format!("e2e{suffix:x}.");
         let signing_key = logs.join(cornershop_server::config::SIGNING_KEY_FILE);
         let mut processes = Vec::new();
@@ -528,6 +546,11 @@ async fn remove_topics_and_database(namespace: &str, brokers: &str, database_url
         }
         Err(e) => eprintln!("no Kafka admin client for {brokers}: {e}"),
     }
+    drop_database(database_url).await;
+}
+
+/// Drops the database of `database_url` (one [`fresh_database`] made).
+pub(crate) async fn drop_database(database_url: &str) {
     let Some(database) = database_of(database_url) else {
         return;
     };
@@ -609,15 +632,22 @@ pub(crate) async fn start_shop(
     let mut flags = workflow_flags(&ServeArgs::for_data_dir(data_dir.path()));
     flags.extend(extra_flags.iter().cloned());
     let cluster = Cluster::start(layout, &flags, data_dir.path()).await;
-    let app = super::TestApp {
-        base: cluster.api_base(),
-        client: super::admin_client(&cluster.signing_key),
-        data_dir,
-        stop: None,
-        running: None,
-        cluster: None,
-    };
+    let app = cluster.app(data_dir);
     (app, cluster)
+}
+
+impl Cluster {
+    /// A [`TestApp`](super::TestApp) client on the cluster's API (its `cluster` is `None`).
+    pub(crate) fn app(&self, data_dir: tempfile::TempDir) -> super::TestApp {
+        super::TestApp {
+            base: self.api_base(),
+            client: super::admin_client(&self.signing_key),
+            data_dir,
+            stop: None,
+            running: None,
+            cluster: None,
+        }
+    }
 }
 
 impl Cluster {

@@ -42,8 +42,8 @@ use async_trait::async_trait;
 use cornershop_app::CommandBus;
 use cornershop_app::Opened;
 use cornershop_domain::{
-    CustomerId, DomainEvent, Email, EventType, LineItem, Order, OrderId, OrderStatus, Personal,
-    Phone,
+    Currency, CustomerId, DomainEvent, Email, EventType, LineItem, Order, OrderId, OrderStatus,
+    Personal, Phone,
 };
 use cornershop_messaging::HandlerError;
 use cornershop_store::{EventStore, NewNotification, StoredEvent};
@@ -189,6 +189,7 @@ impl NotificationService {
         contact: Contact<'_>,
         items: Vec<LineItem>,
         total: rust_decimal::Decimal,
+        currency: Currency,
     ) -> Result<Option<OrderFacts>, HandlerError> {
         let keyring = self.bus.keyring();
         let open = |value: &Personal| {
@@ -230,6 +231,7 @@ impl NotificationService {
             name,
             items,
             total,
+            currency,
         }))
     }
 
@@ -250,12 +252,16 @@ impl NotificationService {
             phone: order.phone.as_ref(),
             name: order.shipping_address.as_ref().map(|a| &a.name),
         };
+        let currency = order
+            .currency
+            .ok_or_else(|| HandlerError::Permanent(format!("order {order_id} has no currency")))?;
         self.facts_of(
             &order.order_id,
             &order.customer_id,
             contact,
             order.items.clone(),
             order.total_amount,
+            currency,
         )
         .await
     }
@@ -343,6 +349,7 @@ impl Reaction for NotificationService {
                         contact,
                         e.items.clone(),
                         e.total_amount,
+                        e.currency,
                     )
                     .await?;
                 (Occasion::OrderCreated, facts)
@@ -574,6 +581,7 @@ mod tests {
                 unit_price: dec!(9.99),
             }],
             total: dec!(9.99),
+            currency: Currency::GBP,
         }
     }
 

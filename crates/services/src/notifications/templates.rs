@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use cornershop_domain::{CustomerId, LineItem, OrderId, Phone};
+use cornershop_domain::{Currency, CustomerId, LineItem, OrderId, Phone};
 use rust_decimal::Decimal;
 
 /// What the messages of one order say about it and where they go. Taken from OrderCreated
@@ -22,6 +22,8 @@ pub struct OrderFacts {
     pub name: String,
     pub items: Vec<LineItem>,
     pub total: Decimal,
+    /// What the lines, the total and the payment are in.
+    pub currency: Currency,
 }
 
 /// Why a notification is sent: one per event type the notification service handles.
@@ -158,9 +160,9 @@ impl Occasion {
             ("order_id", facts.order_id.to_string()),
             ("customer_id", facts.customer_id.to_string()),
             ("name", facts.name.clone()),
-            ("total", facts.total.to_string()),
-            ("items", items_text(&facts.items)),
-            ("items_html", items_html(&facts.items)),
+            ("total", priced(facts.total, facts.currency)),
+            ("items", items_text(&facts.items, facts.currency)),
+            ("items_html", items_html(&facts.items, facts.currency)),
         ]);
         match self {
             Self::OrderShipped {
@@ -174,7 +176,7 @@ impl Occasion {
                 amount,
                 transaction_id,
             } => {
-                vars.insert("amount", amount.to_string());
+                vars.insert("amount", priced(*amount, facts.currency));
                 vars.insert("transaction_id", transaction_id.clone());
             }
             Self::PaymentFailed { code, reason } => {
@@ -225,7 +227,13 @@ impl Occasion {
     }
 }
 
-fn items_text(items: &[LineItem]) -> String {
+/// An amount as a message shows it: with its currency's code (`19.98 GBP`), never a
+/// symbol that several currencies share.
+fn priced(amount: Decimal, currency: Currency) -> String {
+    format!("{amount} {currency}")
+}
+
+fn items_text(items: &[LineItem], currency: Currency) -> String {
     items
         .iter()
         .map(|line| {
@@ -234,8 +242,8 @@ fn items_text(items: &[LineItem]) -> String {
                 line.quantity,
                 line.name,
                 line.sku,
-                line.unit_price,
-                line_total_text(line)
+                priced(line.unit_price, currency),
+                line_total_text(line, currency)
             )
         })
         .collect()
@@ -243,12 +251,12 @@ fn items_text(items: &[LineItem]) -> String {
 
 /// A line's total as a message shows it (an overflowing one, from an event no bounded
 /// writer made, is shown as unknown rather than failing the whole message).
-fn line_total_text(line: &LineItem) -> String {
+fn line_total_text(line: &LineItem, currency: Currency) -> String {
     line.line_total()
-        .map_or_else(|| "?".to_string(), |total| total.to_string())
+        .map_or_else(|| "?".to_string(), |total| priced(total, currency))
 }
 
-fn items_html(items: &[LineItem]) -> String {
+fn items_html(items: &[LineItem], currency: Currency) -> String {
     if items.is_empty() {
         return String::new();
     }
@@ -260,8 +268,8 @@ fn items_html(items: &[LineItem]) -> String {
                 line.quantity,
                 escape_html(&line.name),
                 escape_html(&line.sku),
-                line.unit_price,
-                line_total_text(line)
+                priced(line.unit_price, currency),
+                line_total_text(line, currency)
             )
         })
         .collect();
@@ -338,6 +346,7 @@ mod tests {
                 unit_price: dec!(9.99),
             }],
             total: dec!(19.98),
+            currency: Currency::GBP,
         }
     }
 
@@ -400,13 +409,13 @@ mod tests {
             .html
             .contains("<p>Hello Ada &lt;Lovelace&gt; &amp; Co,</p>"));
         assert!(!email.html.contains("<Lovelace>"));
-        assert!(email
-            .html
-            .contains("<li>2 &times; Mug &quot;Classic&quot; (MUG-1) at 9.99 = 19.98</li>"));
+        assert!(email.html.contains(
+            "<li>2 &times; Mug &quot;Classic&quot; (MUG-1) at 9.99 GBP = 19.98 GBP</li>"
+        ));
         assert!(email
             .text
-            .contains("- 2 x Mug \"Classic\" (MUG-1) at 9.99 = 19.98\n"));
-        assert!(email.text.contains("Total: 19.98"));
+            .contains("- 2 x Mug \"Classic\" (MUG-1) at 9.99 GBP = 19.98 GBP\n"));
+        assert!(email.text.contains("Total: 19.98 GBP"));
         assert!(email.html.starts_with("<!DOCTYPE html><html><body>"));
         assert!(email.html.ends_with("</body></html>"));
         assert_eq!(email.subject, "We received your order ord-1");

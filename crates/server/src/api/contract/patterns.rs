@@ -7,6 +7,16 @@ use serde_json::{json, Value};
 
 // ---- Text ------------------------------------------------------------------------------
 
+/// The rule of `CountryCode::parse`: a string, one of the assigned ISO 3166-1 alpha-2
+/// codes in either case (`GB`, `gb`, `Gb`).
+pub(super) fn country_code() -> Value {
+    let either_case = |c: char| format!("[{}{}]", c, c.to_ascii_lowercase());
+    let codes: Vec<String> = cornershop_domain::CountryCode::all()
+        .map(|code| code.as_str().chars().map(either_case).collect())
+        .collect();
+    json!({ "type": "string", "pattern": format!("^(?:{})$", codes.join("|")) })
+}
+
 /// Control characters, as Rust's `char::is_control` has them (U+0000 to U+001F, U+007F
 /// to U+009F): refused in every text a person reads.
 pub(super) const CONTROL: &str = r"\u0000-\u001F\u007F-\u009F";
