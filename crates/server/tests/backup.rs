@@ -215,18 +215,7 @@ async fn a_backup_under_load_restores_into_sqlite_and_postgresql_and_the_shop_ca
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let work = tempfile::tempdir().unwrap();
     let file = work.path().join("shop.backup");
-    let created = cornershop_async(vec![
-        "backup".into(),
-        "create".into(),
-        format!("--out={}", path(&file)),
-        format!("--data-dir={}", path(&source_dir)),
-    ])
-    .await;
-    assert!(
-        created.status.success(),
-        "backup create: {}",
-        said(&created)
-    );
+    let created = create_backup(&source_dir, &file).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     let mut placed = 0;
@@ -347,6 +336,24 @@ async fn a_backup_under_load_restores_into_sqlite_and_postgresql_and_the_shop_ca
     carry_on(pg_dir.path().to_path_buf(), Some(database_url), master_key).await;
 }
 
+/// `cornershop backup create` of the embedded store in `data_dir`, which must succeed;
+/// what it printed.
+async fn create_backup(data_dir: &Path, file: &Path) -> Output {
+    let created = cornershop_async(vec![
+        "backup".into(),
+        "create".into(),
+        format!("--out={}", path(file)),
+        format!("--data-dir={}", path(data_dir)),
+    ])
+    .await;
+    assert!(
+        created.status.success(),
+        "backup create: {}",
+        said(&created)
+    );
+    created
+}
+
 /// A small shop's backup: one order placed and finished.
 async fn small_backup(work: &Path) -> (TestApp, PathBuf) {
     let app = spawn_embedded_with(|_| {}).await;
@@ -355,18 +362,7 @@ async fn small_backup(work: &Path) -> (TestApp, PathBuf) {
     app.wait_for_order(&order, &["Confirmed"]).await;
     app.settle().await;
     let file = work.join("small.backup");
-    let created = cornershop_async(vec![
-        "backup".into(),
-        "create".into(),
-        format!("--out={}", path(&file)),
-        format!("--data-dir={}", path(app.data_dir.path())),
-    ])
-    .await;
-    assert!(
-        created.status.success(),
-        "backup create: {}",
-        said(&created)
-    );
+    create_backup(app.data_dir.path(), &file).await;
     (app, file)
 }
 
@@ -538,18 +534,7 @@ async fn a_restored_shop_fires_a_pending_cart_expiry_once_and_sends_no_notificat
     app.settle().await;
     let work = tempfile::tempdir().unwrap();
     let file = work.path().join("timer.backup");
-    let created = cornershop_async(vec![
-        "backup".into(),
-        "create".into(),
-        format!("--out={}", path(&file)),
-        format!("--data-dir={}", path(app.data_dir.path())),
-    ])
-    .await;
-    assert!(
-        created.status.success(),
-        "backup create: {}",
-        said(&created)
-    );
+    create_backup(app.data_dir.path(), &file).await;
     let source_dir = app.stop_and_wait().await;
     let master_key = source_dir.path().join("master.key");
 
