@@ -3,7 +3,8 @@
 # PostgreSQL cluster (scripts/postgres.sh) and an OpenID Connect provider, Keycloak in dev
 # mode with the test realm deploy/keycloak/cornershop-realm.json (scripts/keycloak.sh),
 # plus Debian's kcat, python3-aiosmtpd, prometheus (with promtool),
-# prometheus-postgres-exporter, curl and jq for tests.
+# prometheus-postgres-exporter, curl, jq, chromium and chromium-driver for tests, and
+# axe-core from npm.
 #
 # Usage: scripts/stack.sh {install|start|stop|status|env}
 #
@@ -33,6 +34,9 @@
 #              CORNERSHOP_TEST_OIDC_CLIENT_SECRET  its test-only secret
 #              CORNERSHOP_TEST_OIDC_ADMIN_URL      http://127.0.0.1:$KEYCLOAK_PORT (admin REST
 #                                                  API; admin/admin in the master realm)
+#              CORNERSHOP_TEST_CHROMIUM, CORNERSHOP_TEST_CHROMEDRIVER  Debian's headless
+#                                                  browser and its driver (the console tests)
+#              CORNERSHOP_TEST_AXE                 axe-core's axe.min.js (from npm)
 #            The realm's users and their passwords: see scripts/keycloak.sh.
 #
 # Ports and run dirs follow the variables of kafka.sh, postgres.sh and keycloak.sh
@@ -43,6 +47,10 @@ set -euo pipefail
 
 SCRIPTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
+DEPLOY_RUN="${CORNERSHOP_DEPLOY_RUN:-$(dirname "$SCRIPTS")/.deploy-run}"
+# The console's accessibility check (crates/server/tests/console.rs): axe-core from npm.
+AXE_VERSION=4.10.3
+AXE_FILE="$DEPLOY_RUN/axe-core-$AXE_VERSION/axe.min.js"
 
 log() { echo "stack.sh: $*" >&2; }
 
@@ -52,6 +60,23 @@ print_env() {
     "$SCRIPTS/kafka.sh" env
     echo "CORNERSHOP_TEST_TLS_DIR=$("$SCRIPTS/tls.sh" dir)"
     "$SCRIPTS/keycloak.sh" env
+    echo "CORNERSHOP_TEST_CHROMIUM=$(command -v chromium || echo /usr/bin/chromium)"
+    echo "CORNERSHOP_TEST_CHROMEDRIVER=$(command -v chromedriver || echo /usr/bin/chromedriver)"
+    echo "CORNERSHOP_TEST_AXE=$AXE_FILE"
+}
+
+# axe-core's one script, from the npm registry's tarball of the pinned version.
+install_axe() {
+    [ -s "$AXE_FILE" ] && return 0
+    local dir tarball
+    dir="$(dirname "$AXE_FILE")"
+    mkdir -p "$dir"
+    tarball="$dir/axe-core.tgz"
+    log "downloading axe-core $AXE_VERSION from the npm registry"
+    curl -fsSL --retry 3 -o "$tarball" "https://registry.npmjs.org/axe-core/-/axe-core-$AXE_VERSION.tgz"
+    tar -xzf "$tarball" -C "$dir" --strip-components=1 package/axe.min.js
+    rm -f "$tarball"
+    [ -s "$AXE_FILE" ] || { log "axe-core's axe.min.js is missing from its tarball"; exit 1; }
 }
 
 # Everything the stack needs from Debian, in one apt-get update + install.
@@ -73,6 +98,9 @@ install_debian_packages() {
     command -v unzip >/dev/null 2>&1 || missing+=(unzip)
     command -v curl >/dev/null 2>&1 || missing+=(curl)
     command -v jq >/dev/null 2>&1 || missing+=(jq)
+    # The console's browser tests: headless Chromium driven through chromedriver.
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
     if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! id postgres >/dev/null 2>&1; then
         missing+=(postgresql)
     fi
@@ -87,9 +115,11 @@ install_debian_packages() {
 case "${1:-}" in
 install)
     install_debian_packages
+    install_axe
     ;;
 start)
     install_debian_packages
+    install_axe
     "$SCRIPTS/kafka.sh" install
     "$SCRIPTS/keycloak.sh" install
     "$SCRIPTS/tls.sh" make

@@ -21,8 +21,11 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 echo "== starting PostgreSQL, Kafka and Keycloak (scripts/stack.sh start)"
+# Into a variable first: a stack that does not start stops the run here (inside `eval
+# "$(...)"` its failure would be ignored, and every test needing it would fail instead).
+stack_env="$(scripts/stack.sh start)"
 set -a
-eval "$(scripts/stack.sh start)"
+eval "$stack_env"
 set +a
 
 echo "== cargo test --workspace"

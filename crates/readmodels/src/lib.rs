@@ -493,6 +493,12 @@ pub trait ReadModelStore: Send + Sync + 'static {
     ) -> Result<Vec<String>, ReadModelError>;
 
     /// Stock per SKU (only those at or below their threshold when `low_stock_only`).
+    /// How many orders are in each status (Created, Validated, ...), statuses without
+    /// orders left out: the console's overview.
+    async fn order_status_counts(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, u64>, ReadModelError>;
+
     async fn inventory(
         &self,
         low_stock_only: bool,

@@ -13,6 +13,7 @@ pub mod api;
 pub mod auth;
 pub mod backup;
 pub mod config;
+pub mod console;
 pub mod erasures;
 pub mod keys;
 pub mod metrics;

@@ -171,6 +171,31 @@ impl Application {
             "starting"
         );
 
+        let samples = Arc::new(crate::console::sampler::Samples::default());
+        let inspector = || {
+            kafka
+                .clone()
+                .map(cornershop_messaging::kafka::KafkaInspector::new)
+        };
+        if roles.has(Role::Api) {
+            let sources = crate::console::sampler::Sources {
+                store: stores.events.clone(),
+                read_models: stores.read_models.clone(),
+                stalls: stalls.clone(),
+                kafka: inspector(),
+            };
+            let samples = samples.clone();
+            background.spawn(|stopped| crate::console::sampler::run(samples, sources, stopped));
+        }
+        let console = crate::console::Console::new(
+            inspector(),
+            samples,
+            tls.is_some(),
+            args.auth
+                .oidc_issuer
+                .clone()
+                .zip(args.auth.console_oidc_client_id.clone()),
+        );
         let state = AppState {
             bus,
             gateway,
@@ -181,6 +206,7 @@ impl Application {
             erasures: Arc::new(crate::erasures::ErasureLedger::new(
                 args.erasure_ledger_path(),
             )),
+            console: Arc::new(console),
         };
         let (router, metrics) = api_role(state, &roles, &args).await?;
         let listener = TcpListener::bind(args.listen)

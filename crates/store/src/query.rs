@@ -26,8 +26,13 @@ pub struct EventQuery {
     pub aggregate_type: Option<AggregateType>,
     pub event_type: Option<String>,
     pub range: TimeRange,
+    /// Only events of this business transaction (the envelope's `metadata.correlationId`).
+    pub correlation_id: Option<String>,
     /// Only events after this position.
     pub after: u64,
+    /// Newest first: only events before this position, in descending order (`u64::MAX`
+    /// from the head). `None`: oldest first, the log's order.
+    pub before: Option<u64>,
     pub limit: u32,
 }
 

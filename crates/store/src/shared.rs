@@ -384,11 +384,21 @@ pub(crate) fn push_event_query(sql: &mut Statement, after: u64, query: &EventQue
     if let Some(t) = &query.event_type {
         sql.bind(" AND event_type = ", Arg::Text(t.clone()));
     }
+    if let Some(c) = &query.correlation_id {
+        sql.bind(" AND correlation_id = ", Arg::Text(c.clone()));
+    }
     push_range(sql, query.range, column);
-    sql.bind(
-        " ORDER BY position LIMIT ",
-        Arg::Int(i64::from(query.limit)),
-    );
+    let order = match query.before {
+        Some(before) => {
+            sql.bind(
+                " AND position < ",
+                Arg::Int(before.min(i64::MAX as u64) as i64),
+            );
+            " ORDER BY position DESC LIMIT "
+        }
+        None => " ORDER BY position LIMIT ",
+    };
+    sql.bind(order, Arg::Int(i64::from(query.limit)));
 }
 
 /// The rest of a listing of notifications, after a `WHERE` that holds: every filter the

@@ -57,6 +57,7 @@ macro_rules! contract_tests {
                 load_aggregate_time_range_is_inclusive,
                 query_filters_by_aggregate_type_event_type_and_time,
                 query_paging_walks_the_whole_log_without_duplicates_or_gaps,
+                query_newest_first_and_by_correlation,
                 stats_summarise_the_log,
                 stats_stay_exact_across_folds,
                 time_ranges_skip_only_runs_outside_the_range,
@@ -1118,6 +1119,7 @@ mod contract {
             range,
             after: 0,
             limit: 1000,
+            ..EventQuery::default()
         };
         let window = TimeRange {
             from: Some(at(10)),
@@ -1180,6 +1182,84 @@ mod contract {
             .await
             .unwrap();
         assert_eq!(ids(&page), ids(&carts[3..5]));
+    }
+
+    /// The console's log: newest first, paged by `before`, with every filter (and the
+    /// correlation id) as in the log's order, only reversed.
+    pub(crate) async fn query_newest_first_and_by_correlation(store: Arc<dyn EventStore>) {
+        let store = &*store;
+        assert_empty(store).await;
+        let all = populate(store).await;
+        let correlation = all[3].envelope.metadata.correlation_id.clone();
+        let window = TimeRange {
+            from: Some(at(10)),
+            to: Some(at(40)),
+        };
+        type Keep = Box<dyn Fn(&StoredEvent) -> bool>;
+        let cases: Vec<(EventQuery, Keep)> = vec![
+            (EventQuery::default(), Box::new(|_| true)),
+            (
+                EventQuery {
+                    aggregate_type: Some(AggregateType::Cart),
+                    ..EventQuery::default()
+                },
+                Box::new(|e| e.envelope.aggregate_type == AggregateType::Cart),
+            ),
+            (
+                EventQuery {
+                    event_type: Some("ItemAddedToCart".into()),
+                    range: window,
+                    ..EventQuery::default()
+                },
+                Box::new(move |e| {
+                    e.envelope.event_type == "ItemAddedToCart"
+                        && window.contains(e.envelope.timestamp)
+                }),
+            ),
+            (
+                EventQuery {
+                    correlation_id: Some(correlation.clone()),
+                    ..EventQuery::default()
+                },
+                Box::new(move |e| e.envelope.metadata.correlation_id == correlation),
+            ),
+        ];
+        for (query, keep) in cases {
+            let mut expected: Vec<StoredEvent> = all.iter().filter(|e| keep(e)).cloned().collect();
+            expected.reverse();
+            assert!(!expected.is_empty(), "the case {query:?} selects something");
+            let mut walked = Vec::new();
+            let mut before = u64::MAX;
+            loop {
+                let page = store
+                    .query(&EventQuery {
+                        before: Some(before),
+                        limit: 2,
+                        ..query.clone()
+                    })
+                    .await
+                    .unwrap();
+                assert!(page.len() <= 2);
+                let Some(last) = page.last() else { break };
+                before = last.position;
+                walked.extend(page);
+            }
+            assert_eq!(ids(&walked), ids(&expected), "newest first: {query:?}");
+        }
+        // The correlation filter alone matches what events_by_correlation holds.
+        let one = &all[0].envelope.metadata.correlation_id;
+        let by_query = store
+            .query(&EventQuery {
+                correlation_id: Some(one.clone()),
+                limit: 1000,
+                ..EventQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(&by_query),
+            ids(&store.events_by_correlation(one).await.unwrap())
+        );
     }
 
     pub(crate) async fn query_paging_walks_the_whole_log_without_duplicates_or_gaps(

@@ -330,38 +330,20 @@ fn measure_lag(
     let topics = settings.topics();
     for consumer in consumers {
         let group = settings.group(consumer);
-        // Not subscribed: it only reads the group's committed offsets, it never joins.
-        let client: BaseConsumer = settings
-            .client()
-            .set("group.id", &group)
-            .set("enable.auto.commit", "false")
-            .create()?;
-        let metadata = client.fetch_metadata(None, timeout)?;
-        let mut partitions = TopicPartitionList::new();
-        for topic in metadata.topics() {
-            if topics.iter().any(|t| t == topic.name()) {
-                for p in topic.partitions() {
-                    partitions.add_partition(topic.name(), p.id());
-                }
-            }
-        }
-        let committed = client.committed_offsets(partitions, timeout)?;
         let (mut progress, mut behind) = (0u64, 0u64);
-        for element in committed.elements() {
-            let (low, high) =
-                client.fetch_watermarks(element.topic(), element.partition(), timeout)?;
-            let lag = match element.offset() {
-                Offset::Offset(committed) => high - committed,
-                _ => high - low,
+        for position in group_positions(settings, &group, &topics, timeout)? {
+            let lag = match position.committed {
+                Some(committed) => position.high - committed,
+                None => position.high - position.low,
             };
             metrics::gauge!(
                 "kafka_consumer_lag",
                 "consumer_group" => group.clone(),
-                "topic" => element.topic().to_string(),
-                "partition" => element.partition().to_string()
+                "topic" => position.topic,
+                "partition" => position.partition.to_string()
             )
             .set(lag.max(0) as f64);
-            if let Offset::Offset(committed) = element.offset() {
+            if let Some(committed) = position.committed {
                 progress += committed.max(0) as u64;
             }
             behind += lag.max(0) as u64;
@@ -369,4 +351,59 @@ fn measure_lag(
         stalls.observe(&group, progress, progress + behind);
     }
     Ok(())
+}
+
+/// Where a group stands on one partition: the offset it committed (`None` when it has
+/// committed none there) and the partition's watermarks.
+pub(super) struct GroupPosition {
+    pub(super) topic: String,
+    pub(super) partition: i32,
+    pub(super) committed: Option<i64>,
+    pub(super) low: i64,
+    pub(super) high: i64,
+}
+
+/// `group`'s position on every partition of those of `topics` that exist, read from the
+/// broker (blocking; each request waits up to `timeout`). The lag measurement and the
+/// inspector (`inspect.rs`) both read it this way.
+pub(super) fn group_positions(
+    settings: &KafkaSettings,
+    group: &str,
+    topics: &[String],
+    timeout: Duration,
+) -> Result<Vec<GroupPosition>, KafkaError> {
+    // Not subscribed: it only reads the group's committed offsets, it never joins.
+    let client: BaseConsumer = settings
+        .client()
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let metadata = client.fetch_metadata(None, timeout)?;
+    let mut partitions = TopicPartitionList::new();
+    for topic in metadata.topics() {
+        if topics.iter().any(|t| t == topic.name()) {
+            for p in topic.partitions() {
+                partitions.add_partition(topic.name(), p.id());
+            }
+        }
+    }
+    let committed = client.committed_offsets(partitions, timeout)?;
+    committed
+        .elements()
+        .iter()
+        .map(|element| {
+            let (low, high) =
+                client.fetch_watermarks(element.topic(), element.partition(), timeout)?;
+            Ok(GroupPosition {
+                topic: element.topic().to_string(),
+                partition: element.partition(),
+                committed: match element.offset() {
+                    Offset::Offset(committed) => Some(committed),
+                    _ => None,
+                },
+                low,
+                high,
+            })
+        })
+        .collect()
 }

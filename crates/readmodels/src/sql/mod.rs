@@ -139,6 +139,12 @@ impl ReadModelStore for SqlReadModels {
         queries::order_ids(self, after, limit).await
     }
 
+    async fn order_status_counts(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, u64>, ReadModelError> {
+        queries::order_status_counts(self).await
+    }
+
     async fn inventory(
         &self,
         low_stock_only: bool,

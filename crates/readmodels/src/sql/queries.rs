@@ -263,6 +263,20 @@ pub(super) async fn sales_report(
     })
 }
 
+pub(super) async fn order_status_counts(
+    store: &SqlReadModels,
+) -> Result<std::collections::BTreeMap<String, u64>, ReadModelError> {
+    let counts = store
+        .engine
+        .read(
+            "SELECT status, COUNT(*) AS n FROM rm_orders WHERE status IS NOT NULL GROUP BY status",
+            vec![],
+            |row| Ok((row.text_of("status")?, count(row, "n")?)),
+        )
+        .await?;
+    Ok(counts.into_iter().collect())
+}
+
 pub(super) async fn projection_state(
     store: &SqlReadModels,
     name: &str,

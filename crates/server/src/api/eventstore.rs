@@ -88,6 +88,8 @@ pub(super) async fn replay(
 pub(super) struct EventsParams {
     pub aggregate_type: Option<String>,
     pub event_type: Option<String>,
+    /// Only the events of this business transaction (their `metadata.correlationId`).
+    pub correlation_id: Option<String>,
     /// Only events at or after this instant (RFC 3339).
     pub from: Option<DateTime<Utc>>,
     /// Only events at or before this instant (RFC 3339).
@@ -136,11 +138,13 @@ pub(super) async fn events(
             .map(aggregate_type)
             .transpose()?,
         event_type: params.event_type,
+        correlation_id: params.correlation_id,
         range: TimeRange {
             from: params.from,
             to: params.to,
         },
         after: params.after.unwrap_or(0),
+        before: None,
         limit,
     };
     let events = state.bus.store().query(&query).await?;

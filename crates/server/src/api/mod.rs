@@ -47,6 +47,8 @@ pub struct AppState {
     pub auth: std::sync::Arc<crate::auth::Authenticator>,
     /// Where erasures are recorded apart from the store (`erasures`).
     pub erasures: std::sync::Arc<crate::erasures::ErasureLedger>,
+    /// The operator's console (`console`): its Kafka view, history and running rebuilds.
+    pub console: std::sync::Arc<crate::console::Console>,
 }
 
 #[derive(OpenApi)]
@@ -174,10 +176,18 @@ pub fn router(state: AppState, limits: RequestLimits, shop_api: bool) -> Router 
         guard.clone(),
         crate::auth::guard,
     ));
-    let untimed = untimed.route_layer(axum::middleware::from_fn_with_state(
+    let mut untimed = untimed.route_layer(axum::middleware::from_fn_with_state(
         guard,
         crate::auth::guard,
     ));
+    // The console has a guard of its own (a session cookie, CSRF); its event streams stay
+    // open, so they are untimed.
+    let mut router = router;
+    if shop_api {
+        let (pages, streams) = crate::console::routes(&state);
+        router = router.merge(pages);
+        untimed = untimed.merge(streams);
+    }
     common_layers(
         with_deadline(router, limits.request_timeout).merge(untimed),
         limits.max_body_bytes,

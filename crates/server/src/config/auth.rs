@@ -39,6 +39,13 @@ pub struct AuthArgs {
     #[arg(long, env = "CORNERSHOP_OIDC_ROLES_CLAIM", default_value = "roles")]
     pub oidc_roles_claim: String,
 
+    /// The identity provider's client id of the console (`/console`), a public client
+    /// with the authorization code flow and PKCE whose redirect URI is
+    /// `<this shop's origin>/console/callback`. Without it (or without --oidc-issuer) the
+    /// console signs in with a pasted access token only.
+    #[arg(long, env = "CORNERSHOP_CONSOLE_OIDC_CLIENT_ID")]
+    pub console_oidc_client_id: Option<String>,
+
     /// The embedded issuer's signing key (created, mode 0600, when missing). Default:
     /// signing-key.pem in --data-dir. Processes of one shop that sign their own tokens
     /// share this file.

@@ -428,6 +428,36 @@ impl Drop for Cluster {
     }
 }
 
+/// Settings for a shop in this process on PostgreSQL + Kafka: a fresh database, a fresh
+/// topic namespace, the broker's security, and `flags` after those; with the database's URL
+/// and the namespace, for [`remove_topics_and_database`].
+pub(crate) async fn production_args(
+    data_dir: &Path,
+    flags: &[String],
+) -> (ServeArgs, String, String) {
+    use clap::{Args, FromArgMatches};
+    let database_url = fresh_database().await;
+    let suffix: u64 = rand::rng().random();
+    let namespace = format!("e2e{suffix:x}.");
+    let mut all = vec![
+        "serve".to_string(),
+        "--listen=127.0.0.1:0".to_string(),
+        format!("--data-dir={}", data_dir.display()),
+        format!("--database-url={database_url}"),
+        format!("--kafka-brokers={}", required_env(BROKERS_ENV)),
+        format!("--kafka-namespace={namespace}"),
+    ];
+    all.extend(kafka_security_flags());
+    all.extend(flags.iter().cloned());
+    let command = ServeArgs::augment_args(clap::Command::new("serve"))
+        .mut_args(|arg| arg.env(None::<&'static str>));
+    let matches = command
+        .try_get_matches_from(all)
+        .expect("the production settings parse");
+    let args = ServeArgs::from_arg_matches(&matches).expect("the production settings parse");
+    (args, database_url, namespace)
+}
+
 /// A new, empty database on the test PostgreSQL; its URL.
 pub(crate) async fn fresh_database() -> String {
     let admin_url = required_env(DATABASE_ENV);
@@ -516,7 +546,7 @@ impl Cluster {
 
 /// Deletes a cluster's topics (the four event topics and their dead-letter topics) and
 /// drops its database, unless `CORNERSHOP_TEST_KEEP_LOGS` is set. Failures only warn.
-async fn remove_topics_and_database(namespace: &str, brokers: &str, database_url: &str) {
+pub(crate) async fn remove_topics_and_database(namespace: &str, brokers: &str, database_url: &str) {
     use rdkafka::admin::{AdminClient, AdminOptions};
     use rdkafka::client::DefaultClientContext;
 

@@ -118,7 +118,6 @@ async fn spawn(
     let data_dir = tempfile::tempdir().expect("temp dir");
     let mut args = ServeArgs::for_data_dir(data_dir.path());
     configure(&mut args);
-    let key_file = args.auth.signing_key_path(&args.data_dir);
     if cluster::production() && !embedded_only {
         assert!(
             handlers.is_empty(),
@@ -136,6 +135,17 @@ async fn spawn(
             cluster: Some(cluster),
         };
     }
+    start_in_process(data_dir, args, handlers).await
+}
+
+/// The application in this process with exactly these settings (on whichever stores they
+/// name) and extra consumers; its client is an admin's.
+pub(crate) async fn start_in_process(
+    data_dir: tempfile::TempDir,
+    args: ServeArgs,
+    handlers: Vec<std::sync::Arc<dyn cornershop_messaging::Handler>>,
+) -> TestApp {
+    let key_file = args.auth.signing_key_path(&args.data_dir);
     let app = Application::build_with(args, handlers)
         .await
         .expect("the application builds");
