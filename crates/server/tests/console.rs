@@ -97,6 +97,70 @@ async fn the_console_in_a_real_browser_on_postgresql_and_kafka() {
     scenario(Backend::Production).await;
 }
 
+/// The console signs in with the API's identity provider: Keycloak's login page, the
+/// authorization code flow with PKCE (the realm's public client `cornershop-console`), and
+/// back to the page asked for with the staff user's session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_console_signs_in_with_the_identity_provider() {
+    if !browser_ready() {
+        return;
+    }
+    let Ok(issuer) = std::env::var("CORNERSHOP_TEST_OIDC_ISSUER") else {
+        eprintln!(
+            "skipped: no test identity provider (run scripts/test.sh, or start scripts/stack.sh)"
+        );
+        return;
+    };
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut args = ServeArgs::for_data_dir(data_dir.path());
+    args.auth.oidc_issuer = Some(issuer.clone());
+    args.auth.console_oidc_client_id = Some("cornershop-console".into());
+    let app = common::start_in_process(data_dir, args, Vec::new()).await;
+    let browser = Browser::start(1280).await;
+    browser.goto(&app.url("/console/consumers")).await;
+    let button = browser
+        .wait_for(
+            "a.button[href^=\"/console/sign-in/oidc\"]",
+            Duration::from_secs(10),
+        )
+        .await;
+    browser.click(&button).await;
+    let user = browser.wait_for("#username", Duration::from_secs(15)).await;
+    assert!(
+        browser.url().await.starts_with(&issuer),
+        "at the identity provider: {}",
+        browser.url().await
+    );
+    browser.type_into(&user, "sam").await;
+    let password = browser.find("#password").await.unwrap();
+    browser.type_into(&password, "sam-password").await;
+    browser
+        .click(&browser.find("#kc-login").await.unwrap())
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !browser
+        .url()
+        .await
+        .starts_with(&app.url("/console/consumers"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not back on the console: {} {}",
+            browser.url().await,
+            browser.text("body").await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(browser.text("main h1").await, "Consumers and projections");
+    assert!(
+        browser.text(".who").await.contains("(staff)"),
+        "{}",
+        browser.text(".who").await
+    );
+    // Staff: no admin's button.
+    assert!(browser.find("#projections button").await.is_none());
+}
+
 /// The settings every run of the scenario shares: dead letters after 3 quick attempts.
 const FLAGS: [&str; 2] = ["--consumer-max-attempts=3", "--consumer-retry-delay=10ms"];
 
@@ -198,6 +262,22 @@ async fn scenario(backend: Backend) {
     assert_eq!(
         shown, expected,
         "the log filtered by {correlation}, newest first"
+    );
+
+    // Personal data only for whom may see it: staff sees the order's email sealed.
+    let created = stored["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["eventType"] == "OrderCreated")
+        .map(|e| format!("/console/events/{}", e["eventId"].as_str().unwrap()))
+        .expect("the order's OrderCreated");
+    browser.goto(&app.url(&created)).await;
+    let envelope = browser.text("pre.json").await;
+    assert!(envelope.contains("\"sealed\""), "{envelope}");
+    assert!(
+        !envelope.contains("ada@example.com"),
+        "staff sees the email: {envelope}"
     );
 
     // The live tail shows a new event within 2 s.
@@ -330,6 +410,12 @@ async fn scenario(backend: Backend) {
         1,
         "the forged POSTs re-drove nothing"
     );
+    browser.goto(&app.url(&created)).await;
+    let envelope = browser.text("pre.json").await;
+    assert!(
+        envelope.contains("ada@example.com"),
+        "the admin sees the email opened: {envelope}"
+    );
     redrive(&browser, &app, &letter_id).await;
     let results = browser.text("#redrive-results").await;
     assert!(results.contains("failed again"), "{results}");
@@ -384,6 +470,13 @@ async fn scenario(backend: Backend) {
             assert_eq!(rows.len() as i32, partitions, "{name}'s partitions");
             assert!(partitions >= 1);
         }
+        browser.goto(&app.url("/console/deadletters")).await;
+        let parked = browser.text("#dead-letter-topics").await;
+        assert!(
+            parked.contains(&format!("{namespace}orders.events.dlq")),
+            "{parked}"
+        );
+        browser.goto(&app.url("/console/kafka")).await;
         let groups = browser.find_all("section.group").await;
         assert!(
             groups.len() >= 5,

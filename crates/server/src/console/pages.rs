@@ -1067,6 +1067,18 @@ pub(super) async fn dead_letters(
         .take(LETTERS_PAGE)
         .collect();
     let status_name = status.unwrap_or("all");
+    // On Kafka, messages no consumer could even read (no event in them) are parked in the
+    // `.dlq` topics instead: listed here, each with a link to its messages.
+    let parked = match &state.console.kafka {
+        Some(kafka) => match kafka.topics().await {
+            Ok(topics) => topics.into_iter().filter(|t| t.dead_letter).collect(),
+            Err(error) => {
+                tracing::debug!(%error, "console: the dead-letter topics are not listed");
+                Vec::new()
+            }
+        },
+        None => Vec::new(),
+    };
     let body = html! {
         form method="get" action="/console/deadletters" class="filters" aria-label="Filter the dead letters" {
             div {
@@ -1112,6 +1124,18 @@ pub(super) async fn dead_letters(
             }
             @if viewer.may_act() && shown.iter().any(|l| l.status == "pending") {
                 button type="submit" id="redrive" { "Re-drive the selected" }
+            }
+        }
+        @if !parked.is_empty() {
+            h2 { "Dead-letter topics" }
+            p { "Messages that could not be read as events at all, parked by the Kafka consumers." }
+            ul id="dead-letter-topics" {
+                @for t in &parked {
+                    li {
+                        a href=(format!("/console/kafka/messages?topic={}&partition=0&offset=0", html::encode(&t.name))) { (t.name) }
+                        ": " (count(t.messages.max(0) as u64)) " message" @if t.messages != 1 { "s" }
+                    }
+                }
             }
         }
         nav class="pager" aria-label="Pages" {
