@@ -691,33 +691,101 @@ async fn accessibility_issues(browser: &Browser, axe: &str) -> Vec<String> {
         .collect()
 }
 
-/// Where the screenshots go.
+/// The screenshots the README shows: `docs/console/<file>.png` wherever it names them.
+fn readme_screenshots() -> Vec<String> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("the README");
+    readme
+        .split("(docs/console/")
+        .skip(1)
+        .filter_map(|rest| rest.split_once(')').map(|(file, _)| file.to_string()))
+        .collect()
+}
+
+fn docs_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/console")
+}
+
+/// Every screenshot the README shows is in `docs/console/` and is one this scenario takes
+/// (so `CORNERSHOP_UPDATE_SCREENSHOTS=1` renews it).
+#[test]
+fn the_readme_shows_screenshots_the_tests_take() {
+    let shown = readme_screenshots();
+    assert!(shown.len() >= 5, "the README shows {shown:?}");
+    for file in shown {
+        let path = docs_dir().join(&file);
+        let png = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(png.starts_with(b"\x89PNG"), "{file} is a PNG");
+        let taken = SCREENSHOTS.iter().any(|name| {
+            ["embedded", "production"].iter().any(|backend| {
+                [
+                    format!("{backend}-{name}.png"),
+                    format!("{backend}-{name}-375.png"),
+                    format!("{backend}-{name}-1280.png"),
+                ]
+                .contains(&file)
+            })
+        });
+        assert!(taken, "the README shows {file}, which no test takes");
+    }
+}
+
+/// The names of the screenshots the scenario takes (before the backend and the width).
+const SCREENSHOTS: &[&str] = &[
+    "overview",
+    "events",
+    "event",
+    "aggregate",
+    "order",
+    "consumers",
+    "deadletters",
+    "kafka",
+    "sign-in",
+    "kafka-messages",
+    "deadletters-staff",
+    "redrive",
+];
+
+/// Where the screenshots go: `CARGO_TARGET_TMPDIR/console-screenshots`, and with
+/// `CORNERSHOP_UPDATE_SCREENSHOTS` those the README shows also to `docs/console/`.
 struct Screenshots {
     backend: Backend,
-    dirs: Vec<PathBuf>,
+    all: PathBuf,
+    readme: Option<Vec<String>>,
 }
 
 impl Screenshots {
     fn new(backend: Backend) -> Self {
-        let mut dirs = vec![PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots")];
-        if std::env::var_os("CORNERSHOP_UPDATE_SCREENSHOTS").is_some() {
-            dirs.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/console"));
+        let all = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+        std::fs::create_dir_all(&all).unwrap();
+        let readme =
+            std::env::var_os("CORNERSHOP_UPDATE_SCREENSHOTS").map(|_| readme_screenshots());
+        Self {
+            backend,
+            all,
+            readme,
         }
-        for dir in &dirs {
-            std::fs::create_dir_all(dir).unwrap();
-        }
-        Self { backend, dirs }
     }
 
     async fn take(&self, browser: &Browser, _app: &TestApp, name: &str, width: Option<u32>) {
+        assert!(
+            SCREENSHOTS.contains(&name),
+            "{name} is listed in SCREENSHOTS"
+        );
         let png = browser.screenshot().await;
         assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot of {name}");
         let file = match width {
             Some(w) => format!("{}-{name}-{w}.png", self.backend.name()),
             None => format!("{}-{name}.png", self.backend.name()),
         };
-        for dir in &self.dirs {
-            std::fs::write(dir.join(&file), &png).unwrap();
+        std::fs::write(self.all.join(&file), &png).unwrap();
+        if self
+            .readme
+            .as_ref()
+            .is_some_and(|shown| shown.contains(&file))
+        {
+            std::fs::create_dir_all(docs_dir()).unwrap();
+            std::fs::write(docs_dir().join(&file), &png).unwrap();
         }
     }
 }

@@ -1091,7 +1091,10 @@ pub(super) async fn dead_letters(
             div { label for="letterEventType" { "Event type" } input id="letterEventType" name="eventType" type="text" value=(filter.event_type.clone().unwrap_or_default()); }
             div class="actions" { button type="submit" { "Filter" } }
         }
-        p role="status" { (letters.len()) " dead letter" @if letters.len() != 1 { "s" } " " (status_name) "." }
+        p role="status" {
+            (letters.len()) " dead letter" @if letters.len() != 1 { "s" }
+            " " @if status.is_some() { (status_name) } @else { "in all" } "."
+        }
         form method="post" action="/console/deadletters/redrive" id="redrive-form" {
             @if viewer.may_act() { (viewer.csrf_field()) }
             table id="dead-letters" {
