@@ -161,6 +161,100 @@ async fn the_console_signs_in_with_the_identity_provider() {
     assert!(browser.find("#projections button").await.is_none());
 }
 
+/// Odd input on any console page answers a page saying what is wrong, never a server
+/// error or a panic; an action's odd form too.
+#[tokio::test]
+async fn odd_input_gets_a_page_that_says_what_is_wrong() {
+    let app = common::spawn_embedded_with(|_| {}).await;
+    let cookie = format!("cornershop_console={}", app.token(Role::Admin, "odd-input"));
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for path in [
+        "/console/events?before=x",
+        "/console/events?before=-1",
+        "/console/events?from=yesterday",
+        "/console/events?to=2026-13-45T99:00",
+        "/console/events?aggregateType=Nope",
+        "/console/events?eventType=%00",
+        "/console/events?correlationId=%F0%9F%92%A9&limit=5",
+        "/console/events/not-a-uuid",
+        "/console/events/00000000-0000-0000-0000-000000000000",
+        "/console/aggregates/Order/%2e%2e",
+        "/console/aggregates/Nope/x",
+        "/console/aggregates/Order/x?version=99999999999999999999",
+        "/console/aggregates/Order/x?version=-3",
+        "/console/orders/%00",
+        "/console/kafka/messages?topic=x&partition=-1",
+        "/console/kafka/messages",
+        "/console/deadletters?status=weird",
+        "/console/deadletters?page=18446744073709551615",
+        "/console/live/events?after=x",
+        "/console/assets/..%2F..%2Fetc%2Fpasswd",
+        "/console/sign-in?next=https://evil.example",
+    ] {
+        let answer = client
+            .get(app.url(path))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status();
+        assert!(
+            status.is_success() || status.is_client_error(),
+            "{path}: {status}"
+        );
+        if status.is_client_error() {
+            let kind = answer.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            let body = answer.text().await.unwrap();
+            assert!(kind.starts_with("text/html"), "{path}: {kind}");
+            assert!(body.contains("class=\"error\""), "{path}: {body}");
+        }
+    }
+    // The action's form, with the session's CSRF token but ids that are none.
+    let page = client
+        .get(app.url("/console/deadletters"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the page's CSRF token")
+        .to_string();
+    for (body, expected) in [
+        (format!("csrf={csrf}&ids=abc"), StatusCode::BAD_REQUEST),
+        (format!("csrf={csrf}"), StatusCode::BAD_REQUEST),
+        (
+            format!("csrf={csrf}&ids=99999&confirmed=yes"),
+            StatusCode::OK,
+        ),
+        (
+            format!("csrf={csrf}&ids={}", "1".repeat(70_000)),
+            StatusCode::FORBIDDEN,
+        ),
+    ] {
+        let answer = client
+            .post(app.url("/console/deadletters/redrive"))
+            .header("cookie", &cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), expected, "{}", &body[..body.len().min(80)]);
+    }
+}
+
 /// The settings every run of the scenario shares: dead letters after 3 quick attempts.
 const FLAGS: [&str; 2] = ["--consumer-max-attempts=3", "--consumer-retry-delay=10ms"];
 
@@ -438,6 +532,32 @@ async fn scenario(backend: Backend) {
         .goto(&app.url("/console/deadletters?status=resolved"))
         .await;
     assert!(browser.text("#dead-letters").await.contains("resolved"));
+
+    // The admin rebuilds the projection (its progress shown until it is swapped in) and
+    // verifies the read models against the events.
+    browser.goto(&app.url("/console/consumers")).await;
+    let rebuild = browser
+        .wait_for("#projections form button", Duration::from_secs(5))
+        .await;
+    browser.click(&rebuild).await;
+    let done = browser
+        .wait_for("#projections .ok", Duration::from_secs(30))
+        .await;
+    let said = browser.text_of(&done).await;
+    assert!(said.starts_with("Rebuilt from"), "{said}");
+    let verify = browser
+        .find("form[action=\"/console/projections/verify\"] button")
+        .await
+        .expect("the verify button");
+    browser.click(&verify).await;
+    let result = browser
+        .wait_for("#verify-result", Duration::from_secs(60))
+        .await;
+    let said = browser.text_of(&result).await;
+    assert!(
+        said.contains("verified 2 orders") && said.contains(" 0 mismatches"),
+        "{said}"
+    );
 
     // Kafka: the four topics with their partitions, the groups with a lag that reaches 0.
     if backend == Backend::Production {

@@ -1,6 +1,7 @@
 //! The layout every console page shares, its assets, and small helpers for the pages.
 
-use axum::extract::Path;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -32,6 +33,46 @@ pub(super) async fn asset(Path(file): Path<String>) -> Response {
         body,
     )
         .into_response()
+}
+
+/// A page's query parameters, or the page that says what is wrong with them (axum's own
+/// rejection is plain text).
+pub(super) struct Query<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Query(value)),
+            Err(rejection) => Err(error_page(
+                StatusCode::BAD_REQUEST,
+                "Cannot show this",
+                &format!(
+                    "The address's parameters are not right: {}",
+                    rejection.body_text()
+                ),
+            )),
+        }
+    }
+}
+
+/// A submitted form, or the page that says what is wrong with it.
+pub(super) struct Form<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for Form<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Response> {
+        match axum::Form::<T>::from_request(request, state).await {
+            Ok(axum::Form(value)) => Ok(Form(value)),
+            Err(rejection) => Err(error_page(
+                StatusCode::BAD_REQUEST,
+                "Cannot take this form",
+                &format!("The form is not as expected: {}", rejection.body_text()),
+            )),
+        }
+    }
 }
 
 /// The sections of the navigation, by the path they start with.
@@ -101,6 +142,15 @@ pub(super) fn page(
         markup.into_string(),
     )
         .into_response()
+}
+
+/// Any console address that is no page.
+pub(super) async fn no_such_page() -> Response {
+    error_page(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        "There is no such page in the console.",
+    )
 }
 
 /// A page that says what went wrong, with its status.

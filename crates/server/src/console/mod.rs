@@ -48,6 +48,8 @@ pub(crate) const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/console/callback", Open),
     ("POST", "/console/sign-out", Open),
     ("GET", "/console/assets/{file}", Open),
+    // Any other console address: a page saying there is none (not the API's JSON 404).
+    ("GET", "/console/{*rest}", Open),
     ("GET", "/console", Needs(Staff)),
     ("GET", "/console/live/overview", Needs(Staff)),
     ("GET", "/console/events", Needs(Staff)),
@@ -121,6 +123,7 @@ pub(crate) fn routes(state: &AppState) -> (Router<AppState>, Router<AppState>) {
         .route("/console/callback", get(session::oidc_callback))
         .route("/console/sign-out", post(session::sign_out))
         .route("/console/assets/{file}", get(html::asset))
+        .route("/console/{*rest}", get(html::no_such_page))
         .route("/console", get(pages::overview))
         .route("/console/events", get(pages::events))
         .route("/console/events/{event_id}", get(pages::event))

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Extension;
@@ -18,7 +18,7 @@ use maud::{html, Markup};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::html::{self, aggregate_link, count, event_link, json_block, page, when};
+use super::html::{self, aggregate_link, count, event_link, json_block, page, when, Query};
 use super::{csrf_token, SessionToken};
 use crate::api::AppState;
 use crate::auth::{Caller, Role};
@@ -1063,7 +1063,7 @@ pub(super) async fn dead_letters(
     let page_no = filter.page.unwrap_or(0);
     let shown: Vec<_> = letters
         .iter()
-        .skip(page_no * LETTERS_PAGE)
+        .skip(page_no.saturating_mul(LETTERS_PAGE))
         .take(LETTERS_PAGE)
         .collect();
     let status_name = status.unwrap_or("all");
@@ -1143,7 +1143,7 @@ pub(super) async fn dead_letters(
         }
         nav class="pager" aria-label="Pages" {
             @if page_no > 0 { a href=(format!("/console/deadletters?status={status_name}&page={}", page_no - 1)) { "Previous" } }
-            @if (page_no + 1) * LETTERS_PAGE < letters.len() { a rel="next" href=(format!("/console/deadletters?status={status_name}&page={}", page_no + 1)) { "Next" } }
+            @if page_no.saturating_add(1).saturating_mul(LETTERS_PAGE) < letters.len() { a rel="next" href=(format!("/console/deadletters?status={status_name}&page={}", page_no.saturating_add(1))) { "Next" } }
         }
     };
     Ok(viewer.page("Dead letters", "/console/deadletters", body))

@@ -11,13 +11,14 @@
 //! (RFC 7636): the verifier and the state wait in a short-lived cookie of the callback's
 //! path, and the code is exchanged for the token at the provider's token endpoint.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine;
 use maud::html;
 use serde::Deserialize;
 
+use super::html::{Form, Query};
 use super::{cookie, html, SESSION_COOKIE};
 use crate::api::AppState;
 use crate::auth::AuthFailure;
@@ -149,7 +150,7 @@ pub(super) struct SignInForm {
 pub(super) async fn sign_in(
     State(state): State<AppState>,
     headers: HeaderMap,
-    axum::Form(form): axum::Form<SignInForm>,
+    Form(form): Form<SignInForm>,
 ) -> Response {
     let next = safe_next(form.next.as_deref());
     // A sign-in from another site's form would sign the browser in as someone else.
