@@ -48,6 +48,9 @@ pub(crate) enum Command {
     /// A cold load of a long Inventory stream (10,000 events) from its snapshot and the
     /// events after it, beside the full fold of every event.
     Snapshot(SnapshotArgs),
+    /// The operator's console on a store of --events events: every page timed over HTTP
+    /// (p50, p95, max), beside GET /health/live and the API's events?limit=50.
+    Console(ConsoleArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -222,4 +225,20 @@ pub(crate) struct SnapshotArgs {
     /// Timed loads of each case.
     #[arg(long, default_value_t = 21)]
     pub(crate) samples: usize,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ConsoleArgs {
+    /// The store; with --backend postgres, an empty database.
+    #[command(flatten)]
+    pub(crate) store: StoreArgs,
+    /// Events written into the store (whole order histories: a little more).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub(crate) events: u64,
+    /// Timed requests of each page, after one to warm up.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) requests: usize,
+    /// Generators writing the order histories at once (each with its own SKUs).
+    #[arg(long, default_value_t = 4)]
+    pub(crate) writers: usize,
 }

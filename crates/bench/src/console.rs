@@ -10,7 +10,7 @@
 //! events the aggregates' own `decide` gives, as the rebuild benchmark writes them), run
 //! by `--writers` tasks at once, each with its own 50 SKUs, so that the store's group
 //! commit takes their appends together. An order has one to three lines; each line's SKU
-//! is drawn with a skew (the first SKU of a writer is on about a third of its orders), so
+//! is drawn with a skew (the first SKU of a writer is on about three orders in ten), so
 //! the busiest SKU's stream is long; outcomes as in the rebuild benchmark, with
 //! cancellations after payment too. One order every 30 s of simulated time, so the log
 //! spans weeks, and each order's events 7 ms apart.
@@ -26,7 +26,6 @@
 //! A page that does not answer 200 with its content is an error of the benchmark.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -384,7 +383,11 @@ struct Targets {
 impl Targets {
     async fn find(store: &dyn EventStore, fill: &Filled, head: u64) -> anyhow::Result<Self> {
         let order = store
-            .load_aggregate(AggregateType::Order, &fill.middle_order, TimeRange::default())
+            .load_aggregate(
+                AggregateType::Order,
+                &fill.middle_order,
+                TimeRange::default(),
+            )
             .await?;
         let Some(first) = order.first() else {
             bail!("the middle order {} has no events", fill.middle_order);
@@ -437,7 +440,11 @@ impl Targets {
                 baseline: true,
             },
             page("overview", "/console".into(), "data-order-status="),
-            page("log, first page", "/console/events".into(), "data-position="),
+            page(
+                "log, first page",
+                "/console/events".into(),
+                "data-position=",
+            ),
             page(
                 "log, deep page (before=middle)",
                 format!("/console/events?before={}", self.head / 2),
@@ -478,8 +485,16 @@ impl Targets {
                 format!("/console/orders/{}", self.order_id),
                 "id=\"causal-graph\"",
             ),
-            page("consumers", "/console/consumers".into(), "reporting-service"),
-            page("dead letters", "/console/deadletters".into(), "dead-letters"),
+            page(
+                "consumers",
+                "/console/consumers".into(),
+                "reporting-service",
+            ),
+            page(
+                "dead letters",
+                "/console/deadletters".into(),
+                "dead-letters",
+            ),
             page("kafka", "/console/kafka".into(), "Kafka"),
         ]
     }
@@ -516,7 +531,10 @@ async fn request(
     request = if case.baseline {
         request.bearer_auth(token)
     } else {
-        request.header(reqwest::header::COOKIE, format!("cornershop_console={token}"))
+        request.header(
+            reqwest::header::COOKIE,
+            format!("cornershop_console={token}"),
+        )
     };
     let started = Instant::now();
     let response = request.send().await?;
@@ -613,9 +631,5 @@ fn print_table(backend: &str, events: u64, requests: usize, measured: &[Measured
             if m.p95 > 1000.0 { "  OVER 1 s" } else { "" }
         );
     }
-    eprintln!("    {}", dir_note(Path::new(".")));
-}
-
-fn dir_note(_: &Path) -> &'static str {
-    "first: the warm-up request; p50/p95 nearest-rank; bytes: the largest body"
+    eprintln!("first: the warm-up request; p50 and p95 nearest-rank; bytes: the largest body");
 }

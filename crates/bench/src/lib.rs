@@ -17,17 +17,20 @@
 //! cargo bench -p cornershop-bench -- auth --seconds 3
 //! cargo bench -p cornershop-bench -- backup --backend sqlite --events 100000
 //! cargo bench -p cornershop-bench -- snapshot --backend sqlite --events 10000
+//! cargo bench -p cornershop-bench -- console --backend sqlite --events 1000000
 //! ```
 //!
 //! `cli` holds the command line; `append`, `scan`, `rebuild`, `relay` (load and
 //! relay-wait), `scaling` (each operation as the log grows), `auth`, `seal` and `snapshot`
-//! (a long stream's cold load from its snapshot against the full fold) the measurements. A leaf of the workspace: it may depend on
+//! (a long stream's cold load from its snapshot against the full fold) and `console` (the
+//! operator's console's pages on a large store, over HTTP) the measurements. A leaf of the workspace: it may depend on
 //! every other crate, and none depends on it.
 
 mod append;
 mod auth;
 mod backup;
 mod cli;
+mod console;
 mod rebuild;
 mod relay;
 mod scaling;
@@ -70,6 +73,7 @@ pub fn main() -> anyhow::Result<()> {
             Command::Seal(args) => seal::seal(&args).await,
             Command::Backup(args) => backup::backup(&args).await,
             Command::Snapshot(args) => snapshot::snapshot(&args).await,
+            Command::Console(args) => console::console(&args).await,
         }
     })
 }

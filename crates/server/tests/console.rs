@@ -15,41 +15,15 @@ mod browser;
 mod common;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use browser::Browser;
-use common::{cluster, Role, TestApp};
-use cornershop_messaging::{Handler, HandlerError};
+use common::{cluster, Fussy, Role, TestApp};
 use cornershop_server::config::ServeArgs;
-use cornershop_store::StoredEvent;
 use reqwest::StatusCode;
 use serde_json::Value;
-
-/// A consumer that fails on carts of the customer "poison" until it is fixed.
-struct Fussy {
-    fixed: AtomicBool,
-}
-
-#[async_trait]
-impl Handler for Fussy {
-    fn name(&self) -> &'static str {
-        "fussy-test-consumer"
-    }
-    fn handles(&self, event_type: &str) -> bool {
-        event_type == "CartCreated"
-    }
-    async fn handle(&self, event: &StoredEvent) -> Result<(), HandlerError> {
-        if event.envelope.data["customerId"] == "poison" && !self.fixed.load(Ordering::SeqCst) {
-            return Err(HandlerError::Transient(
-                "cannot digest customer 'poison'".into(),
-            ));
-        }
-        Ok(())
-    }
-}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Backend {
@@ -281,9 +255,7 @@ async fn start(backend: Backend, fussy: Arc<Fussy>) -> (TestApp, Option<(String,
 }
 
 async fn scenario(backend: Backend) {
-    let fussy = Arc::new(Fussy {
-        fixed: AtomicBool::new(false),
-    });
+    let fussy = Arc::new(Fussy::default());
     let (app, production) = start(backend, fussy.clone()).await;
     let shots = Screenshots::new(backend);
     let browser = Browser::start(1280).await;

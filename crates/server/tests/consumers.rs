@@ -7,48 +7,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use common::spawn_app_with;
+use common::{spawn_app_with, Fussy};
 use cornershop_messaging::{Handler, HandlerError};
 use cornershop_store::StoredEvent;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-/// A consumer that fails on carts of the customer "poison" until it is fixed.
-struct Fussy {
-    fixed: AtomicBool,
-    handled: Mutex<Vec<String>>,
-}
-
-#[async_trait]
-impl Handler for Fussy {
-    fn name(&self) -> &'static str {
-        "fussy-test-consumer"
-    }
-    fn handles(&self, event_type: &str) -> bool {
-        event_type == "CartCreated"
-    }
-    async fn handle(&self, event: &StoredEvent) -> Result<(), HandlerError> {
-        if event.envelope.data["customerId"] == "poison" && !self.fixed.load(Ordering::SeqCst) {
-            return Err(HandlerError::Transient(
-                "cannot digest customer 'poison'".into(),
-            ));
-        }
-        self.handled.lock().unwrap().push(
-            event.envelope.data["customerId"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        );
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn a_poison_event_is_dead_lettered_others_flow_and_a_retry_after_the_fix_succeeds() {
-    let fussy = Arc::new(Fussy {
-        fixed: AtomicBool::new(false),
-        handled: Mutex::default(),
-    });
+    let fussy = Arc::new(Fussy::default());
     let app = spawn_app_with(
         |args| {
             args.workflow.consumer_max_attempts = 3;

@@ -393,3 +393,37 @@ pub(crate) fn types(events: &[Value]) -> Vec<String> {
         .map(|e| e["eventType"].as_str().unwrap().to_string())
         .collect()
 }
+
+/// A consumer that fails on carts of the customer "poison" until it is fixed (its
+/// failures are transient, so the event is retried, then dead-lettered); records the
+/// customers whose carts it handled.
+#[derive(Default)]
+pub(crate) struct Fussy {
+    pub fixed: std::sync::atomic::AtomicBool,
+    pub handled: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl cornershop_messaging::Handler for Fussy {
+    fn name(&self) -> &'static str {
+        "fussy-test-consumer"
+    }
+    fn handles(&self, event_type: &str) -> bool {
+        event_type == "CartCreated"
+    }
+    async fn handle(
+        &self,
+        event: &cornershop_store::StoredEvent,
+    ) -> Result<(), cornershop_messaging::HandlerError> {
+        let customer = event.envelope.data["customerId"]
+            .as_str()
+            .unwrap_or_default();
+        if customer == "poison" && !self.fixed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(cornershop_messaging::HandlerError::Transient(
+                "cannot digest customer 'poison'".into(),
+            ));
+        }
+        self.handled.lock().unwrap().push(customer.to_string());
+        Ok(())
+    }
+}
