@@ -241,4 +241,7 @@ pub(crate) struct ConsoleArgs {
     /// Generators writing the order histories at once (each with its own SKUs).
     #[arg(long, default_value_t = 4)]
     pub(crate) writers: usize,
+    /// Pending dead letters recorded (events spread over the log).
+    #[arg(long, default_value_t = 200)]
+    pub(crate) dead_letters: u64,
 }
