@@ -21,6 +21,7 @@ pub mod backup;
 mod error;
 mod event;
 mod keys;
+mod mongo;
 mod notification;
 mod postgres;
 mod query;
@@ -39,14 +40,15 @@ use uuid::Uuid;
 pub use backup::Backups;
 
 pub use error::{
-    rusqlite_is_unique_violation, rusqlite_unavailability, sqlx_unavailability, StoreError,
-    Unavailable,
+    mongo_is_duplicate_key, mongo_unavailability, rusqlite_is_unique_violation,
+    rusqlite_unavailability, sqlx_unavailability, StoreError, Unavailable,
 };
 pub use event::{AppendRequest, IdempotentResponse, NewEvent, StoredEvent};
 pub use keys::{DataKeyRecord, Erasure};
 pub use notification::{
     notification_status, NewNotification, Notification, NotificationQuery, NotificationUpdate,
 };
+pub use mongo::MongoEventStore;
 pub use postgres::PgEventStore;
 pub use query::{EventQuery, StoreStats, TimeRange};
 pub use records::{Checkpoint, DeadLetter, Publication, Timer};
