@@ -159,7 +159,9 @@ pub fn mongo_is_duplicate_key(e: &mongodb::error::Error) -> bool {
 /// of space; a write whose connection broke may have been applied.
 pub fn mongo_unavailability(e: &mongodb::error::Error) -> Option<Unavailable> {
     use mongodb::error::ErrorKind;
-    if e.contains_label(mongodb::error::RETRYABLE_WRITE_ERROR) && matches!(&*e.kind, ErrorKind::Io(_)) {
+    if e.contains_label(mongodb::error::RETRYABLE_WRITE_ERROR)
+        && matches!(&*e.kind, ErrorKind::Io(_))
+    {
         return Some(Unavailable::OutcomeUnknown);
     }
     match &*e.kind {

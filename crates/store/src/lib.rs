@@ -45,10 +45,10 @@ pub use error::{
 };
 pub use event::{AppendRequest, IdempotentResponse, NewEvent, StoredEvent};
 pub use keys::{DataKeyRecord, Erasure};
+pub use mongo::MongoEventStore;
 pub use notification::{
     notification_status, NewNotification, Notification, NotificationQuery, NotificationUpdate,
 };
-pub use mongo::MongoEventStore;
 pub use postgres::PgEventStore;
 pub use query::{EventQuery, StoreStats, TimeRange};
 pub use records::{Checkpoint, DeadLetter, Publication, Timer};

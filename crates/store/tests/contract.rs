@@ -23,10 +23,10 @@ use cornershop_domain::{
 };
 use cornershop_store::backup::{self, Cut, ImportItem, Row};
 use cornershop_store::{
-    trace, AppendRequest, DataKeyRecord, EventQuery, EventStore, IdempotentResponse, NewEvent,
-    MongoEventStore, NewNotification, Notification, NotificationQuery, NotificationUpdate,
-    PgEventStore,
-    Publication, Snapshot, SqliteEventStore, StoreError, StoreStats, StoredEvent, TimeRange, Timer,
+    trace, AppendRequest, DataKeyRecord, EventQuery, EventStore, IdempotentResponse,
+    MongoEventStore, NewEvent, NewNotification, Notification, NotificationQuery,
+    NotificationUpdate, PgEventStore, Publication, Snapshot, SqliteEventStore, StoreError,
+    StoreStats, StoredEvent, TimeRange, Timer,
 };
 use futures::future::BoxFuture;
 use uuid::Uuid;
@@ -403,7 +403,10 @@ mod mongo_order {
             let outcome = check.await;
             backend.store.close().await;
             if let Err(panic) = outcome {
-                assert!(panic.is_panic(), "the check failed by an assertion: {panic}");
+                assert!(
+                    panic.is_panic(),
+                    "the check failed by an assertion: {panic}"
+                );
                 return;
             }
         }
@@ -469,8 +472,15 @@ mod mongo_order {
             "a reader does not pass position 2 before the gap's grace"
         );
         let log = read_until(&*store, 2, Duration::from_secs(10)).await;
-        assert_eq!(positions(&log), vec![1, 3], "after the grace the gap is passed");
-        assert!(noticed.elapsed() >= grace / 2, "the reader waited for the writer");
+        assert_eq!(
+            positions(&log),
+            vec![1, 3],
+            "after the grace the gap is passed"
+        );
+        assert!(
+            noticed.elapsed() >= grace / 2,
+            "the reader waited for the writer"
+        );
         assert_eq!(store.head_position().await.unwrap(), 3);
 
         // A writer too slow for the grace: its insert under position 4 loses to the gap's
@@ -483,11 +493,24 @@ mod mongo_order {
         let late = tokio::spawn(slow(cart("late", 0), Duration::from_millis(1_500)));
         tokio::time::sleep(Duration::from_millis(200)).await;
         let overtaking = store.append(cart("after", 1)).await.unwrap();
-        assert_eq!(overtaking[0].position, 5, "position 4 went to the late writer");
+        assert_eq!(
+            overtaking[0].position, 5,
+            "position 4 went to the late writer"
+        );
         let log = read_until(&*store, 3, Duration::from_secs(10)).await;
-        assert_eq!(positions(&log), vec![1, 3, 5], "the late writer's gap is passed");
-        let late = late.await.unwrap().expect("the late writer retries and succeeds");
-        assert_eq!(late[0].position, 6, "retried after the positions readers passed");
+        assert_eq!(
+            positions(&log),
+            vec![1, 3, 5],
+            "the late writer's gap is passed"
+        );
+        let late = late
+            .await
+            .unwrap()
+            .expect("the late writer retries and succeeds");
+        assert_eq!(
+            late[0].position, 6,
+            "retried after the positions readers passed"
+        );
         let log = read_until(&*store, 4, Duration::from_secs(10)).await;
         assert_eq!(positions(&log), vec![1, 3, 5, 6]);
         assert_eq!(

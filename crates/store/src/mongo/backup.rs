@@ -203,6 +203,7 @@ impl MongoEventStore {
         self.log.delete_many(doc! {}).await?;
         self.records.delete_many(doc! {}).await?;
         self.counters.delete_many(doc! {}).await?;
+        self.claims.delete_many(doc! {}).await?;
         Ok(())
     }
 
@@ -413,6 +414,10 @@ impl Backups for MongoEventStore {
                     )
                     .upsert(true)
                     .await?;
+                if head > 0 {
+                    let claims = (1..=head).map(|p| doc! { "_id": p as i64 });
+                    self.claims.insert_many(claims).await?;
+                }
                 self.order.advance().await?;
                 Ok(written + local_written)
             }

@@ -98,7 +98,9 @@ pub(crate) fn append_document(
 ) -> Document {
     let first = events[0].position;
     let last = events[events.len() - 1].position;
-    let times = events.iter().map(|e| e.envelope.timestamp.timestamp_micros());
+    let times = events
+        .iter()
+        .map(|e| e.envelope.timestamp.timestamp_micros());
     let mut doc = doc! {
         "_id": first as i64,
         "n": events.len() as i64,
@@ -337,7 +339,9 @@ impl MongoEventStore {
     ) -> Result<u64, StoreError> {
         let last = self
             .log
-            .find_one(doc! { "aggregateType": aggregate_type.as_str(), "aggregateId": aggregate_id })
+            .find_one(
+                doc! { "aggregateType": aggregate_type.as_str(), "aggregateId": aggregate_id },
+            )
             .sort(doc! { "firstVersion": -1 })
             .projection(doc! { "lastVersion": 1 })
             .await?;
@@ -387,19 +391,98 @@ impl MongoEventStore {
         Ok(None)
     }
 
-    /// Takes `n` positions from the counter: the first of them.
+    /// An append without events: only its keys, kept in `records` (no append document
+    /// holds them; the key with no events and the reply are two inserts).
+    async fn append_nothing(
+        &self,
+        request: &AppendRequest,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        if let Some(taken) = self.why_taken(request).await? {
+            return Err(taken);
+        }
+        let now = Utc::now().timestamp_micros();
+        if let Some(reply) = &request.idempotency {
+            let inserted = self
+                .records
+                .insert_one(doc! {
+                    "_id": format!("idem:{}", reply.key),
+                    "fingerprint": &reply.fingerprint,
+                    "status": i64::from(reply.status),
+                    "body": &reply.body,
+                    "createdAt": now,
+                })
+                .await;
+            crate::unless_taken(inserted, || {
+                StoreError::IdempotencyKeyTaken(reply.key.clone())
+            })?;
+        }
+        if let Some(key) = &request.dedupe_key {
+            let inserted = self
+                .records
+                .insert_one(doc! { "_id": format!("applied:{key}"), "appliedAt": now })
+                .await;
+            crate::unless_taken(inserted, || StoreError::AlreadyApplied(key.clone()))?;
+        }
+        Ok(Vec::new())
+    }
+
+    /// Takes `n` positions: the first of them. The counter (`findOneAndUpdate` `$inc`)
+    /// proposes them; a claim per position (`claims`, unique `_id`) makes them ours. On
+    /// MongoDB the counter alone would do, but FerretDB 1.x runs `findAndModify` as a read
+    /// and then a write (FerretDB#2168), so two writers can be handed overlapping ranges:
+    /// the claims let only one have each position. Positions claimed by a writer whose
+    /// other claims lost are given up at once, as tombstones.
     pub(crate) async fn take_positions(&self, n: u64) -> Result<u64, StoreError> {
-        let counter = self
-            .counters
-            .find_one_and_update(
-                doc! { "_id": "position" },
-                doc! { "$inc": { "next": n as i64 } },
-            )
-            .upsert(true)
-            .return_document(ReturnDocument::After)
-            .await?
-            .ok_or_else(|| corrupt("counters", "no position counter after an upsert"))?;
-        Ok(int(&counter, "next")? as u64 - n + 1)
+        loop {
+            let counter = self
+                .counters
+                .find_one_and_update(
+                    doc! { "_id": "position" },
+                    doc! { "$inc": { "next": n as i64 } },
+                )
+                .upsert(true)
+                .return_document(ReturnDocument::After)
+                .await;
+            let first = match counter {
+                Ok(Some(counter)) => int(&counter, "next")? as u64 - n + 1,
+                Ok(None) => return Err(corrupt("counters", "no position counter after an upsert")),
+                // Two first upserts raced: the counter exists now.
+                Err(e) if crate::mongo_is_duplicate_key(&e) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let claims = (first..first + n).map(|p| doc! { "_id": p as i64 });
+            match self.claims.insert_many(claims).ordered(false).await {
+                Ok(_) => return Ok(first),
+                Err(e) if crate::mongo_is_duplicate_key(&e) => {
+                    let lost: std::collections::HashSet<u64> = match &*e.kind {
+                        mongodb::error::ErrorKind::InsertMany(m) => m
+                            .write_errors
+                            .iter()
+                            .flatten()
+                            .map(|w| first + w.index as u64)
+                            .collect(),
+                        _ => (first..first + n).collect(),
+                    };
+                    let ours: Vec<Document> = (first..first + n)
+                        .filter(|p| !lost.contains(p))
+                        .map(tombstone)
+                        .collect();
+                    if !ours.is_empty() {
+                        match self.log.insert_many(ours).ordered(false).await {
+                            Ok(_) => {}
+                            Err(e) if crate::mongo_is_duplicate_key(&e) => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    tracing::debug!(
+                        first,
+                        n,
+                        "positions claimed by another writer; taking new ones"
+                    );
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     async fn append_inner(
@@ -408,7 +491,7 @@ impl MongoEventStore {
         delay: Option<Duration>,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         if request.events.is_empty() {
-            return Ok(Vec::new());
+            return self.append_nothing(&request).await;
         }
         let (mut stored, rows) = events_to_store(
             request.aggregate_type,
@@ -608,7 +691,10 @@ impl EventLog for MongoEventStore {
             e.position > after
                 && e.position < before
                 && e.position <= readable
-                && query.event_type.as_ref().is_none_or(|t| &e.envelope.event_type == t)
+                && query
+                    .event_type
+                    .as_ref()
+                    .is_none_or(|t| &e.envelope.event_type == t)
                 && query
                     .correlation_id
                     .as_ref()
@@ -623,10 +709,7 @@ impl EventLog for MongoEventStore {
                 let mut out = Vec::new();
                 if after > 0 {
                     let mut straddling = filter.clone();
-                    straddling.insert(
-                        "_id",
-                        doc! { "$lte": after.min(i64::MAX as u64) as i64 },
-                    );
+                    straddling.insert("_id", doc! { "$lte": after.min(i64::MAX as u64) as i64 });
                     straddling.insert("last", doc! { "$gt": after.min(i64::MAX as u64) as i64 });
                     out = self.collect_events(straddling, 1, limit, keep).await?;
                 }
@@ -675,7 +758,7 @@ impl EventLog for MongoEventStore {
         let mut aggregates = self
             .log
             .aggregate(vec![
-                events.clone(),
+                events,
                 doc! { "$group": { "_id": { "t": "$aggregateType", "i": "$aggregateId" } } },
                 doc! { "$count": "count" },
             ])
@@ -684,23 +767,21 @@ impl EventLog for MongoEventStore {
             Some(d) => int(&d, "count")? as u64,
             None => 0,
         };
-        let mut times = self
-            .log
-            .aggregate(vec![
-                events,
-                doc! { "$group": {
-                    "_id": Bson::Null,
-                    "first": { "$min": "$minTime" },
-                    "last": { "$max": "$maxTime" },
-                } },
-            ])
-            .await?;
-        let (first_event_at, last_event_at) = match times.try_next().await? {
-            Some(d) => (
-                opt_int(&d, "first")?.map(from_micros).transpose()?,
-                opt_int(&d, "last")?.map(from_micros).transpose()?,
-            ),
-            None => (None, None),
+        // The first and the last event's times: by the time index (FerretDB 1.x has no
+        // $min or $max accumulator).
+        let edge = |key: &'static str, direction: i32| {
+            self.log
+                .find_one(doc! { "gap": { "$exists": false } })
+                .sort(doc! { key: direction })
+                .projection(doc! { key: 1 })
+        };
+        let first_event_at = match edge("minTime", 1).await? {
+            Some(d) => Some(from_micros(int(&d, "minTime")?)?),
+            None => None,
+        };
+        let last_event_at = match edge("maxTime", -1).await? {
+            Some(d) => Some(from_micros(int(&d, "maxTime")?)?),
+            None => None,
         };
         Ok(StoreStats {
             total_events: by_aggregate_type.values().sum(),
@@ -728,10 +809,11 @@ impl EventLog for MongoEventStore {
                     .map_err(|e| corrupt("idempotency", e))?
                     .clone(),
             ),
-            None => self
-                .records
-                .find_one(doc! { "_id": format!("idem:{key}") })
-                .await?,
+            None => {
+                self.records
+                    .find_one(doc! { "_id": format!("idem:{key}") })
+                    .await?
+            }
         };
         reply
             .map(|r| {

@@ -19,12 +19,18 @@
 //!   aggregateId, firstVersion) (the expected-version check: of two appends at one
 //!   version, one insert wins), `dedupeKey`, `idempotencyKey`. Indexes for the seed's
 //!   queries: (eventTypes, minTime), (minTime, maxTime), correlationIds, eventIds.
-//! - `counters`: `{_id: "position", next}`, the last position handed out.
-//! - `records`: idempotency replies and applied-command keys restored from a backup (they
-//!   belong to no append document); appends and lookups consult them too.
+//! - `counters`: `{_id: "position", next}`, the last position handed out, and `claims`:
+//!   one document per position taken (`_id`: the position), which makes a position one
+//!   writer's even where the counter's `findAndModify` is not atomic (FerretDB 1.x runs
+//!   it as a read, then a write: FerretDB#2168). Claims are kept (pruning them is left).
+//! - `records`: idempotency replies (`_id: "idem:<key>"`) and applied-command keys
+//!   (`"applied:<key>"`) that belong to no append document: those of an append without
+//!   events (a command that changed nothing) and those restored from a backup. Appends and
+//!   lookups consult them too.
 //!
 //! **The global order, never skipped** (`log.rs`): a writer takes its positions from the
-//! counter (`findOneAndUpdate` `$inc` by its number of events) and then inserts its
+//! counter (`findOneAndUpdate` `$inc` by its number of events, each position then claimed)
+//! and then inserts its
 //! document under `_id` = its first position. Writers finish out of order, so a reader
 //! keeps a settled head: the end of the contiguous run of documents from position 1. It
 //! reads only up to it. When the next position is missing but a later document exists, a
@@ -67,6 +73,7 @@ pub(crate) const DEFAULT_GAP_GRACE: Duration = Duration::from_secs(5);
 pub struct MongoEventStore {
     log: Collection<Document>,
     counters: Collection<Document>,
+    claims: Collection<Document>,
     records: Collection<Document>,
     order: Arc<Order>,
     /// The tables kept in SQLite (see the module comment).
@@ -104,12 +111,18 @@ impl MongoEventStore {
             .default_database()
             .unwrap_or_else(|| client.database("cornershop"));
         let log: Collection<Document> = db.collection("log");
-        let counters = db.collection("counters");
+        let counters: Collection<Document> = db.collection("counters");
         let records = db.collection("records");
+        let claims = db.collection("claims");
         let unique = |name: &str, keys: Document| {
             IndexModel::builder()
                 .keys(keys)
-                .options(IndexOptions::builder().name(name.to_string()).unique(true).build())
+                .options(
+                    IndexOptions::builder()
+                        .name(name.to_string())
+                        .unique(true)
+                        .build(),
+                )
                 .build()
         };
         let plain = |name: &str, keys: Document| {
@@ -131,6 +144,15 @@ impl MongoEventStore {
             plain("event_id", doc! { "eventIds": 1 }),
         ])
         .await?;
+        // The position counter, made once (a second connect finds it).
+        let made = counters
+            .insert_one(doc! { "_id": "position", "next": 0_i64 })
+            .await;
+        if let Err(e) = made {
+            if !crate::mongo_is_duplicate_key(&e) {
+                return Err(e.into());
+            }
+        }
         let local = SqliteEventStore::open(local_dir).await?;
         let order = Arc::new(Order {
             log: log.clone(),
@@ -145,6 +167,7 @@ impl MongoEventStore {
         Ok(Self {
             log,
             counters,
+            claims,
             records,
             order,
             local,
