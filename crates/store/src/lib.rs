@@ -8,7 +8,8 @@
 //! [`DataKeys`] and [`Snapshots`] (aggregates' states kept to shorten long folds:
 //! derived data, `snapshot.rs`), which [`EventStore`] gathers; its two backends,
 //! [`SqliteEventStore`] (`sqlite/`) and [`PgEventStore`] (`postgres/`), cut into the same
-//! files by concern; the types the trait takes and returns: events and appends
+//! files by concern, and [`MongoEventStore`] (`mongo/`: the log in MongoDB, the other
+//! tables in SQLite beside it, see its module comment); the types the trait takes and returns: events and appends
 //! (`event.rs`), queries of the log (`query.rs`), the other tables' records (`records.rs`:
 //! checkpoints, dead letters, publications, timers), notifications (`notification.rs`);
 //! [`StoreError`] and what counts as the store being unavailable (`error.rs`); and the W3C
