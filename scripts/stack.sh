@@ -2,19 +2,20 @@
 # The local test stack: a single-node Kafka broker (scripts/kafka.sh), a private
 # PostgreSQL cluster (scripts/postgres.sh) and an OpenID Connect provider, Keycloak in dev
 # mode with the test realm deploy/keycloak/cornershop-realm.json (scripts/keycloak.sh),
-# plus Debian's kcat, python3-aiosmtpd, prometheus (with promtool),
+# FerretDB 1.24 (MongoDB's wire protocol over SQLite, built once from the Go module proxy:
+# scripts/ferretdb.sh) for the MongoDB event store, plus Debian's kcat, python3-aiosmtpd, prometheus (with promtool),
 # prometheus-postgres-exporter, curl, jq, chromium and chromium-driver for tests, and
 # axe-core from npm.
 #
 # Usage: scripts/stack.sh {install|start|stop|status|env}
 #
-#   install  only the Debian packages the tests need; start does it too
-#   start    install what is missing (one apt-get update at most), start the three
+#   install  the Debian packages the tests need and the FerretDB binary; start does it too
+#   start    install what is missing (one apt-get update at most), start the four
 #            services, then print the environment the tests read, one KEY=value per line
 #            on stdout (progress goes to stderr), e.g.
 #                set -a; eval "$(scripts/stack.sh start)"; set +a
-#   stop     stop the three services (data is kept)
-#   status   show all three; exit 0 only if all run
+#   stop     stop the four services (data is kept)
+#   status   show all four; exit 0 only if all run
 #   env      print the environment lines only:
 #              CORNERSHOP_TEST_DATABASE_URL        postgres://... (postgres.sh url: over TLS,
 #                                                  ?sslmode=verify-full&sslrootcert=<CA>)
@@ -37,11 +38,13 @@
 #              CORNERSHOP_TEST_CHROMIUM, CORNERSHOP_TEST_CHROMEDRIVER  Debian's headless
 #                                                  browser and its driver (the console tests)
 #              CORNERSHOP_TEST_AXE                 axe-core's axe.min.js (from npm)
+#              CORNERSHOP_TEST_MONGODB_URL         mongodb://127.0.0.1:$FERRETDB_PORT/ (ferretdb.sh
+#                                                  env; no authentication, no TLS)
 #            The realm's users and their passwords: see scripts/keycloak.sh.
 #
 # Ports and run dirs follow the variables of kafka.sh, postgres.sh and keycloak.sh
-# (KAFKA_PORT, KAFKA_CONTROLLER_PORT, KAFKA_SASL_SSL_PORT, PGPORT, KEYCLOAK_PORT,
-# CORNERSHOP_DEPLOY_RUN, ...). PG_TLS=0 and KAFKA_TLS=0 start them without TLS (and the
+# and ferretdb.sh (KAFKA_PORT, KAFKA_CONTROLLER_PORT, KAFKA_SASL_SSL_PORT, PGPORT,
+# KEYCLOAK_PORT, FERRETDB_PORT, CORNERSHOP_DEPLOY_RUN, ...). PG_TLS=0 and KAFKA_TLS=0 start them without TLS (and the
 # printed environment says so).
 set -euo pipefail
 
@@ -63,6 +66,7 @@ print_env() {
     echo "CORNERSHOP_TEST_CHROMIUM=$(command -v chromium || echo /usr/bin/chromium)"
     echo "CORNERSHOP_TEST_CHROMEDRIVER=$(command -v chromedriver || echo /usr/bin/chromedriver)"
     echo "CORNERSHOP_TEST_AXE=$AXE_FILE"
+    "$SCRIPTS/ferretdb.sh" env
 }
 
 # axe-core's one script, from the npm registry's tarball of the pinned version.
@@ -116,18 +120,21 @@ case "${1:-}" in
 install)
     install_debian_packages
     install_axe
+    "$SCRIPTS/ferretdb.sh" install
     ;;
 start)
     install_debian_packages
     install_axe
     "$SCRIPTS/kafka.sh" install
     "$SCRIPTS/keycloak.sh" install
+    "$SCRIPTS/ferretdb.sh" install
     "$SCRIPTS/tls.sh" make
     # Keycloak takes longest (15-25 s, a minute or more on first use): launch it first,
     # start the others meanwhile, then wait for it.
     "$SCRIPTS/keycloak.sh" launch
     "$SCRIPTS/postgres.sh" start
     "$SCRIPTS/kafka.sh" start
+    "$SCRIPTS/ferretdb.sh" start
     "$SCRIPTS/keycloak.sh" start
     log "stack is up"
     print_env
@@ -135,6 +142,7 @@ start)
 stop)
     rc=0
     "$SCRIPTS/keycloak.sh" stop || rc=1
+    "$SCRIPTS/ferretdb.sh" stop || rc=1
     "$SCRIPTS/kafka.sh" stop || rc=1
     "$SCRIPTS/postgres.sh" stop || rc=1
     exit "$rc"
@@ -144,6 +152,7 @@ status)
     "$SCRIPTS/kafka.sh" status || rc=3
     "$SCRIPTS/postgres.sh" status || rc=3
     "$SCRIPTS/keycloak.sh" status || rc=3
+    "$SCRIPTS/ferretdb.sh" status || rc=3
     exit "$rc"
     ;;
 env)

@@ -31,6 +31,9 @@ pub enum StoreError {
     /// An error of the embedded backend's own SQLite connections (its writer thread).
     #[error("database error: {0}")]
     Sqlite(rusqlite::Error),
+    /// An error of the MongoDB backend's driver.
+    #[error("database error: {0}")]
+    Mongo(Box<mongodb::error::Error>),
     #[error("migration failed: {0}")]
     Migration(sqlx::migrate::MigrateError),
     /// The store could not take the write (or cannot be reached): nothing of it is
@@ -48,6 +51,12 @@ impl From<sqlx::Error> for StoreError {
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         Self::Sqlite(e)
+    }
+}
+
+impl From<mongodb::error::Error> for StoreError {
+    fn from(e: mongodb::error::Error) -> Self {
+        Self::Mongo(Box::new(e))
     }
 }
 
@@ -85,6 +94,7 @@ impl StoreError {
             Self::Unavailable { kind, .. } => Some(*kind),
             Self::Database(e) => sqlx_unavailability(e),
             Self::Sqlite(e) => rusqlite_unavailability(e),
+            Self::Mongo(e) => mongo_unavailability(e),
             _ => None,
         }
     }
@@ -94,6 +104,7 @@ impl StoreError {
         match self {
             Self::Database(sqlx::Error::Database(db)) => db.is_unique_violation(),
             Self::Sqlite(e) => rusqlite_is_unique_violation(e),
+            Self::Mongo(e) => mongo_is_duplicate_key(e),
             _ => false,
         }
     }
@@ -124,6 +135,46 @@ pub fn sqlx_unavailability(e: &sqlx::Error) -> Option<Unavailable> {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::Protocol(_) => Some(Unavailable::Unreachable),
+        _ => None,
+    }
+}
+
+/// Whether a MongoDB error is a duplicate key (code 11000) of a write, a bulk write or a
+/// command.
+pub fn mongo_is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match &*e.kind {
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
+        ErrorKind::InsertMany(m) => m
+            .write_errors
+            .as_ref()
+            .is_some_and(|errors| errors.iter().any(|w| w.code == 11000)),
+        ErrorKind::Command(c) => c.code == 11000,
+        _ => false,
+    }
+}
+
+/// Whether a MongoDB error means that the server cannot take work now: it cannot be
+/// reached (no server selected, I/O, a broken connection), or it is shutting down or out
+/// of space; a write whose connection broke may have been applied.
+pub fn mongo_unavailability(e: &mongodb::error::Error) -> Option<Unavailable> {
+    use mongodb::error::ErrorKind;
+    if e.contains_label(mongodb::error::RETRYABLE_WRITE_ERROR)
+        && matches!(&*e.kind, ErrorKind::Io(_))
+    {
+        return Some(Unavailable::OutcomeUnknown);
+    }
+    match &*e.kind {
+        ErrorKind::ServerSelection { .. }
+        | ErrorKind::Io(_)
+        | ErrorKind::ConnectionPoolCleared { .. }
+        | ErrorKind::Shutdown => Some(Unavailable::Unreachable),
+        // OutOfDiskSpace
+        ErrorKind::Command(c) if c.code == 14031 => Some(Unavailable::DiskFull),
+        // ShutdownInProgress, InterruptedAtShutdown, NotWritablePrimary and the like
+        ErrorKind::Command(c) if matches!(c.code, 91 | 11600 | 10107 | 13435 | 189) => {
+            Some(Unavailable::Unreachable)
+        }
         _ => None,
     }
 }

@@ -8,7 +8,8 @@
 //! [`DataKeys`] and [`Snapshots`] (aggregates' states kept to shorten long folds:
 //! derived data, `snapshot.rs`), which [`EventStore`] gathers; its two backends,
 //! [`SqliteEventStore`] (`sqlite/`) and [`PgEventStore`] (`postgres/`), cut into the same
-//! files by concern; the types the trait takes and returns: events and appends
+//! files by concern, and [`MongoEventStore`] (`mongo/`: the log in MongoDB, the other
+//! tables in SQLite beside it, see its module comment); the types the trait takes and returns: events and appends
 //! (`event.rs`), queries of the log (`query.rs`), the other tables' records (`records.rs`:
 //! checkpoints, dead letters, publications, timers), notifications (`notification.rs`);
 //! [`StoreError`] and what counts as the store being unavailable (`error.rs`); and the W3C
@@ -21,6 +22,7 @@ pub mod backup;
 mod error;
 mod event;
 mod keys;
+mod mongo;
 mod notification;
 mod postgres;
 mod query;
@@ -39,11 +41,12 @@ use uuid::Uuid;
 pub use backup::Backups;
 
 pub use error::{
-    rusqlite_is_unique_violation, rusqlite_unavailability, sqlx_unavailability, StoreError,
-    Unavailable,
+    mongo_is_duplicate_key, mongo_unavailability, rusqlite_is_unique_violation,
+    rusqlite_unavailability, sqlx_unavailability, StoreError, Unavailable,
 };
 pub use event::{AppendRequest, IdempotentResponse, NewEvent, StoredEvent};
 pub use keys::{DataKeyRecord, Erasure};
+pub use mongo::MongoEventStore;
 pub use notification::{
     notification_status, NewNotification, Notification, NotificationQuery, NotificationUpdate,
 };

@@ -7,6 +7,11 @@
 //! The PostgreSQL instance needs a server: run `./scripts/stack.sh start` and export
 //! `CORNERSHOP_TEST_DATABASE_URL` (a user allowed to `CREATE DATABASE`); each test gets a
 //! database of its own, dropped afterwards.
+//!
+//! The MongoDB instance runs on FerretDB: `./scripts/ferretdb.sh start` and export
+//! `CORNERSHOP_TEST_MONGODB_URL` (what `./scripts/ferretdb.sh env` prints); each test gets
+//! a database of its own, dropped afterwards, and a temporary directory for the SQLite
+//! part. Without the variable the MongoDB tests pass without running, saying why.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,9 +23,10 @@ use cornershop_domain::{
 };
 use cornershop_store::backup::{self, Cut, ImportItem, Row};
 use cornershop_store::{
-    trace, AppendRequest, DataKeyRecord, EventQuery, EventStore, IdempotentResponse, NewEvent,
-    NewNotification, Notification, NotificationQuery, NotificationUpdate, PgEventStore,
-    Publication, Snapshot, SqliteEventStore, StoreError, StoreStats, StoredEvent, TimeRange, Timer,
+    trace, AppendRequest, DataKeyRecord, EventQuery, EventStore, IdempotentResponse,
+    MongoEventStore, NewEvent, NewNotification, Notification, NotificationQuery,
+    NotificationUpdate, PgEventStore, Publication, Snapshot, SqliteEventStore, StoreError,
+    StoreStats, StoredEvent, TimeRange, Timer,
 };
 use futures::future::BoxFuture;
 use uuid::Uuid;
@@ -38,6 +44,27 @@ pub type SlowAppend = Arc<
 pub struct Backend {
     pub store: Arc<dyn EventStore>,
     pub slow_append: Option<SlowAppend>,
+}
+
+/// What an opener returns: a guard and a backend, or (a backend whose server is not
+/// configured, having said so) nothing, and the test passes without running.
+pub trait Opened {
+    type Guard;
+    fn opened(self) -> Option<(Self::Guard, Backend)>;
+}
+
+impl<G> Opened for (G, Backend) {
+    type Guard = G;
+    fn opened(self) -> Option<(G, Backend)> {
+        Some(self)
+    }
+}
+
+impl<G> Opened for Option<(G, Backend)> {
+    type Guard = G;
+    fn opened(self) -> Option<(G, Backend)> {
+        self
+    }
 }
 
 /// Every contract function, run against one backend. Each test gets a fresh, empty store
@@ -86,7 +113,9 @@ macro_rules! contract_tests {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn a_backup_under_concurrent_writers_is_a_prefix_of_the_log() {
-                let (_guard, backend) = $open().await;
+                let Some((_guard, backend)) = super::Opened::opened($open().await) else {
+                    return;
+                };
                 super::contract::a_backup_under_concurrent_writers_is_a_prefix_of_the_log(
                     backend.store.clone(),
                     backend.slow_append.clone(),
@@ -96,7 +125,9 @@ macro_rules! contract_tests {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn slow_writers_never_let_a_reader_skip_an_event() {
-                let (_guard, backend) = $open().await;
+                let Some((_guard, backend)) = super::Opened::opened($open().await) else {
+                    return;
+                };
                 super::contract::slow_writers_never_let_a_reader_skip_an_event(
                     backend.store.clone(),
                     backend.slow_append.clone(),
@@ -107,7 +138,9 @@ macro_rules! contract_tests {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn sixty_four_slow_writers_never_let_a_reader_skip_an_event() {
-                let (_guard, backend) = $open().await;
+                let Some((_guard, backend)) = super::Opened::opened($open().await) else {
+                    return;
+                };
                 super::contract::slow_writers_never_let_a_reader_skip_an_event(
                     backend.store.clone(),
                     backend.slow_append.clone(),
@@ -121,7 +154,9 @@ macro_rules! contract_tests {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $name() {
-                let (_guard, backend) = $open().await;
+                let Some((_guard, backend)) = super::Opened::opened($open().await) else {
+                    return;
+                };
                 super::contract::$name(backend.store.clone()).await;
             }
         )*
@@ -253,6 +288,247 @@ async fn open_postgres() -> (ScratchDatabase, Backend) {
 }
 
 contract_tests!(postgres, super::open_postgres);
+
+/// A MongoDB database of its own for one test (and a directory for the SQLite part),
+/// dropped when the test ends, whether it passed or not.
+pub struct ScratchMongo {
+    /// The URL of the scratch database.
+    pub url: String,
+    name: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl ScratchMongo {
+    /// `None` (having said why) when CORNERSHOP_TEST_MONGODB_URL is unset.
+    pub fn create() -> Option<Self> {
+        let Ok(base) = std::env::var("CORNERSHOP_TEST_MONGODB_URL") else {
+            eprintln!(
+                "CORNERSHOP_TEST_MONGODB_URL is not set: the MongoDB contract test is skipped. \
+                 Start FerretDB and export the variable it prints: `./scripts/ferretdb.sh \
+                 start && export $(./scripts/ferretdb.sh env)`."
+            );
+            return None;
+        };
+        let name = format!("cs_test_{}", Uuid::new_v4().simple());
+        Some(Self {
+            url: with_database(&base, &name),
+            name,
+            dir: tempfile::tempdir().expect("temporary directory"),
+        })
+    }
+
+    pub async fn connect(&self) -> MongoEventStore {
+        MongoEventStore::connect(&self.url, self.dir.path())
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot connect the MongoDB store to {}: {e}. Is FerretDB running \
+                     (`./scripts/ferretdb.sh start`)?",
+                    self.url
+                )
+            })
+    }
+}
+
+impl Drop for ScratchMongo {
+    fn drop(&mut self) {
+        let url = self.url.clone();
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime, which cannot be blocked on: use a thread.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime to drop the scratch database");
+            runtime.block_on(async {
+                if let Ok(client) = mongodb::Client::with_uri_str(&url).await {
+                    let _ = client.database(&name).drop().await;
+                    client.shutdown().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn mongo_backend(store: MongoEventStore) -> Backend {
+    let store = Arc::new(store);
+    let slow = store.clone();
+    let slow_append: SlowAppend = Arc::new(move |request, delay| {
+        let store = slow.clone();
+        Box::pin(async move { store.append_with_delay(request, delay).await })
+    });
+    Backend {
+        store,
+        slow_append: Some(slow_append),
+    }
+}
+
+/// The MongoDB store on a scratch database, or `None` when there is no server to run on.
+async fn open_mongo() -> Option<(ScratchMongo, Backend)> {
+    let database = ScratchMongo::create()?;
+    let store = database.connect().await;
+    Some((database, mongo_backend(store)))
+}
+
+contract_tests!(mongo, super::open_mongo);
+
+/// The MongoDB order rule, beyond the contract: the no-skip check fails against readers
+/// that pass the settled head, and a writer that dies (or is too slow) between taking its
+/// positions and inserting leaves a gap that readers pass after its grace, for good.
+mod mongo_order {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use cornershop_domain::AggregateType;
+    use cornershop_store::{EventLog, StoredEvent};
+
+    use super::{contract, mongo_backend, ScratchMongo, SlowAppend};
+
+    /// Like the PostgreSQL one: 64 slow and fast writers against a store whose readers
+    /// read past the settled head make the check panic, in one of up to ten runs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_no_skip_check_fails_when_readers_pass_the_settled_head() {
+        const RUNS: usize = 10;
+        for _ in 0..RUNS {
+            let Some(database) = ScratchMongo::create() else {
+                return;
+            };
+            let backend = mongo_backend(database.connect().await.reading_past_the_settled_head());
+            let check = tokio::spawn(contract::slow_writers_never_let_a_reader_skip_an_event(
+                backend.store.clone(),
+                backend.slow_append.clone(),
+                64,
+            ));
+            let outcome = check.await;
+            backend.store.close().await;
+            if let Err(panic) = outcome {
+                assert!(
+                    panic.is_panic(),
+                    "the check failed by an assertion: {panic}"
+                );
+                return;
+            }
+        }
+        panic!("the no-skip check passed {RUNS} times against a store whose readers skip events");
+    }
+
+    fn positions(events: &[StoredEvent]) -> Vec<u64> {
+        events.iter().map(|e| e.position).collect()
+    }
+
+    async fn read_until(store: &dyn EventLog, count: usize, within: Duration) -> Vec<StoredEvent> {
+        let deadline = Instant::now() + within;
+        loop {
+            let log = store.read_log(0, 1_000).await.expect("read_log");
+            if log.len() >= count || Instant::now() > deadline {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_writer_killed_between_its_positions_and_its_insert_leaves_a_gap_for_good() {
+        let Some(database) = ScratchMongo::create() else {
+            return;
+        };
+        let grace = Duration::from_millis(400);
+        let store = Arc::new(database.connect().await.with_gap_grace(grace));
+        let cart = |id: &str, version: u64| {
+            contract::request(
+                AggregateType::Cart,
+                id,
+                version,
+                vec![if version == 0 {
+                    contract::cart_created(id, contract::at(0))
+                } else {
+                    contract::item_added(id, "S", 1, contract::at(1))
+                }],
+            )
+        };
+        let first = store.append(cart("before", 0)).await.unwrap();
+        assert_eq!(first[0].position, 1);
+
+        // A writer takes position 2 and is killed before it inserts.
+        let killed = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .append_with_delay(cart("killed", 0), Duration::from_secs(60))
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        killed.abort();
+        assert!(killed.await.unwrap_err().is_cancelled());
+
+        let after = store.append(cart("after", 0)).await.unwrap();
+        assert_eq!(after[0].position, 3, "position 2 went to the killed writer");
+        let noticed = Instant::now();
+        assert_eq!(
+            positions(&store.read_log(0, 100).await.unwrap()),
+            vec![1],
+            "a reader does not pass position 2 before the gap's grace"
+        );
+        let log = read_until(&*store, 2, Duration::from_secs(10)).await;
+        assert_eq!(
+            positions(&log),
+            vec![1, 3],
+            "after the grace the gap is passed"
+        );
+        assert!(
+            noticed.elapsed() >= grace / 2,
+            "the reader waited for the writer"
+        );
+        assert_eq!(store.head_position().await.unwrap(), 3);
+
+        // A writer too slow for the grace: its insert under position 4 loses to the gap's
+        // tombstone, and it is retried under a new position, after the ones readers passed.
+        let slow_store = store.clone();
+        let slow: SlowAppend = Arc::new(move |request, delay| {
+            let store = slow_store.clone();
+            Box::pin(async move { store.append_with_delay(request, delay).await })
+        });
+        let late = tokio::spawn(slow(cart("late", 0), Duration::from_millis(1_500)));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let overtaking = store.append(cart("after", 1)).await.unwrap();
+        assert_eq!(
+            overtaking[0].position, 5,
+            "position 4 went to the late writer"
+        );
+        let log = read_until(&*store, 3, Duration::from_secs(10)).await;
+        assert_eq!(
+            positions(&log),
+            vec![1, 3, 5],
+            "the late writer's gap is passed"
+        );
+        let late = late
+            .await
+            .unwrap()
+            .expect("the late writer retries and succeeds");
+        assert_eq!(
+            late[0].position, 6,
+            "retried after the positions readers passed"
+        );
+        let log = read_until(&*store, 4, Duration::from_secs(10)).await;
+        assert_eq!(positions(&log), vec![1, 3, 5, 6]);
+        assert_eq!(
+            store
+                .load_aggregate(AggregateType::Cart, "late", Default::default())
+                .await
+                .unwrap(),
+            vec![late[0].clone()],
+            "the late append is stored once"
+        );
+        assert!(store
+            .load_aggregate(AggregateType::Cart, "killed", Default::default())
+            .await
+            .unwrap()
+            .is_empty());
+        store.close().await;
+    }
+}
 
 /// The no-skip check can fail: against a PostgreSQL store whose readers do not stop at the
 /// settled head (a deliberately broken visibility rule), 64 slow and fast writers make the
