@@ -617,10 +617,11 @@ async fn scenario(backend: Backend) {
                 serde_json::json!([]),
                 "{name} at {width} px has elements outside the viewport"
             );
-            if width == 1280 {
-                let issues = accessibility_issues(&browser, &axe).await;
-                assert!(issues.is_empty(), "{name}: axe-core finds {issues:#?}");
-            }
+            let issues = accessibility_issues(&browser, &axe).await;
+            assert!(
+                issues.is_empty(),
+                "{name} at {width} px: axe-core finds {issues:#?}"
+            );
             shots.take(&browser, &app, name, Some(width)).await;
         }
     }
