@@ -31,6 +31,7 @@ fn shop_store(dir: &Path, database_url: Option<&str>) -> ShopStore {
     ShopStore {
         data_dir: dir.to_path_buf(),
         database_url: database_url.map(String::from),
+        mongodb_url: None,
         master_key_file: None,
     }
 }

@@ -49,11 +49,7 @@ fn bar(length: u64, what: &str) -> ProgressBar {
 /// `backup create`: a consistent cut of the store, written to `out`.
 pub async fn create(out: &Path, since: u64, args: &StoreArgs) -> anyhow::Result<Manifest> {
     let store = open_event_store(args).await?;
-    let source = if args.database_url.is_some() {
-        "postgresql"
-    } else {
-        "sqlite"
-    };
+    let source = args.backend_name();
     let (sink, mut items) = tokio::sync::mpsc::channel::<ExportItem>(8);
     let export = {
         let store = store.clone();

@@ -40,6 +40,14 @@ pub struct Application {
 
 /// Opens the event store that `serve` would use with these settings.
 pub(crate) async fn open_event_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn EventStore>> {
+    if let Some(url) = &args.mongodb_url {
+        // The log in MongoDB; what it does not hold, in SQLite under the data directory.
+        return Ok(Arc::new(
+            cornershop_store::MongoEventStore::connect(url, &args.data_dir)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot open the MongoDB event store: {e}"))?,
+        ));
+    }
     Ok(match &args.database_url {
         Some(url) => Arc::new(
             PgEventStore::connect(url)
@@ -164,7 +172,11 @@ impl Application {
         }
         tracing::info!(
             roles = ?roles.names(),
-            store = if args.database_url.is_some() { "postgres" } else { "sqlite" },
+            store = match (&args.database_url, &args.mongodb_url) {
+                (Some(_), _) => "postgres",
+                (None, Some(_)) => "mongodb",
+                (None, None) => "sqlite",
+            },
             transport = if kafka.is_some() { "kafka" } else { "embedded" },
             kafka_security = kafka.as_ref().map_or("", |k| k.security.protocol.as_str()),
             https = tls.is_some(),

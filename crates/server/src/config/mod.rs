@@ -181,6 +181,16 @@ pub struct StoreArgs {
     #[arg(long, env = "CORNERSHOP_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
+    /// MongoDB event store (or FerretDB), e.g. mongodb://host:27017/cornershop; the other
+    /// tables and the read models stay in SQLite under --data-dir.
+    #[arg(
+        long,
+        env = "CORNERSHOP_MONGODB_URL",
+        hide_env_values = true,
+        conflicts_with = "database_url"
+    )]
+    pub mongodb_url: Option<String>,
+
     /// The master key that wraps the customers' data keys: a file holding the base64 of
     /// 32 random bytes (`head -c 32 /dev/urandom | base64`). Default: master.key in
     /// --data-dir, created (mode 0600) on the first start of a new store.
@@ -189,6 +199,17 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
+    /// Which backend holds the event log: `postgresql`, `mongodb` or `sqlite`.
+    pub fn backend_name(&self) -> &'static str {
+        if self.database_url.is_some() {
+            "postgresql"
+        } else if self.mongodb_url.is_some() {
+            "mongodb"
+        } else {
+            "sqlite"
+        }
+    }
+
     /// The master key file, given or the data directory's.
     pub fn master_key_path(&self) -> PathBuf {
         self.master_key_file

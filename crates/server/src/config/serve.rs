@@ -36,6 +36,17 @@ pub struct ServeArgs {
     #[arg(long, env = "CORNERSHOP_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
+    /// MongoDB event store, e.g. mongodb://host:27017/cornershop (or FerretDB): the event
+    /// log in MongoDB, the consumers' state and the read models in SQLite under
+    /// --data-dir (one process: see ARCHITECTURE.md's MongoDB section).
+    #[arg(
+        long,
+        env = "CORNERSHOP_MONGODB_URL",
+        hide_env_values = true,
+        conflicts_with = "database_url"
+    )]
+    pub mongodb_url: Option<String>,
+
     /// The master key that wraps the customers' data keys: a file holding the base64 of
     /// 32 random bytes (`head -c 32 /dev/urandom | base64`). Default: master.key in
     /// --data-dir, created (mode 0600) on the first start of a new store. A start with a
@@ -326,6 +337,7 @@ impl ServeArgs {
         StoreArgs {
             data_dir: self.data_dir.clone(),
             database_url: self.database_url.clone(),
+            mongodb_url: self.mongodb_url.clone(),
             master_key_file: self.master_key_file.clone(),
         }
     }

@@ -131,7 +131,7 @@ impl MongoEventStore {
                 .options(IndexOptions::builder().name(name.to_string()).build())
                 .build()
         };
-        log.create_indexes([
+        let indexes = [
             unique(
                 "aggregate_version",
                 doc! { "aggregateType": 1, "aggregateId": 1, "firstVersion": 1 },
@@ -142,15 +142,37 @@ impl MongoEventStore {
             plain("time_range", doc! { "minTime": 1, "maxTime": 1 }),
             plain("correlation", doc! { "correlationIds": 1 }),
             plain("event_id", doc! { "eventIds": 1 }),
-        ])
-        .await?;
-        // The position counter, made once (a second connect finds it).
-        let made = counters
-            .insert_one(doc! { "_id": "position", "next": 0_i64 })
-            .await;
-        if let Err(e) = made {
-            if !crate::mongo_is_duplicate_key(&e) {
-                return Err(e.into());
+        ];
+        // Only the indexes the log lacks, and the counter only when it is not there: a
+        // second connect to a database (a restart) asking FerretDB 1.24 to create what
+        // exists, or answering a duplicate key there, ended the connection (its handler
+        // panicked: "slice bounds out of range"), seen on every restart.
+        let existing = log.list_index_names().await.unwrap_or_default();
+        let missing: Vec<IndexModel> = indexes
+            .into_iter()
+            .filter(|index| {
+                index
+                    .options
+                    .as_ref()
+                    .and_then(|o| o.name.as_ref())
+                    .is_none_or(|name| !existing.contains(name))
+            })
+            .collect();
+        if !missing.is_empty() {
+            log.create_indexes(missing).await?;
+        }
+        if counters
+            .find_one(doc! { "_id": "position" })
+            .await?
+            .is_none()
+        {
+            let made = counters
+                .insert_one(doc! { "_id": "position", "next": 0_i64 })
+                .await;
+            if let Err(e) = made {
+                if !crate::mongo_is_duplicate_key(&e) {
+                    return Err(e.into());
+                }
             }
         }
         let local = SqliteEventStore::open(local_dir).await?;
