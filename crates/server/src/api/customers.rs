@@ -51,12 +51,22 @@ pub(super) async fn revealed<T: Serialize>(
             format!("the answer could not be written: {e}"),
         )
     })?;
+    reveal_for(state, caller, &mut value).await?;
+    Ok(Json(value))
+}
+
+/// Opens the sealed personal values inside `value` that `caller` may see (see
+/// [`may_see`]), in place: what the API's answers and the console's pages show.
+pub(crate) async fn reveal_for(
+    state: &AppState,
+    caller: &Caller,
+    value: &mut serde_json::Value,
+) -> Result<(), cornershop_app::KeyError> {
     state
         .bus
         .keyring()
-        .reveal(&mut value, &|customer| may_see(caller, customer))
-        .await?;
-    Ok(Json(value))
+        .reveal(value, &|customer| may_see(caller, customer))
+        .await
 }
 
 /// A notification's personal text (recipient, body) as `caller` may see it: opened for
