@@ -611,6 +611,29 @@ impl MongoEventStore {
     }
 }
 
+impl MongoEventStore {
+    /// The events of the append documents matching `filter` (one aggregate's), in version
+    /// order, those that `keep` holds of.
+    async fn aggregate_events(
+        &self,
+        filter: Document,
+        keep: impl Fn(&StoredEvent) -> bool,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let docs: Vec<Document> = self
+            .log
+            .find(filter)
+            .sort(doc! { "firstVersion": 1 })
+            .await?
+            .try_collect()
+            .await?;
+        let mut out = Vec::new();
+        for d in &docs {
+            out.extend(decode_events(d)?.into_iter().filter(|e| keep(e)));
+        }
+        Ok(out)
+    }
+}
+
 #[async_trait]
 impl EventLog for MongoEventStore {
     async fn append(&self, request: AppendRequest) -> Result<Vec<StoredEvent>, StoreError> {
@@ -626,22 +649,8 @@ impl EventLog for MongoEventStore {
         let mut filter =
             doc! { "aggregateType": aggregate_type.as_str(), "aggregateId": aggregate_id };
         time_filter(&mut filter, range);
-        let docs: Vec<Document> = self
-            .log
-            .find(filter)
-            .sort(doc! { "firstVersion": 1 })
-            .await?
-            .try_collect()
-            .await?;
-        let mut out = Vec::new();
-        for d in &docs {
-            out.extend(
-                decode_events(d)?
-                    .into_iter()
-                    .filter(|e| range.contains(e.envelope.timestamp)),
-            );
-        }
-        Ok(out)
+        self.aggregate_events(filter, |e| range.contains(e.envelope.timestamp))
+            .await
     }
 
     async fn load_aggregate_after(
@@ -650,26 +659,13 @@ impl EventLog for MongoEventStore {
         aggregate_id: &str,
         after_version: u64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let docs: Vec<Document> = self
-            .log
-            .find(doc! {
-                "aggregateType": aggregate_type.as_str(),
-                "aggregateId": aggregate_id,
-                "lastVersion": { "$gt": after_version as i64 },
-            })
-            .sort(doc! { "firstVersion": 1 })
-            .await?
-            .try_collect()
-            .await?;
-        let mut out = Vec::new();
-        for d in &docs {
-            out.extend(
-                decode_events(d)?
-                    .into_iter()
-                    .filter(|e| e.envelope.version > after_version),
-            );
-        }
-        Ok(out)
+        let filter = doc! {
+            "aggregateType": aggregate_type.as_str(),
+            "aggregateId": aggregate_id,
+            "lastVersion": { "$gt": after_version as i64 },
+        };
+        self.aggregate_events(filter, |e| e.envelope.version > after_version)
+            .await
     }
 
     async fn query(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
