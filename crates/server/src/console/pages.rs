@@ -490,7 +490,12 @@ pub(super) async fn aggregate(
     };
     let latest = last.envelope.version;
     let version = params.version.unwrap_or(latest).clamp(1, latest);
-    let chosen = &events[(version - 1) as usize];
+    // By its version, not its index: a page never indexes past what the store returned.
+    let at = events
+        .iter()
+        .position(|e| e.envelope.version == version)
+        .unwrap_or(events.len() - 1);
+    let chosen = &events[at];
     // Time travel is the API's: the state folded from the first event up to the chosen
     // event's instant (events of one instant are folded together, as they were written).
     let replay = state
@@ -500,8 +505,8 @@ pub(super) async fn aggregate(
         .map_err(|e| unavailable("the aggregate's state", e))?;
     let folded = replay.version;
     let shown = revealed(&state, &viewer.caller, &replay.state).await;
-    let start = (version as usize).saturating_sub(STREAM_WINDOW / 2 + 1);
-    let window = &events[start..(start + STREAM_WINDOW).min(events.len())];
+    let start = at.saturating_sub(STREAM_WINDOW / 2);
+    let window = &events[start..start.saturating_add(STREAM_WINDOW).min(events.len())];
     let base = format!(
         "/console/aggregates/{}/{}",
         kind.as_str(),
